@@ -1,0 +1,1 @@
+"""Shared by server and hospitals: tasks, privacy math, secure-aggregation primitives, config."""
