@@ -1,0 +1,106 @@
+"""Local Keras training and evaluation, compiled once per process (no Flower here).
+
+A trainer is built per task and cached for the life of the process: the model is built and
+the whole epoch traced into one ``tf.function`` once; every round only sets weights, resets
+the optimizer's slots and runs the compiled epoch (about 4 ms for 200 rows here, against about
+500 ms for a rebuild-and-compile per round).
+"""
+
+from functools import lru_cache
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common.models import build_model
+from common.tasks.base import TaskSpec
+from common.types import NDArrays
+
+
+class LocalTrainer:
+    """A task's model, optimizer and compiled train/predict functions, reused every round."""
+
+    def __init__(self, task: TaskSpec) -> None:
+        self.task = task
+        self.model = build_model(task, seed=0)  # weights are always overwritten by set_weights
+        self.optimizer = keras.optimizers.SGD(learning_rate=0.1)
+        self.optimizer.build(self.model.trainable_variables)
+        self._initial_slots = [v.numpy() for v in self.optimizer.variables]
+        features = tf.TensorSpec([None, task.num_features], tf.float32)
+        self._train_epoch = tf.function(
+            self._epoch,
+            input_signature=[features, tf.TensorSpec([None], tf.float32),
+                             tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)],
+        )
+        self._predict = tf.function(
+            lambda x: self.model(x, training=False), input_signature=[features]
+        )
+
+    def loss(self, y: tf.Tensor, pred: tf.Tensor) -> tf.Tensor:
+        """Mean training loss of a batch: cross-entropy, or MSE in units of target_scale."""
+        if self.task.kind == "binary":
+            return tf.reduce_mean(keras.losses.binary_crossentropy(y[:, None], pred))
+        if self.task.kind == "multiclass":
+            return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, pred))
+        return tf.reduce_mean(tf.square((pred[:, 0] - y) / self.task.target_scale))
+
+    def _epoch(self, x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
+        n = tf.shape(order)[0]
+        num_batches = (n + batch_size - 1) // batch_size
+        total = tf.constant(0.0)
+        for b in tf.range(num_batches):
+            idx = order[b * batch_size : tf.minimum((b + 1) * batch_size, n)]
+            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+            with tf.GradientTape() as tape:
+                batch_loss = self.loss(yb, self.model(xb, training=True))
+            grads = tape.gradient(batch_loss, self.model.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+            total += batch_loss
+        return total / tf.cast(num_batches, tf.float32)
+
+    def set_weights(self, weights: NDArrays) -> None:
+        """Load global weights (trainable arrays, model order)."""
+        self.model.set_weights(weights)
+
+    def get_weights(self) -> NDArrays:
+        """Return the model's weights as float32 arrays in model order."""
+        return [np.asarray(w) for w in self.model.get_weights()]
+
+    def fit(
+        self,
+        weights: NDArrays,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+        rng: np.random.Generator,
+    ) -> tuple[NDArrays, float]:
+        """Train from `weights` for `epochs` shuffled epochs of SGD.
+
+        Returns the local weights and the mean batch loss of the last epoch. The optimizer's
+        slots are reset first (its learning rate is one of its variables and is set, not reset).
+        """
+        self.set_weights(weights)
+        for variable, initial in zip(self.optimizer.variables, self._initial_slots, strict=True):
+            variable.assign(initial)
+        self.optimizer.learning_rate.assign(learning_rate)
+        x_t, y_t = tf.constant(x), tf.constant(y)
+        loss = 0.0
+        for _ in range(epochs):
+            order = tf.constant(rng.permutation(len(y)).astype(np.int32))
+            loss = float(self._train_epoch(x_t, y_t, order, tf.constant(batch_size, tf.int32)))
+        return self.get_weights(), loss
+
+    def predict(self, weights: NDArrays, x: np.ndarray) -> np.ndarray:
+        """Return the model's outputs for `x` under `weights`."""
+        self.set_weights(weights)
+        return self._predict(tf.constant(x)).numpy()
+
+
+@lru_cache(maxsize=4)
+def get_trainer(task: TaskSpec) -> LocalTrainer:
+    """Return this process's trainer for `task`, building and tracing it on first use."""
+    tf.config.experimental.enable_op_determinism()
+    return LocalTrainer(task)

@@ -1,0 +1,102 @@
+"""The task contract: every task exposes its hospitals' data, a model builder and its metrics.
+
+A task is data + model + metric. Each hospital's data is already split into its own train and
+test parts and normalised with statistics of its own training part only, so nothing but model
+weights ever needs to be shared between hospitals.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+TaskKind = Literal["binary", "multiclass", "regression"]
+
+CLASSIFICATION_METRICS = ("accuracy", "auc")
+REGRESSION_METRICS = ("mae", "r2")
+
+
+@dataclass(frozen=True, slots=True)
+class HospitalData:
+    """One hospital's private data, preprocessed on its own training statistics.
+
+    Attributes
+    ----------
+    name : str
+        The hospital's name (e.g. ``"cleveland"`` or ``"hospital-3"``).
+    x_train, x_test : np.ndarray
+        float32 features, shape (rows, features).
+    y_train, y_test : np.ndarray
+        float32 labels, shape (rows,): 0/1 for binary, class index for multiclass, the target
+        value for regression.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def num_train(self) -> int:
+        """Number of training rows."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        """Number of test rows."""
+        return int(self.x_test.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What a task is: its kind, model shape and how to load its hospitals.
+
+    Attributes
+    ----------
+    name : str
+        The task's command-line name.
+    kind : TaskKind
+        Binary or multiclass classification, or regression.
+    num_features : int
+        Width of every hospital's feature matrix.
+    num_outputs : int
+        Model output units: 1 for binary and regression, the class count for multiclass.
+    hidden_units : tuple[int, ...]
+        Hidden Dense layers of the model; empty for logistic/linear regression.
+    max_hospitals : int | None
+        The most hospitals the task can be split into (None: bounded by its rows).
+    default_hospitals : int
+        Hospitals used when the run does not say.
+    load : Callable[..., list[HospitalData]]
+        ``load(num_hospitals, *, seed, partition, alpha)`` -> the hospitals, in order.
+    target_scale, target_offset : float
+        Regression only: the model predicts ``offset + scale * h`` (a fixed Rescaling layer),
+        and the training loss is the MSE divided by ``scale**2``, so gradients are O(1).
+    fixed_hospital_names : tuple[str, ...]
+        Real hospitals' names, in order; empty for split tasks (``hospital-0``, ...).
+    """
+
+    name: str
+    kind: TaskKind
+    num_features: int
+    num_outputs: int
+    hidden_units: tuple[int, ...]
+    max_hospitals: int | None
+    default_hospitals: int
+    load: Callable[..., list[HospitalData]]
+    target_scale: float = 1.0
+    target_offset: float = 0.0
+    fixed_hospital_names: tuple[str, ...] = ()
+
+    def hospital_names(self, num_hospitals: int) -> list[str]:
+        """Names of the first `num_hospitals` hospitals, as metrics.csv spells them."""
+        if self.fixed_hospital_names:
+            return list(self.fixed_hospital_names[:num_hospitals])
+        return [f"hospital-{index}" for index in range(num_hospitals)]
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The task's reported metrics, in metrics.csv order."""
+        return REGRESSION_METRICS if self.kind == "regression" else CLASSIFICATION_METRICS

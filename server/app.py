@@ -1,0 +1,39 @@
+"""The coordinating server's ServerApp (Flower Message API).
+
+``app`` reads its settings from the run config (``flwr run``, deployment);
+``build_server_app`` binds settings and an output directory given by ``fedcare simulate``.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from common.config import RunConfig
+from server.federation import run_federation
+from server.run_directory import prepare_run_dir
+
+
+def build_server_app(config: RunConfig, run_dir: Path) -> ServerApp:
+    """Return a ServerApp that runs `config` and writes into the prepared `run_dir`."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_federation(grid, config, run_dir)
+
+    return server_app
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the federation the run config describes (``flwr run .``, deployment)."""
+    config = RunConfig.from_run_config(dict(context.run_config))
+    run_dir = prepare_run_dir(config.out_dir or None, task=config.task, force=False)
+    run_federation(grid, config, run_dir)

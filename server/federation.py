@@ -1,0 +1,122 @@
+"""The round driver: the one place that runs a federation's rounds and writes its outputs.
+
+Each round trains on every hospital, aggregates through the strategy's hooks, evaluates the
+new global model on every hospital's test set, appends a metrics.csv row and moves the progress
+bar. At the end it saves ``model.keras`` (loads with plain Keras) and writes the report.
+"""
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord
+from flwr.serverapp import Grid
+
+from common import record_keys as keys
+from common.config import RunConfig
+from common.models import build_model
+from common.server_optimizers import ServerOptimizer
+from common.tasks import get_task
+from common.types import NDArrays
+from server.evaluation import summarize_round
+from server.progress import RoundProgress
+from server.report import write_report
+from server.run_directory import MetricsWriter, metrics_columns, package_versions, write_json_atomic
+from server.strategy import FedcareStrategy, FederationError
+
+logger = logging.getLogger(__name__)
+
+ROUND_TIMEOUT_SECONDS = 3600.0
+
+
+def round_settings(config: RunConfig) -> ConfigRecord:
+    """The settings every hospital receives with the global weights."""
+    return ConfigRecord({
+        keys.TASK: config.task,
+        keys.HOSPITALS: config.hospitals,
+        keys.SEED: config.seed,
+        keys.PARTITION: config.partition,
+        keys.DIRICHLET_ALPHA: config.dirichlet_alpha,
+        keys.LOCAL_EPOCHS: config.local_epochs,
+        keys.BATCH_SIZE: config.batch_size,
+        keys.LEARNING_RATE: config.learning_rate,
+    })
+
+
+def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
+    """Run all rounds, writing config.json, metrics.csv, model.keras and report.md to run_dir.
+
+    Returns the final global weights.
+
+    Raises
+    ------
+    FederationError
+        If the hospitals do not connect, or a round gets no usable reply (with the reasons).
+    """
+    task = get_task(config.task)
+    hospitals = task.hospital_names(config.hospitals)
+    run_id = uuid.uuid4().hex
+    write_json_atomic(run_dir / "config.json", {
+        "run_id": run_id,
+        "started_utc": datetime.now(UTC).isoformat(),
+        "settings": config.as_dict(),
+        "run_config": config.to_run_config(),
+        "hospitals": hospitals,
+        "versions": package_versions(),
+    })
+    model = build_model(task, seed=config.seed)
+    weights = [w.copy() for w in model.get_weights()]
+    strategy = FedcareStrategy(
+        hospitals=config.hospitals,
+        optimizer=ServerOptimizer(config.server_optimizer, config.server_learning_rate),
+        weighted=config.weighting == "examples",
+    )
+    writer = MetricsWriter(run_dir / "metrics.csv", metrics_columns(task.metric_names, hospitals))
+    headline = ("pooled_loss", *(f"client_avg_{m}" for m in task.metric_names))
+    with RoundProgress(config.num_server_rounds, headline=headline, title=task.name) as progress:
+        for server_round in range(1, config.num_server_rounds + 1):
+            row = _run_round(grid, strategy, server_round, weights, round_settings(config))
+            weights = row.pop("weights")
+            row.update(summarize_round(task, strategy.last_evaluation))
+            writer.append(row)
+            progress.round_done(row)
+    model.set_weights(weights)
+    model.save(run_dir / "model.keras")
+    write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict())
+    return weights
+
+
+def _run_round(
+    grid: Grid, strategy: FedcareStrategy, server_round: int, weights: NDArrays,
+    settings: ConfigRecord,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    replies = grid.send_and_receive(
+        strategy.configure_train(server_round, ArrayRecord(weights), settings, grid),
+        timeout=ROUND_TIMEOUT_SECONDS,
+    )
+    arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+    if arrays is None or train_metrics is None:
+        raise FederationError(
+            f"round {server_round}: no hospital returned a usable update "
+            f"({'; '.join(strategy.last_errors) or 'no replies'})"
+        )
+    new_weights = arrays.to_numpy_ndarrays()
+    replies = grid.send_and_receive(
+        strategy.configure_evaluate(server_round, ArrayRecord(new_weights), settings, grid),
+        timeout=ROUND_TIMEOUT_SECONDS,
+    )
+    if strategy.aggregate_evaluate(server_round, replies) is None:
+        raise FederationError(
+            f"round {server_round}: no hospital returned an evaluation "
+            f"({'; '.join(strategy.last_errors) or 'no replies'})"
+        )
+    return {
+        "round": server_round,
+        "seconds": time.perf_counter() - started,
+        "participants": int(train_metrics["participants"]),
+        "weights": new_weights,
+    }

@@ -1,0 +1,98 @@
+"""The run directory: where a run's config, per-round metrics, model and report are written.
+
+Metrics are appended one row per completed round and flushed to disk at once, so a crash
+loses at most the round in flight.
+"""
+
+import csv
+import json
+import os
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+VERSIONED_PACKAGES = ("fedcare", "flwr", "tensorflow", "keras", "numpy", "opacus", "torch",
+                      "cryptography", "scikit-learn")
+
+
+def default_run_dir(task: str, *, now: datetime | None = None) -> Path:
+    """Return ``runs/<UTC timestamp>-<task>`` under the current directory."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return Path("runs") / f"{stamp}-{task}"
+
+
+def prepare_run_dir(out: str | os.PathLike[str] | None, *, task: str, force: bool) -> Path:
+    """Resolve and create the run directory.
+
+    Raises
+    ------
+    FileExistsError
+        If the directory exists and is not empty, unless `force` is set; or if it is a file.
+    """
+    path = (Path(out) if out else default_run_dir(task)).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--out {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise FileExistsError(
+            f"--out {path} exists and is not empty; choose another directory or pass --force"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def package_versions() -> dict[str, str]:
+    """Return the installed versions of the packages that shape a run's result."""
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON to a temporary file, fsync it, then rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class MetricsWriter:
+    """Appends one metrics.csv row per completed round, flushed and fsynced at once."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path = path
+        self.columns = columns
+        with open(path, "w", newline="") as handle:
+            csv.writer(handle).writerow(columns)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Append a row; columns missing from `row` are left empty."""
+        with open(self.path, "a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=self.columns, extrasaction="raise").writerow(
+                {c: _format(row.get(c, "")) for c in self.columns}
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _format(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def metrics_columns(metric_names: tuple[str, ...], hospitals: list[str]) -> list[str]:
+    """Return metrics.csv's columns in contract order.
+
+    ``round, seconds, participants, pooled_loss``, then for each metric m: ``pooled_m,
+    client_avg_m`` and ``<hospital>_m`` for every hospital.
+    """
+    columns = ["round", "seconds", "participants", "pooled_loss"]
+    for metric in metric_names:
+        columns += [f"pooled_{metric}", f"client_avg_{metric}"]
+        columns += [f"{hospital}_{metric}" for hospital in hospitals]
+    return columns

@@ -1,0 +1,173 @@
+"""FedcareStrategy: FedAvg's message plumbing with fedcare's aggregation hooks.
+
+Replies are sorted by hospital before averaging (float sums depend on order), the mean update
+feeds a server optimizer (FedAvg, FedAdam or FedYogi), and evaluation replies are kept per
+hospital so the round's per-hospital, client-average and pooled metrics can be reported.
+"""
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from common import record_keys as keys
+from common.aggregation import weighted_mean
+from common.errors import FedcareError
+from common.metrics import Statistics
+from common.server_optimizers import ServerOptimizer
+from common.types import NDArrays
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HospitalUpdate:
+    """One hospital's train reply, unpacked from its Message."""
+
+    index: int
+    name: str
+    update: NDArrays
+    num_examples: int
+    train_loss: float
+
+    @classmethod
+    def from_message(cls, msg: Message) -> "HospitalUpdate":
+        """Unpack a train reply (arrays, metrics and the hospital's identity)."""
+        metrics, identity = msg.content[keys.METRICS], msg.content[keys.HOSPITAL]
+        return cls(
+            index=int(identity[keys.HOSPITAL_INDEX]),
+            name=str(identity[keys.HOSPITAL_NAME]),
+            update=msg.content[keys.ARRAYS].to_numpy_ndarrays(),
+            num_examples=int(metrics.get(keys.NUM_EXAMPLES, 0)),
+            train_loss=float(metrics[keys.TRAIN_LOSS]),
+        )
+
+
+class FederationError(FedcareError):
+    """The federation cannot go on (too few hospitals, or no usable replies)."""
+
+
+class FedcareStrategy(FedAvg):
+    """Train every connected hospital each round; aggregate in hospital order.
+
+    Parameters
+    ----------
+    hospitals : int
+        How many hospitals take part; the first round waits for this many nodes.
+    optimizer : ServerOptimizer
+        Applied to the mean update each round.
+    weighted : bool
+        Weight the mean by each hospital's training examples (non-DP runs).
+    node_wait_seconds : float
+        How long to wait for the hospitals to connect before giving up with a clear error.
+    """
+
+    def __init__(
+        self, *, hospitals: int, optimizer: ServerOptimizer, weighted: bool,
+        node_wait_seconds: float = 120.0,
+    ) -> None:
+        super().__init__(
+            min_train_nodes=hospitals, min_evaluate_nodes=hospitals, min_available_nodes=hospitals
+        )
+        self.hospitals = hospitals
+        self.optimizer = optimizer
+        self.weighted = weighted
+        self.node_wait_seconds = node_wait_seconds
+        self.global_weights: NDArrays = []
+        self.last_evaluation: dict[str, Statistics] = {}
+        self.last_errors: list[str] = []
+
+    def select_nodes(self, grid: Grid) -> list[int]:
+        """Return the ids of the hospitals' nodes, waiting for them to connect.
+
+        Raises
+        ------
+        FederationError
+            If fewer than `hospitals` nodes are connected after `node_wait_seconds`.
+        """
+        deadline = time.monotonic() + self.node_wait_seconds
+        while len(node_ids := sorted(grid.get_node_ids())) < self.hospitals:
+            if time.monotonic() > deadline:
+                raise FederationError(
+                    f"only {len(node_ids)} of {self.hospitals} hospitals connected after "
+                    f"{self.node_wait_seconds:.0f} s; check that every hospital's node is running"
+                )
+            time.sleep(0.2)
+        return node_ids
+
+    def _messages(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, kind: str
+    ) -> list[Message]:
+        config[keys.SERVER_ROUND] = server_round
+        record = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
+        return list(self._construct_messages(record, self.select_nodes(grid), kind))
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send the global weights and the round's settings to every hospital."""
+        self.global_weights = arrays.to_numpy_ndarrays()
+        return self._messages(server_round, arrays, config, grid, MessageType.TRAIN)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send the new global weights for evaluation on each hospital's test set."""
+        return self._messages(server_round, arrays, config, grid, MessageType.EVALUATE)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Average the hospitals' updates in hospital order and apply the server optimizer."""
+        updates = [HospitalUpdate.from_message(m) for m in self._usable(replies, "train", server_round)]
+        if not updates:
+            return None, None
+        new_weights = self.aggregate_updates(updates)
+        metrics = MetricRecord({
+            "participants": len(updates),
+            keys.TRAIN_LOSS: float(np.mean([u.train_loss for u in updates])),
+        })
+        return ArrayRecord(new_weights), metrics
+
+    def aggregate_updates(self, updates: list[HospitalUpdate]) -> NDArrays:
+        """Return the new global weights: the server optimizer applied to the mean update.
+
+        Updates are sorted by hospital index first (node ids are random per run; float sums
+        depend on their order), so the result does not depend on the order of arrival.
+        """
+        ordered = sorted(updates, key=lambda u: u.index)
+        weights = [float(u.num_examples) if self.weighted else 1.0 for u in ordered]
+        mean_update = weighted_mean([u.update for u in ordered], weights)
+        return self.optimizer.step(self.global_weights, mean_update)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Keep each hospital's evaluation statistics (by name) for the round's report."""
+        valid = self._usable(replies, "evaluate", server_round)
+        self.last_evaluation = {
+            str(msg.content[keys.HOSPITAL][keys.HOSPITAL_NAME]): {
+                name: array.numpy() for name, array in msg.content[keys.STATISTICS].items()
+            }
+            for msg in valid
+        }
+        return MetricRecord({"participants": len(valid)}) if valid else None
+
+    def _usable(self, replies: Iterable[Message], stage: str, server_round: int) -> list[Message]:
+        """Return the replies without errors; log and remember each error's reason."""
+        usable, self.last_errors = [], []
+        for msg in replies:
+            if msg.has_error():
+                self.last_errors.append(msg.error.reason)
+                logger.warning(
+                    "round %d %s: node %d failed: %s",
+                    server_round, stage, msg.metadata.src_node_id, msg.error.reason,
+                )
+            else:
+                usable.append(msg)
+        return usable

@@ -1,0 +1,93 @@
+"""The ``fedcare`` command line: one typer app composed of role-specific sub-commands.
+
+Simulation and research commands live in ``simulations/``; admin commands in ``server/``;
+hospital commands in ``client/``. Heavy imports (TensorFlow, Flower) happen inside commands,
+so ``fedcare --help`` is instant.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from common.config import DEFAULTS, RunConfig
+
+app = typer.Typer(
+    help="fedcare: privacy-preserving federated learning for hospitals.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+@app.callback()
+def root() -> None:
+    """fedcare: privacy-preserving federated learning for hospitals."""
+
+
+def fail(message: str) -> None:
+    """Print an error in red and exit with status 2."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def resolve_config(overrides: dict[str, object]) -> RunConfig:
+    """Validate CLI settings through the same path as a Flower run config."""
+    try:
+        return RunConfig.from_run_config({k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        fail(str(error))
+        raise  # unreachable; fail() exits
+
+
+@app.command()
+def simulate(
+    task: Annotated[str, typer.Option(help="heart-disease, breast-cancer, diabetes or digits.")] = DEFAULTS["task"],
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = DEFAULTS["num-server-rounds"],
+    hospitals: Annotated[int | None, typer.Option(help="Hospitals (default: the task's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the model, split and shuffles.")] = DEFAULTS["seed"],
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<UTC time>-<task>).")] = None,
+    force: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
+    partition: Annotated[str, typer.Option(help="iid or dirichlet (split tasks).")] = DEFAULTS["partition"],
+    alpha: Annotated[float, typer.Option(help="Dirichlet alpha (smaller: more skew).")] = DEFAULTS["dirichlet-alpha"],
+    local_epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = DEFAULTS["local-epochs"],
+    batch_size: Annotated[int, typer.Option(help="Local batch size.")] = DEFAULTS["batch-size"],
+    lr: Annotated[float, typer.Option(help="Local SGD learning rate.")] = DEFAULTS["learning-rate"],
+    server_optimizer: Annotated[str, typer.Option(help="fedavg, fedadam or fedyogi.")] = DEFAULTS["server-optimizer"],
+    server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = DEFAULTS["server-learning-rate"],
+    weighting: Annotated[str, typer.Option(help="uniform (each hospital equal) or examples.")] = DEFAULTS["weighting"],
+) -> None:
+    """Simulate a federation of hospitals on this machine and write a run directory."""
+    from common.tasks import get_task
+
+    try:
+        task_spec = get_task(task)
+    except ValueError as error:
+        fail(str(error))
+    config = resolve_config({
+        "task": task, "num-server-rounds": rounds,
+        "hospitals": hospitals if hospitals is not None else task_spec.default_hospitals,
+        "seed": seed, "partition": partition, "dirichlet-alpha": alpha,
+        "local-epochs": local_epochs, "batch-size": batch_size, "learning-rate": lr,
+        "server-optimizer": server_optimizer, "server-learning-rate": server_lr,
+        "weighting": weighting,
+        "out-dir": str(out) if out else "",
+    })
+    from server.run_directory import prepare_run_dir
+
+    try:
+        run_dir = prepare_run_dir(out, task=config.task, force=force)
+    except FileExistsError as error:
+        fail(str(error))
+    from simulations.simulate import simulate as run
+
+    console.print(f"fedcare: {config.hospitals} hospitals, {config.num_server_rounds} rounds of "
+                  f"{config.task} -> {run_dir}")
+    run(config, run_dir)
+    console.print(f"[green]done[/]: {run_dir}/report.md")
+
+
+def main() -> None:
+    """Entry point of the ``fedcare`` console script."""
+    app()

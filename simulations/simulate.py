@@ -1,0 +1,63 @@
+"""Run a federation of simulated hospitals in this process (Flower's simulation engine, Ray).
+
+``run_simulation`` is Flower's in-process entry point: the ServerApp runs in a thread of this
+process and the ClientApps in Ray actors that are this process's children, so the run owns its
+whole process tree, needs no ~/.flwr state and installs nothing at run time (``flwr run``
+instead starts a detached SuperLink that outlives the command and keeps state in ~/.flwr).
+Flower marks it deprecated in favour of ``flwr run``; it is the one path that meets those
+requirements, and the flwr version is pinned to 1.42.x so it cannot vanish underneath us.
+"""
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from common.config import RunConfig
+
+# No telemetry or usage reports from machines without internet; no runtime installs.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only: skip TensorFlow's GPU probing
+os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+
+
+def backend_config(num_cpus: int | None = None) -> dict[str, dict[str, object]]:
+    """Ray settings: one CPU per simulated hospital, so actors = cores, no dashboard."""
+    cpus = num_cpus or os.cpu_count() or 1
+    return {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": logging.ERROR,
+                      "log_to_driver": False},
+    }
+
+
+def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = None) -> None:
+    """Run `config` as a simulation, writing the run directory `run_dir`.
+
+    Parameters
+    ----------
+    client_app : flwr.clientapp.ClientApp, optional
+        The hospitals' app; fedcare's ClientApp unless a benchmark swaps in another.
+
+    Raises
+    ------
+    server.strategy.FederationError
+        When the federation cannot complete (the reason is in the message).
+    """
+    from flwr.simulation import run_simulation
+
+    from client.app import app as fedcare_client_app
+    from server.app import build_server_app
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        run_simulation(
+            server_app=build_server_app(config, run_dir),
+            client_app=client_app or fedcare_client_app,
+            num_supernodes=config.hospitals,
+            backend_config=backend_config(),
+        )

@@ -1,0 +1,32 @@
+"""Bad input to `fedcare simulate` fails fast with a message naming what is wrong."""
+
+import pytest
+from typer.testing import CliRunner
+
+from simulations.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "mnist"], "unknown task 'mnist'"),
+        (["--rounds", "0"], "num-server-rounds must be >= 1"),
+        (["--hospitals", "5"], "hospitals must be between 1 and 4"),
+        (["--task", "digits", "--hospitals", "0"], "hospitals must be >= 1"),
+    ],
+)
+def test_simulate_rejects_bad_settings(args, message, tmp_path):
+    result = runner.invoke(app, ["simulate", *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
+
+
+def test_simulate_refuses_non_empty_out(tmp_path):
+    (tmp_path / "keep.txt").write_text("earlier results")
+    result = runner.invoke(app, ["simulate", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "is not empty" in " ".join(result.output.split())
+    assert (tmp_path / "keep.txt").read_text() == "earlier results"
