@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from common.config import RunConfig
+from simulations.process_tree import become_subreaper, stop_descendants
 
 # No telemetry or usage reports from machines without internet; no runtime installs.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -53,11 +54,15 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
     from server.app import build_server_app
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(
-            server_app=build_server_app(config, run_dir),
-            client_app=client_app or fedcare_client_app,
-            num_supernodes=config.hospitals,
-            backend_config=backend_config(),
-        )
+    become_subreaper()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            run_simulation(
+                server_app=build_server_app(config, run_dir),
+                client_app=client_app or fedcare_client_app,
+                num_supernodes=config.hospitals,
+                backend_config=backend_config(),
+            )
+    finally:
+        stop_descendants()

@@ -1,0 +1,34 @@
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from processes import kill_marked  # noqa: E402
+
+FEDCARE = Path(sys.executable).with_name("fedcare")
+
+
+@pytest.fixture
+def fedcare_cli():
+    """Run the `fedcare` command in a subprocess tree marked for cleanup.
+
+    Returns ``run(*args) -> (CompletedProcess, marker)``. Every process the command started
+    is killed when the test ends, pass or fail.
+    """
+    markers = []
+
+    def run(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, str]:
+        marker = uuid.uuid4().hex
+        markers.append(marker)
+        env = {**os.environ, "FEDCARE_TEST_MARKER": marker}
+        proc = subprocess.run([str(FEDCARE), *args], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        return proc, marker
+
+    yield run
+    for marker in markers:
+        kill_marked(marker)
