@@ -5,8 +5,13 @@ hospital commands in ``client/``. Heavy imports (TensorFlow, Flower) happen insi
 so ``fedcare --help`` is instant.
 """
 
+import os
 from pathlib import Path
 from typing import Annotated
+
+# Quiet TensorFlow's C++ start-up chatter and its GPU probe on these CPU-only machines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import typer
 from rich.console import Console
@@ -86,6 +91,41 @@ def simulate(
                   f"{config.task} -> {run_dir}")
     run(config, run_dir)
     console.print(f"[green]done[/]: {run_dir}/report.md")
+
+
+@app.command()
+def baseline(
+    task: Annotated[str, typer.Option(help="The task.")] = DEFAULTS["task"],
+    out: Annotated[Path, typer.Option(help="Directory for baseline.csv and baseline.md.")] = Path("runs/baseline"),
+    hospitals: Annotated[int | None, typer.Option(help="Hospitals (default: the task's).")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 to average over.")] = 5,
+    rounds: Annotated[int, typer.Option(help="Epochs = rounds x local epochs, as the federation.")] = DEFAULTS["num-server-rounds"],
+    force: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
+) -> None:
+    """Pooled and local-only training, evaluated on every hospital's test set (as FLamby)."""
+    from common.tasks import get_task
+
+    try:
+        task_spec = get_task(task)
+    except ValueError as error:
+        fail(str(error))
+    if seeds < 1:
+        fail(f"--seeds must be >= 1, got {seeds}")
+    config = resolve_config({
+        "task": task, "num-server-rounds": rounds,
+        "hospitals": hospitals if hospitals is not None else task_spec.default_hospitals,
+    })
+    from server.run_directory import prepare_run_dir
+    from simulations.baseline import run_baselines, write_baselines
+
+    try:
+        out_dir = prepare_run_dir(out, task=config.task, force=force)
+    except FileExistsError as error:
+        fail(str(error))
+    rows = run_baselines(config, seeds=list(range(seeds)))
+    table = write_baselines(rows, out_dir, task_spec.metric_names)
+    typer.echo(table)
+    console.print(f"[green]done[/]: {out_dir}/baseline.md")
 
 
 def main() -> None:
