@@ -1,0 +1,297 @@
+"""Patient-level DP-SGD for Keras 3 models (Abadi et al. CCS 2016, Algorithm 1), compiled once.
+
+Mechanism: Poisson-sample records at rate q, clip each per-example gradient to L2 norm C
+(``client.per_example_clipping``), sum, add N(0, (zC)^2) per coordinate, divide by q*n.
+Sensitivity: one record moves a step's sum by <= C. The adversary sees every iterate, so the
+accounting uses (z, q, steps) with the event ``train`` returns. Unit: one patient's record.
+"""
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from client.per_example_clipping import (
+    LossName,
+    dense_chain,
+    is_finite_number,
+    make_clipped_sum,
+    per_example_loss_fn,
+    validate_records,
+)
+from common.dp.events import GaussianRoundEvent
+
+__all__ = ["DpSgdTrainer", "LossName", "make_plain_epoch_fn", "per_example_loss_fn"]
+
+Method = Literal["auto", "dense_norms", "vectorized_map"]
+
+_NOISE_CHUNK_FLOATS = 1 << 22  # 16 MiB of float32 noise per compiled call at most
+
+
+class DpSgdTrainer:
+    """Run DP-SGD epochs on a built Keras model; compiles once per feature shape.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Built model; its trainable variables are updated in place.
+    loss : {"binary_crossentropy", "sparse_categorical_crossentropy", "mse"}
+        Per-example loss on the model's output (probabilities for the cross-entropies).
+    optimizer : keras.optimizers.Optimizer
+        Applied to the noisy mean gradient each step (built here if needed).
+    l2_norm_clip : float
+        C > 0, the per-example gradient L2 bound over all trainable variables together.
+    noise_multiplier : float
+        z >= 0; each step's gradient sum gets N(0, (z C)^2) per coordinate.
+    method : {"auto", "dense_norms", "vectorized_map"}
+        Per-example clipping path; "auto" uses the Dense norm shortcut whenever the model is a
+        ``keras.Sequential`` of plain Dense layers, else ``tf.vectorized_map``.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        loss: LossName,
+        optimizer: keras.optimizers.Optimizer,
+        l2_norm_clip: float,
+        noise_multiplier: float,
+        method: Method = "auto",
+    ) -> None:
+        if not is_finite_number(l2_norm_clip) or not l2_norm_clip > 0:
+            raise ValueError(f"l2_norm_clip must be > 0 and finite, got {l2_norm_clip!r}")
+        if not is_finite_number(noise_multiplier) or not noise_multiplier >= 0:
+            raise ValueError(f"noise_multiplier must be >= 0 and finite, got {noise_multiplier!r}")
+        if method not in ("auto", "dense_norms", "vectorized_map"):
+            raise ValueError(f"method must be auto, dense_norms or vectorized_map, got {method!r}")
+        self._optimizer = optimizer
+        self._loss_fn = per_example_loss_fn(loss)
+        self._variables = list(model.trainable_variables)
+        if not self._variables:
+            raise ValueError("model must be built and have trainable variables")
+        self._clip, self._z = float(l2_norm_clip), float(noise_multiplier)
+        chain = dense_chain(model, self._variables)
+        if method == "dense_norms" and chain is None:
+            raise ValueError("method 'dense_norms' needs a keras.Sequential of Dense layers only")
+        if method == "vectorized_map":
+            chain = None
+        self._method = "vectorized_map" if chain is None else "dense_norms"
+        self._clipped_sum = make_clipped_sum(model, self._loss_fn, self._variables, chain)
+        if not optimizer.built:
+            optimizer.build(self._variables)
+        self._num_parameters = sum(int(np.prod(v.shape)) for v in self._variables)
+        self._compiled: dict[tuple, dict[str, Callable]] = {}
+
+    @property
+    def method(self) -> str:
+        """The per-example clipping path in use: "dense_norms" or "vectorized_map"."""
+        return self._method
+
+    @property
+    def l2_norm_clip(self) -> float:
+        """C, the per-example gradient L2 bound."""
+        return self._clip
+
+    @property
+    def noise_multiplier(self) -> float:
+        """z, the noise stddev in units of C."""
+        return self._z
+
+    @property
+    def trace_count(self) -> int:
+        """How often the compiled functions were traced (once per feature shape if healthy)."""
+        return sum(
+            function.experimental_get_tracing_count()
+            for functions in self._compiled.values()
+            for function in functions.values()
+        )
+
+    def train(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        batch_size: int,
+        rng: np.random.Generator,
+        epochs: int = 1,
+        steps: int | None = None,
+    ) -> GaussianRoundEvent:
+        """Run DP-SGD and return the accounting event of exactly what was applied.
+
+        Parameters
+        ----------
+        x, y : np.ndarray
+            The hospital's training records, shapes (rows, features...) and (rows,), finite.
+        batch_size : int
+            Expected batch size; q = min(1, batch_size / rows).
+        rng : np.random.Generator
+            Draws the Poisson masks (shape (steps, rows)) and the noise seeds. In deployment
+            pass ``np.random.default_rng()`` (seeded from OS entropy), never a server seed.
+        epochs : int
+            Epochs of ceil(rows / batch_size) steps each, when ``steps`` is not given.
+        steps : int, optional
+            Exact number of DP-SGD steps, overriding ``epochs``.
+
+        Returns
+        -------
+        GaussianRoundEvent
+            level "patient", noise multiplier z, sample rate q and the steps taken.
+        """
+        features, labels = validate_records(x, y)
+        rows = features.shape[0]
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        if steps is None:
+            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+                raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+            steps = epochs * math.ceil(rows / batch_size)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        sample_rate = min(1.0, batch_size / rows)
+        masks = rng.random((steps, rows)) < sample_rate  # Poisson: each record independently
+        self.run_steps(features, labels, masks=masks, sample_rate=sample_rate, rng=rng)
+        return GaussianRoundEvent(
+            noise_multiplier=self._z, sample_rate=sample_rate, steps=steps, level="patient"
+        )
+
+    def run_steps(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        masks: np.ndarray,
+        sample_rate: float,
+        rng: np.random.Generator,
+    ) -> None:
+        """Run one DP-SGD step per row of ``masks`` (bool, shape (steps, rows)).
+
+        The masks must be Poisson draws at ``sample_rate`` for the accounting to hold; the
+        gradient sum is divided by ``sample_rate * rows``. Noise seeds come from ``rng``.
+        """
+        features, labels = validate_records(x, y)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        masks = np.asarray(masks, dtype=bool)
+        if masks.ndim != 2 or masks.shape[1] != features.shape[0]:
+            raise ValueError(
+                f"masks must have shape (steps, {features.shape[0]}), got {masks.shape}"
+            )
+        if not is_finite_number(sample_rate) or not 0 < sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        epoch = self._functions(features.shape[1:])["epoch"]
+        constants = (
+            tf.constant(self._clip, tf.float32),
+            tf.constant(self._z * self._clip, tf.float32),
+            tf.constant(sample_rate * features.shape[0], tf.float32),
+        )
+        # Noise for a chunk of steps is drawn in one op per variable (much faster than one per
+        # step); chunking caps its memory at _NOISE_CHUNK_FLOATS floats.
+        chunk = max(1, _NOISE_CHUNK_FLOATS // self._num_parameters)
+        info = np.iinfo(np.int64)
+        for start in range(0, masks.shape[0], chunk):
+            seeds = rng.integers(info.min, info.max, size=(len(self._variables), 2),
+                                 dtype=np.int64, endpoint=True)
+            epoch(features, labels, masks[start : start + chunk], seeds, *constants)
+
+    def clipped_gradient_sum(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        """Return the sum of per-example gradients clipped to C, without noise (not private)."""
+        return [g.numpy() for g in self._clipped_and_norms(x, y)[0]]
+
+    def per_example_norms(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Return each record's unclipped gradient L2 norm, shape (rows,) (not private)."""
+        return self._clipped_and_norms(x, y)[1].numpy()
+
+    def _clipped_and_norms(self, x: np.ndarray, y: np.ndarray) -> tuple:
+        features, labels = validate_records(x, y)
+        run = self._functions(features.shape[1:])["clipped_sum"]
+        return run(features, labels, tf.constant(self._clip, tf.float32))
+
+    def _functions(self, feature_shape: tuple) -> dict[str, Callable]:
+        if feature_shape not in self._compiled:
+            self._compiled[feature_shape] = self._compile(feature_shape)
+        return self._compiled[feature_shape]
+
+    def _compile(self, feature_shape: tuple) -> dict[str, Callable]:
+        x_spec = tf.TensorSpec([None, *feature_shape], tf.float32)
+        y_spec = tf.TensorSpec([None], tf.float32)
+        scalar = tf.TensorSpec([], tf.float32)
+        clipped, noiseless = self._clipped_sum, self._z == 0.0
+        shapes = [list(v.shape) for v in self._variables]
+
+        def epoch(x, y, masks, seeds, clip, stddev, expected_batch):
+            steps = tf.shape(masks)[0]
+            noise = [
+                None if noiseless else tf.random.stateless_normal(
+                    tf.concat([[steps], tf.constant(shape, tf.int32, shape=[len(shape)])], 0),
+                    seeds[j], stddev=stddev, dtype=tf.float32,
+                )
+                for j, shape in enumerate(shapes)
+            ]
+
+            def body(step):
+                index = tf.where(masks[step])[:, 0]
+                sums, _ = clipped(tf.gather(x, index), tf.gather(y, index), clip)
+                noisy = [
+                    (total if noiseless else total + noise[j][step]) / expected_batch
+                    for j, total in enumerate(sums)
+                ]
+                self._optimizer.apply(noisy, self._variables)
+                return (step + 1,)
+
+            return tf.while_loop(lambda step: step < steps, body, (tf.constant(0),),
+                                 parallel_iterations=1)[0]
+
+        epoch_signature = [x_spec, y_spec, tf.TensorSpec([None, None], tf.bool),
+                           tf.TensorSpec([len(self._variables), 2], tf.int64),
+                           scalar, scalar, scalar]
+        return {
+            "epoch": tf.function(epoch, input_signature=epoch_signature, autograph=False),
+            "clipped_sum": tf.function(clipped, input_signature=[x_spec, y_spec, scalar],
+                                       autograph=False),
+        }
+
+
+def make_plain_epoch_fn(
+    model: keras.Model, loss: LossName, optimizer: keras.optimizers.Optimizer
+) -> Callable[..., None]:
+    """Return ``epoch(x, y, *, batch_size, rng)``: one shuffled non-private epoch, compiled once.
+
+    Each step applies the mean loss gradient of a batch of ``batch_size`` records (the last
+    batch may be smaller). For comparison with DP-SGD only; it gives no privacy.
+    """
+    loss_fn, variables = per_example_loss_fn(loss), list(model.trainable_variables)
+    if not optimizer.built:
+        optimizer.build(variables)
+
+    def run(x, y, order, batch_size):
+        rows = tf.shape(x)[0]
+
+        def body(start):
+            index = order[start:tf.minimum(start + batch_size, rows)]
+            with tf.GradientTape() as tape:
+                mean = tf.reduce_mean(loss_fn(tf.gather(y, index),
+                                              model(tf.gather(x, index), training=True)))
+            optimizer.apply(tape.gradient(mean, variables), variables)
+            return (start + batch_size,)
+
+        return tf.while_loop(lambda start: start < rows, body, (tf.constant(0),),
+                             parallel_iterations=1)[0]
+
+    compiled: dict[tuple, Callable] = {}
+
+    def epoch(x: np.ndarray, y: np.ndarray, *, batch_size: int, rng: np.random.Generator) -> None:
+        features, labels = validate_records(x, y)
+        shape = features.shape[1:]
+        if shape not in compiled:
+            compiled[shape] = tf.function(run, autograph=False, input_signature=[
+                tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)])
+        order = rng.permutation(features.shape[0]).astype(np.int32)
+        compiled[shape](features, labels, order, tf.constant(batch_size, tf.int32))
+
+    return epoch

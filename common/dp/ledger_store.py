@@ -1,0 +1,198 @@
+"""The privacy ledger's file: strict JSON, checksum, atomic writes, a cross-process lock.
+
+Mechanism: an unreadable, malformed or edited file is rejected, never repaired; a write lands
+whole or not at all. Sensitivity assumptions live in the stored events. The adversary (the
+server) never reads this file; the checksum guards against corruption and hand edits, not a
+hospital's own administrator. Unit of privacy: the level stored with each entry.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.dp.accounting import validate_delta, validate_epsilon
+from common.dp.events import GaussianRoundEvent
+from common.errors import LedgerError
+
+try:  # POSIX advisory locks; without them (Windows) one process per ledger is assumed.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["LedgerEntry", "LedgerState", "locked", "parse_ledger", "render_ledger", "write_atomic"]
+
+_TOP_KEYS = {"hospital", "budget", "accountant", "entries", "checksum"}
+_ENTRY_KEYS = {"run", "round", "level", "noise_multiplier", "sample_rate", "steps"}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One charged round: its key (run, round, event.level) and the event charged."""
+
+    run: str
+    round: int
+    event: GaussianRoundEvent
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the entry as stored in the ledger file."""
+        return {
+            "run": self.run,
+            "round": self.round,
+            "level": self.event.level,
+            "noise_multiplier": self.event.noise_multiplier,
+            "sample_rate": self.event.sample_rate,
+            "steps": self.event.steps,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerState:
+    """Everything a ledger file holds, validated (epsilon > 0, delta in (0, 1))."""
+
+    hospital: str
+    budget_epsilon: float
+    budget_delta: float
+    accountant: str
+    entries: tuple[LedgerEntry, ...]
+
+
+def _checksum(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _parse_entry(index: int, raw: object) -> LedgerEntry:
+    if not isinstance(raw, dict) or set(raw) != _ENTRY_KEYS:
+        raise LedgerError(f"entries[{index}] must be an object with keys {sorted(_ENTRY_KEYS)}")
+    if not isinstance(raw["run"], str) or not raw["run"]:
+        raise LedgerError(f"entries[{index}].run must be a non-empty string, got {raw['run']!r}")
+    if isinstance(raw["round"], bool) or not isinstance(raw["round"], int) or raw["round"] < 0:
+        raise LedgerError(f"entries[{index}].round must be an integer >= 0, got {raw['round']!r}")
+    try:
+        event = GaussianRoundEvent(
+            noise_multiplier=raw["noise_multiplier"],
+            sample_rate=raw["sample_rate"],
+            steps=raw["steps"],
+            level=raw["level"],
+        )
+    except ValueError as error:
+        raise LedgerError(f"entries[{index}]: {error}") from error
+    return LedgerEntry(run=raw["run"], round=raw["round"], event=event)
+
+
+def parse_ledger(text: str) -> LedgerState:
+    """Parse and check a ledger file's text.
+
+    Raises
+    ------
+    LedgerError
+        Saying why: invalid JSON (NaN and Infinity included), missing or unknown keys,
+        checksum mismatch, an out-of-range budget or entry, or a (run, round, level) twice.
+    """
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as error:
+        raise LedgerError(f"not valid JSON ({error})") from error
+    if not isinstance(data, dict) or set(data) != _TOP_KEYS:
+        raise LedgerError(f"must be a JSON object with exactly the keys {sorted(_TOP_KEYS)}")
+    payload = {key: value for key, value in data.items() if key != "checksum"}
+    if data["checksum"] != _checksum(payload):
+        raise LedgerError("checksum mismatch: the file was edited or corrupted")
+    if not isinstance(data["hospital"], str) or not data["hospital"]:
+        raise LedgerError(f"hospital must be a non-empty string, got {data['hospital']!r}")
+    budget = data["budget"]
+    if not isinstance(budget, dict) or set(budget) != {"epsilon", "delta"}:
+        raise LedgerError('budget must be an object with keys "epsilon" and "delta"')
+    if data["accountant"] not in ("rdp", "prv"):
+        raise LedgerError(f"unknown accountant {data['accountant']!r}")
+    if not isinstance(data["entries"], list):
+        raise LedgerError("entries must be a list")
+    try:
+        epsilon = validate_epsilon(budget["epsilon"], "budget.epsilon")
+        delta = validate_delta(budget["delta"], "budget.delta")
+    except ValueError as error:
+        raise LedgerError(str(error)) from error
+    entries = tuple(_parse_entry(i, raw) for i, raw in enumerate(data["entries"]))
+    keys = [(e.run, e.round, e.event.level) for e in entries]
+    if len(set(keys)) != len(keys):
+        raise LedgerError("the same (run, round, level) is charged twice")
+    return LedgerState(data["hospital"], epsilon, delta, data["accountant"], entries)
+
+
+def render_ledger(state: LedgerState) -> str:
+    """Return the file text: the documented key order, indented, with its checksum last."""
+    payload: dict[str, Any] = {
+        "hospital": state.hospital,
+        "budget": {"epsilon": float(state.budget_epsilon), "delta": float(state.budget_delta)},
+        "accountant": state.accountant,
+        "entries": [entry.to_json() for entry in state.entries],
+    }
+    payload["checksum"] = _checksum(payload)
+    return json.dumps(payload, indent=2, allow_nan=False) + "\n"
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``.<name>.lock`` beside ``path`` for the block.
+
+    The lock file is separate because ``os.replace`` swaps the ledger's inode. Locks are per
+    open file, so do not nest this for one path in one process (it would deadlock).
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the duration of the block
+    except OSError as error:
+        raise LedgerError(f"cannot lock privacy ledger {path}: {error}") from error
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves either the old or the new file.
+
+    Writes a temporary file in the same directory, fsyncs it, ``os.replace``s it over ``path``
+    and fsyncs the directory; the temporary file is removed on failure.
+
+    Raises
+    ------
+    LedgerError
+        If any step fails (disk full, permissions, ...); ``path`` is then unchanged.
+    """
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as error:
+        raise LedgerError(f"cannot write privacy ledger {path}: {error}") from error

@@ -1,0 +1,305 @@
+"""Tests for common.dp.ledger: charged once, persisted before release, budget kept, tamper-evident.
+
+"Restarts" are simulated by dropping the ledger object and opening the file again, which is
+all a new client process does.
+"""
+
+import hashlib
+import json
+import os
+
+import pytest
+from opacus.accountants import RDPAccountant
+
+from common.dp.events import GaussianRoundEvent
+from common.dp.ledger import PrivacyLedger
+from common.errors import LedgerError, PrivacyBudgetExceededError
+
+HOSPITAL_ROUND = GaussianRoundEvent(3.0, 1.0, 1, "hospital")
+PATIENT_ROUND = GaussianRoundEvent(1.1, 0.08, 13, "patient")
+
+
+def _open(path, epsilon=10.0, delta=1e-5, hospital="cleveland"):
+    return PrivacyLedger.open(path, hospital=hospital, budget_epsilon=epsilon, budget_delta=delta)
+
+
+@pytest.fixture
+def ledger_path(tmp_path):
+    return tmp_path / "ledger" / "privacy.json"
+
+
+def test_ledger_file_has_the_documented_format(ledger_path):
+    # Act
+    ledger = _open(ledger_path)
+    ledger.charge("run-1", 1, PATIENT_ROUND)
+
+    # Assert
+    data = json.loads(ledger_path.read_text())
+    assert list(data) == ["hospital", "budget", "accountant", "entries", "checksum"]
+    assert data["hospital"] == "cleveland"
+    assert data["budget"] == {"epsilon": 10.0, "delta": 1e-5}
+    assert data["accountant"] == "rdp"
+    assert data["entries"] == [
+        {"run": "run-1", "round": 1, "level": "patient", "noise_multiplier": 1.1,
+         "sample_rate": 0.08, "steps": 13}
+    ]
+
+
+def test_ledger_epsilon_equals_stepped_opacus_accountant(ledger_path):
+    # Arrange
+    ledger = _open(ledger_path, epsilon=50.0)
+    for round_ in range(1, 4):
+        ledger.charge("run-1", round_, PATIENT_ROUND)
+        ledger.charge("run-1", round_, HOSPITAL_ROUND)
+    reference = {"patient": RDPAccountant(), "hospital": RDPAccountant()}
+    for _ in range(3):
+        for event in (PATIENT_ROUND, HOSPITAL_ROUND):
+            for _ in range(event.steps):
+                reference[event.level].step(noise_multiplier=event.noise_multiplier,
+                                            sample_rate=event.sample_rate)
+
+    # Act
+    reopened = _open(ledger_path, epsilon=50.0)
+
+    # Assert: each level has its own accountant, reproduced by Opacus at the budget's delta
+    for level, accountant in reference.items():
+        expected = accountant.get_epsilon(1e-5)
+        assert reopened.epsilon_spent(level) == pytest.approx(expected, rel=1e-9)
+
+
+def test_ledger_charge_same_round_twice_is_a_no_op_also_after_restart(ledger_path):
+    # Arrange
+    ledger = _open(ledger_path)
+
+    # Act
+    first = ledger.charge("run-1", 4, HOSPITAL_ROUND)
+    again = ledger.charge("run-1", 4, HOSPITAL_ROUND)
+    after_restart = _open(ledger_path).charge("run-1", 4, HOSPITAL_ROUND)
+
+    # Assert
+    assert (first, again, after_restart) == (True, False, False)
+    assert len(_open(ledger_path).entries) == 1
+    assert _open(ledger_path).history("hospital") == [(3.0, 1.0, 1)]
+
+
+def test_ledger_same_round_at_other_level_or_run_is_charged(ledger_path):
+    # Arrange
+    ledger = _open(ledger_path)
+
+    # Act
+    charged = [
+        ledger.charge("run-1", 1, HOSPITAL_ROUND),
+        ledger.charge("run-1", 1, PATIENT_ROUND),
+        ledger.charge("run-2", 1, HOSPITAL_ROUND),
+    ]
+
+    # Assert
+    assert charged == [True, True, True]
+
+
+def test_ledger_same_round_with_different_event_is_refused(ledger_path):
+    # Arrange
+    ledger = _open(ledger_path)
+    ledger.charge("run-1", 1, HOSPITAL_ROUND)
+    weaker = GaussianRoundEvent(noise_multiplier=0.5, sample_rate=1.0, steps=1, level="hospital")
+
+    # Act / Assert
+    with pytest.raises(LedgerError, match="already charged"):
+        ledger.charge("run-1", 1, weaker)
+
+
+def test_ledger_detects_over_budget_also_after_restart(ledger_path):
+    # Arrange: charge as many rounds as fit
+    ledger = _open(ledger_path, epsilon=4.0)
+    fits = ledger.rounds_left(HOSPITAL_ROUND)
+    for round_ in range(1, fits + 1):
+        ledger.charge("run-1", round_, HOSPITAL_ROUND)
+    before = ledger_path.read_bytes()
+
+    # Act
+    restarted = _open(ledger_path, epsilon=4.0)
+
+    # Assert
+    assert fits > 0
+    assert restarted.epsilon_spent("hospital") <= 4.0
+    assert restarted.would_exceed(HOSPITAL_ROUND)
+    assert restarted.rounds_left(HOSPITAL_ROUND) == 0
+    with pytest.raises(PrivacyBudgetExceededError, match="budget 4"):
+        restarted.charge("run-1", fits + 1, HOSPITAL_ROUND)
+    assert ledger_path.read_bytes() == before
+
+
+def test_ledger_charge_is_on_disk_before_it_returns(ledger_path):
+    # Arrange
+    ledger = _open(ledger_path)
+
+    # Act: the process "crashes" right after charging, before sending the update
+    ledger.charge("run-1", 7, PATIENT_ROUND)
+    del ledger
+
+    # Assert: the raw file (no ledger object involved) already holds the charge
+    entries = json.loads(ledger_path.read_text())["entries"]
+    assert [(e["run"], e["round"]) for e in entries] == [("run-1", 7)]
+    assert _open(ledger_path).epsilon_spent("patient") > 0
+
+
+def test_ledger_failed_write_raises_and_records_nothing(ledger_path, monkeypatch):
+    # Arrange
+    ledger = _open(ledger_path)
+    before = ledger_path.read_bytes()
+
+    def fail(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+
+    # Act / Assert
+    with pytest.raises(LedgerError, match="disk full"):
+        ledger.charge("run-1", 1, HOSPITAL_ROUND)
+    monkeypatch.undo()
+    assert ledger_path.read_bytes() == before
+    assert ledger.entries == ()
+    assert [p.name for p in ledger_path.parent.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_ledger_atomic_writes_leave_no_temporary_files(ledger_path):
+    # Act
+    ledger = _open(ledger_path)
+    for round_ in range(1, 6):
+        ledger.charge("run-1", round_, HOSPITAL_ROUND)
+
+    # Assert: only the ledger and its lock file remain
+    names = sorted(p.name for p in ledger_path.parent.iterdir())
+    assert names == [".privacy.json.lock", "privacy.json"]
+
+
+def test_ledger_stale_instances_never_lose_an_entry(ledger_path):
+    # Arrange: two workers hold the same ledger (as Ray workers in a simulation may)
+    first, second = _open(ledger_path), _open(ledger_path)
+
+    # Act
+    first.charge("run-1", 1, HOSPITAL_ROUND)
+    second.charge("run-1", 2, HOSPITAL_ROUND)
+
+    # Assert
+    assert [e.round for e in _open(ledger_path).entries] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda text: text.replace('"steps": 1', '"steps": 0'), "checksum mismatch"),
+        (lambda text: text.replace('"sample_rate": 1.0', '"sample_rate": 0.1'), "checksum"),
+        (lambda text: text.replace('"epsilon": 10.0', '"epsilon": 100.0'), "checksum mismatch"),
+        (lambda text: text[: len(text) // 2], "not valid JSON"),
+        (lambda text: "", "not valid JSON"),
+        (lambda text: "\x00\xff garbage", "not valid JSON"),
+        (lambda text: json.dumps({"hospital": "cleveland"}), "exactly the keys"),
+        (lambda text: text.replace('"delta": 1e-05', '"delta": NaN'), "not valid JSON"),
+    ],
+    ids=["steps", "noise", "budget", "truncated", "empty", "binary", "missing-keys", "nan"],
+)
+def test_ledger_rejects_tampered_or_garbled_file(ledger_path, corrupt, message):
+    # Arrange
+    _open(ledger_path).charge("run-1", 1, HOSPITAL_ROUND)
+    ledger_path.write_text(corrupt(ledger_path.read_text()))
+
+    # Act / Assert
+    with pytest.raises(LedgerError, match=message):
+        _open(ledger_path)
+
+
+def test_ledger_rejects_invalid_entry_even_with_a_matching_checksum(ledger_path):
+    # Arrange: recompute the documented checksum after an edit that breaks an entry
+    _open(ledger_path).charge("run-1", 1, HOSPITAL_ROUND)
+    data = json.loads(ledger_path.read_text())
+    del data["checksum"]
+    data["entries"][0]["sample_rate"] = 0.0
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    data["checksum"] = hashlib.sha256(canonical.encode()).hexdigest()
+    ledger_path.write_text(json.dumps(data))
+
+    # Act / Assert
+    with pytest.raises(LedgerError, match="entries\\[0\\]: sample_rate must be in"):
+        _open(ledger_path)
+
+
+def test_ledger_rejects_a_file_edited_after_opening(ledger_path):
+    # Arrange
+    ledger = _open(ledger_path)
+    ledger_path.write_text(ledger_path.read_text().replace('"epsilon": 10.0', '"epsilon": 99.0'))
+
+    # Act / Assert
+    with pytest.raises(LedgerError, match="checksum mismatch"):
+        ledger.charge("run-1", 1, HOSPITAL_ROUND)
+
+
+def test_ledger_rejects_another_hospitals_file(ledger_path):
+    # Arrange
+    _open(ledger_path, hospital="cleveland")
+
+    # Act / Assert
+    with pytest.raises(LedgerError, match="belongs to hospital 'cleveland', not 'hungary'"):
+        _open(ledger_path, hospital="hungary")
+
+
+def test_ledger_budget_can_be_lowered_but_never_raised(ledger_path):
+    # Arrange
+    _open(ledger_path, epsilon=5.0, delta=1e-5)
+
+    # Act
+    raised = _open(ledger_path, epsilon=50.0, delta=1e-3)
+    lowered = _open(ledger_path, epsilon=2.0, delta=1e-6)
+    after_restart = _open(ledger_path, epsilon=50.0, delta=1e-3)
+
+    # Assert
+    assert (raised.budget_epsilon, raised.budget_delta) == (5.0, 1e-5)
+    assert (lowered.budget_epsilon, lowered.budget_delta) == (2.0, 1e-6)
+    assert (after_restart.budget_epsilon, after_restart.budget_delta) == (2.0, 1e-6)
+
+
+def test_ledger_rounds_left_all_fit_and_no_more(ledger_path):
+    # Arrange
+    ledger = _open(ledger_path, epsilon=6.0)
+    ledger.charge("run-1", 1, HOSPITAL_ROUND)
+
+    # Act
+    left = ledger.rounds_left(HOSPITAL_ROUND)
+    for round_ in range(2, left + 2):
+        ledger.charge("run-1", round_, HOSPITAL_ROUND)
+
+    # Assert
+    assert left > 0
+    assert ledger.would_exceed(HOSPITAL_ROUND)
+    assert ledger.remaining("hospital") == pytest.approx(6.0 - ledger.epsilon_spent("hospital"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"budget_epsilon": 0.0}, "budget_epsilon must be > 0"),
+        ({"budget_epsilon": -1.0}, "budget_epsilon must be > 0"),
+        ({"budget_delta": 0.0}, "budget_delta must be in \\(0, 1\\)"),
+        ({"budget_delta": 1.0}, "budget_delta must be in \\(0, 1\\)"),
+        ({"accountant": "gdp"}, "accountant must be one of"),
+    ],
+    ids=["epsilon-zero", "epsilon-negative", "delta-zero", "delta-one", "accountant"],
+)
+def test_ledger_open_rejects_bad_budget(ledger_path, kwargs, message):
+    # Arrange
+    arguments = {"hospital": "cleveland", "budget_epsilon": 1.0, "budget_delta": 1e-5, **kwargs}
+
+    # Act / Assert
+    with pytest.raises(ValueError, match=message):
+        PrivacyLedger.open(ledger_path, **arguments)
+    assert not ledger_path.exists()
+
+
+def test_ledger_refuses_to_switch_accountant(ledger_path):
+    # Arrange
+    _open(ledger_path)
+
+    # Act / Assert
+    with pytest.raises(LedgerError, match="uses accountant 'rdp', not 'prv'"):
+        PrivacyLedger.open(ledger_path, hospital="cleveland", budget_epsilon=10.0,
+                           budget_delta=1e-5, accountant="prv")
