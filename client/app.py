@@ -1,11 +1,15 @@
-"""The hospital's ClientApp (Flower Message API): thin handlers around local training.
+"""The hospital's ClientApp (Flower Message API): thin handlers around the local round.
 
-Each handler unpacks the round's settings and global weights, calls the Keras trainer and
-replies with the update (local minus global weights) or with evaluation statistics. Nothing
-but the update, a few scalars and test-set statistics ever leaves the hospital.
+Handlers unpack the round's settings and global weights, call ``client.local_round`` (budget,
+training, privacy, ledger) and pack the reply: the update, or the reason the hospital declined,
+plus its epsilon spent. Privacy settings come from the hospital's own configuration through a
+provider, never from the message.
 """
 
+import math
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -13,16 +17,41 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from common import record_keys as keys
-from common.metrics import evaluation_statistics
-from common.tasks import get_task
 from client.hospital import hospital_index, load_hospital
+from client.local_round import RoundRequest, train_round
+from client.privacy import HospitalPrivacy
 from client.training import get_trainer
+from common import record_keys as keys
+from common.config import DEFAULTS
+from common.metrics import evaluation_statistics
+from common.tasks import HospitalData, get_task
 
-app = ClientApp()
+PrivacyProvider = Callable[[Context, HospitalData], HospitalPrivacy]
 
 
-def _hospital(msg: Message, context: Context):  # noqa: ANN202 - HospitalData
+def privacy_from_context(context: Context, hospital: HospitalData) -> HospitalPrivacy:
+    """The hospital's privacy settings: its node config first, then the run config's defaults.
+
+    Node config keys: ``dp-mode``, ``budget-epsilon``, ``budget-delta``, ``ledger-path``.
+    Without a ledger path the ledger is ``<out-dir or .>/ledgers/<hospital>.json``. Noise
+    always comes from OS entropy here.
+    """
+    node, run = dict(context.node_config), dict(context.run_config)
+
+    def setting(node_key: str, run_key: str) -> object:
+        return node.get(node_key, run.get(run_key, DEFAULTS[run_key]))
+
+    ledger = node.get("ledger-path") or Path(str(run.get("out-dir") or ".")) / "ledgers" / f"{hospital.name}.json"
+    return HospitalPrivacy(
+        mode=str(setting("dp-mode", "dp.mode")),
+        budget_epsilon=float(setting("budget-epsilon", "dp.epsilon")),  # type: ignore[arg-type]
+        budget_delta=float(setting("budget-delta", "dp.delta")),  # type: ignore[arg-type]
+        accountant=str(run.get("dp.accountant", DEFAULTS["dp.accountant"])),  # type: ignore[arg-type]
+        ledger_path=Path(str(ledger)),
+    )
+
+
+def _hospital(msg: Message, context: Context) -> tuple[int, HospitalData]:
     config = msg.content[keys.CONFIG]
     hospitals = int(config[keys.HOSPITALS])
     index = hospital_index(dict(context.node_config), hospitals=hospitals)
@@ -37,41 +66,68 @@ def _identity(index: int, name: str) -> ConfigRecord:
     return ConfigRecord({keys.HOSPITAL_NAME: name, keys.HOSPITAL_INDEX: index})
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Train on the hospital's data from the global weights; reply with the update."""
-    config = msg.content[keys.CONFIG]
-    index, data = _hospital(msg, context)
-    task = get_task(str(config[keys.TASK]))
-    global_weights = msg.content[keys.ARRAYS].to_numpy_ndarrays()
-    server_round = int(config[keys.SERVER_ROUND])
-    # Per-round randomness from (seed, round, hospital): reproducible, with no global reseeding.
-    rng = np.random.default_rng([int(config[keys.SEED]), server_round, index])
-    local_weights, train_loss = get_trainer(task).fit(
-        global_weights, data.x_train, data.y_train,
-        epochs=int(config[keys.LOCAL_EPOCHS]), batch_size=int(config[keys.BATCH_SIZE]),
-        learning_rate=float(config[keys.LEARNING_RATE]), rng=rng,
+def round_request(config: ConfigRecord) -> RoundRequest:
+    """Unpack the server's round settings."""
+    return RoundRequest(
+        run_id=str(config[keys.RUN_ID]),
+        server_round=int(config[keys.SERVER_ROUND]),
+        planned_rounds=int(config[keys.PLANNED_ROUNDS]),
+        dp_mode=str(config[keys.DP_MODE]),
+        local_epochs=int(config[keys.LOCAL_EPOCHS]),
+        local_steps=int(config[keys.LOCAL_STEPS]),
+        batch_size=int(config[keys.BATCH_SIZE]),
+        learning_rate=float(config[keys.LEARNING_RATE]),
+        clipping_norm=float(config[keys.CLIPPING_NORM]),
+        update_clipping_norm=float(config[keys.UPDATE_CLIPPING_NORM]),
+        seed=int(config[keys.SEED]),
     )
-    update = [(l - g).astype(g.dtype) for l, g in zip(local_weights, global_weights, strict=True)]
-    content = RecordDict({
-        keys.ARRAYS: ArrayRecord(update),
-        keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: data.num_train, keys.TRAIN_LOSS: train_loss}),
-        keys.HOSPITAL: _identity(index, data.name),
-    })
-    return Message(content=content, reply_to=msg)
 
 
-@app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the global weights on the hospital's test set; reply with its statistics."""
-    config = msg.content[keys.CONFIG]
-    index, data = _hospital(msg, context)
-    task = get_task(str(config[keys.TASK]))
-    predictions = get_trainer(task).predict(msg.content[keys.ARRAYS].to_numpy_ndarrays(), data.x_test)
-    stats = evaluation_statistics(task.kind, data.y_test, predictions, target_scale=task.target_scale)
-    content = RecordDict({
-        keys.STATISTICS: ArrayRecord({k: Array(np.asarray(v)) for k, v in stats.items()}),
-        keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: data.num_test}),
-        keys.HOSPITAL: _identity(index, data.name),
-    })
-    return Message(content=content, reply_to=msg)
+def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> ClientApp:
+    """Return the hospital ClientApp, taking privacy settings from `privacy_for`."""
+    client_app = ClientApp()
+
+    @client_app.train()
+    def train(msg: Message, context: Context) -> Message:
+        """Train (or decline) and reply with the update and the epsilon spent."""
+        index, data = _hospital(msg, context)
+        task = get_task(str(msg.content[keys.CONFIG][keys.TASK]))
+        result = train_round(
+            round_request(msg.content[keys.CONFIG]), hospital=data, hospital_index=index,
+            privacy=privacy_for(context, data), trainer=get_trainer(task),
+            global_weights=msg.content[keys.ARRAYS].to_numpy_ndarrays(),
+        )
+        metrics: dict[str, int | float] = {keys.EPSILON_PATIENT: result.epsilon_patient,
+                                           keys.EPSILON_HOSPITAL: result.epsilon_hospital}
+        if result.budget_delta > 0:
+            metrics[keys.BUDGET_EPSILON] = result.budget_epsilon
+            metrics[keys.BUDGET_DELTA] = result.budget_delta
+        if not math.isnan(result.train_loss):
+            metrics[keys.TRAIN_LOSS] = result.train_loss
+        content = RecordDict({keys.HOSPITAL: _identity(index, data.name)})
+        if result.update is None:
+            content[keys.DECLINED] = ConfigRecord({keys.REASON: result.declined})
+        else:
+            content[keys.ARRAYS] = ArrayRecord(result.update)
+            if str(msg.content[keys.CONFIG][keys.DP_MODE]) == "none":
+                metrics[keys.NUM_EXAMPLES] = data.num_train  # DP replies reveal no counts
+        content[keys.METRICS] = MetricRecord(metrics)
+        return Message(content=content, reply_to=msg)
+
+    @client_app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        """Evaluate the global weights on the hospital's test set; reply with statistics."""
+        index, data = _hospital(msg, context)
+        task = get_task(str(msg.content[keys.CONFIG][keys.TASK]))
+        outputs = get_trainer(task).predict(msg.content[keys.ARRAYS].to_numpy_ndarrays(), data.x_test)
+        stats = evaluation_statistics(task.kind, data.y_test, outputs, target_scale=task.target_scale)
+        content = RecordDict({
+            keys.STATISTICS: ArrayRecord({k: Array(np.asarray(v)) for k, v in stats.items()}),
+            keys.HOSPITAL: _identity(index, data.name),
+        })
+        return Message(content=content, reply_to=msg)
+
+    return client_app
+
+
+app = build_client_app()

@@ -85,6 +85,14 @@ class DpSgdTrainer:
         self._num_parameters = sum(int(np.prod(v.shape)) for v in self._variables)
         self._compiled: dict[tuple, dict[str, Callable]] = {}
 
+    def set_privacy(self, *, l2_norm_clip: float, noise_multiplier: float) -> None:
+        """Set C and z for the next steps; both enter the compiled step as tensors (no retrace)."""
+        if not is_finite_number(l2_norm_clip) or not l2_norm_clip > 0:
+            raise ValueError(f"l2_norm_clip must be > 0 and finite, got {l2_norm_clip!r}")
+        if not is_finite_number(noise_multiplier) or not noise_multiplier >= 0:
+            raise ValueError(f"noise_multiplier must be >= 0 and finite, got {noise_multiplier!r}")
+        self._clip, self._z = float(l2_norm_clip), float(noise_multiplier)
+
     @property
     def method(self) -> str:
         """The per-example clipping path in use: "dense_norms" or "vectorized_map"."""

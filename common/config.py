@@ -5,7 +5,7 @@
 raises ``ValueError`` naming the key, the value and the rule.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 SERVER_OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
@@ -13,6 +13,9 @@ PARTITIONS = ("iid", "dirichlet")
 # "uniform": every hospital's update counts the same (the default, and the only choice under
 # DP, which must not reveal record counts); "examples": weighted by training rows (McMahan 2017).
 WEIGHTINGS = ("uniform", "examples")
+DP_MODES = ("patient", "hospital", "none")
+NOISE_MODES = ("local", "distributed")
+ACCOUNTANTS = ("rdp", "prv")
 
 DEFAULTS: dict[str, Any] = {
     "task": "heart-disease",
@@ -22,13 +25,27 @@ DEFAULTS: dict[str, Any] = {
     "partition": "iid",
     "dirichlet-alpha": 0.5,
     "local-epochs": 1,
-    "batch-size": 16,
+    "batch-size": 12,
     "learning-rate": 0.1,
     "server-optimizer": "fedavg",
     "server-learning-rate": 1.0,
     "weighting": "uniform",
+    "local-steps": 0,
+    "min-hospitals": 1,
     "out-dir": "",
+    "dp.mode": "patient",
+    "dp.epsilon": 1.0,
+    "dp.delta": 1e-5,
+    "dp.clipping-norm": 0.5,
+    "dp.update-clipping-norm": 5.0,
+    "dp.noise-mode": "local",
+    "dp.accountant": "rdp",
 }
+
+
+def _field_name(key: str) -> str:
+    """Map a run-config key to its field: "dp.clipping-norm" -> "dp_clipping_norm"."""
+    return key.replace(".", "_").replace("-", "_")
 
 
 def _number(run_config: dict[str, Any], key: str, kind: type) -> Any:
@@ -57,7 +74,16 @@ class RunConfig:
     server_optimizer: str
     server_learning_rate: float
     weighting: str
+    local_steps: int
+    min_hospitals: int
     out_dir: str
+    dp_mode: str
+    dp_epsilon: float
+    dp_delta: float
+    dp_clipping_norm: float
+    dp_update_clipping_norm: float
+    dp_noise_mode: str
+    dp_accountant: str
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> "RunConfig":
@@ -87,7 +113,16 @@ class RunConfig:
             server_optimizer=str(run_config.get("server-optimizer", DEFAULTS["server-optimizer"])),
             server_learning_rate=_number(run_config, "server-learning-rate", float),
             weighting=str(run_config.get("weighting", DEFAULTS["weighting"])),
+            local_steps=_number(run_config, "local-steps", int),
+            min_hospitals=_number(run_config, "min-hospitals", int),
             out_dir=str(run_config.get("out-dir", DEFAULTS["out-dir"])),
+            dp_mode=str(run_config.get("dp.mode", DEFAULTS["dp.mode"])),
+            dp_epsilon=_number(run_config, "dp.epsilon", float),
+            dp_delta=_number(run_config, "dp.delta", float),
+            dp_clipping_norm=_number(run_config, "dp.clipping-norm", float),
+            dp_update_clipping_norm=_number(run_config, "dp.update-clipping-norm", float),
+            dp_noise_mode=str(run_config.get("dp.noise-mode", DEFAULTS["dp.noise-mode"])),
+            dp_accountant=str(run_config.get("dp.accountant", DEFAULTS["dp.accountant"])),
         )
         config._check_ranges(task.max_hospitals)
         return config
@@ -103,13 +138,28 @@ class RunConfig:
             (self.dirichlet_alpha > 0, "dirichlet-alpha", "must be > 0"),
             (self.partition in PARTITIONS, "partition", f"must be one of {PARTITIONS}"),
             (self.weighting in WEIGHTINGS, "weighting", f"must be one of {WEIGHTINGS}"),
+            (self.local_steps >= 0, "local-steps", "must be >= 0 (0: use local-epochs)"),
+            (1 <= self.min_hospitals <= self.hospitals, "min-hospitals",
+             f"must be between 1 and hospitals={self.hospitals}"),
+            (self.dp_mode in DP_MODES, "dp.mode", f"must be one of {DP_MODES}"),
+            (self.dp_epsilon > 0, "dp.epsilon", "must be > 0"),
+            (0 < self.dp_delta < 1, "dp.delta", "must be in (0, 1)"),
+            (self.dp_clipping_norm > 0, "dp.clipping-norm", "must be > 0"),
+            (self.dp_update_clipping_norm > 0, "dp.update-clipping-norm", "must be > 0"),
+            (self.dp_noise_mode in NOISE_MODES, "dp.noise-mode", f"must be one of {NOISE_MODES}"),
+            (self.dp_accountant in ACCOUNTANTS, "dp.accountant", f"must be one of {ACCOUNTANTS}"),
             (self.server_optimizer in SERVER_OPTIMIZERS, "server-optimizer",
              f"must be one of {SERVER_OPTIMIZERS}"),
         ]
         for ok, key, rule in rules:
             if not ok:
-                value = getattr(self, key.replace("-", "_"))
+                value = getattr(self, _field_name(key))
                 raise ValueError(f"{key} {rule}, got {value!r}")
+        if self.dp_noise_mode == "distributed":
+            raise ValueError(
+                "dp.noise-mode 'distributed' is only private under secure aggregation (each "
+                "hospital adds a 1/sqrt(n) share of the noise); it needs --secure-aggregation"
+            )
         if max_hospitals is not None and self.hospitals > max_hospitals:
             raise ValueError(
                 f"hospitals must be between 1 and {max_hospitals} for task {self.task!r}, "
@@ -118,7 +168,12 @@ class RunConfig:
 
     def to_run_config(self) -> dict[str, Any]:
         """Return the kebab-case run-config dict (what Flower's Context.run_config holds)."""
-        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+        return {key: getattr(self, _field_name(key)) for key in DEFAULTS}
+
+    @property
+    def private(self) -> bool:
+        """Whether updates are differentially private (dp.mode is not "none")."""
+        return self.dp_mode != "none"
 
     def as_dict(self) -> dict[str, Any]:
         """Return the fields as a plain dict (for config.json)."""

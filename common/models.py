@@ -15,24 +15,24 @@ def build_model(task: TaskSpec, *, seed: int) -> keras.Model:
     Inputs are (batch, num_features) float32. Outputs: a sigmoid probability (binary), class
     probabilities (multiclass) or the target in its own units (regression).
     """
-    inputs = keras.Input(shape=(task.num_features,), name="features")
-    hidden = inputs
+    layers: list[keras.layers.Layer] = [keras.Input(shape=(task.num_features,), name="features")]
     for index, units in enumerate(task.hidden_units):
-        hidden = keras.layers.Dense(
+        layers.append(keras.layers.Dense(
             units,
             activation="relu",
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed + index),
             name=f"hidden_{index}",
-        )(hidden)
+        ))
     activation = {"binary": "sigmoid", "multiclass": "softmax", "regression": None}[task.kind]
-    outputs = keras.layers.Dense(
+    layers.append(keras.layers.Dense(
         task.num_outputs,
         activation=activation,
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + len(task.hidden_units)),
         name="output",
-    )(hidden)
+    ))
     if task.kind == "regression":
-        outputs = keras.layers.Rescaling(
+        layers.append(keras.layers.Rescaling(
             scale=task.target_scale, offset=task.target_offset, name="target_units"
-        )(outputs)
-    return keras.Model(inputs, outputs, name=task.name.replace("-", "_"))
+        ))
+    # A Sequential stack of Dense layers lets DP-SGD use the per-example norm shortcut.
+    return keras.Sequential(layers, name=task.name.replace("-", "_"))

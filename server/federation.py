@@ -32,9 +32,15 @@ logger = logging.getLogger(__name__)
 ROUND_TIMEOUT_SECONDS = 3600.0
 
 
-def round_settings(config: RunConfig) -> ConfigRecord:
-    """The settings every hospital receives with the global weights."""
+def round_settings(config: RunConfig, run_id: str) -> ConfigRecord:
+    """The settings every hospital receives with the global weights (a plan, not a budget)."""
     return ConfigRecord({
+        keys.RUN_ID: run_id,
+        keys.PLANNED_ROUNDS: config.num_server_rounds,
+        keys.DP_MODE: config.dp_mode,
+        keys.CLIPPING_NORM: config.dp_clipping_norm,
+        keys.UPDATE_CLIPPING_NORM: config.dp_update_clipping_norm,
+        keys.LOCAL_STEPS: config.local_steps,
         keys.TASK: config.task,
         keys.HOSPITALS: config.hospitals,
         keys.SEED: config.seed,
@@ -72,26 +78,53 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     strategy = FedcareStrategy(
         hospitals=config.hospitals,
         optimizer=ServerOptimizer(config.server_optimizer, config.server_learning_rate),
-        weighted=config.weighting == "examples",
+        # DP replies carry no example counts: a weighted mean would need them.
+        weighted=config.weighting == "examples" and not config.private,
     )
     writer = MetricsWriter(run_dir / "metrics.csv", metrics_columns(task.metric_names, hospitals))
-    headline = ("pooled_loss", *(f"client_avg_{m}" for m in task.metric_names))
+    headline = ("pooled_loss", *(f"client_avg_{m}" for m in task.metric_names),
+                *(("epsilon_patient_max",) if config.dp_mode == "patient" else ()),
+                *(("epsilon_hospital_max",) if config.dp_mode == "hospital" else ()))
+    stop_reason = ""
+    settings = round_settings(config, run_id)
     with RoundProgress(config.num_server_rounds, headline=headline, title=task.name) as progress:
         for server_round in range(1, config.num_server_rounds + 1):
-            row = _run_round(grid, strategy, server_round, weights, round_settings(config))
+            try:
+                row = _run_round(grid, strategy, server_round, weights, settings,
+                                 min_hospitals=config.min_hospitals)
+            except FederationStopped as stop:
+                stop_reason = str(stop)
+                logger.warning("%s", stop_reason)
+                break
             weights = row.pop("weights")
             row.update(summarize_round(task, strategy.last_evaluation))
+            row.update(privacy_columns(strategy))
             writer.append(row)
             progress.round_done(row)
     model.set_weights(weights)
     model.save(run_dir / "model.keras")
-    write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict())
+    write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict(),
+                 epsilon=strategy.epsilon_spent, stop_reason=stop_reason)
     return weights
+
+
+def privacy_columns(strategy: FedcareStrategy) -> dict[str, Any]:
+    """The round's ``declined`` count and the largest epsilon spent so far at each level."""
+    spent = strategy.epsilon_spent.values()
+    return {
+        "declined": len(strategy.last_declined),
+        "epsilon_patient_max": max((s["patient"] for s in spent), default=0.0),
+        "epsilon_hospital_max": max((s["hospital"] for s in spent), default=0.0),
+    }
+
+
+class FederationStopped(FederationError):
+    """The run ends early, cleanly: too few hospitals can still take part."""
 
 
 def _run_round(
     grid: Grid, strategy: FedcareStrategy, server_round: int, weights: NDArrays,
-    settings: ConfigRecord,
+    settings: ConfigRecord, *, min_hospitals: int,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     replies = grid.send_and_receive(
@@ -99,6 +132,13 @@ def _run_round(
         timeout=ROUND_TIMEOUT_SECONDS,
     )
     arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+    participants = int(train_metrics["participants"]) if train_metrics else 0
+    if strategy.last_declined and participants < min_hospitals:
+        reasons = "; ".join(f"{name}: {why}" for name, why in sorted(strategy.last_declined.items()))
+        raise FederationStopped(
+            f"stopped before round {server_round}: {participants} hospital(s) can take part, "
+            f"fewer than the minimum of {min_hospitals} ({reasons})"
+        )
     if arrays is None or train_metrics is None:
         raise FederationError(
             f"round {server_round}: no hospital returned a usable update "
@@ -117,6 +157,6 @@ def _run_round(
     return {
         "round": server_round,
         "seconds": time.perf_counter() - started,
-        "participants": int(train_metrics["participants"]),
+        "participants": participants,
         "weights": new_weights,
     }

@@ -54,10 +54,67 @@ def plot_hospital_bars(final: dict[str, str], task: TaskSpec, hospitals: list[st
     plt.close(fig)
 
 
-def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config: dict[str, object]) -> Path:
+def plot_epsilon_vs_round(rows: list[dict[str, str]], path: Path) -> None:
+    """Plot the largest epsilon spent so far (over hospitals) at each level, per round."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    rounds = _values(rows, "round")
+    for level in ("patient", "hospital"):
+        values = _values(rows, f"epsilon_{level}_max")
+        if any(v > 0 for v in values):
+            ax.plot(rounds, values, marker="o", label=f"{level} level")
+    ax.set_xlabel("round")
+    ax.set_ylabel("epsilon spent (max over hospitals)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+UNIT_OF_PRIVACY = {
+    "patient": "one patient's record (patient-level DP-SGD inside each hospital: per-example "
+               "clipping, Gaussian noise on each batch, Poisson-sampled batches; the update that "
+               "leaves is post-processing of it, whatever the server does)",
+    "hospital": "one hospital's whole data set (DP-FedAvg, local noise: each hospital clips "
+                "its update and adds Gaussian noise itself; accounted with sensitivity 2C)",
+}
+
+
+def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, float]]) -> list[str]:
+    """The report's privacy statement: unit, each hospital's epsilon and delta, exclusions."""
+    mode = str(config.get("dp_mode"))
+    if mode == "none":
+        return ["## Privacy", "", "**No differential privacy**: the updates that left the "
+                "hospitals were not clipped or noised and are not private.", ""]
+    lines = [
+        "## Privacy statement", "",
+        f"Unit of privacy: {UNIT_OF_PRIVACY[mode]}.", "",
+        f"Accountant: Opacus {str(config.get('dp_accountant')).upper()}; every epsilon is "
+        "Opacus's on the hospital's ledger entries (noise multiplier, sample rate, steps), "
+        "summed over every run on that hospital's data.", "",
+        "| hospital | epsilon spent | budget epsilon | delta |", "|---|---|---|---|",
+    ]
+    for name, spent in sorted(epsilon.items()):
+        lines.append(f"| {name} | {spent[mode]:.4f} | {spent['budget_epsilon']:g} | "
+                     f"{spent['budget_delta']:g} |")
+    lines += [
+        "",
+        "Not covered by this guarantee: the test-set metrics each hospital reports (sums and "
+        "score histograms of its test predictions), each hospital's normalisation statistics "
+        "(they never leave it, but the model is trained on data scaled by them), how many and "
+        "which rounds a hospital took part in or declined, and its budget settings.",
+        "",
+    ]
+    return lines
+
+
+def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config: dict[str, object],
+                 epsilon: dict[str, dict[str, float]] | None = None, stop_reason: str = "") -> Path:
     """Write report.md and its plots from the run directory's metrics.csv; return its path."""
     rows = _read_rows(run_dir / "metrics.csv")
     lines = [f"# fedcare run: {task.name}", ""]
+    if stop_reason:
+        lines += [f"**The run stopped early**: {stop_reason}", ""]
     if not rows:
         lines += ["No round completed.", ""]
         (run_dir / "report.md").write_text("\n".join(lines))
@@ -67,7 +124,8 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
     final = rows[-1]
     lines += [
         f"{len(rows)} rounds, {len(hospitals)} hospitals ({', '.join(hospitals)}), "
-        f"server optimizer {config.get('server_optimizer')}, seed {config.get('seed')}.",
+        f"server optimizer {config.get('server_optimizer')}, seed {config.get('seed')}, "
+        f"differential privacy: {config.get('dp_mode')}.",
         "",
         "## Final round",
         "",
@@ -96,6 +154,10 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
         f"median of the rest {_median(_values(rows[1:], 'seconds')):.3f} s.",
         "",
     ]
+    lines += privacy_statement(config, epsilon or {})
+    if config.get("dp_mode") != "none":
+        plot_epsilon_vs_round(rows, run_dir / "epsilon_vs_round.png")
+        lines += ["![epsilon vs round](epsilon_vs_round.png)", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     return run_dir / "report.md"
 

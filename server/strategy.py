@@ -31,20 +31,32 @@ class HospitalUpdate:
 
     index: int
     name: str
-    update: NDArrays
+    update: NDArrays | None
     num_examples: int
     train_loss: float
+    declined: str = ""
+    epsilon_patient: float = 0.0
+    epsilon_hospital: float = 0.0
+    budget_epsilon: float = float("inf")
+    budget_delta: float = 0.0
 
     @classmethod
     def from_message(cls, msg: Message) -> "HospitalUpdate":
-        """Unpack a train reply (arrays, metrics and the hospital's identity)."""
-        metrics, identity = msg.content[keys.METRICS], msg.content[keys.HOSPITAL]
+        """Unpack a train reply (update or decline, metrics and the hospital's identity)."""
+        content = msg.content
+        metrics, identity = content[keys.METRICS], content[keys.HOSPITAL]
+        declined = str(content[keys.DECLINED][keys.REASON]) if keys.DECLINED in content else ""
         return cls(
             index=int(identity[keys.HOSPITAL_INDEX]),
             name=str(identity[keys.HOSPITAL_NAME]),
-            update=msg.content[keys.ARRAYS].to_numpy_ndarrays(),
+            update=None if declined else content[keys.ARRAYS].to_numpy_ndarrays(),
             num_examples=int(metrics.get(keys.NUM_EXAMPLES, 0)),
-            train_loss=float(metrics[keys.TRAIN_LOSS]),
+            train_loss=float(metrics.get(keys.TRAIN_LOSS, float("nan"))),
+            declined=declined,
+            epsilon_patient=float(metrics.get(keys.EPSILON_PATIENT, 0.0)),
+            epsilon_hospital=float(metrics.get(keys.EPSILON_HOSPITAL, 0.0)),
+            budget_epsilon=float(metrics.get(keys.BUDGET_EPSILON, float("inf"))),
+            budget_delta=float(metrics.get(keys.BUDGET_DELTA, 0.0)),
         )
 
 
@@ -81,6 +93,9 @@ class FedcareStrategy(FedAvg):
         self.global_weights: NDArrays = []
         self.last_evaluation: dict[str, Statistics] = {}
         self.last_errors: list[str] = []
+        self.last_declined: dict[str, str] = {}
+        # Epsilon spent so far per hospital and level, as each hospital last reported it.
+        self.epsilon_spent: dict[str, dict[str, float]] = {}
 
     def select_nodes(self, grid: Grid) -> list[int]:
         """Return the ids of the hospitals' nodes, waiting for them to connect.
@@ -124,13 +139,23 @@ class FedcareStrategy(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Average the hospitals' updates in hospital order and apply the server optimizer."""
-        updates = [HospitalUpdate.from_message(m) for m in self._usable(replies, "train", server_round)]
+        replies = [HospitalUpdate.from_message(m) for m in self._usable(replies, "train", server_round)]
+        for reply in replies:
+            self.epsilon_spent[reply.name] = {
+                "patient": reply.epsilon_patient, "hospital": reply.epsilon_hospital,
+                "budget_epsilon": reply.budget_epsilon, "budget_delta": reply.budget_delta,
+            }
+        self.last_declined = {r.name: r.declined for r in replies if r.declined}
+        for name, reason in sorted(self.last_declined.items()):
+            logger.warning("round %d: hospital %s declined: %s", server_round, name, reason)
+        updates = [r for r in replies if not r.declined]
         if not updates:
             return None, None
         new_weights = self.aggregate_updates(updates)
+        losses = [u.train_loss for u in updates if not np.isnan(u.train_loss)]
         metrics = MetricRecord({
             "participants": len(updates),
-            keys.TRAIN_LOSS: float(np.mean([u.train_loss for u in updates])),
+            keys.TRAIN_LOSS: float(np.mean(losses)) if losses else 0.0,
         })
         return ArrayRecord(new_weights), metrics
 
@@ -142,7 +167,7 @@ class FedcareStrategy(FedAvg):
         """
         ordered = sorted(updates, key=lambda u: u.index)
         weights = [float(u.num_examples) if self.weighted else 1.0 for u in ordered]
-        mean_update = weighted_mean([u.update for u in ordered], weights)
+        mean_update = weighted_mean([u.update for u in ordered if u.update is not None], weights)
         return self.optimizer.step(self.global_weights, mean_update)
 
     def aggregate_evaluate(

@@ -46,6 +46,21 @@ def resolve_config(overrides: dict[str, object]) -> RunConfig:
         raise  # unreachable; fail() exits
 
 
+def warn_delta_vs_rows(config: RunConfig) -> None:
+    """Warn when delta >= 1/rows at a hospital: then delta no longer protects each patient."""
+    if config.dp_mode != "patient":
+        return
+    from common.tasks import get_task, load_task_hospitals
+
+    task = get_task(config.task)
+    for hospital in load_task_hospitals(task, config.hospitals, seed=config.seed,
+                                        partition=config.partition, alpha=config.dirichlet_alpha):
+        if config.dp_delta >= 1.0 / hospital.num_train:
+            console.print(f"[bold yellow]warning:[/] delta={config.dp_delta:g} >= 1/rows at "
+                          f"{hospital.name} ({hospital.num_train} rows): a mechanism could "
+                          "then reveal a whole patient record with probability delta")
+
+
 @app.command()
 def simulate(
     task: Annotated[str, typer.Option(help="heart-disease, breast-cancer, diabetes or digits.")] = DEFAULTS["task"],
@@ -62,6 +77,14 @@ def simulate(
     server_optimizer: Annotated[str, typer.Option(help="fedavg, fedadam or fedyogi.")] = DEFAULTS["server-optimizer"],
     server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = DEFAULTS["server-learning-rate"],
     weighting: Annotated[str, typer.Option(help="uniform (each hospital equal) or examples.")] = DEFAULTS["weighting"],
+    local_steps: Annotated[int, typer.Option(help="Local steps per round (0: use --local-epochs).")] = DEFAULTS["local-steps"],
+    min_hospitals: Annotated[int, typer.Option(help="Stop when fewer hospitals can take part.")] = DEFAULTS["min-hospitals"],
+    dp: Annotated[str, typer.Option(help="patient (DP-SGD), hospital (DP-FedAvg) or none.")] = DEFAULTS["dp.mode"],
+    epsilon: Annotated[float, typer.Option(help="Each hospital's privacy budget epsilon.")] = DEFAULTS["dp.epsilon"],
+    delta: Annotated[float, typer.Option(help="Each hospital's delta.")] = DEFAULTS["dp.delta"],
+    clip: Annotated[float, typer.Option(help="Clip C: per-example (patient) or per-update (hospital).")] = DEFAULTS["dp.clipping-norm"],
+    noise_mode: Annotated[str, typer.Option(help="local (each update private) or distributed.")] = DEFAULTS["dp.noise-mode"],
+    accountant: Annotated[str, typer.Option(help="rdp or prv (Opacus accountants).")] = DEFAULTS["dp.accountant"],
 ) -> None:
     """Simulate a federation of hospitals on this machine and write a run directory."""
     from common.tasks import get_task
@@ -77,8 +100,14 @@ def simulate(
         "local-epochs": local_epochs, "batch-size": batch_size, "learning-rate": lr,
         "server-optimizer": server_optimizer, "server-learning-rate": server_lr,
         "weighting": weighting,
+        "local-steps": local_steps, "min-hospitals": min_hospitals,
         "out-dir": str(out) if out else "",
+        "dp.mode": dp, "dp.epsilon": epsilon, "dp.delta": delta, "dp.clipping-norm": clip,
+        "dp.noise-mode": noise_mode, "dp.accountant": accountant,
     })
+    if not config.private:
+        console.print("[bold yellow]warning:[/] --dp none: the hospitals' updates are NOT "
+                      "differentially private")
     from server.run_directory import prepare_run_dir
 
     try:
@@ -87,8 +116,9 @@ def simulate(
         fail(str(error))
     from simulations.simulate import simulate as run
 
+    warn_delta_vs_rows(config)
     console.print(f"fedcare: {config.hospitals} hospitals, {config.num_server_rounds} rounds of "
-                  f"{config.task} -> {run_dir}")
+                  f"{config.task}, dp {config.dp_mode} -> {run_dir}")
     run(config, run_dir)
     console.print(f"[green]done[/]: {run_dir}/report.md")
 

@@ -11,9 +11,12 @@ requirements, and the flwr version is pinned to 1.42.x so it cannot vanish under
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+from client.privacy import HospitalPrivacy
 from common.config import RunConfig
+from common.tasks import HospitalData
 from simulations.process_tree import become_subreaper, stop_descendants
 
 # No telemetry or usage reports from machines without internet; no runtime installs.
@@ -35,6 +38,29 @@ def backend_config(num_cpus: int | None = None) -> dict[str, dict[str, object]]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class SimulatedHospitalPrivacy:
+    """Privacy settings of every simulated hospital: the run's budget, ledgers in the run dir.
+
+    Simulated hospitals seed their noise from the run seed so runs reproduce; real hospitals
+    (``client.app.privacy_from_context``) draw it from the operating system's entropy.
+    """
+
+    config: RunConfig
+    ledger_dir: Path
+
+    def __call__(self, context: object, hospital: HospitalData) -> HospitalPrivacy:
+        """Return the hospital's settings (the Flower context is not needed here)."""
+        return HospitalPrivacy(
+            mode=self.config.dp_mode,
+            budget_epsilon=self.config.dp_epsilon,
+            budget_delta=self.config.dp_delta,
+            accountant=self.config.dp_accountant,  # type: ignore[arg-type]
+            ledger_path=self.ledger_dir / f"{hospital.name}.json",
+            noise_seed=self.config.seed,
+        )
+
+
 def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = None) -> None:
     """Run `config` as a simulation, writing the run directory `run_dir`.
 
@@ -50,7 +76,7 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
     """
     from flwr.simulation import run_simulation
 
-    from client.app import app as fedcare_client_app
+    from client.app import build_client_app
     from server.app import build_server_app
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -60,7 +86,8 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
             warnings.simplefilter("ignore", DeprecationWarning)
             run_simulation(
                 server_app=build_server_app(config, run_dir),
-                client_app=client_app or fedcare_client_app,
+                client_app=client_app or build_client_app(
+                    SimulatedHospitalPrivacy(config, run_dir / "ledgers")),
                 num_supernodes=config.hospitals,
                 backend_config=backend_config(),
             )

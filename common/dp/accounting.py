@@ -104,6 +104,9 @@ def _epsilon(merged: tuple[Entry, ...], delta: float, accountant: str) -> float:
         return 0.0
     if any(z == 0 for z, _, _ in merged):
         return math.inf
+    if accountant == "rdp":
+        # Bit-for-bit RDPAccountant.get_epsilon, with each (z, q) curve computed once.
+        return _fast_rdp_epsilon(merged, delta)
     engine = _make_accountant(accountant)
     engine.history = list(merged)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,0 +1,145 @@
+"""One hospital's part of one round, without Flower: check the budget, train, privatize, charge.
+
+Order matters for privacy: the ledger is charged (on disk) before the update is returned, so a
+crash between charging and sending can only over-count; a round already charged is never
+charged again and no newly noised update is released for it.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from client.privacy import HospitalPrivacy, dp_sgd_steps, plan_round_event, privatize_update
+from client.training import LocalTrainer
+from common.dp.clipping import clip_to_norm, compute_update
+from common.dp.ledger import PrivacyLedger
+from common.errors import PrivacyBudgetExceededError
+from common.tasks import HospitalData
+from common.types import NDArrays
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRequest:
+    """What the server asks of a hospital this round (its settings, not the hospital's)."""
+
+    run_id: str
+    server_round: int
+    planned_rounds: int
+    dp_mode: str
+    local_epochs: int
+    local_steps: int
+    batch_size: int
+    learning_rate: float
+    clipping_norm: float
+    update_clipping_norm: float
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """A hospital's reply: an update, or a reason it declined; and its epsilon spent so far."""
+
+    update: NDArrays | None
+    train_loss: float
+    declined: str
+    epsilon_patient: float
+    epsilon_hospital: float
+    budget_epsilon: float = float("inf")
+    budget_delta: float = 0.0
+
+
+def _spent(ledger: PrivacyLedger | None) -> tuple[float, float, float, float]:
+    """Epsilon spent per level (Opacus on the ledger) and the budget (epsilon, delta)."""
+    if ledger is None:
+        return 0.0, 0.0, float("inf"), 0.0
+    return (ledger.epsilon_spent("patient"), ledger.epsilon_spent("hospital"),
+            ledger.budget_epsilon, ledger.budget_delta)
+
+
+def _decline(reason: str, ledger: PrivacyLedger | None) -> RoundResult:
+    logger.warning("declining the round: %s", reason)
+    return RoundResult(None, float("nan"), reason, *_spent(ledger))
+
+
+def train_round(
+    request: RoundRequest,
+    *,
+    hospital: HospitalData,
+    hospital_index: int,
+    privacy: HospitalPrivacy,
+    trainer: LocalTrainer,
+    global_weights: NDArrays,
+) -> RoundResult:
+    """Run the hospital's local round and return what may leave the hospital.
+
+    Raises
+    ------
+    LedgerError
+        If the ledger is unreadable or tampered with: the hospital must not train.
+    """
+    if request.dp_mode != privacy.mode:
+        return _decline(f"this hospital applies dp mode {privacy.mode!r} but the run asks "
+                        f"{request.dp_mode!r}", None)
+    # Shuffles are reproducible from the run seed; DP randomness (Poisson batches, noise)
+    # comes from the hospital's own generator.
+    shuffle_rng = np.random.default_rng([request.seed, request.server_round, hospital_index])
+    if privacy.mode == "none":
+        weights, loss = trainer.fit(global_weights, hospital.x_train, hospital.y_train,
+                                    epochs=request.local_epochs, steps=request.local_steps,
+                                    batch_size=request.batch_size,
+                                    learning_rate=request.learning_rate, rng=shuffle_rng)
+        return RoundResult(compute_update(weights, global_weights), loss, "", *_spent(None))
+
+    ledger = PrivacyLedger.open(privacy.ledger_path, hospital=hospital.name,
+                                budget_epsilon=privacy.budget_epsilon,
+                                budget_delta=privacy.budget_delta, accountant=privacy.accountant)
+    level = privacy.mode
+    if any(e.run == request.run_id and e.round == request.server_round and e.event.level == level
+           for e in ledger.entries):
+        return _decline(f"round {request.server_round} of run {request.run_id} is already "
+                        "charged; a second noised update would go unaccounted", ledger)
+    prior = [e.event.as_opacus_entry() for e in ledger.entries
+             if e.event.level == level and e.run != request.run_id]
+    if level == "patient":
+        sample_rate = min(1.0, request.batch_size / hospital.num_train)
+        steps = dp_sgd_steps(rows=hospital.num_train, batch_size=request.batch_size,
+                             local_steps=request.local_steps, local_epochs=request.local_epochs)
+    else:
+        sample_rate, steps = 1.0, 1  # one release per round; no amplification claimed
+    try:
+        event = plan_round_event(prior, level=level, budget_epsilon=ledger.budget_epsilon,
+                                 budget_delta=ledger.budget_delta, accountant=privacy.accountant,
+                                 planned_rounds=request.planned_rounds, sample_rate=sample_rate,
+                                 steps_per_round=steps)
+    except PrivacyBudgetExceededError as error:
+        return _decline(str(error), ledger)
+    if ledger.would_exceed(event):
+        return _decline(f"{level}-level epsilon would reach {ledger.projected_epsilon(event):.4g}"
+                        f" > budget {ledger.budget_epsilon:.4g}", ledger)
+
+    noise_rng = privacy.noise_rng(server_round=request.server_round, hospital_index=hospital_index)
+    if level == "patient":
+        weights, applied = trainer.fit_dp_sgd(
+            global_weights, hospital.x_train, hospital.y_train, steps=steps,
+            batch_size=request.batch_size, learning_rate=request.learning_rate,
+            clipping_norm=request.clipping_norm, noise_multiplier=event.noise_multiplier,
+            rng=noise_rng)
+        if applied != event:
+            raise RuntimeError(f"DP-SGD applied {applied}, but {event} was planned")
+        # Post-processing: bounds what the server sees, for its validation.
+        update, _ = clip_to_norm(compute_update(weights, global_weights),
+                                 clipping_norm=request.update_clipping_norm)
+        loss = float("nan")
+    else:
+        weights, loss = trainer.fit(global_weights, hospital.x_train, hospital.y_train,
+                                    epochs=request.local_epochs, steps=request.local_steps,
+                                    batch_size=request.batch_size,
+                                    learning_rate=request.learning_rate, rng=shuffle_rng)
+        update = privatize_update(compute_update(weights, global_weights),
+                                  clipping_norm=request.clipping_norm, event=event, rng=noise_rng)
+    ledger.charge(request.run_id, request.server_round, event)  # on disk before release
+    return RoundResult([u.astype(g.dtype) for u, g in zip(update, global_weights, strict=True)],
+                       loss, "", *_spent(ledger))

@@ -1,0 +1,106 @@
+"""A hospital's own privacy: its settings, its noise calibration and its update mechanism.
+
+Unit of privacy: one patient's record (patient level, DP-SGD) or one hospital's whole data
+(hospital level, DP-FedAvg, McMahan et al. ICLR 2018). The settings here come from the
+hospital's own configuration, never from a server message: the server proposes a plan (rounds,
+steps, batch size, clip), the hospital calibrates its noise to its own remaining budget and
+declines any round its ledger cannot afford.
+"""
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from common.dp.accounting import AccountantName, Entry
+from common.dp.calibration import calibrate_to_remaining_budget
+from common.dp.clipping import clip_to_norm
+from common.dp.events import GaussianRoundEvent
+from common.dp.noise import add_gaussian_noise
+from common.types import NDArrays
+
+# Local mode: two possible updates of one hospital, each clipped to C, differ by up to 2C.
+HOSPITAL_SENSITIVITY_IN_CLIPS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class HospitalPrivacy:
+    """What a hospital itself decides about privacy.
+
+    Attributes
+    ----------
+    mode : {"patient", "hospital", "none"}
+        The DP level this hospital applies; it declines rounds of a run that asks another.
+    budget_epsilon, budget_delta : float
+        The hospital's total budget, across every run on its data.
+    accountant : {"rdp", "prv"}
+        Opacus accountant for its ledger.
+    ledger_path : Path
+        Its ledger file, on its own disk.
+    noise_seed : int | None
+        Simulation only: seeds the noise for reproducibility. None (deployment): the noise
+        comes from the operating system's entropy.
+    """
+
+    mode: str
+    budget_epsilon: float
+    budget_delta: float
+    accountant: AccountantName
+    ledger_path: Path
+    noise_seed: int | None = None
+
+    def noise_rng(self, *, server_round: int, hospital_index: int) -> np.random.Generator:
+        """The generator for this round's noise and Poisson sampling."""
+        if self.noise_seed is None:
+            return np.random.default_rng()  # OS entropy: no seed anyone else knows
+        return np.random.default_rng([self.noise_seed, server_round, hospital_index, 0xD9])
+
+
+def dp_sgd_steps(*, rows: int, batch_size: int, local_steps: int, local_epochs: int) -> int:
+    """Local DP-SGD steps per round: `local_steps`, or epochs of ceil(rows / batch) steps."""
+    return local_steps if local_steps > 0 else local_epochs * math.ceil(rows / batch_size)
+
+
+@lru_cache(maxsize=64)
+def _calibrate(prior: tuple[Entry, ...], budget: float, delta: float, sample_rate: float,
+               steps: int, accountant: AccountantName) -> float:
+    return calibrate_to_remaining_budget(prior, budget_epsilon=budget, delta=delta,
+                                         sample_rate=sample_rate, steps=steps,
+                                         accountant=accountant)
+
+
+def plan_round_event(
+    prior: list[Entry],
+    *,
+    level: str,
+    budget_epsilon: float,
+    budget_delta: float,
+    accountant: AccountantName,
+    planned_rounds: int,
+    sample_rate: float,
+    steps_per_round: int,
+) -> GaussianRoundEvent:
+    """Return the event of one round, with z calibrated so the planned run fits the budget.
+
+    `prior` is the level's history from earlier runs, so z stays fixed within a run (and is
+    computed once per process). Raises PrivacyBudgetExceededError when nothing fits.
+    """
+    z = _calibrate(tuple(prior), budget_epsilon, budget_delta, sample_rate,
+                   planned_rounds * steps_per_round, accountant)
+    return GaussianRoundEvent(noise_multiplier=z, sample_rate=sample_rate,
+                              steps=steps_per_round, level=level)  # type: ignore[arg-type]
+
+
+def privatize_update(
+    update: NDArrays, *, clipping_norm: float, event: GaussianRoundEvent, rng: np.random.Generator
+) -> NDArrays:
+    """Clip a hospital-level update to C and add N(0, (2 z C)^2) per coordinate.
+
+    `event.noise_multiplier` is the accounted z relative to the sensitivity 2C of local mode,
+    so the noise applied and the noise accounted are the same number.
+    """
+    clipped, _ = clip_to_norm(update, clipping_norm=clipping_norm)
+    stddev = event.noise_multiplier * HOSPITAL_SENSITIVITY_IN_CLIPS * clipping_norm
+    return add_gaussian_noise(clipped, stddev=stddev, rng=rng)

@@ -1,0 +1,66 @@
+"""Calibrate a hospital's noise to what is left of its own budget, over a planned run.
+
+A hospital that already spent part of its budget in earlier runs must add more noise in the
+next one. The noise multiplier z is the smallest (to a relative precision of 1e-3) such that
+Opacus's epsilon of (earlier history + the planned steps at z) stays within the budget; with
+no earlier history this is exactly ``opacus.accountants.utils.get_noise_multiplier``.
+"""
+
+from collections.abc import Sequence
+
+from common.dp.accounting import (
+    AccountantName,
+    HistoryItem,
+    calibrate_noise_multiplier,
+    epsilon_from_history,
+)
+from common.errors import PrivacyBudgetExceededError
+
+_MAX_NOISE_MULTIPLIER = 1e4
+
+
+def calibrate_to_remaining_budget(
+    prior_history: Sequence[HistoryItem],
+    *,
+    budget_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: AccountantName = "rdp",
+) -> float:
+    """Return z such that epsilon(prior_history + [(z, sample_rate, steps)]) <= budget_epsilon.
+
+    Parameters
+    ----------
+    prior_history : sequence of (z, q, steps) or GaussianRoundEvent
+        What this hospital already spent at this level (earlier runs).
+    steps : int
+        All compositions the run plans at this level (rounds x steps per round).
+
+    Raises
+    ------
+    PrivacyBudgetExceededError
+        If the earlier history alone already uses the budget, or no z <= 1e4 fits it.
+    """
+    if not prior_history:
+        return calibrate_noise_multiplier(target_epsilon=budget_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=steps,
+                                          accountant=accountant)
+
+    def epsilon_at(z: float) -> float:
+        return epsilon_from_history([*prior_history, (z, sample_rate, steps)], delta=delta,
+                                    accountant=accountant)
+
+    spent = epsilon_from_history(list(prior_history), delta=delta, accountant=accountant)
+    if spent >= budget_epsilon or epsilon_at(_MAX_NOISE_MULTIPLIER) > budget_epsilon:
+        raise PrivacyBudgetExceededError(
+            f"epsilon {spent:.4g} already spent of a budget of {budget_epsilon:.4g}: no noise "
+            "level leaves room for another run"
+        )
+    low, high = 0.0, 1.0
+    while epsilon_at(high) > budget_epsilon:
+        low, high = high, high * 2
+    while high - low > 1e-3 * high:
+        middle = (low + high) / 2
+        low, high = (low, middle) if epsilon_at(middle) <= budget_epsilon else (middle, high)
+    return high
