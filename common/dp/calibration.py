@@ -16,7 +16,8 @@ from common.dp.accounting import (
 )
 from common.errors import PrivacyBudgetExceededError
 
-_MAX_NOISE_MULTIPLIER = 1e4
+# Beyond this the update is noise: a hospital declines rather than dilute the federation.
+MAX_NOISE_MULTIPLIER = 30.0
 
 
 def calibrate_to_remaining_budget(
@@ -40,22 +41,29 @@ def calibrate_to_remaining_budget(
     Raises
     ------
     PrivacyBudgetExceededError
-        If the earlier history alone already uses the budget, or no z <= 1e4 fits it.
+        If the earlier history already uses the budget, or the run needs z > 30 (its update
+        would be noise that only dilutes the federation's mean).
     """
     if not prior_history:
-        return calibrate_noise_multiplier(target_epsilon=budget_epsilon, target_delta=delta,
-                                          sample_rate=sample_rate, steps=steps,
-                                          accountant=accountant)
+        z = calibrate_noise_multiplier(target_epsilon=budget_epsilon, target_delta=delta,
+                                       sample_rate=sample_rate, steps=steps,
+                                       accountant=accountant)
+        if z > MAX_NOISE_MULTIPLIER:
+            raise PrivacyBudgetExceededError(
+                f"a budget of epsilon {budget_epsilon:.4g} needs noise multiplier {z:.4g} > "
+                f"{MAX_NOISE_MULTIPLIER:g} for {steps} steps: the update would be pure noise"
+            )
+        return z
 
     def epsilon_at(z: float) -> float:
         return epsilon_from_history([*prior_history, (z, sample_rate, steps)], delta=delta,
                                     accountant=accountant)
 
     spent = epsilon_from_history(list(prior_history), delta=delta, accountant=accountant)
-    if spent >= budget_epsilon or epsilon_at(_MAX_NOISE_MULTIPLIER) > budget_epsilon:
+    if spent >= budget_epsilon or epsilon_at(MAX_NOISE_MULTIPLIER) > budget_epsilon:
         raise PrivacyBudgetExceededError(
             f"epsilon {spent:.4g} already spent of a budget of {budget_epsilon:.4g}: no noise "
-            "level leaves room for another run"
+            f"multiplier up to {MAX_NOISE_MULTIPLIER:g} leaves room for another run"
         )
     low, high = 0.0, 1.0
     while epsilon_at(high) > budget_epsilon:

@@ -1,0 +1,124 @@
+"""A hospital's round: budget enforcement, charge-before-release, and exact accounting."""
+
+import json
+
+import numpy as np
+import pytest
+from opacus.accountants import RDPAccountant
+
+from client.local_round import RoundRequest, train_round
+from client.privacy import HospitalPrivacy
+from client.training import get_trainer
+from common.dp.ledger import PrivacyLedger
+from common.errors import LedgerError
+from common.models import build_model
+from common.tasks import get_task
+
+TASK = get_task("heart-disease")
+HOSPITALS = TASK.load(4)
+
+
+def _request(server_round, *, run="run-a", rounds=3, mode="patient", **changes):
+    settings = dict(run_id=run, server_round=server_round, planned_rounds=rounds, dp_mode=mode,
+                    local_epochs=1, local_steps=2, batch_size=12, learning_rate=0.1,
+                    clipping_norm=0.5, update_clipping_norm=5.0, seed=0)
+    settings.update(changes)
+    return RoundRequest(**settings)
+
+
+def _privacy(tmp_path, *, mode="patient", epsilon=1.0, seed=0):
+    return HospitalPrivacy(mode, epsilon, 1e-5, "rdp", tmp_path / "va.json", seed)
+
+
+def _round(request, privacy, index=3):
+    weights = build_model(TASK, seed=0).get_weights()
+    return train_round(request, hospital=HOSPITALS[index], hospital_index=index, privacy=privacy,
+                       trainer=get_trainer(TASK), global_weights=weights)
+
+
+def _opacus_epsilon(ledger_path, level):
+    """Epsilon rebuilt independently: one accountant.step() per recorded step."""
+    data = json.loads(ledger_path.read_text())
+    accountant = RDPAccountant()
+    for entry in data["entries"]:
+        if entry["level"] == level:
+            for _ in range(entry["steps"]):
+                accountant.step(noise_multiplier=entry["noise_multiplier"],
+                                sample_rate=entry["sample_rate"])
+    return accountant.get_epsilon(delta=data["budget"]["delta"])
+
+
+@pytest.mark.parametrize("mode", ["patient", "hospital"])
+def test_reported_epsilon_equals_opacus_on_ledger_and_stays_in_budget(tmp_path, mode):
+    privacy = _privacy(tmp_path, mode=mode)
+    results = [_round(_request(r, mode=mode), privacy) for r in (1, 2, 3)]
+    assert all(not r.declined and r.update is not None for r in results)
+    reported = getattr(results[-1], f"epsilon_{mode}")
+    assert reported == pytest.approx(_opacus_epsilon(privacy.ledger_path, mode), rel=1e-9)
+    assert 0.9 < reported <= 1.0  # calibrated to spend (almost all of) the budget in 3 rounds
+    assert results[0].epsilon_patient < results[1].epsilon_patient or mode == "hospital"
+
+
+def test_round_is_never_charged_twice(tmp_path):
+    privacy = _privacy(tmp_path)
+    first = _round(_request(1), privacy)
+    again = _round(_request(1), privacy)  # e.g. the server resends round 1
+    assert first.update is not None
+    assert again.update is None and "already charged" in again.declined
+    entries = json.loads(privacy.ledger_path.read_text())["entries"]
+    assert [(e["run"], e["round"]) for e in entries] == [("run-a", 1)]
+
+
+def test_crash_after_charging_never_under_counts(tmp_path):
+    privacy = _privacy(tmp_path)
+    lost = _round(_request(1), privacy)  # the reply is lost: the process dies before sending
+    del lost
+    reopened = PrivacyLedger.open(privacy.ledger_path, hospital="va", budget_epsilon=1.0,
+                                  budget_delta=1e-5)
+    assert len(reopened.entries) == 1 and reopened.epsilon_spent("patient") > 0
+    retry = _round(_request(1), _privacy(tmp_path))  # restarted process, same round
+    assert retry.update is None
+
+
+def test_hospital_over_budget_declines_also_after_restart(tmp_path):
+    privacy = _privacy(tmp_path, epsilon=1.0)
+    for r in (1, 2, 3):
+        assert _round(_request(r, run="run-a"), privacy).update is not None
+    # A fourth round the plan did not include would overspend: declined, nothing charged.
+    extra = _round(_request(4, run="run-a"), _privacy(tmp_path, epsilon=1.0))
+    assert extra.update is None and "> budget 1" in extra.declined
+    # A new run on the same data after a restart: the ledger on the hospital's disk is read.
+    result = _round(_request(1, run="run-b", rounds=20), _privacy(tmp_path, epsilon=1.0))
+    assert result.update is None and "already spent" in result.declined
+    assert len(json.loads(privacy.ledger_path.read_text())["entries"]) == 3
+    # Nothing the server asks can raise the stored budget: a higher budget is ignored.
+    raised = _privacy(tmp_path, epsilon=100.0)
+    assert _round(_request(1, run="run-c", rounds=20), raised).update is None
+
+
+def test_hospital_declines_a_run_with_another_dp_mode(tmp_path):
+    result = _round(_request(1, mode="none"), _privacy(tmp_path, mode="patient"))
+    assert result.update is None and "applies dp mode 'patient'" in result.declined
+    assert not (tmp_path / "va.json").exists()
+
+
+def test_tampered_ledger_refuses_to_train(tmp_path):
+    privacy = _privacy(tmp_path)
+    _round(_request(1), privacy)
+    data = json.loads(privacy.ledger_path.read_text())
+    data["entries"][0]["noise_multiplier"] *= 10  # pretend more noise was added
+    privacy.ledger_path.write_text(json.dumps(data))
+    with pytest.raises(LedgerError):
+        _round(_request(2), privacy)
+
+
+def test_patient_update_bounded_by_update_clip(tmp_path):
+    result = _round(_request(1, update_clipping_norm=0.01), _privacy(tmp_path))
+    norm = np.sqrt(sum(float(np.sum(u.astype(np.float64) ** 2)) for u in result.update))
+    assert norm <= 0.01 * (1 + 1e-6)
+
+
+def test_non_private_round_reports_no_epsilon(tmp_path):
+    result = _round(_request(1, mode="none"), _privacy(tmp_path, mode="none"))
+    assert result.update is not None and result.epsilon_patient == 0.0
+    assert not (tmp_path / "va.json").exists()
