@@ -31,6 +31,12 @@ def root() -> None:
     """fedcare: privacy-preserving federated learning for hospitals."""
 
 
+# Hospital commands (client/) are registered next to the researcher's (this module).
+from client.cli import budget  # noqa: E402
+
+app.command()(budget)
+
+
 def fail(message: str) -> None:
     """Print an error in red and exit with status 2."""
     console.print(f"[bold red]error:[/] {message}")

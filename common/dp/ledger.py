@@ -130,6 +130,22 @@ class PrivacyLedger:
                 )
         return cls(file, state)
 
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> "PrivacyLedger":
+        """Open an existing ledger read-only, to inspect it (creates and changes nothing).
+
+        Raises
+        ------
+        LedgerError
+            If the file is missing, unreadable, malformed or tampered with.
+        """
+        file = Path(path)
+        if not file.is_file():
+            raise LedgerError(f"no privacy ledger at {file}")
+        with locked(file):
+            state = _read(file, parse_ledger_owner(file))
+        return cls(file, state)
+
     @property
     def path(self) -> Path:
         """The ledger file."""
@@ -254,6 +270,16 @@ class PrivacyLedger:
 
 def _history(state: LedgerState, level: str) -> list[Entry]:
     return [e.event.as_opacus_entry() for e in state.entries if e.event.level == level]
+
+
+def parse_ledger_owner(path: Path) -> str:
+    """Return the hospital a ledger file names (validated in full by ``_read``)."""
+    try:
+        return parse_ledger(path.read_text(encoding="utf-8")).hospital
+    except (OSError, UnicodeDecodeError) as error:
+        raise LedgerError(f"privacy ledger {path} is unreadable: {error}") from error
+    except LedgerError as error:
+        raise LedgerError(f"privacy ledger {path} is rejected: {error}") from error
 
 
 def _read(path: Path, hospital: str) -> LedgerState:

@@ -1,6 +1,7 @@
 """End to end: `fedcare simulate` writes a complete run directory, reproducibly, and cleans up."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,19 @@ LOAD_WEIGHTS = (
 def _rows(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def _opacus_epsilon(ledger_path: Path) -> float:
+    """Patient-level epsilon of a ledger, from Opacus's RDPAccountant stepped entry by entry."""
+    from opacus.accountants import RDPAccountant
+
+    data = json.loads(ledger_path.read_text())
+    accountant = RDPAccountant()
+    for entry in data["entries"]:
+        assert entry["level"] == "patient"
+        for _ in range(entry["steps"]):
+            accountant.step(noise_multiplier=entry["noise_multiplier"], sample_rate=entry["sample_rate"])
+    return accountant.get_epsilon(delta=data["budget"]["delta"])
 
 
 def _plain_keras_weights(model_path: Path, out: Path) -> list:
@@ -54,6 +68,16 @@ def test_simulate_two_rounds_reproducible_and_leaves_no_process(fedcare_cli, tmp
         assert {"client_avg_accuracy", "client_avg_auc", "cleveland_accuracy", "va_auc"} <= set(rows[0])
         for name in ("config.json", "report.md", "metrics_vs_round.png", "hospital_metrics.png"):
             assert (out / name).is_file()
+
+    # The default run is patient-level DP: every epsilon printed equals Opacus on the ledgers.
+    rows = _rows(runs[0])
+    assert [r["declined"] for r in rows] == ["0", "0"]
+    spent = [_opacus_epsilon(path) for path in sorted((runs[0] / "ledgers").glob("*.json"))]
+    assert len(spent) == 4 and all(0 < eps <= 1.0 for eps in spent)
+    assert float(rows[-1]["epsilon_patient_max"]) == pytest.approx(max(spent), rel=1e-5)
+    report = (runs[0] / "report.md").read_text()
+    assert "Privacy statement" in report and "Unit of privacy: one patient's record" in report
+    assert (runs[0] / "epsilon_vs_round.png").is_file()
 
     first = _plain_keras_weights(runs[0] / "model.keras", tmp_path / "a.npz")
     second = _plain_keras_weights(runs[1] / "model.keras", tmp_path / "b.npz")
