@@ -26,7 +26,7 @@ def hospital_index(node_config: dict[str, Any], *, hospitals: int) -> int:
     if num_nodes != hospitals:
         raise ValueError(
             f"the federation has {num_nodes} nodes but the run config says hospitals={hospitals}; "
-            f"start it with {hospitals} nodes (e.g. options.num-supernodes={hospitals})"
+            f"start it with {hospitals} nodes (flwr run: --federation-config \"num-supernodes={hospitals}\")"
         )
     return int(node_config[PARTITION_ID])
 
