@@ -9,6 +9,7 @@ provider, never from the message.
 import math
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -18,12 +19,15 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client.hospital import hospital_index, load_hospital
-from client.local_round import RoundRequest, train_round
+from client.local_round import RoundRequest, RoundResult, train_round
+from client.secure_aggregation import forget_state, register_secagg_actions, save_state
 from client.privacy import HospitalPrivacy
 from client.training import get_trainer
 from common import record_keys as keys
 from common.config import DEFAULTS
 from common.metrics import evaluation_statistics
+from common.secagg.protocol import SecAggClient
+from common.secagg.update_vector import encode_update, rounding_bound
 from common.tasks import HospitalData, get_task
 
 PrivacyProvider = Callable[[Context, HospitalData], HospitalPrivacy]
@@ -80,30 +84,46 @@ def round_request(config: ConfigRecord) -> RoundRequest:
         clipping_norm=float(config[keys.CLIPPING_NORM]),
         update_clipping_norm=float(config[keys.UPDATE_CLIPPING_NORM]),
         seed=int(config[keys.SEED]),
+        noise_mode=str(config[keys.NOISE_MODE]),
+        min_contributors=int(config[keys.SECAGG_THRESHOLD]) or 1,
     )
+
+
+def _reply_metrics(result: RoundResult) -> dict[str, int | float]:
+    metrics: dict[str, int | float] = {keys.EPSILON_PATIENT: result.epsilon_patient,
+                                       keys.EPSILON_HOSPITAL: result.epsilon_hospital}
+    if result.budget_delta > 0:
+        metrics[keys.BUDGET_EPSILON] = result.budget_epsilon
+        metrics[keys.BUDGET_DELTA] = result.budget_delta
+    if not math.isnan(result.train_loss):
+        metrics[keys.TRAIN_LOSS] = result.train_loss
+    return metrics
 
 
 def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> ClientApp:
     """Return the hospital ClientApp, taking privacy settings from `privacy_for`."""
     client_app = ClientApp()
 
+    def local_round(msg: Message, context: Context) -> tuple[int, HospitalData, HospitalPrivacy, RoundResult]:
+        config = msg.content[keys.CONFIG]
+        index, data = _hospital(msg, context)
+        task = get_task(str(config[keys.TASK]))
+        global_weights = msg.content[keys.ARRAYS].to_numpy_ndarrays()
+        request = round_request(config)
+        if bool(config[keys.SECAGG_ENABLED]):
+            num_parameters = sum(int(w.size) for w in global_weights)
+            request = replace(request, rounding_bound=rounding_bound(
+                num_parameters=num_parameters, scale=float(config[keys.SECAGG_SCALE])))
+        privacy = privacy_for(context, data)
+        result = train_round(request, hospital=data, hospital_index=index, privacy=privacy,
+                             trainer=get_trainer(task), global_weights=global_weights)
+        return index, data, privacy, result
+
     @client_app.train()
     def train(msg: Message, context: Context) -> Message:
         """Train (or decline) and reply with the update and the epsilon spent."""
-        index, data = _hospital(msg, context)
-        task = get_task(str(msg.content[keys.CONFIG][keys.TASK]))
-        result = train_round(
-            round_request(msg.content[keys.CONFIG]), hospital=data, hospital_index=index,
-            privacy=privacy_for(context, data), trainer=get_trainer(task),
-            global_weights=msg.content[keys.ARRAYS].to_numpy_ndarrays(),
-        )
-        metrics: dict[str, int | float] = {keys.EPSILON_PATIENT: result.epsilon_patient,
-                                           keys.EPSILON_HOSPITAL: result.epsilon_hospital}
-        if result.budget_delta > 0:
-            metrics[keys.BUDGET_EPSILON] = result.budget_epsilon
-            metrics[keys.BUDGET_DELTA] = result.budget_delta
-        if not math.isnan(result.train_loss):
-            metrics[keys.TRAIN_LOSS] = result.train_loss
+        index, data, _, result = local_round(msg, context)
+        metrics = _reply_metrics(result)
         content = RecordDict({keys.HOSPITAL: _identity(index, data.name)})
         if result.update is None:
             content[keys.DECLINED] = ConfigRecord({keys.REASON: result.declined})
@@ -113,6 +133,32 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
                 metrics[keys.NUM_EXAMPLES] = data.num_train  # DP replies reveal no counts
         content[keys.METRICS] = MetricRecord(metrics)
         return Message(content=content, reply_to=msg)
+
+    def secagg_advertise(msg: Message, context: Context) -> Message:
+        """Train like ``train``, but keep the update: encode it and advertise fresh keys."""
+        forget_state(context)  # whatever an earlier, unfinished round left
+        config = msg.content[keys.CONFIG]
+        index, data, privacy, result = local_round(msg, context)
+        metrics = _reply_metrics(result)
+        content = RecordDict({keys.HOSPITAL: _identity(index, data.name)})
+        if result.update is None:
+            content[keys.DECLINED] = ConfigRecord({keys.REASON: result.declined})
+        else:
+            weighted = str(config[keys.WEIGHTING]) == "examples" and str(config[keys.DP_MODE]) == "none"
+            rng = privacy.noise_rng(server_round=int(config[keys.SERVER_ROUND]),
+                                    hospital_index=index, stream=1)
+            encoded, clipped = encode_update(
+                result.update, weight=float(data.num_train) if weighted else 1.0,
+                clip_bound=float(config[keys.SECAGG_CLIP_BOUND]),
+                scale=float(config[keys.SECAGG_SCALE]), rng=rng)
+            client = SecAggClient(index)
+            content[keys.SECAGG] = ConfigRecord(client.handle(dict(msg.content[keys.SECAGG])))
+            save_state(context, client, encoded)
+            metrics[keys.NUM_CLIPPED] = clipped
+        content[keys.METRICS] = MetricRecord(metrics)
+        return Message(content=content, reply_to=msg)
+
+    register_secagg_actions(client_app, secagg_advertise)
 
     @client_app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from client.privacy import HospitalPrivacy, dp_sgd_steps, plan_round_event, privatize_update
+from client.privacy import (
+    HospitalPrivacy,
+    dp_sgd_steps,
+    hospital_noise_stddev,
+    plan_round_event,
+    privatize_update,
+)
 from client.training import LocalTrainer
 from common.dp.clipping import clip_to_norm, compute_update
 from common.dp.ledger import PrivacyLedger
@@ -36,6 +42,9 @@ class RoundRequest:
     clipping_norm: float
     update_clipping_norm: float
     seed: int
+    noise_mode: str = "local"
+    min_contributors: int = 1  # secure aggregation's threshold t (distributed noise)
+    rounding_bound: float = 0.0  # worst-case L2 error of secure aggregation's encoding
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +147,12 @@ def train_round(
                                     epochs=request.local_epochs, steps=request.local_steps,
                                     batch_size=request.batch_size,
                                     learning_rate=request.learning_rate, rng=shuffle_rng)
+        stddev = hospital_noise_stddev(event, clipping_norm=request.clipping_norm,
+                                       noise_mode=request.noise_mode,
+                                       min_contributors=request.min_contributors,
+                                       rounding_bound=request.rounding_bound)
         update = privatize_update(compute_update(weights, global_weights),
-                                  clipping_norm=request.clipping_norm, event=event, rng=noise_rng)
+                                  clipping_norm=request.clipping_norm, stddev=stddev, rng=noise_rng)
     ledger.charge(request.run_id, request.server_round, event)  # on disk before release
     return RoundResult([u.astype(g.dtype) for u, g in zip(update, global_weights, strict=True)],
                        loss, "", *_spent(ledger))

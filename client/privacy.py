@@ -51,11 +51,11 @@ class HospitalPrivacy:
     ledger_path: Path
     noise_seed: int | None = None
 
-    def noise_rng(self, *, server_round: int, hospital_index: int) -> np.random.Generator:
-        """The generator for this round's noise and Poisson sampling."""
+    def noise_rng(self, *, server_round: int, hospital_index: int, stream: int = 0) -> np.random.Generator:
+        """The generator for this round's noise and Poisson sampling (stream 0) or rounding (1)."""
         if self.noise_seed is None:
             return np.random.default_rng()  # OS entropy: no seed anyone else knows
-        return np.random.default_rng([self.noise_seed, server_round, hospital_index, 0xD9])
+        return np.random.default_rng([self.noise_seed, server_round, hospital_index, 0xD9, stream])
 
 
 def dp_sgd_steps(*, rows: int, batch_size: int, local_steps: int, local_epochs: int) -> int:
@@ -93,14 +93,30 @@ def plan_round_event(
                               steps=steps_per_round, level=level)  # type: ignore[arg-type]
 
 
-def privatize_update(
-    update: NDArrays, *, clipping_norm: float, event: GaussianRoundEvent, rng: np.random.Generator
-) -> NDArrays:
-    """Clip a hospital-level update to C and add N(0, (2 z C)^2) per coordinate.
+def hospital_noise_stddev(
+    event: GaussianRoundEvent, *, clipping_norm: float, noise_mode: str,
+    min_contributors: int = 1, rounding_bound: float = 0.0,
+) -> float:
+    """Per-coordinate noise stddev one hospital adds so that the accounted z holds.
 
-    `event.noise_multiplier` is the accounted z relative to the sensitivity 2C of local mode,
-    so the noise applied and the noise accounted are the same number.
+    - ``local``: the update alone is private; sensitivity 2C (replace one hospital's update),
+      so stddev = 2 z C.
+    - ``distributed`` (under secure aggregation): only the sum is released; sensitivity is C
+      plus the worst-case L2 error of stochastic rounding (``rounding_bound``), and the round
+      aborts below ``min_contributors`` = t hospitals, so each adds z (C + r) / sqrt(t) and the
+      sum carries at least z (C + r). More contributors only add noise: the ledger's z is a
+      bound on the spend, never an under-count.
     """
+    if noise_mode == "local":
+        return event.noise_multiplier * HOSPITAL_SENSITIVITY_IN_CLIPS * clipping_norm
+    if noise_mode == "distributed":
+        return event.noise_multiplier * (clipping_norm + rounding_bound) / math.sqrt(min_contributors)
+    raise ValueError(f"noise_mode must be 'local' or 'distributed', got {noise_mode!r}")
+
+
+def privatize_update(
+    update: NDArrays, *, clipping_norm: float, stddev: float, rng: np.random.Generator
+) -> NDArrays:
+    """Clip a hospital-level update to L2 norm C, then add N(0, stddev^2) per coordinate."""
     clipped, _ = clip_to_norm(update, clipping_norm=clipping_norm)
-    stddev = event.noise_multiplier * HOSPITAL_SENSITIVITY_IN_CLIPS * clipping_norm
     return add_gaussian_noise(clipped, stddev=stddev, rng=rng)

@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "dp.update-clipping-norm": 5.0,
     "dp.noise-mode": "local",
     "dp.accountant": "rdp",
+    "secagg.enabled": False,
+    "secagg.threshold": 0,
+    "secagg.clip-bound": 100.0,
 }
 
 
@@ -53,6 +56,10 @@ def _number(run_config: dict[str, Any], key: str, kind: type) -> Any:
     # TOML and --run-config give ints where floats are meant (`learning-rate = 1`): accept them.
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ValueError(f"{key} must be a {kind.__name__}, got {value!r}")
     return value
@@ -84,6 +91,9 @@ class RunConfig:
     dp_update_clipping_norm: float
     dp_noise_mode: str
     dp_accountant: str
+    secagg_enabled: bool
+    secagg_threshold: int
+    secagg_clip_bound: float
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> "RunConfig":
@@ -123,6 +133,9 @@ class RunConfig:
             dp_update_clipping_norm=_number(run_config, "dp.update-clipping-norm", float),
             dp_noise_mode=str(run_config.get("dp.noise-mode", DEFAULTS["dp.noise-mode"])),
             dp_accountant=str(run_config.get("dp.accountant", DEFAULTS["dp.accountant"])),
+            secagg_enabled=_number(run_config, "secagg.enabled", bool),
+            secagg_threshold=_number(run_config, "secagg.threshold", int),
+            secagg_clip_bound=_number(run_config, "secagg.clip-bound", float),
         )
         config._check_ranges(task.max_hospitals)
         return config
@@ -155,16 +168,35 @@ class RunConfig:
             if not ok:
                 value = getattr(self, _field_name(key))
                 raise ValueError(f"{key} {rule}, got {value!r}")
-        if self.dp_noise_mode == "distributed":
+        if self.dp_noise_mode == "distributed" and not (self.secagg_enabled
+                                                          and self.dp_mode == "hospital"):
             raise ValueError(
-                "dp.noise-mode 'distributed' is only private under secure aggregation (each "
-                "hospital adds a 1/sqrt(n) share of the noise); it needs --secure-aggregation"
+                "dp.noise-mode 'distributed' is only private under secure aggregation at "
+                "hospital level (each hospital adds a 1/sqrt(n) share of the noise, so a single "
+                "update is not private on its own); it needs --dp hospital --secure-aggregation"
             )
+        if self.secagg_enabled:
+            self._check_secagg()
         if max_hospitals is not None and self.hospitals > max_hospitals:
             raise ValueError(
                 f"hospitals must be between 1 and {max_hospitals} for task {self.task!r}, "
                 f"got {self.hospitals}"
             )
+
+    def _check_secagg(self) -> None:
+        from common.secagg.protocol import threshold_problem
+
+        if self.secagg_clip_bound <= 0:
+            raise ValueError(f"secagg.clip-bound must be > 0, got {self.secagg_clip_bound!r}")
+        problem = threshold_problem(threshold=self.effective_threshold,
+                                    num_participants=self.hospitals)
+        if problem is not None:
+            raise ValueError(f"secagg.threshold: {problem}")
+
+    @property
+    def effective_threshold(self) -> int:
+        """Secure aggregation's t: the configured one, or the smallest majority of hospitals."""
+        return self.secagg_threshold or self.hospitals // 2 + 1
 
     def to_run_config(self) -> dict[str, Any]:
         """Return the kebab-case run-config dict (what Flower's Context.run_config holds)."""

@@ -33,3 +33,18 @@ PLANNED_ROUNDS = "num-server-rounds"
 DP_MODE = "dp.mode"
 CLIPPING_NORM = "dp.clipping-norm"
 UPDATE_CLIPPING_NORM = "dp.update-clipping-norm"
+
+# Secure aggregation: the request/reply of a protocol stage, and the custom train actions
+# (action names must be Python identifiers: messages are "train.secagg_advertise", ...).
+SECAGG = "secagg"
+SECAGG_ADVERTISE = "secagg_advertise"
+SECAGG_SHARE = "secagg_share"
+SECAGG_MASK = "secagg_mask"
+SECAGG_UNMASK = "secagg_unmask"
+SECAGG_ENABLED = "secagg.enabled"
+SECAGG_THRESHOLD = "secagg.threshold"
+SECAGG_CLIP_BOUND = "secagg.clip-bound"
+SECAGG_SCALE = "secagg.scale"
+NOISE_MODE = "dp.noise-mode"
+WEIGHTING = "weighting"
+NUM_CLIPPED = "secagg-clipped"   # coordinates clipped by the fixed-point encoding

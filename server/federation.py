@@ -23,7 +23,9 @@ from common.tasks import get_task
 from common.types import NDArrays
 from server.evaluation import summarize_round
 from server.progress import RoundProgress
+from common.secagg.update_vector import encoding_scale
 from server.report import write_report
+from server.secure_round import run_secure_round
 from server.run_directory import MetricsWriter, metrics_columns, package_versions, write_json_atomic
 from server.strategy import FedcareStrategy, FederationError
 
@@ -49,7 +51,20 @@ def round_settings(config: RunConfig, run_id: str) -> ConfigRecord:
         keys.LOCAL_EPOCHS: config.local_epochs,
         keys.BATCH_SIZE: config.batch_size,
         keys.LEARNING_RATE: config.learning_rate,
+        keys.WEIGHTING: config.weighting,
+        keys.NOISE_MODE: config.dp_noise_mode,
+        keys.SECAGG_ENABLED: config.secagg_enabled,
+        keys.SECAGG_THRESHOLD: config.effective_threshold if config.secagg_enabled else 0,
+        keys.SECAGG_CLIP_BOUND: config.secagg_clip_bound,
+        keys.SECAGG_SCALE: secagg_scale(config),
     })
+
+
+def secagg_scale(config: RunConfig) -> float:
+    """The fixed-point scale every hospital encodes with (0 without secure aggregation)."""
+    if not config.secagg_enabled:
+        return 0.0
+    return encoding_scale(clip_bound=config.secagg_clip_bound, num_hospitals=config.hospitals)
 
 
 def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
@@ -86,17 +101,19 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
                 *(("epsilon_patient_max",) if config.dp_mode == "patient" else ()),
                 *(("epsilon_hospital_max",) if config.dp_mode == "hospital" else ()))
     stop_reason = ""
+    aborted_rounds: list[str] = []
     settings = round_settings(config, run_id)
     with RoundProgress(config.num_server_rounds, headline=headline, title=task.name) as progress:
         for server_round in range(1, config.num_server_rounds + 1):
             try:
-                row = _run_round(grid, strategy, server_round, weights, settings,
-                                 min_hospitals=config.min_hospitals)
+                row = _run_round(grid, strategy, server_round, weights, settings, config)
             except FederationStopped as stop:
                 stop_reason = str(stop)
                 logger.warning("%s", stop_reason)
                 break
             weights = row.pop("weights")
+            if aborted := row.pop("aborted"):
+                aborted_rounds.append(f"round {server_round}: {aborted}")
             row.update(summarize_round(task, strategy.last_evaluation))
             row.update(privacy_columns(strategy))
             writer.append(row)
@@ -104,7 +121,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     model.set_weights(weights)
     model.save(run_dir / "model.keras")
     write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict(),
-                 epsilon=strategy.epsilon_spent, stop_reason=stop_reason)
+                 epsilon=strategy.epsilon_spent, stop_reason=stop_reason,
+                 aborted_rounds=aborted_rounds)
     return weights
 
 
@@ -122,29 +140,48 @@ class FederationStopped(FederationError):
     """The run ends early, cleanly: too few hospitals can still take part."""
 
 
-def _run_round(
+def _train(
     grid: Grid, strategy: FedcareStrategy, server_round: int, weights: NDArrays,
-    settings: ConfigRecord, *, min_hospitals: int,
-) -> dict[str, Any]:
-    started = time.perf_counter()
+    settings: ConfigRecord, config: RunConfig,
+) -> tuple[NDArrays | None, int, str]:
+    """Run the round's training; return (new weights or None, participants, abort reason)."""
+    if config.secagg_enabled:
+        secure = run_secure_round(
+            grid, strategy, server_round, weights, settings,
+            threshold=config.effective_threshold, clip_bound=config.secagg_clip_bound,
+            scale=secagg_scale(config), timeout=ROUND_TIMEOUT_SECONDS)
+        return secure.weights, secure.survivors, secure.aborted
     replies = grid.send_and_receive(
         strategy.configure_train(server_round, ArrayRecord(weights), settings, grid),
         timeout=ROUND_TIMEOUT_SECONDS,
     )
     arrays, train_metrics = strategy.aggregate_train(server_round, replies)
     participants = int(train_metrics["participants"]) if train_metrics else 0
+    return (arrays.to_numpy_ndarrays() if arrays is not None else None), participants, ""
+
+
+def _run_round(
+    grid: Grid, strategy: FedcareStrategy, server_round: int, weights: NDArrays,
+    settings: ConfigRecord, config: RunConfig,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    min_hospitals = config.min_hospitals
+    new_weights, participants, aborted = _train(grid, strategy, server_round, weights, settings,
+                                                config)
     if strategy.last_declined and participants < min_hospitals:
         reasons = "; ".join(f"{name}: {why}" for name, why in sorted(strategy.last_declined.items()))
         raise FederationStopped(
             f"stopped before round {server_round}: {participants} hospital(s) can take part, "
             f"fewer than the minimum of {min_hospitals} ({reasons})"
         )
-    if arrays is None or train_metrics is None:
+    if aborted:
+        # Secure aggregation aborted: nothing was unmasked and the global model stays.
+        new_weights = weights
+    elif new_weights is None:
         raise FederationError(
             f"round {server_round}: no hospital returned a usable update "
             f"({'; '.join(strategy.last_errors) or 'no replies'})"
         )
-    new_weights = arrays.to_numpy_ndarrays()
     replies = grid.send_and_receive(
         strategy.configure_evaluate(server_round, ArrayRecord(new_weights), settings, grid),
         timeout=ROUND_TIMEOUT_SECONDS,
@@ -157,6 +194,7 @@ def _run_round(
     return {
         "round": server_round,
         "seconds": time.perf_counter() - started,
-        "participants": participants,
+        "participants": 0 if aborted else participants,
         "weights": new_weights,
+        "aborted": aborted,
     }

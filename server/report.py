@@ -83,12 +83,18 @@ UNIT_OF_PRIVACY = {
 def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, float]]) -> list[str]:
     """The report's privacy statement: unit, each hospital's epsilon and delta, exclusions."""
     mode = str(config.get("dp_mode"))
+    unit = UNIT_OF_PRIVACY.get(mode, "")
+    if mode == "hospital" and config.get("dp_noise_mode") == "distributed":
+        unit = ("one hospital's whole data set (DP-FedAvg, distributed noise: each hospital adds "
+                "a 1/sqrt(t) share of the noise, so only the secure-aggregation sum is private; "
+                "accounted as a Gaussian mechanism on the sum with sensitivity C plus the "
+                "worst-case rounding error, for the t contributors the protocol guarantees)")
     if mode == "none":
         return ["## Privacy", "", "**No differential privacy**: the updates that left the "
                 "hospitals were not clipped or noised and are not private.", ""]
     lines = [
         "## Privacy statement", "",
-        f"Unit of privacy: {UNIT_OF_PRIVACY[mode]}.", "",
+        f"Unit of privacy: {unit}.", "",
         f"Accountant: Opacus {str(config.get('dp_accountant')).upper()}; every epsilon is "
         "Opacus's on the hospital's ledger entries (noise multiplier, sample rate, steps), "
         "summed over every run on that hospital's data.", "",
@@ -109,12 +115,16 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
 
 
 def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config: dict[str, object],
-                 epsilon: dict[str, dict[str, float]] | None = None, stop_reason: str = "") -> Path:
+                 epsilon: dict[str, dict[str, float]] | None = None, stop_reason: str = "",
+                 aborted_rounds: list[str] | None = None) -> Path:
     """Write report.md and its plots from the run directory's metrics.csv; return its path."""
     rows = _read_rows(run_dir / "metrics.csv")
     lines = [f"# fedcare run: {task.name}", ""]
     if stop_reason:
         lines += [f"**The run stopped early**: {stop_reason}", ""]
+    if aborted_rounds:
+        lines += ["**Secure aggregation aborted these rounds** (nothing was unmasked; the global "
+                  "model stayed as it was):", "", *[f"- {why}" for why in aborted_rounds], ""]
     if not rows:
         lines += ["No round completed.", ""]
         (run_dir / "report.md").write_text("\n".join(lines))
@@ -125,7 +135,10 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
     lines += [
         f"{len(rows)} rounds, {len(hospitals)} hospitals ({', '.join(hospitals)}), "
         f"server optimizer {config.get('server_optimizer')}, seed {config.get('seed')}, "
-        f"differential privacy: {config.get('dp_mode')}.",
+        f"differential privacy: {config.get('dp_mode')}"
+        + (f" ({config.get('dp_noise_mode')} noise)" if config.get("dp_mode") == "hospital" else "")
+        + (", secure aggregation: the server saw only the sum of the updates"
+           if config.get("secagg_enabled") else "") + ".",
         "",
         "## Final round",
         "",

@@ -49,7 +49,7 @@ class HospitalUpdate:
         return cls(
             index=int(identity[keys.HOSPITAL_INDEX]),
             name=str(identity[keys.HOSPITAL_NAME]),
-            update=None if declined else content[keys.ARRAYS].to_numpy_ndarrays(),
+            update=content[keys.ARRAYS].to_numpy_ndarrays() if keys.ARRAYS in content else None,
             num_examples=int(metrics.get(keys.NUM_EXAMPLES, 0)),
             train_loss=float(metrics.get(keys.TRAIN_LOSS, float("nan"))),
             declined=declined,
@@ -139,16 +139,7 @@ class FedcareStrategy(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Average the hospitals' updates in hospital order and apply the server optimizer."""
-        replies = [HospitalUpdate.from_message(m) for m in self._usable(replies, "train", server_round)]
-        for reply in replies:
-            self.epsilon_spent[reply.name] = {
-                "patient": reply.epsilon_patient, "hospital": reply.epsilon_hospital,
-                "budget_epsilon": reply.budget_epsilon, "budget_delta": reply.budget_delta,
-            }
-        self.last_declined = {r.name: r.declined for r in replies if r.declined}
-        for name, reason in sorted(self.last_declined.items()):
-            logger.warning("round %d: hospital %s declined: %s", server_round, name, reason)
-        updates = [r for r in replies if not r.declined]
+        updates = self.record_train_replies(server_round, replies)
         if not updates:
             return None, None
         new_weights = self.aggregate_updates(updates)
@@ -158,6 +149,24 @@ class FedcareStrategy(FedAvg):
             keys.TRAIN_LOSS: float(np.mean(losses)) if losses else 0.0,
         })
         return ArrayRecord(new_weights), metrics
+
+    def record_train_replies(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> list[HospitalUpdate]:
+        """Unpack train replies; log failures and declines; keep each hospital's epsilon.
+
+        Returns the replies of hospitals that took part (not declined), in hospital order.
+        """
+        replies = [HospitalUpdate.from_message(m) for m in self._usable(replies, "train", server_round)]
+        for reply in replies:
+            self.epsilon_spent[reply.name] = {
+                "patient": reply.epsilon_patient, "hospital": reply.epsilon_hospital,
+                "budget_epsilon": reply.budget_epsilon, "budget_delta": reply.budget_delta,
+            }
+        self.last_declined = {r.name: r.declined for r in replies if r.declined}
+        for name, reason in sorted(self.last_declined.items()):
+            logger.warning("round %d: hospital %s declined: %s", server_round, name, reason)
+        return sorted((r for r in replies if not r.declined), key=lambda r: r.index)
 
     def aggregate_updates(self, updates: list[HospitalUpdate]) -> NDArrays:
         """Return the new global weights: the server optimizer applied to the mean update.

@@ -91,6 +91,8 @@ def simulate(
     clip: Annotated[float, typer.Option(help="Clip C: per-example (patient) or per-update (hospital).")] = DEFAULTS["dp.clipping-norm"],
     noise_mode: Annotated[str, typer.Option(help="local (each update private) or distributed.")] = DEFAULTS["dp.noise-mode"],
     accountant: Annotated[str, typer.Option(help="rdp or prv (Opacus accountants).")] = DEFAULTS["dp.accountant"],
+    secure_aggregation: Annotated[bool, typer.Option("--secure-aggregation", help="The server sees only the sum of the updates.")] = DEFAULTS["secagg.enabled"],
+    secagg_threshold: Annotated[int, typer.Option(help="Shares needed to unmask (0: smallest majority).")] = DEFAULTS["secagg.threshold"],
 ) -> None:
     """Simulate a federation of hospitals on this machine and write a run directory."""
     from common.tasks import get_task
@@ -110,6 +112,7 @@ def simulate(
         "out-dir": str(out) if out else "",
         "dp.mode": dp, "dp.epsilon": epsilon, "dp.delta": delta, "dp.clipping-norm": clip,
         "dp.noise-mode": noise_mode, "dp.accountant": accountant,
+        "secagg.enabled": secure_aggregation, "secagg.threshold": secagg_threshold,
     })
     if not config.private:
         console.print("[bold yellow]warning:[/] --dp none: the hospitals' updates are NOT "
