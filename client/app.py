@@ -20,13 +20,12 @@ from flwr.clientapp import ClientApp
 
 from client.hospital import hospital_index, load_hospital
 from client.local_round import RoundRequest, RoundResult, train_round
-from client.secure_aggregation import forget_state, register_secagg_actions, save_state
+from client.secure_aggregation import register_secagg_actions, start_round
 from client.privacy import HospitalPrivacy
 from client.training import get_trainer
 from common import record_keys as keys
 from common.config import DEFAULTS
 from common.metrics import evaluation_statistics
-from common.secagg.protocol import SecAggClient
 from common.secagg.update_vector import encode_update, rounding_bound
 from common.tasks import HospitalData, get_task
 
@@ -135,8 +134,7 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
         return Message(content=content, reply_to=msg)
 
     def secagg_advertise(msg: Message, context: Context) -> Message:
-        """Train like ``train``, but keep the update: encode it and advertise fresh keys."""
-        forget_state(context)  # whatever an earlier, unfinished round left
+        """Train like ``train``, but keep the update: encode it and start the protocol round."""
         config = msg.content[keys.CONFIG]
         index, data, privacy, result = local_round(msg, context)
         metrics = _reply_metrics(result)
@@ -151,9 +149,8 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
                 result.update, weight=float(data.num_train) if weighted else 1.0,
                 clip_bound=float(config[keys.SECAGG_CLIP_BOUND]),
                 scale=float(config[keys.SECAGG_SCALE]), rng=rng)
-            client = SecAggClient(index)
-            content[keys.SECAGG] = ConfigRecord(client.handle(dict(msg.content[keys.SECAGG])))
-            save_state(context, client, encoded)
+            content[keys.SECAGG] = ConfigRecord(
+                start_round(context, dict(msg.content[keys.SECAGG]), encoded, index))
             metrics[keys.NUM_CLIPPED] = clipped
         content[keys.METRICS] = MetricRecord(metrics)
         return Message(content=content, reply_to=msg)

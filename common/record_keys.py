@@ -37,6 +37,7 @@ UPDATE_CLIPPING_NORM = "dp.update-clipping-norm"
 # Secure aggregation: the request/reply of a protocol stage, and the custom train actions
 # (action names must be Python identifiers: messages are "train.secagg_advertise", ...).
 SECAGG = "secagg"
+SECAGG_NEXT = "secagg-next"       # the next round's advertise-keys, riding on an unmask message
 SECAGG_ADVERTISE = "secagg_advertise"
 SECAGG_SHARE = "secagg_share"
 SECAGG_MASK = "secagg_mask"

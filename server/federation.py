@@ -149,7 +149,10 @@ def _train(
         secure = run_secure_round(
             grid, strategy, server_round, weights, settings,
             threshold=config.effective_threshold, clip_bound=config.secagg_clip_bound,
-            scale=secagg_scale(config), timeout=ROUND_TIMEOUT_SECONDS)
+            scale=secagg_scale(config), timeout=ROUND_TIMEOUT_SECONDS,
+            advertised=strategy.advertised_keys,
+            last_round=server_round == config.num_server_rounds)
+        strategy.advertised_keys = secure.next_keys
         return secure.weights, secure.survivors, secure.aborted
     replies = grid.send_and_receive(
         strategy.configure_train(server_round, ArrayRecord(weights), settings, grid),

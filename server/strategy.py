@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -96,6 +97,8 @@ class FedcareStrategy(FedAvg):
         self.last_declined: dict[str, str] = {}
         # Epsilon spent so far per hospital and level, as each hospital last reported it.
         self.epsilon_spent: dict[str, dict[str, float]] = {}
+        # Secure aggregation: public keys hospitals advertised for the next round.
+        self.advertised_keys: Any = None
 
     def select_nodes(self, grid: Grid) -> list[int]:
         """Return the ids of the hospitals' nodes, waiting for them to connect.
