@@ -5,35 +5,62 @@ import signal
 import time
 from pathlib import Path
 
+MARKER = "FEDCARE_TEST_MARKER"
 
-def marked_pids(marker: str) -> list[int]:
-    """Return live pids whose environment holds FEDCARE_TEST_MARKER=<marker> (Linux /proc)."""
-    needle = f"FEDCARE_TEST_MARKER={marker}".encode()
+
+def _state(pid: int) -> str:
+    """Return the process state letter from /proc (``Z`` zombie), or ``""`` if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return ""
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Return the pids that are still running (a zombie has exited)."""
+    return [pid for pid in pids if _state(pid) not in ("", "Z")]
+
+
+def marked_pids(marker: str, variable: str = MARKER) -> list[int]:
+    """Return running pids whose environment holds ``<variable>=<marker>`` (Linux /proc)."""
+    needle = f"{variable}={marker}".encode()
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             if needle in (proc / "environ").read_bytes().split(b"\0"):
-                if (proc / "stat").read_text().split(") ")[1][0] != "Z":
-                    pids.append(int(proc.name))
+                pids.append(int(proc.name))
         except OSError:
             continue
-    return pids
+    return alive(pids)
+
+
+def wait_gone(pids: list[int], seconds: float) -> list[int]:
+    """Poll until every pid has exited or `seconds` pass; return the survivors."""
+    deadline = time.monotonic() + seconds
+    while (survivors := alive(pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return survivors
 
 
 def wait_until_gone(marker: str, seconds: float) -> list[int]:
     """Poll until no marked process is alive or `seconds` pass; return the survivors."""
     deadline = time.monotonic() + seconds
-    while (alive := marked_pids(marker)) and time.monotonic() < deadline:
+    while (survivors := marked_pids(marker)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return alive
+    return survivors
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    """Send `sig` to each pid that still exists."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def kill_marked(marker: str) -> None:
     """SIGKILL every process carrying the marker (test cleanup, also after a failure)."""
-    for pid in marked_pids(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    signal_all(marked_pids(marker), signal.SIGKILL)

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from processes import marked_pids, signal_all, wait_gone  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,48 +44,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _state(pid: int) -> str:
-    """Return the process state letter from /proc (``Z`` zombie), or ``""`` if it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
-    except (OSError, IndexError):
-        return ""
-
-
-def _alive(pids: list[int]) -> list[int]:
-    """Return the pids that are still running (a zombie has exited)."""
-    return [pid for pid in pids if _state(pid) not in ("", "Z")]
-
-
 def _marked(marker: str) -> list[int]:
-    """Return the pids of running processes whose environment carries the marker (Linux)."""
-    needle = f"{MARKER}={marker}".encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if needle in (proc / "environ").read_bytes().split(b"\0"):
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return _alive(pids)
-
-
-def _wait_gone(pids: list[int], seconds: float) -> list[int]:
-    """Poll until every pid has exited or `seconds` pass; return the survivors."""
-    deadline = time.monotonic() + seconds
-    while (alive := _alive(pids)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return alive
-
-
-def _signal(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+    return marked_pids(marker, MARKER)
 
 
 def _is_superlink(pid: int) -> bool:
@@ -102,13 +65,13 @@ def stop_local_superlink(marker: str) -> list[int]:
     may stay a zombie until init reaps it; zombies count as stopped.
     """
     superlinks = [pid for pid in _marked(marker) if _is_superlink(pid)]
-    _signal(superlinks, signal.SIGTERM)
-    _wait_gone(superlinks, 15.0)
+    signal_all(superlinks, signal.SIGTERM)
+    wait_gone(superlinks, 15.0)
     rest = _marked(marker)
-    _signal(rest, signal.SIGTERM)
-    rest = _wait_gone(rest, 5.0)
-    _signal(rest, signal.SIGKILL)
-    return _wait_gone(rest, 5.0)
+    signal_all(rest, signal.SIGTERM)
+    rest = wait_gone(rest, 5.0)
+    signal_all(rest, signal.SIGKILL)
+    return wait_gone(rest, 5.0)
 
 
 def _json_payload(proc: subprocess.CompletedProcess) -> dict:
