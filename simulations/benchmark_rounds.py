@@ -35,15 +35,16 @@ def main() -> None:
     parser.add_argument("--task", default="heart-disease")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--hospitals", type=int, default=4)
+    parser.add_argument("--dp", default="none", help="the real federation's dp mode")
     args = parser.parse_args()
-    config = RunConfig.from_run_config(
-        {"task": args.task, "num-server-rounds": args.rounds, "hospitals": args.hospitals}
-    )
+    config = RunConfig.from_run_config({"task": args.task, "num-server-rounds": args.rounds,
+                                        "hospitals": args.hospitals, "dp.mode": args.dp})
     from simulations.null_client import app as null_app
 
     null_start, null_steady = measure(config, null_app)
     real_start, real_steady = measure(config, None)
-    print(f"{args.task}, {args.hospitals} hospitals, {args.rounds} rounds (train + evaluate)")
+    print(f"{args.task}, {args.hospitals} hospitals, {args.rounds} rounds (train + evaluate), "
+          f"dp {args.dp}")
     print(f"{'client':<12}{'start-up s':>12}{'steady s/round':>16}")
     print(f"{'null':<12}{null_start:>12.2f}{null_steady:>16.3f}")
     print(f"{'keras':<12}{real_start:>12.2f}{real_steady:>16.3f}")
