@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from common.tasks.base import TaskSpec  # noqa: E402
 
@@ -30,6 +31,7 @@ def plot_metrics_vs_round(rows: list[dict[str, str]], task: TaskSpec, path: Path
         if metric != "loss":
             ax.plot(rounds, _values(rows, f"client_avg_{metric}"), marker="s", label="client avg")
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -63,6 +65,7 @@ def plot_epsilon_vs_round(rows: list[dict[str, str]], path: Path) -> None:
         if any(v > 0 for v in values):
             ax.plot(rounds, values, marker="o", label=f"{level} level")
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("epsilon spent (max over hospitals)")
     ax.grid(alpha=0.3)
     ax.legend()
