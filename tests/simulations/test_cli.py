@@ -30,3 +30,15 @@ def test_simulate_refuses_non_empty_out(tmp_path):
     assert result.exit_code == 2
     assert "is not empty" in " ".join(result.output.split())
     assert (tmp_path / "keep.txt").read_text() == "earlier results"
+
+
+def test_delta_at_least_one_over_rows_warns(capsys):
+    from common.config import RunConfig
+    from simulations.cli import warn_delta_vs_rows
+
+    # delta = 0.05 is at least 1/rows at every hospital (Switzerland: 30 training rows).
+    warn_delta_vs_rows(RunConfig.from_run_config({"dp.delta": 0.05}))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "delta=0.05 >= 1/rows at switzerland (30 rows)" in err
+    warn_delta_vs_rows(RunConfig.from_run_config({"dp.delta": 1e-5}))
+    assert "delta" not in capsys.readouterr().err
