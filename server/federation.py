@@ -96,6 +96,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
         # DP replies carry no example counts: a weighted mean would need them.
         weighted=config.weighting == "examples" and not config.private,
     )
+    if config.dp_mode == "patient" and not config.secagg_enabled:
+        strategy.update_norm_bound = config.dp_update_clipping_norm
     writer = MetricsWriter(run_dir / "metrics.csv", metrics_columns(task.metric_names, hospitals))
     headline = ("pooled_loss", *(f"client_avg_{m}" for m in task.metric_names),
                 *(("epsilon_patient_max",) if config.dp_mode == "patient" else ()),
@@ -131,6 +133,7 @@ def privacy_columns(strategy: FedcareStrategy) -> dict[str, Any]:
     spent = strategy.epsilon_spent.values()
     return {
         "declined": len(strategy.last_declined),
+        "rejected": len(strategy.last_rejected),
         "epsilon_patient_max": max((s["patient"] for s in spent), default=0.0),
         "epsilon_hospital_max": max((s["hospital"] for s in spent), default=0.0),
     }
@@ -181,9 +184,11 @@ def _run_round(
         # Secure aggregation aborted: nothing was unmasked and the global model stays.
         new_weights = weights
     elif new_weights is None:
+        reasons = strategy.last_errors + [f"{name}: {why}" for name, why
+                                          in sorted(strategy.last_rejected.items())]
         raise FederationError(
             f"round {server_round}: no hospital returned a usable update "
-            f"({'; '.join(strategy.last_errors) or 'no replies'})"
+            f"({'; '.join(reasons) or 'no replies'})"
         )
     replies = grid.send_and_receive(
         strategy.configure_evaluate(server_round, ArrayRecord(new_weights), settings, grid),

@@ -91,10 +91,10 @@ def metrics_columns(metric_names: tuple[str, ...], hospitals: list[str]) -> list
     ``round, seconds, participants, pooled_loss``, then for each metric m: ``pooled_m,
     client_avg_m`` and ``<hospital>_m`` for every hospital; then ``declined`` (hospitals that
     declined the round) and ``epsilon_patient_max, epsilon_hospital_max`` (the most any
-    hospital has spent so far at each level).
+    hospital has spent so far at each level), ``rejected`` (updates that failed validation).
     """
     columns = ["round", "seconds", "participants", "pooled_loss"]
     for metric in metric_names:
         columns += [f"pooled_{metric}", f"client_avg_{metric}"]
         columns += [f"{hospital}_{metric}" for hospital in hospitals]
-    return columns + ["declined", "epsilon_patient_max", "epsilon_hospital_max"]
+    return columns + ["declined", "epsilon_patient_max", "epsilon_hospital_max", "rejected"]

@@ -22,6 +22,7 @@ from common.errors import FedcareError
 from common.metrics import Statistics
 from common.server_optimizers import ServerOptimizer
 from common.types import NDArrays
+from server.validation import update_problem
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class FedcareStrategy(FedAvg):
         self.last_evaluation: dict[str, Statistics] = {}
         self.last_errors: list[str] = []
         self.last_declined: dict[str, str] = {}
+        self.last_rejected: dict[str, str] = {}
+        # The norm every visible update must respect (patient-level DP clips it exactly).
+        self.update_norm_bound: float | None = None
         # Epsilon spent so far per hospital and level, as each hospital last reported it.
         self.epsilon_spent: dict[str, dict[str, float]] = {}
         # Secure aggregation: public keys hospitals advertised for the next round.
@@ -160,7 +164,11 @@ class FedcareStrategy(FedAvg):
 
         Returns the replies of hospitals that took part (not declined), in hospital order.
         """
-        replies = [HospitalUpdate.from_message(m) for m in self._usable(replies, "train", server_round)]
+        parsed = [HospitalUpdate.from_message(m) for m in self._usable(replies, "train", server_round)]
+        return self.screen_replies(server_round, parsed)
+
+    def screen_replies(self, server_round: int, replies: list[HospitalUpdate]) -> list[HospitalUpdate]:
+        """Keep epsilons; log declines; reject invalid updates; return the usable, in order."""
         for reply in replies:
             self.epsilon_spent[reply.name] = {
                 "patient": reply.epsilon_patient, "hospital": reply.epsilon_hospital,
@@ -169,7 +177,18 @@ class FedcareStrategy(FedAvg):
         self.last_declined = {r.name: r.declined for r in replies if r.declined}
         for name, reason in sorted(self.last_declined.items()):
             logger.warning("round %d: hospital %s declined: %s", server_round, name, reason)
-        return sorted((r for r in replies if not r.declined), key=lambda r: r.index)
+        self.last_rejected = {}
+        for reply in replies:
+            if reply.update is None or reply.declined:
+                continue
+            problem = update_problem(reply.update, self.global_weights,
+                                     max_norm=self.update_norm_bound)
+            if problem:
+                self.last_rejected[reply.name] = problem
+                logger.warning("round %d: update of hospital %s rejected: %s", server_round,
+                               reply.name, problem)
+        return sorted((r for r in replies if not r.declined and r.name not in self.last_rejected),
+                      key=lambda r: r.index)
 
     def aggregate_updates(self, updates: list[HospitalUpdate]) -> NDArrays:
         """Return the new global weights: the server optimizer applied to the mean update.

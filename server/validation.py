@@ -1,0 +1,32 @@
+"""Validation of a hospital's update before it is averaged in (pure numpy, no Flower).
+
+A malformed, non-finite or out-of-bound update is rejected with a reason and never averaged
+in. The norm bound applies where updates are clipped and visible to the server: patient-level
+DP clips every update to ``dp.update-clipping-norm`` exactly. Hospital-level updates carry
+noise the server cannot bound without each hospital's noise level, and secure aggregation
+hides single updates, so each hospital's own code enforces its clip there.
+"""
+
+import numpy as np
+
+from common.types import NDArrays
+
+NORM_TOLERANCE = 1e-5  # relative: float32 rounding of a clipped update
+
+
+def update_problem(update: NDArrays, like: NDArrays, *, max_norm: float | None) -> str | None:
+    """Return why `update` is unusable against the global weights `like`, or None if fine."""
+    if len(update) != len(like):
+        return f"{len(update)} arrays, expected {len(like)}"
+    for index, (array, reference) in enumerate(zip(update, like, strict=True)):
+        if array.shape != reference.shape:
+            return f"array {index} has shape {array.shape}, expected {reference.shape}"
+        if array.dtype != reference.dtype:
+            return f"array {index} has dtype {array.dtype}, expected {reference.dtype}"
+        if not np.all(np.isfinite(array)):
+            return f"array {index} has non-finite values (NaN or Inf)"
+    if max_norm is not None:
+        norm = float(np.sqrt(sum(np.sum(np.square(a, dtype=np.float64)) for a in update)))
+        if norm > max_norm * (1 + NORM_TOLERANCE):
+            return f"update norm {norm:.4g} exceeds the clip bound {max_norm:.4g}"
+    return None
