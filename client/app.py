@@ -103,7 +103,8 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
     """Return the hospital ClientApp, taking privacy settings from `privacy_for`."""
     client_app = ClientApp()
 
-    def local_round(msg: Message, context: Context) -> tuple[int, HospitalData, HospitalPrivacy, RoundResult]:
+    def local_round(msg: Message, context: Context, *, secure: bool = False,
+                    ) -> tuple[int, HospitalData, HospitalPrivacy, RoundResult]:
         config = msg.content[keys.CONFIG]
         index, data = _hospital(msg, context)
         task = get_task(str(config[keys.TASK]))
@@ -115,7 +116,8 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
                 num_parameters=num_parameters, scale=float(config[keys.SECAGG_SCALE])))
         privacy = privacy_for(context, data)
         result = train_round(request, hospital=data, hospital_index=index, privacy=privacy,
-                             trainer=get_trainer(task), global_weights=global_weights)
+                             trainer=get_trainer(task), global_weights=global_weights,
+                             secure_aggregation=secure)
         return index, data, privacy, result
 
     @client_app.train()
@@ -136,7 +138,7 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
     def secagg_advertise(msg: Message, context: Context) -> Message:
         """Train like ``train``, but keep the update: encode it and start the protocol round."""
         config = msg.content[keys.CONFIG]
-        index, data, privacy, result = local_round(msg, context)
+        index, data, privacy, result = local_round(msg, context, secure=True)
         metrics = _reply_metrics(result)
         content = RecordDict({keys.HOSPITAL: _identity(index, data.name)})
         if result.update is None:

@@ -81,8 +81,13 @@ def train_round(
     privacy: HospitalPrivacy,
     trainer: LocalTrainer,
     global_weights: NDArrays,
+    secure_aggregation: bool = False,
 ) -> RoundResult:
     """Run the hospital's local round and return what may leave the hospital.
+
+    `secure_aggregation` says whether the update will leave only masked; distributed noise
+    (a 1/sqrt(t) share per hospital) is refused otherwise, since the update alone would not be
+    private.
 
     Raises
     ------
@@ -92,6 +97,9 @@ def train_round(
     if request.dp_mode != privacy.mode:
         return _decline(f"this hospital applies dp mode {privacy.mode!r} but the run asks "
                         f"{request.dp_mode!r}", None)
+    if request.noise_mode == "distributed" and not secure_aggregation:
+        return _decline("distributed noise without secure aggregation: this update alone "
+                        "would not be private", None)
     # Shuffles are reproducible from the run seed; DP randomness (Poisson batches, noise)
     # comes from the hospital's own generator.
     shuffle_rng = np.random.default_rng([request.seed, request.server_round, hospital_index])

@@ -122,3 +122,9 @@ def test_non_private_round_reports_no_epsilon(tmp_path):
     result = _round(_request(1, mode="none"), _privacy(tmp_path, mode="none"))
     assert result.update is not None and result.epsilon_patient == 0.0
     assert not (tmp_path / "va.json").exists()
+
+
+def test_distributed_noise_refused_without_secure_aggregation(tmp_path):
+    request = _request(1, mode="hospital", noise_mode="distributed", min_contributors=3)
+    result = _round(request, _privacy(tmp_path, mode="hospital"))
+    assert result.update is None and "would not be private" in result.declined
