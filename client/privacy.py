@@ -18,7 +18,7 @@ from common.dp.accounting import AccountantName, Entry
 from common.dp.calibration import calibrate_to_remaining_budget
 from common.dp.clipping import clip_to_norm
 from common.dp.events import GaussianRoundEvent
-from common.dp.noise import add_gaussian_noise
+from common.dp.noise import add_gaussian_noise, gaussian_stddev
 from common.types import NDArrays
 
 # Local mode: two possible updates of one hospital, each clipped to C, differ by up to 2C.
@@ -108,9 +108,12 @@ def hospital_noise_stddev(
       bound on the spend, never an under-count.
     """
     if noise_mode == "local":
-        return event.noise_multiplier * HOSPITAL_SENSITIVITY_IN_CLIPS * clipping_norm
+        return gaussian_stddev(noise_multiplier=event.noise_multiplier,
+                               clipping_norm=HOSPITAL_SENSITIVITY_IN_CLIPS * clipping_norm)
     if noise_mode == "distributed":
-        return event.noise_multiplier * (clipping_norm + rounding_bound) / math.sqrt(min_contributors)
+        return gaussian_stddev(noise_multiplier=event.noise_multiplier,
+                               clipping_norm=clipping_norm + rounding_bound,
+                               num_contributors=min_contributors)
     raise ValueError(f"noise_mode must be 'local' or 'distributed', got {noise_mode!r}")
 
 
