@@ -24,7 +24,7 @@ MODES = ("none", "patient", "hospital")
 
 def epoch_seconds(config: RunConfig, mode: str, *, repeats: int = 30) -> float:
     """Median seconds of one local epoch (plus update privatization) on the largest hospital."""
-    from client.privacy import privatize_update
+    from client.privacy import hospital_noise_stddev, privatize_update
     from client.training import get_trainer
 
     task = get_task(config.task)
@@ -46,8 +46,9 @@ def epoch_seconds(config: RunConfig, mode: str, *, repeats: int = 30) -> float:
             local, _ = trainer.fit(weights, data.x_train, data.y_train, epochs=1,
                                    batch_size=config.batch_size, learning_rate=0.1, rng=rng)
             if mode == "hospital":
+                stddev = hospital_noise_stddev(event, clipping_norm=0.5, noise_mode="local")
                 privatize_update([a - b for a, b in zip(local, weights, strict=True)],
-                                 clipping_norm=0.5, event=event, rng=rng)
+                                 clipping_norm=0.5, stddev=stddev, rng=rng)
         times.append(time.perf_counter() - started)
     return statistics.median(times[2:])  # the first calls trace
 
