@@ -65,6 +65,15 @@ def _hospital(msg: Message, context: Context) -> tuple[int, HospitalData]:
     return index, data
 
 
+def _statistics(msg: Message, context: Context) -> ArrayRecord:
+    """Evaluation statistics of the message's weights on the hospital's test set."""
+    _, data = _hospital(msg, context)
+    task = get_task(str(msg.content[keys.CONFIG][keys.TASK]))
+    outputs = get_trainer(task).predict(msg.content[keys.ARRAYS].to_numpy_ndarrays(), data.x_test)
+    stats = evaluation_statistics(task.kind, data.y_test, outputs, target_scale=task.target_scale)
+    return ArrayRecord({k: Array(np.asarray(v)) for k, v in stats.items()})
+
+
 def _identity(index: int, name: str) -> ConfigRecord:
     return ConfigRecord({keys.HOSPITAL_NAME: name, keys.HOSPITAL_INDEX: index})
 
@@ -136,8 +145,13 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
         return Message(content=content, reply_to=msg)
 
     def secagg_advertise(msg: Message, context: Context) -> Message:
-        """Train like ``train``, but keep the update: encode it and start the protocol round."""
+        """Train like ``train``, but keep the update: encode it and start the protocol round.
+
+        With ``evaluate-received`` it first evaluates the weights it received (the previous
+        round's result), which saves the secure round a separate evaluate exchange.
+        """
         config = msg.content[keys.CONFIG]
+        statistics = _statistics(msg, context) if bool(config.get(keys.EVALUATE_RECEIVED)) else None
         index, data, privacy, result = local_round(msg, context, secure=True)
         metrics = _reply_metrics(result)
         content = RecordDict({keys.HOSPITAL: _identity(index, data.name)})
@@ -154,6 +168,8 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
             content[keys.SECAGG] = ConfigRecord(
                 start_round(context, dict(msg.content[keys.SECAGG]), encoded, index))
             metrics[keys.NUM_CLIPPED] = clipped
+        if statistics is not None:
+            content[keys.STATISTICS] = statistics
         content[keys.METRICS] = MetricRecord(metrics)
         return Message(content=content, reply_to=msg)
 
@@ -163,11 +179,8 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
     def evaluate(msg: Message, context: Context) -> Message:
         """Evaluate the global weights on the hospital's test set; reply with statistics."""
         index, data = _hospital(msg, context)
-        task = get_task(str(msg.content[keys.CONFIG][keys.TASK]))
-        outputs = get_trainer(task).predict(msg.content[keys.ARRAYS].to_numpy_ndarrays(), data.x_test)
-        stats = evaluation_statistics(task.kind, data.y_test, outputs, target_scale=task.target_scale)
         content = RecordDict({
-            keys.STATISTICS: ArrayRecord({k: Array(np.asarray(v)) for k, v in stats.items()}),
+            keys.STATISTICS: _statistics(msg, context),
             keys.HOSPITAL: _identity(index, data.name),
         })
         return Message(content=content, reply_to=msg)

@@ -38,6 +38,7 @@ UPDATE_CLIPPING_NORM = "dp.update-clipping-norm"
 # (action names must be Python identifiers: messages are "train.secagg_advertise", ...).
 SECAGG = "secagg"
 SECAGG_NEXT = "secagg-next"       # the next round's advertise-keys, riding on an unmask message
+EVALUATE_RECEIVED = "evaluate-received"  # also evaluate the weights this message carries
 SECAGG_ADVERTISE = "secagg_advertise"
 SECAGG_SHARE = "secagg_share"
 SECAGG_MASK = "secagg_mask"

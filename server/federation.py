@@ -111,21 +111,39 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     stop_reason = ""
     aborted_rounds: list[str] = []
     settings = round_settings(config, run_id)
+    # Under secure aggregation a round's evaluation rides on the next round's first message
+    # (it carries the very weights to evaluate): its row waits here until then.
+    pending: dict[str, Any] | None = None
+
+    def finish(row: dict[str, Any], evaluation: dict[str, Any]) -> None:
+        row.update(summarize_round(task, evaluation))
+        writer.append(row)
+        progress.round_done(row)
+
     with RoundProgress(config.num_server_rounds, headline=headline, title=task.name) as progress:
         for server_round in range(1, config.num_server_rounds + 1):
+            started = time.perf_counter()
+            defer = config.secagg_enabled and server_round < config.num_server_rounds
             try:
-                row = _run_round(grid, strategy, server_round, weights, settings, config)
+                row = _run_round(grid, strategy, server_round, weights, settings, config,
+                                 evaluate=not defer)
             except FederationStopped as stop:
                 stop_reason = str(stop)
                 logger.warning("%s", stop_reason)
                 break
+            finally:
+                if pending is not None and strategy.received_evaluation:
+                    pending["seconds"] = started - pending.pop("started")
+                    finish(pending, strategy.received_evaluation)
+                    pending = None
             weights = row.pop("weights")
             if aborted := row.pop("aborted"):
                 aborted_rounds.append(f"round {server_round}: {aborted}")
-            row.update(summarize_round(task, strategy.last_evaluation))
             row.update(privacy_columns(strategy))
-            writer.append(row)
-            progress.round_done(row)
+            if defer:
+                pending = {**row, "started": started}
+            else:
+                finish(row, strategy.last_evaluation)
     model.set_weights(weights)
     model.save(run_dir / "model.keras")
     write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict(),
@@ -174,7 +192,7 @@ def _train(
 
 def _run_round(
     grid: Grid, strategy: FedcareStrategy, server_round: int, weights: NDArrays,
-    settings: ConfigRecord, config: RunConfig,
+    settings: ConfigRecord, config: RunConfig, *, evaluate: bool = True,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     min_hospitals = config.min_hospitals
@@ -196,6 +214,10 @@ def _run_round(
             f"round {server_round}: no hospital returned a usable update "
             f"({'; '.join(reasons) or 'no replies'})"
         )
+    if not evaluate:
+        return {"round": server_round, "seconds": time.perf_counter() - started,
+                "participants": 0 if aborted else participants, "weights": new_weights,
+                "aborted": aborted}
     replies = grid.send_and_receive(
         strategy.configure_evaluate(server_round, ArrayRecord(new_weights), settings, grid),
         timeout=ROUND_TIMEOUT_SECONDS,

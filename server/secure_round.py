@@ -3,8 +3,9 @@
 The first message (``train.secagg_advertise``) sends the global weights; hospitals train,
 privatize, charge their ledgers, encode their updates and answer the first protocol stage.
 Then the stages run as ``SecAggServer`` asks. Keys are fresh every round, but the next round's
-advertise-keys rides on this round's unmask message, so a steady round costs four message
-round trips (train + share-keys, masked-input, unmask + next keys, evaluate) instead of five.
+advertise-keys rides on this round's unmask message, and the previous round's evaluation on this
+round's first message, so a steady round costs three message exchanges (train + share-keys +
+evaluate the previous weights, masked-input, unmask + next keys) instead of five.
 The server learns only the sum of the survivors' encoded updates, decodes the mean and applies
 its optimizer. Validation that needs a plaintext update (a norm bound) cannot run here: each
 hospital's own code enforces its clip.
@@ -21,7 +22,7 @@ from common.errors import SecAggProtocolError
 from common.secagg.protocol import Key, PublicKeys, SecAggServer, Stage
 from common.secagg.update_vector import decode_mean
 from common.types import NDArrays
-from server.strategy import FedcareStrategy, HospitalUpdate
+from server.strategy import FedcareStrategy, HospitalUpdate, evaluation_by_hospital
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,13 @@ def run_secure_round(
     """
     strategy.global_weights = weights
     settings[keys.SERVER_ROUND] = server_round
+    # From round 2 on, the first message also evaluates the weights it carries (the previous
+    # round's result); the driver files that evaluation under the previous round.
+    settings[keys.EVALUATE_RECEIVED] = server_round > 1
     messages, server = _first_messages(grid, strategy, server_round, weights, settings,
                                        advertised, threshold)
     replies = list(grid.send_and_receive(messages, timeout=timeout))
+    strategy.received_evaluation = evaluation_by_hospital(replies)
     participants = strategy.record_train_replies(server_round, replies)
     node_of = {int(m.content[keys.HOSPITAL][keys.HOSPITAL_INDEX]): m.metadata.src_node_id
                for m in replies if not m.has_error()}

@@ -94,6 +94,8 @@ class FedcareStrategy(FedAvg):
         self.node_wait_seconds = node_wait_seconds
         self.global_weights: NDArrays = []
         self.last_evaluation: dict[str, Statistics] = {}
+        # Secure rounds: the evaluation that rode on this round's first message.
+        self.received_evaluation: dict[str, Statistics] = {}
         self.last_errors: list[str] = []
         self.last_declined: dict[str, str] = {}
         self.last_rejected: dict[str, str] = {}
@@ -206,12 +208,7 @@ class FedcareStrategy(FedAvg):
     ) -> MetricRecord | None:
         """Keep each hospital's evaluation statistics (by name) for the round's report."""
         valid = self._usable(replies, "evaluate", server_round)
-        self.last_evaluation = {
-            str(msg.content[keys.HOSPITAL][keys.HOSPITAL_NAME]): {
-                name: array.numpy() for name, array in msg.content[keys.STATISTICS].items()
-            }
-            for msg in valid
-        }
+        self.last_evaluation = evaluation_by_hospital(valid)
         return MetricRecord({"participants": len(valid)}) if valid else None
 
     def _usable(self, replies: Iterable[Message], stage: str, server_round: int) -> list[Message]:
@@ -227,3 +224,14 @@ class FedcareStrategy(FedAvg):
             else:
                 usable.append(msg)
         return usable
+
+
+def evaluation_by_hospital(replies: Iterable[Message]) -> dict[str, Statistics]:
+    """Each replying hospital's evaluation statistics, by name (replies without them skipped)."""
+    return {
+        str(msg.content[keys.HOSPITAL][keys.HOSPITAL_NAME]): {
+            name: array.numpy() for name, array in msg.content[keys.STATISTICS].items()
+        }
+        for msg in replies
+        if not msg.has_error() and keys.STATISTICS in msg.content
+    }
