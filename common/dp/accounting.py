@@ -24,7 +24,6 @@ __all__ = [
     "epsilon_from_history",
     "max_repetitions",
     "merge_history",
-    "project_epsilon",
     "validate_delta",
     "validate_epsilon",
 ]
@@ -130,17 +129,6 @@ def epsilon_from_history(
     """
     merged = merge_history(history)
     return _epsilon(merged, validate_delta(delta), _validate_accountant(accountant))
-
-
-def project_epsilon(
-    history: Sequence[HistoryItem],
-    next_event: GaussianRoundEvent,
-    *,
-    delta: float,
-    accountant: AccountantName = "rdp",
-) -> float:
-    """Return the epsilon the history would reach after also charging ``next_event``."""
-    return epsilon_from_history([*history, next_event], delta=delta, accountant=accountant)
 
 
 @functools.lru_cache(maxsize=64)

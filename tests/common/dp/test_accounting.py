@@ -14,7 +14,6 @@ from common.dp.accounting import (
     effective_noise_multiplier,
     epsilon_from_history,
     max_repetitions,
-    project_epsilon,
 )
 from common.dp.events import GaussianRoundEvent
 
@@ -112,18 +111,6 @@ def test_effective_noise_multiplier_local_mode_halves_z():
 
     # Assert
     assert effective == pytest.approx(z / 2)
-
-
-def test_project_epsilon_equals_epsilon_of_extended_history():
-    # Arrange
-    history = [(1.0, 1.0, 1)] * 3
-    event = GaussianRoundEvent(noise_multiplier=1.0, sample_rate=1.0, steps=1, level="hospital")
-
-    # Act
-    projected = project_epsilon(history, event, delta=1e-5)
-
-    # Assert
-    assert projected == epsilon_from_history([(1.0, 1.0, 4)], delta=1e-5)
 
 
 def test_max_repetitions_is_the_exact_boundary():
