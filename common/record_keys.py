@@ -50,3 +50,4 @@ SECAGG_SCALE = "secagg.scale"
 NOISE_MODE = "dp.noise-mode"
 WEIGHTING = "weighting"
 NUM_CLIPPED = "secagg-clipped"   # coordinates clipped by the fixed-point encoding
+FEDCARE_VERSION = "fedcare-version"  # the server's fedcare version; a hospital refuses another

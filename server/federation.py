@@ -21,6 +21,7 @@ from common.models import build_model
 from common.server_optimizers import ServerOptimizer
 from common.tasks import get_task
 from common.types import NDArrays
+from common.version import fedcare_version
 from server.evaluation import summarize_round
 from server.progress import RoundProgress
 from common.secagg.update_vector import encoding_scale
@@ -39,6 +40,7 @@ def round_settings(config: RunConfig, run_id: str) -> ConfigRecord:
     """The settings every hospital receives with the global weights (a plan, not a budget)."""
     return ConfigRecord({
         keys.RUN_ID: run_id,
+        keys.FEDCARE_VERSION: fedcare_version(),
         keys.PLANNED_ROUNDS: config.num_server_rounds,
         keys.DP_MODE: config.dp_mode,
         keys.CLIPPING_NORM: config.dp_clipping_norm,
