@@ -1,8 +1,10 @@
 """One hospital's part of one round, without Flower: check the budget, train, privatize, charge.
 
-Order matters for privacy: the ledger is charged (on disk) before the update is returned, so a
-crash between charging and sending can only over-count; a round already charged is never
-charged again and no newly noised update is released for it.
+Order matters for privacy: the noised update is saved beside the ledger, the ledger is charged
+(on disk), then the update is returned, so a crash between charging and sending can only
+over-count. A round already charged is never charged again and no newly noised update is
+released for it: a repeated request (a server resumed from its checkpoint) gets the saved one,
+if it asks with the same global weights, and a decline otherwise.
 """
 
 import logging
@@ -17,6 +19,7 @@ from client.privacy import (
     plan_round_event,
     privatize_update,
 )
+from client.release_store import Release, ReleaseStore, weights_digest
 from client.training import LocalTrainer
 from common.dp.clipping import clip_to_norm, compute_update
 from common.dp.ledger import PrivacyLedger
@@ -45,6 +48,7 @@ class RoundRequest:
     noise_mode: str = "local"
     min_contributors: int = 1  # secure aggregation's threshold t (distributed noise)
     rounding_bound: float = 0.0  # worst-case L2 error of secure aggregation's encoding
+    clip_updates: bool = False  # dp none: clip the update to update_clipping_norm too
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,7 @@ class RoundResult:
     epsilon_hospital: float
     budget_epsilon: float = float("inf")
     budget_delta: float = 0.0
+    noise_stddev: float = 0.0  # hospital level: the stddev of the noise on each coordinate
 
 
 def _spent(ledger: PrivacyLedger | None) -> tuple[float, float, float, float]:
@@ -108,12 +113,24 @@ def train_round(
                                     epochs=request.local_epochs, steps=request.local_steps,
                                     batch_size=request.batch_size,
                                     learning_rate=request.learning_rate, rng=shuffle_rng)
-        return RoundResult(compute_update(weights, global_weights), loss, "", *_spent(None))
+        update = compute_update(weights, global_weights)
+        if request.clip_updates:
+            update, _ = clip_to_norm(update, clipping_norm=request.update_clipping_norm)
+        return RoundResult(update, loss, "", *_spent(None))
 
     ledger = PrivacyLedger.open(privacy.ledger_path, hospital=hospital.name,
                                 budget_epsilon=privacy.budget_epsilon,
                                 budget_delta=privacy.budget_delta, accountant=privacy.accountant)
     level = privacy.mode
+    store, digest = ReleaseStore(privacy.ledger_path), weights_digest(global_weights)
+    saved = store.load(request.run_id, request.server_round, level, digest=digest)
+    if saved is not None:
+        # Asked again for a round already computed: resend that very update (charged once).
+        try:
+            ledger.charge(request.run_id, request.server_round, saved.event)
+        except PrivacyBudgetExceededError as error:
+            return _decline(str(error), ledger)
+        return _result(saved, global_weights, ledger)
     if any(e.run == request.run_id and e.round == request.server_round and e.event.level == level
            for e in ledger.entries):
         return _decline(f"round {request.server_round} of run {request.run_id} is already "
@@ -149,7 +166,7 @@ def train_round(
         # Post-processing: bounds what the server sees, for its validation.
         update, _ = clip_to_norm(compute_update(weights, global_weights),
                                  clipping_norm=request.update_clipping_norm)
-        loss = float("nan")
+        loss, stddev = float("nan"), 0.0
     else:
         weights, loss = trainer.fit(global_weights, hospital.x_train, hospital.y_train,
                                     epochs=request.local_epochs, steps=request.local_steps,
@@ -161,6 +178,14 @@ def train_round(
                                        rounding_bound=request.rounding_bound)
         update = privatize_update(compute_update(weights, global_weights),
                                   clipping_norm=request.clipping_norm, stddev=stddev, rng=noise_rng)
+    release = Release(update=[u.astype(g.dtype) for u, g in zip(update, global_weights, strict=True)],
+                      event=event, train_loss=loss, noise_stddev=stddev)
+    store.save(request.run_id, request.server_round, release, digest=digest)
     ledger.charge(request.run_id, request.server_round, event)  # on disk before release
-    return RoundResult([u.astype(g.dtype) for u, g in zip(update, global_weights, strict=True)],
-                       loss, "", *_spent(ledger))
+    return _result(release, global_weights, ledger)
+
+
+def _result(release: Release, global_weights: NDArrays, ledger: PrivacyLedger) -> RoundResult:
+    update = [u.astype(g.dtype) for u, g in zip(release.update, global_weights, strict=True)]
+    return RoundResult(update, release.train_loss, "", *_spent(ledger),
+                       noise_stddev=release.noise_stddev)

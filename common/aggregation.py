@@ -34,3 +34,34 @@ def weighted_mean(updates: list[NDArrays], weights: list[float]) -> NDArrays:
             acc += float(weight) * np.asarray(update[layer], dtype=np.float64)
         mean.append((acc / total).astype(np.asarray(updates[0][layer]).dtype))
     return mean
+
+
+def coordinate_median(updates: list[NDArrays]) -> NDArrays:
+    """Return the coordinate-wise median of the updates, array by array (Yin et al. 2018).
+
+    With n updates, fewer than n/2 arbitrary (Byzantine) ones cannot move any coordinate
+    outside the range of the honest updates' values there.
+    """
+    if not updates:
+        raise ValueError("cannot aggregate zero updates")
+    return [np.median(np.stack([np.asarray(u[layer], dtype=np.float64) for u in updates]), axis=0)
+            .astype(np.asarray(updates[0][layer]).dtype) for layer in range(len(updates[0]))]
+
+
+def trimmed_mean(updates: list[NDArrays], trim_fraction: float) -> NDArrays:
+    """Return the coordinate-wise trimmed mean: drop the k largest and k smallest values.
+
+    k = floor(trim_fraction * n) per side; ``trim_fraction`` in [0, 0.5). With k = 0 this is
+    the plain mean.
+    """
+    if not updates:
+        raise ValueError("cannot aggregate zero updates")
+    if not 0 <= trim_fraction < 0.5:
+        raise ValueError(f"trim fraction must be in [0, 0.5), got {trim_fraction!r}")
+    k = int(np.floor(trim_fraction * len(updates)))
+    result = []
+    for layer in range(len(updates[0])):
+        stacked = np.sort(np.stack([np.asarray(u[layer], dtype=np.float64) for u in updates]), axis=0)
+        kept = stacked[k:len(updates) - k]
+        result.append(kept.mean(axis=0).astype(np.asarray(updates[0][layer]).dtype))
+    return result

@@ -51,3 +51,5 @@ NOISE_MODE = "dp.noise-mode"
 WEIGHTING = "weighting"
 NUM_CLIPPED = "secagg-clipped"   # coordinates clipped by the fixed-point encoding
 FEDCARE_VERSION = "fedcare-version"  # the server's fedcare version; a hospital refuses another
+NOISE_STDDEV = "noise-stddev"  # hospital-level DP: the stddev of the noise added to the update
+CLIP_UPDATES = "clip-updates"  # dp none: hospitals clip updates to dp.update-clipping-norm

@@ -35,5 +35,6 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run the federation the run config describes (``flwr run .``, deployment)."""
     config = RunConfig.from_run_config(dict(context.run_config))
-    run_dir = prepare_run_dir(config.out_dir or None, task=config.task, force=False)
+    # Resuming continues in the run's own (non-empty) directory.
+    run_dir = prepare_run_dir(config.out_dir or None, task=config.task, force=config.resume)
     run_federation(grid, config, run_dir)

@@ -63,22 +63,36 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 class MetricsWriter:
-    """Appends one metrics.csv row per completed round, flushed and fsynced at once."""
+    """Appends one metrics.csv row per completed round, flushed and fsynced at once.
 
-    def __init__(self, path: Path, columns: list[str]) -> None:
+    ``rows`` (a resumed run's rows, as written before) start the file over: a round whose row
+    was written after the last checkpoint is dropped, so each round appears exactly once.
+    """
+
+    def __init__(self, path: Path, columns: list[str], rows: list[dict[str, Any]] = ()) -> None:
         self.path = path
         self.columns = columns
-        with open(path, "w", newline="") as handle:
-            csv.writer(handle).writerow(columns)
+        self.rows: list[dict[str, Any]] = []  # every row written, formatted as in the file
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="raise")
+            writer.writeheader()
+            for row in rows:
+                formatted = {c: row.get(c, "") for c in columns}
+                writer.writerow(formatted)
+                self.rows.append(formatted)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
 
     def append(self, row: dict[str, Any]) -> None:
         """Append a row; columns missing from `row` are left empty."""
+        formatted = {c: _format(row.get(c, "")) for c in self.columns}
         with open(self.path, "a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=self.columns, extrasaction="raise").writerow(
-                {c: _format(row.get(c, "")) for c in self.columns}
-            )
+            csv.DictWriter(handle, fieldnames=self.columns, extrasaction="raise").writerow(formatted)
             handle.flush()
             os.fsync(handle.fileno())
+        self.rows.append({c: str(v) for c, v in formatted.items()})
 
 
 def _format(value: Any) -> Any:

@@ -17,12 +17,12 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from common import record_keys as keys
-from common.aggregation import weighted_mean
+from common.aggregation import coordinate_median, trimmed_mean, weighted_mean
 from common.errors import FedcareError
 from common.metrics import Statistics
 from common.server_optimizers import ServerOptimizer
 from common.types import NDArrays
-from server.validation import update_problem
+from server.validation import noise_tolerance, update_problem
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class HospitalUpdate:
     epsilon_hospital: float = 0.0
     budget_epsilon: float = float("inf")
     budget_delta: float = 0.0
+    noise_stddev: float = 0.0
 
     @classmethod
     def from_message(cls, msg: Message) -> "HospitalUpdate":
@@ -59,6 +60,7 @@ class HospitalUpdate:
             epsilon_hospital=float(metrics.get(keys.EPSILON_HOSPITAL, 0.0)),
             budget_epsilon=float(metrics.get(keys.BUDGET_EPSILON, float("inf"))),
             budget_delta=float(metrics.get(keys.BUDGET_DELTA, 0.0)),
+            noise_stddev=float(metrics.get(keys.NOISE_STDDEV, 0.0)),
         )
 
 
@@ -79,11 +81,15 @@ class FedcareStrategy(FedAvg):
         Weight the mean by each hospital's training examples (non-DP runs).
     node_wait_seconds : float
         How long to wait for the hospitals to connect before giving up with a clear error.
+    aggregator : str
+        ``mean`` (weighted or not), or the robust ``median`` / ``trimmed-mean``.
+    trim_fraction : float
+        The trimmed mean's fraction cut from each end, per coordinate.
     """
 
     def __init__(
         self, *, hospitals: int, optimizer: ServerOptimizer, weighted: bool,
-        node_wait_seconds: float = 120.0,
+        node_wait_seconds: float = 120.0, aggregator: str = "mean", trim_fraction: float = 0.1,
     ) -> None:
         super().__init__(
             min_train_nodes=hospitals, min_evaluate_nodes=hospitals, min_available_nodes=hospitals
@@ -92,6 +98,8 @@ class FedcareStrategy(FedAvg):
         self.optimizer = optimizer
         self.weighted = weighted
         self.node_wait_seconds = node_wait_seconds
+        self.aggregator = aggregator
+        self.trim_fraction = trim_fraction
         self.global_weights: NDArrays = []
         self.last_evaluation: dict[str, Statistics] = {}
         # Secure rounds: the evaluation that rode on this round's first message.
@@ -99,7 +107,8 @@ class FedcareStrategy(FedAvg):
         self.last_errors: list[str] = []
         self.last_declined: dict[str, str] = {}
         self.last_rejected: dict[str, str] = {}
-        # The norm every visible update must respect (patient-level DP clips it exactly).
+        # The norm every visible update must respect before noise (patient-level DP and
+        # clip-updates clip it exactly; hospital-level DP adds its stated noise's tolerance).
         self.update_norm_bound: float | None = None
         # Epsilon spent so far per hospital and level, as each hospital last reported it.
         self.epsilon_spent: dict[str, dict[str, float]] = {}
@@ -183,8 +192,11 @@ class FedcareStrategy(FedAvg):
         for reply in replies:
             if reply.update is None or reply.declined:
                 continue
-            problem = update_problem(reply.update, self.global_weights,
-                                     max_norm=self.update_norm_bound)
+            bound = self.update_norm_bound
+            if bound is not None and reply.noise_stddev > 0:
+                size = sum(int(np.size(a)) for a in reply.update)
+                bound += noise_tolerance(reply.noise_stddev, size)
+            problem = update_problem(reply.update, self.global_weights, max_norm=bound)
             if problem:
                 self.last_rejected[reply.name] = problem
                 logger.warning("round %d: update of hospital %s rejected: %s", server_round,
@@ -198,9 +210,15 @@ class FedcareStrategy(FedAvg):
         Updates are sorted by hospital index first (node ids are random per run; float sums
         depend on their order), so the result does not depend on the order of arrival.
         """
-        ordered = sorted(updates, key=lambda u: u.index)
-        weights = [float(u.num_examples) if self.weighted else 1.0 for u in ordered]
-        mean_update = weighted_mean([u.update for u in ordered if u.update is not None], weights)
+        ordered = [u for u in sorted(updates, key=lambda u: u.index) if u.update is not None]
+        arrays = [u.update for u in ordered]
+        if self.aggregator == "median":
+            mean_update = coordinate_median(arrays)
+        elif self.aggregator == "trimmed-mean":
+            mean_update = trimmed_mean(arrays, self.trim_fraction)
+        else:
+            weights = [float(u.num_examples) if self.weighted else 1.0 for u in ordered]
+            mean_update = weighted_mean(arrays, weights)
         return self.optimizer.step(self.global_weights, mean_update)
 
     def aggregate_evaluate(

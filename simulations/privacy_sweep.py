@@ -13,7 +13,7 @@ import csv
 import statistics
 from pathlib import Path
 
-from common.config import RunConfig
+from common.config import DEFAULTS, RunConfig
 from simulations.simulate import simulate
 
 HEADLINE = ("client_avg_accuracy", "client_avg_auc", "pooled_accuracy", "pooled_auc")
@@ -25,6 +25,31 @@ def parse_setting(setting: str) -> dict[str, object]:
         return {"dp.mode": "none"}
     level, _, epsilon = setting.partition(":")
     return {"dp.mode": level, "dp.epsilon": float(epsilon)}
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """``["learning-rate=1.0", "clip-updates=true"]`` -> typed run-config overrides.
+
+    Each value takes the type of the key's default; bools accept true/false only.
+
+    Raises
+    ------
+    ValueError
+        For an item without "=", an unknown key, or a value of the wrong type.
+    """
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in DEFAULTS:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with a run-config key")
+        default = DEFAULTS[key]
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"--set {item!r}: {key} takes true or false")
+            overrides[key] = value.lower() == "true"
+        else:
+            overrides[key] = type(default)(value)
+    return overrides
 
 
 def final_row(run_dir: Path) -> dict[str, str]:
@@ -51,10 +76,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="extra run-config KEY=VALUE")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    extra = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        extra[key] = type(RunConfig.from_run_config({}).to_run_config()[key])(value)
+    extra = parse_overrides(args.set)
     lines = ["| setting | " + " | ".join(HEADLINE) + " | epsilon spent (max) | per seed acc |",
              "|---" * (len(HEADLINE) + 3) + "|"]
     for setting in args.settings:

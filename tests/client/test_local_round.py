@@ -59,25 +59,68 @@ def test_reported_epsilon_equals_opacus_on_ledger_and_stays_in_budget(tmp_path, 
     assert results[0].epsilon_patient < results[1].epsilon_patient or mode == "hospital"
 
 
-def test_round_is_never_charged_twice(tmp_path):
+def _ledger_keys(privacy):
+    entries = json.loads(privacy.ledger_path.read_text())["entries"]
+    return [(e["run"], e["round"]) for e in entries]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("mode", ["patient", "hospital"])
+def test_repeated_request_resends_the_same_update_and_charges_once(tmp_path, mode):
+    first = _round(_request(1, mode=mode), _privacy(tmp_path, mode=mode))
+    # The server asks again for round 1 (it resumed from its checkpoint); the hospital process
+    # restarted too, and in deployment its noise comes from OS entropy (no seed).
+    unseeded = HospitalPrivacy(mode, 1.0, 1e-5, "rdp", tmp_path / "va.json", None)
+    again = _round(_request(1, mode=mode), unseeded)
+    assert first.update is not None and _same(first.update, again.update)
+    assert again.epsilon_patient == first.epsilon_patient
+    assert again.epsilon_hospital == first.epsilon_hospital
+    assert _ledger_keys(unseeded) == [("run-a", 1)]
+
+
+def test_repeat_with_other_weights_is_declined_not_recharged(tmp_path):
     privacy = _privacy(tmp_path)
     first = _round(_request(1), privacy)
-    again = _round(_request(1), privacy)  # e.g. the server resends round 1
+    other = [w + 1 for w in build_model(TASK, seed=0).get_weights()]
+    again = train_round(_request(1), hospital=HOSPITALS[3], hospital_index=3, privacy=privacy,
+                        trainer=get_trainer(TASK), global_weights=other)
     assert first.update is not None
     assert again.update is None and "already charged" in again.declined
-    entries = json.loads(privacy.ledger_path.read_text())["entries"]
-    assert [(e["run"], e["round"]) for e in entries] == [("run-a", 1)]
+    assert _ledger_keys(privacy) == [("run-a", 1)]
 
 
 def test_crash_after_charging_never_under_counts(tmp_path):
     privacy = _privacy(tmp_path)
     lost = _round(_request(1), privacy)  # the reply is lost: the process dies before sending
-    del lost
     reopened = PrivacyLedger.open(privacy.ledger_path, hospital="va", budget_epsilon=1.0,
                                   budget_delta=1e-5)
     assert len(reopened.entries) == 1 and reopened.epsilon_spent("patient") > 0
+    # The saved release is gone too (disk trouble): a restarted process must not draw new noise.
+    for saved in privacy.ledger_path.parent.glob("va.json.releases/*.npz"):
+        saved.unlink()
     retry = _round(_request(1), _privacy(tmp_path))  # restarted process, same round
-    assert retry.update is None
+    assert lost.update is not None and retry.update is None
+    assert _ledger_keys(privacy) == [("run-a", 1)]
+
+
+def test_crash_after_saving_before_charging_charges_before_release(tmp_path, monkeypatch):
+    privacy = _privacy(tmp_path)
+
+    def crash(*args, **kwargs):
+        raise OSError("power cut")
+
+    monkeypatch.setattr(PrivacyLedger, "charge", crash)
+    with pytest.raises(OSError):
+        _round(_request(1), privacy)
+    monkeypatch.undo()
+    assert PrivacyLedger.open(privacy.ledger_path, hospital="va", budget_epsilon=1.0,
+                              budget_delta=1e-5).entries == ()
+    retry = _round(_request(1), _privacy(tmp_path, seed=None))
+    assert retry.update is not None and retry.epsilon_patient > 0
+    assert _ledger_keys(privacy) == [("run-a", 1)]
 
 
 def test_hospital_over_budget_declines_also_after_restart(tmp_path):

@@ -60,6 +60,13 @@ def test_int_accepted_where_float_expected():
         ({"secagg.enabled": True, "secagg.threshold": 2}, "with t <= n/2 two disjoint groups"),
         ({"secagg.enabled": "yes"}, "secagg.enabled must be true or false"),
         ({"min-hospitals": 9}, "min-hospitals must be between 1 and hospitals=4"),
+        ({"round-timeout": 0}, "round-timeout must be > 0 seconds"),
+        ({"aggregator": "mode"}, "aggregator must be one of"),
+        ({"trim-fraction": 0.5}, "trim-fraction must be in [0, 0.5)"),
+        ({"aggregator": "median", "secagg.enabled": True},
+         "secure aggregation reveals only their sum"),
+        ({"aggregator": "trimmed-mean", "weighting": "examples"}, "needs weighting 'uniform'"),
+        ({"resume": "yes"}, "resume must be true or false"),
     ],
     ids=lambda v: str(v)[:30],
 )

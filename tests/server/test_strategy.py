@@ -40,3 +40,17 @@ def test_aggregate_result_independent_of_arrival_order():
     forward = _strategy(False).aggregate_updates(updates)
     backward = _strategy(False).aggregate_updates(updates[::-1])
     assert forward[0].tobytes() == backward[0].tobytes()
+
+
+def test_robust_aggregators_resist_one_scaled_update():
+    honest = [[np.full(4, v, np.float32)] for v in (1.0, 1.1, 0.9, 1.05, 0.95)]
+    updates = [_update(i, a, 1) for i, a in enumerate(honest)]
+    updates.append(_update(5, [np.full(4, 20.0, np.float32)], 1))  # scaled 20x
+    for aggregator in ("median", "trimmed-mean"):
+        strategy = FedcareStrategy(hospitals=6, optimizer=ServerOptimizer("fedavg", 1.0),
+                                   weighted=False, aggregator=aggregator, trim_fraction=0.2)
+        strategy.global_weights = [np.zeros(4, np.float32)]
+        new = strategy.aggregate_updates(updates)
+        assert np.all((new[0] >= 0.9) & (new[0] <= 1.1)), aggregator
+    mean = _strategy(False).aggregate_updates(updates)
+    assert np.all(mean[0] > 4.0)  # the plain mean is dragged by the attacker

@@ -1,0 +1,95 @@
+"""End to end: a simulation killed with SIGKILL mid-run and resumed ends exactly as an
+uninterrupted run with the same seed: same final model, each round once in metrics.csv, and
+the same ledger entries (no round charged twice or missed)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from processes import MARKER, kill_marked, wait_until_gone  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+FEDCARE = Path(sys.executable).with_name("fedcare")
+RUN = ("simulate", "--rounds", "5", "--seed", "1", "--local-steps", "3")
+
+
+def _weights(run_dir: Path) -> list[np.ndarray]:
+    import keras
+
+    return keras.saving.load_model(run_dir / "model.keras").get_weights()
+
+
+def _ledgers(run_dir: Path) -> dict[str, list[tuple]]:
+    return {path.name: [(e["round"], e["noise_multiplier"], e["sample_rate"], e["steps"])
+                        for e in json.loads(path.read_text())["entries"]]
+            for path in sorted((run_dir / "ledgers").glob("*.json"))}
+
+
+def _rounds(run_dir: Path) -> list[str]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [row["round"] for row in csv.DictReader(handle)]
+
+
+def _text(proc: subprocess.CompletedProcess) -> str:
+    """stderr with rich's line wrapping undone."""
+    return " ".join(proc.stderr.split())
+
+
+def _kill_after_checkpoint(out: Path, round_number: int) -> None:
+    """Start the run, SIGKILL its process once round `round_number` is checkpointed."""
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen([str(FEDCARE), *RUN, "--out", str(out)],
+                            env={**os.environ, MARKER: marker},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        manifest = out / "checkpoint" / f"round-{round_number:04d}.json"
+        deadline = time.monotonic() + 300
+        while not manifest.exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        # With the server gone, Ray's workers follow (fate sharing); the test makes sure.
+        wait_until_gone(marker, seconds=10.0)
+    finally:
+        proc.kill()
+        kill_marked(marker)
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(fedcare_cli, tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    proc, _ = fedcare_cli(*RUN, "--out", str(whole))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    _kill_after_checkpoint(resumed, round_number=2)
+    assert not (resumed / "model.keras").exists()
+
+    conflict, _ = fedcare_cli("simulate", "--resume", str(resumed), "--rounds", "7")
+    assert conflict.returncode == 2 and "num-server-rounds=7" in _text(conflict)
+
+    proc, marker = fedcare_cli("simulate", "--resume", str(resumed))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming" in _text(proc)
+    assert wait_until_gone(marker, seconds=1.0) == []
+
+    assert _rounds(resumed) == ["1", "2", "3", "4", "5"]
+    for expected, got in zip(_weights(whole), _weights(resumed), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert _ledgers(resumed) == _ledgers(whole)
+    assert all(len(entries) == 5 for entries in _ledgers(resumed).values())
+    assert len(json.loads((resumed / "config.json").read_text())["resumed"]) == 1
+
+    again, _ = fedcare_cli("simulate", "--resume", str(resumed))
+    assert again.returncode == 0 and "already finished" in _text(again)
