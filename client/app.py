@@ -4,11 +4,17 @@ Handlers unpack the round's settings and global weights, call ``client.local_rou
 training, privacy, ledger) and pack the reply: the update, or the reason the hospital declined,
 plus its epsilon spent. Privacy settings come from the hospital's own configuration through a
 provider, never from the message.
+
+Before any work a hospital checks that it takes part (``client.admission``): the server's
+fedcare version, its node config (``client.node_config`` documents the keys), and for task
+csv its schema's hash and its data file. A refusal is a ``declined`` reply with the reason,
+which the server logs and reports, in every handler.
 """
 
+import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,8 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
-from client.hospital import hospital_index, load_hospital
+from client.app_pinning import verify_app_mod
+from client.admission import Admission, admit
+from client.node_config import NodeConfig
 from client.local_round import RoundRequest, RoundResult, train_round
 from client.secure_aggregation import register_secagg_actions, start_round
 from client.privacy import HospitalPrivacy
@@ -27,51 +36,79 @@ from common import record_keys as keys
 from common.config import DEFAULTS
 from common.metrics import evaluation_statistics
 from common.secagg.update_vector import encode_update, rounding_bound
-from common.tasks import HospitalData, get_task
+from common.tasks import HospitalData, TaskSpec
+from common.tasks.csv_preprocessing import preprocessing_path
 
 PrivacyProvider = Callable[[Context, HospitalData], HospitalPrivacy]
 
 
 def privacy_from_context(context: Context, hospital: HospitalData) -> HospitalPrivacy:
-    """The hospital's privacy settings: its node config first, then the run config's defaults.
+    """Return the hospital's privacy settings: its node config, then the run config's defaults.
 
-    Node config keys: ``dp-mode``, ``budget-epsilon``, ``budget-delta``, ``ledger-path``.
-    Without a ledger path the ledger is ``<out-dir or .>/ledgers/<hospital>.json``. Noise
-    always comes from OS entropy here.
+    Node config keys (validated by ``client.node_config.NodeConfig``): ``dp-mode``,
+    ``budget-epsilon``, ``budget-delta``, ``ledger-path``. Without a ledger path the ledger
+    is ``<out-dir or .>/ledgers/<hospital>.json``. Noise always comes from OS entropy here.
+
+    Raises
+    ------
+    ValueError
+        If the node config is invalid (naming the key).
     """
-    node, run = dict(context.node_config), dict(context.run_config)
+    node, run = NodeConfig.from_node_config(context.node_config), dict(context.run_config)
 
-    def setting(node_key: str, run_key: str) -> object:
-        return node.get(node_key, run.get(run_key, DEFAULTS[run_key]))
+    def default(run_key: str) -> object:
+        return run.get(run_key, DEFAULTS[run_key])
 
-    ledger = node.get("ledger-path") or Path(str(run.get("out-dir") or ".")) / "ledgers" / f"{hospital.name}.json"
+    default_ledger = Path(str(run.get("out-dir") or ".")) / "ledgers" / f"{hospital.name}.json"
+    ledger = node.ledger_path or default_ledger
     return HospitalPrivacy(
-        mode=str(setting("dp-mode", "dp.mode")),
-        budget_epsilon=float(setting("budget-epsilon", "dp.epsilon")),  # type: ignore[arg-type]
-        budget_delta=float(setting("budget-delta", "dp.delta")),  # type: ignore[arg-type]
-        accountant=str(run.get("dp.accountant", DEFAULTS["dp.accountant"])),  # type: ignore[arg-type]
-        ledger_path=Path(str(ledger)),
+        mode=node.dp_mode or str(default("dp.mode")),
+        budget_epsilon=node.budget_epsilon or float(default("dp.epsilon")),  # type: ignore[arg-type]
+        budget_delta=node.budget_delta or float(default("dp.delta")),  # type: ignore[arg-type]
+        accountant=str(default("dp.accountant")),  # type: ignore[arg-type]
+        ledger_path=ledger,
     )
 
 
-def _hospital(msg: Message, context: Context) -> tuple[int, HospitalData]:
-    config = msg.content[keys.CONFIG]
-    hospitals = int(config[keys.HOSPITALS])
-    index = hospital_index(dict(context.node_config), hospitals=hospitals)
-    data = load_hospital(
-        str(config[keys.TASK]), hospitals, index, seed=int(config[keys.SEED]),
-        partition=str(config[keys.PARTITION]), alpha=float(config[keys.DIRICHLET_ALPHA]),
-    )
-    return index, data
+def _admission(msg: Message, context: Context) -> Admission:
+    """Whether and as whom this hospital takes part (raises only without a partition-id)."""
+    return admit(settings=dict(msg.content[keys.CONFIG]), node_config=dict(context.node_config),
+                 run_config=dict(context.run_config))
 
 
-def _statistics(msg: Message, context: Context) -> ArrayRecord:
-    """Evaluation statistics of the message's weights on the hospital's test set."""
-    _, data = _hospital(msg, context)
-    task = get_task(str(msg.content[keys.CONFIG][keys.TASK]))
+def _declined(msg: Message, admission: Admission) -> Message:
+    """Reply for a hospital that refuses the round: its identity and the reason."""
+    return Message(content=RecordDict({
+        keys.HOSPITAL: _identity(admission.index, admission.name),
+        keys.DECLINED: ConfigRecord({keys.REASON: admission.refusal}),
+        keys.METRICS: MetricRecord({}),
+    }), reply_to=msg)
+
+
+def _statistics(msg: Message, task: TaskSpec, data: HospitalData) -> ArrayRecord:
+    """Compute evaluation statistics of the message's weights on the hospital's test set."""
     outputs = get_trainer(task).predict(msg.content[keys.ARRAYS].to_numpy_ndarrays(), data.x_test)
     stats = evaluation_statistics(task.kind, data.y_test, outputs, target_scale=task.target_scale)
     return ArrayRecord({k: Array(np.asarray(v)) for k, v in stats.items()})
+
+
+def save_preprocessing(admission: Admission, privacy: HospitalPrivacy, seed: int) -> None:
+    """Task csv: keep the fitted preprocessing next to the ledger, for ``fedcare predict``.
+
+    Rewritten only when it changed (another data file, schema or run seed).
+    """
+    if admission.csv is None or admission.node is None:
+        return
+    path = preprocessing_path(privacy.ledger_path)
+    provenance = {"hospital": admission.csv.data.name, "data_sha256": admission.data_sha256,
+                  "data_path": str(admission.node.data_path), "seed": seed}
+    document = admission.csv.preprocessing.to_dict(**provenance)
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == document:
+            return
+    except (OSError, ValueError):
+        pass  # absent or unreadable: write it
+    admission.csv.preprocessing.save(path, **provenance)
 
 
 def _identity(index: int, name: str) -> ConfigRecord:
@@ -94,6 +131,7 @@ def round_request(config: ConfigRecord) -> RoundRequest:
         seed=int(config[keys.SEED]),
         noise_mode=str(config[keys.NOISE_MODE]),
         min_contributors=int(config[keys.SECAGG_THRESHOLD]) or 1,
+        clip_updates=bool(config.get(keys.CLIP_UPDATES, False)),
     )
 
 
@@ -103,20 +141,27 @@ def _reply_metrics(result: RoundResult) -> dict[str, int | float]:
     if result.budget_delta > 0:
         metrics[keys.BUDGET_EPSILON] = result.budget_epsilon
         metrics[keys.BUDGET_DELTA] = result.budget_delta
+    if result.noise_stddev > 0:
+        metrics[keys.NOISE_STDDEV] = result.noise_stddev  # for the server's norm check
     if not math.isnan(result.train_loss):
         metrics[keys.TRAIN_LOSS] = result.train_loss
     return metrics
 
 
-def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> ClientApp:
-    """Return the hospital ClientApp, taking privacy settings from `privacy_for`."""
-    client_app = ClientApp()
+def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
+                     mods: Sequence[Mod] = ()) -> ClientApp:
+    """Return the hospital ClientApp, taking privacy settings from `privacy_for`.
 
-    def local_round(msg: Message, context: Context, *, secure: bool = False,
-                    ) -> tuple[int, HospitalData, HospitalPrivacy, RoundResult]:
+    `mods` wrap every handler (Flower mods), e.g. the fault drills of simulations/.
+    """
+    # The hospital's app pin is checked first, before any other mod or handler runs.
+    client_app = ClientApp(mods=[verify_app_mod, *mods])
+
+    def local_round(msg: Message, context: Context, admission: Admission, task: TaskSpec,
+                    data: HospitalData, *, secure: bool = False,
+                    ) -> tuple[HospitalPrivacy, RoundResult]:
         config = msg.content[keys.CONFIG]
-        index, data = _hospital(msg, context)
-        task = get_task(str(config[keys.TASK]))
+        index = admission.index
         global_weights = msg.content[keys.ARRAYS].to_numpy_ndarrays()
         request = round_request(config)
         if bool(config[keys.SECAGG_ENABLED]):
@@ -124,17 +169,22 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
             request = replace(request, rounding_bound=rounding_bound(
                 num_parameters=num_parameters, scale=float(config[keys.SECAGG_SCALE])))
         privacy = privacy_for(context, data)
+        save_preprocessing(admission, privacy, seed=int(config[keys.SEED]))
         result = train_round(request, hospital=data, hospital_index=index, privacy=privacy,
                              trainer=get_trainer(task), global_weights=global_weights,
                              secure_aggregation=secure)
-        return index, data, privacy, result
+        return privacy, result
 
     @client_app.train()
     def train(msg: Message, context: Context) -> Message:
         """Train (or decline) and reply with the update and the epsilon spent."""
-        index, data, _, result = local_round(msg, context)
+        admission = _admission(msg, context)
+        if admission.task is None or admission.data is None:
+            return _declined(msg, admission)
+        data = admission.data
+        _, result = local_round(msg, context, admission, admission.task, data)
         metrics = _reply_metrics(result)
-        content = RecordDict({keys.HOSPITAL: _identity(index, data.name)})
+        content = RecordDict({keys.HOSPITAL: _identity(admission.index, admission.name)})
         if result.update is None:
             content[keys.DECLINED] = ConfigRecord({keys.REASON: result.declined})
         else:
@@ -151,10 +201,15 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
         round's result), which saves the secure round a separate evaluate exchange.
         """
         config = msg.content[keys.CONFIG]
-        statistics = _statistics(msg, context) if bool(config.get(keys.EVALUATE_RECEIVED)) else None
-        index, data, privacy, result = local_round(msg, context, secure=True)
+        admission = _admission(msg, context)
+        if admission.task is None or admission.data is None:
+            return _declined(msg, admission)
+        task, data, index = admission.task, admission.data, admission.index
+        statistics = (_statistics(msg, task, data) if bool(config.get(keys.EVALUATE_RECEIVED))
+                      else None)
+        privacy, result = local_round(msg, context, admission, task, data, secure=True)
         metrics = _reply_metrics(result)
-        content = RecordDict({keys.HOSPITAL: _identity(index, data.name)})
+        content = RecordDict({keys.HOSPITAL: _identity(index, admission.name)})
         if result.update is None:
             content[keys.DECLINED] = ConfigRecord({keys.REASON: result.declined})
         else:
@@ -178,10 +233,12 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context) -> Cli
     @client_app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         """Evaluate the global weights on the hospital's test set; reply with statistics."""
-        index, data = _hospital(msg, context)
+        admission = _admission(msg, context)
+        if admission.task is None or admission.data is None:
+            return _declined(msg, admission)
         content = RecordDict({
-            keys.STATISTICS: _statistics(msg, context),
-            keys.HOSPITAL: _identity(index, data.name),
+            keys.STATISTICS: _statistics(msg, admission.task, admission.data),
+            keys.HOSPITAL: _identity(admission.index, admission.name),
         })
         return Message(content=content, reply_to=msg)
 

@@ -1,7 +1,7 @@
 """Hospital commands of the ``fedcare`` CLI (run at the hospital, on its own files)."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -33,3 +33,110 @@ def budget(path: Annotated[Path, typer.Argument(help="The hospital's ledger JSON
                       f"{ledger.remaining(level):.4f}", str(left))
     console.print(table)
     console.print("* more rounds like the last one charged (same noise, sample rate, steps)")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """Print an error to stderr and exit with `code` (2: unusable input)."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code=code)
+
+
+@hospital_app.command("validate-data")
+def validate_data(
+    path: Annotated[Path, typer.Argument(help="The hospital's CSV file.")],
+    schema: Annotated[Path, typer.Option(help="The consortium's schema file (JSON).")],
+) -> None:
+    """Check a data file against the consortium's schema before joining a federation.
+
+    Prints every problem as `row R, column C: what` (header = row 1) and exits 1 if any.
+
+    Exits 0 with a one-line summary and the schema's sha256 (the run config's
+    csv.schema-sha256) when the file is usable, 2 when the schema itself is unusable.
+    Nothing leaves this machine.
+    """
+    from common.data_validation import check_table, read_table, sort_problems, summarize
+    from common.schema import DataSchema, SchemaError
+
+    try:
+        loaded = DataSchema.load(schema)
+    except SchemaError as error:
+        _fail(str(error))
+    table, problems = read_table(path)
+    if table is not None:
+        problems += check_table(table, loaded)
+    if problems or table is None:  # read_table returns no table only with a problem
+        for problem in sort_problems(problems, loaded):
+            typer.echo(str(problem))
+        typer.echo(f"{path}: {summarize(problems)}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"{path}: {table.data_rows} data rows, {len(loaded.columns)} columns, no problems "
+               f"(schema sha256 {loaded.sha256})")
+
+
+@hospital_app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="The federation's model.keras.")],
+    data: Annotated[Path, typer.Option(help="CSV of new patients (label column optional).")],
+    preprocessing: Annotated[Path | None, typer.Option(
+        help="This hospital's preprocessing statistics (<ledger>.preprocessing.json, written "
+             "next to its ledger when it trained).")] = None,
+    schema: Annotated[Path | None, typer.Option(
+        help="The consortium's schema, checked against the one the hospital trained with.")] = None,
+    out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
+        "predictions.csv"),
+) -> None:
+    """Predict for new patients with this hospital's own preprocessing (task csv).
+
+    Writes one row per patient: `row` (its row in --data), the given label if any,
+    `predicted`, and class probabilities (classification).
+
+    Rows failing the schema check are listed as in validate-data (exit 1).
+    Unusable inputs exit 2.
+    """
+    from common.data_validation import summarize
+    from common.schema import DataSchema, SchemaError
+    from common.tasks.csv_preprocessing import CsvPreprocessing, PreprocessingError
+
+    if preprocessing is None:
+        _fail("predict needs --preprocessing: the hospital's own preprocessing statistics of "
+              "task csv, written next to its ledger as <ledger>.preprocessing.json when it "
+              "trained (with --schema to check it). Built-in tasks (heart-disease, "
+              "breast-cancer, diabetes, digits) are research data sets preprocessed inside "
+              "fedcare: load model.keras with keras.saving.load_model and call model.predict "
+              "on features prepared as common/tasks/ does.")
+    try:
+        fitted = CsvPreprocessing.load(preprocessing)
+    except PreprocessingError as error:
+        _fail(str(error))
+    if schema is not None:
+        try:
+            expected = DataSchema.load(schema)
+        except SchemaError as error:
+            _fail(str(error))
+        if expected.sha256 != fitted.schema.sha256:
+            _fail(f"schema {schema} has sha256 {expected.sha256}, but {preprocessing} was "
+                  f"fitted under schema sha256 {fitted.schema.sha256}")
+    from client.prediction import encode_new_patients, prediction_frame
+
+    patients, problems = encode_new_patients(data, fitted)
+    if patients is None:
+        for problem in problems:
+            typer.echo(str(problem))
+        typer.echo(f"{data}: {summarize(problems)}", err=True)
+        raise typer.Exit(code=1)
+    import keras
+
+    try:
+        network = keras.saving.load_model(model)
+    except (OSError, ValueError) as error:
+        _fail(f"cannot load model {model}: {error}")
+    width = network.input_shape[-1]
+    if width != patients.x.shape[1]:
+        _fail(f"model {model} takes {width} inputs, but the schema encodes "
+              f"{patients.x.shape[1]} ({', '.join(fitted.schema.encoded_feature_names)}): "
+              "was it trained under this schema?")
+    outputs = network.predict(patients.x, verbose=0)
+    frame = prediction_frame(outputs, patients, fitted.schema)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    typer.echo(f"{out}: predictions for {len(frame)} patients")

@@ -1,16 +1,25 @@
-"""Which hospital this node is, and its data (loaded once per process and task settings)."""
+"""Which hospital this node is, and its data (loaded once per process and task settings).
 
+Task csv files are keyed by path, size and modification time, so a file edited between runs
+is read (and checked) again.
+"""
+
+import os
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+from common.schema import DataSchema
 from common.tasks import HospitalData, get_task, load_task_hospitals
+from common.tasks.csv_task import CsvHospital, file_sha256, load_csv_hospital
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 
 
 def hospital_index(node_config: dict[str, Any], *, hospitals: int) -> int:
-    """Return this node's hospital index from Flower's simulation node config.
+    """Return this node's hospital index from its node config (simulation or deployment).
 
     Raises
     ------
@@ -22,13 +31,24 @@ def hospital_index(node_config: dict[str, Any], *, hospitals: int) -> int:
         raise ValueError(
             "node config has no 'partition-id': this node does not know which hospital it is"
         )
+    for key in (PARTITION_ID, NUM_PARTITIONS):
+        value = node_config.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int | str) \
+                or not str(value).strip().isdigit():
+            raise ValueError(f"node config {key} must be an integer >= 0, got {value!r}")
     num_nodes = int(node_config.get(NUM_PARTITIONS, hospitals))
     if num_nodes != hospitals:
         raise ValueError(
             f"the federation has {num_nodes} nodes but the run config says hospitals={hospitals}; "
-            f"start it with {hospitals} nodes (flwr run: --federation-config \"num-supernodes={hospitals}\")"
+            f"start it with {hospitals} nodes (flwr run: --federation-config "
+            f"\"num-supernodes={hospitals}\"; deployment: num-partitions={hospitals} in every "
+            "hospital's node config)"
         )
-    return int(node_config[PARTITION_ID])
+    index = int(node_config[PARTITION_ID])
+    if index >= hospitals:
+        raise ValueError(f"node config partition-id must be < the run's hospitals={hospitals}, "
+                         f"got {index}")
+    return index
 
 
 @lru_cache(maxsize=16)
@@ -38,3 +58,46 @@ def load_hospital(
     """Return hospital `index` of the task split into `hospitals` (cached per process)."""
     spec = get_task(task)
     return load_task_hospitals(spec, hospitals, seed=seed, partition=partition, alpha=alpha)[index]
+
+
+def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """Return (resolved path, size, mtime in ns): it changes when the file is replaced or edited."""
+    resolved = Path(path).resolve()
+    status = resolved.stat()
+    return str(resolved), status.st_size, status.st_mtime_ns
+
+
+def load_schema(path: str | os.PathLike[str]) -> DataSchema:
+    """Load the hospital's schema (cached per process and file version); raises SchemaError."""
+    return _load_schema(_file_key(path))
+
+
+@lru_cache(maxsize=4)
+def _load_schema(key: tuple[str, int, int]) -> DataSchema:
+    return DataSchema.load(key[0])
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCsv:
+    """A hospital's checked and preprocessed CSV file, and the SHA-256 of its bytes."""
+
+    hospital: CsvHospital
+    data_sha256: str
+
+
+def load_csv_data(
+    data_path: str | os.PathLike[str], schema: DataSchema, *, name: str, seed: int
+) -> LoadedCsv:
+    """Check, split and preprocess the hospital's CSV (cached per process and file version).
+
+    Raises
+    ------
+    common.tasks.csv_task.DataFileRejected
+        If the file fails the schema check (every problem listed).
+    """
+    return _load_csv(_file_key(data_path), schema, name, seed)
+
+
+@lru_cache(maxsize=4)
+def _load_csv(key: tuple[str, int, int], schema: DataSchema, name: str, seed: int) -> LoadedCsv:
+    return LoadedCsv(load_csv_hospital(key[0], schema, name=name, seed=seed), file_sha256(key[0]))

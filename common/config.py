@@ -5,6 +5,7 @@
 raises ``ValueError`` naming the key, the value and the rule.
 """
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ WEIGHTINGS = ("uniform", "examples")
 DP_MODES = ("patient", "hospital", "none")
 NOISE_MODES = ("local", "distributed")
 ACCOUNTANTS = ("rdp", "prv")
+# "mean": the (weighted) mean; "median" / "trimmed-mean": coordinate-wise, robust to a few
+# arbitrary updates but they need every update in the clear, so not with secure aggregation.
+AGGREGATORS = ("mean", "median", "trimmed-mean")
 
 DEFAULTS: dict[str, Any] = {
     "task": "heart-disease",
@@ -33,6 +37,11 @@ DEFAULTS: dict[str, Any] = {
     "local-steps": 0,
     "min-hospitals": 1,
     "out-dir": "",
+    "resume": False,
+    "round-timeout": 600.0,
+    "aggregator": "mean",
+    "trim-fraction": 0.1,
+    "clip-updates": False,
     "dp.mode": "patient",
     "dp.epsilon": 1.0,
     "dp.delta": 1e-5,
@@ -43,12 +52,21 @@ DEFAULTS: dict[str, Any] = {
     "secagg.enabled": False,
     "secagg.threshold": 0,
     "secagg.clip-bound": 100.0,
+    "csv.schema-path": "",
+    "csv.schema-sha256": "",
 }
 
 
 def _field_name(key: str) -> str:
     """Map a run-config key to its field: "dp.clipping-norm" -> "dp_clipping_norm"."""
     return key.replace(".", "_").replace("-", "_")
+
+
+def _text(run_config: dict[str, Any], key: str) -> str:
+    value = run_config.get(key, DEFAULTS[key])
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, got {value!r}")
+    return value
 
 
 def _number(run_config: dict[str, Any], key: str, kind: type) -> Any:
@@ -84,6 +102,11 @@ class RunConfig:
     local_steps: int
     min_hospitals: int
     out_dir: str
+    resume: bool
+    round_timeout: float
+    aggregator: str
+    trim_fraction: float
+    clip_updates: bool
     dp_mode: str
     dp_epsilon: float
     dp_delta: float
@@ -94,6 +117,8 @@ class RunConfig:
     secagg_enabled: bool
     secagg_threshold: int
     secagg_clip_bound: float
+    csv_schema_path: str
+    csv_schema_sha256: str
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> "RunConfig":
@@ -104,14 +129,16 @@ class RunConfig:
         ValueError
             Naming the first key whose value is of the wrong type or out of range.
         """
-        from common.tasks import get_task  # the task registry imports the task modules
+        from common.tasks import CSV_TASK_NAME, get_task  # the registry imports task modules
 
         unknown = set(run_config) - set(DEFAULTS)
         if unknown:
             raise ValueError(f"unknown run-config keys: {sorted(unknown)}")
-        task = get_task(str(run_config.get("task", DEFAULTS["task"])))
+        task_name = str(run_config.get("task", DEFAULTS["task"]))
+        # Task csv has no fixed shape (its schema file gives it) and no hospital limit.
+        task_max = None if task_name == CSV_TASK_NAME else get_task(task_name).max_hospitals
         config = cls(
-            task=task.name,
+            task=task_name,
             num_server_rounds=_number(run_config, "num-server-rounds", int),
             hospitals=_number(run_config, "hospitals", int),
             seed=_number(run_config, "seed", int),
@@ -126,6 +153,11 @@ class RunConfig:
             local_steps=_number(run_config, "local-steps", int),
             min_hospitals=_number(run_config, "min-hospitals", int),
             out_dir=str(run_config.get("out-dir", DEFAULTS["out-dir"])),
+            resume=_number(run_config, "resume", bool),
+            round_timeout=_number(run_config, "round-timeout", float),
+            aggregator=str(run_config.get("aggregator", DEFAULTS["aggregator"])),
+            trim_fraction=_number(run_config, "trim-fraction", float),
+            clip_updates=_number(run_config, "clip-updates", bool),
             dp_mode=str(run_config.get("dp.mode", DEFAULTS["dp.mode"])),
             dp_epsilon=_number(run_config, "dp.epsilon", float),
             dp_delta=_number(run_config, "dp.delta", float),
@@ -136,8 +168,12 @@ class RunConfig:
             secagg_enabled=_number(run_config, "secagg.enabled", bool),
             secagg_threshold=_number(run_config, "secagg.threshold", int),
             secagg_clip_bound=_number(run_config, "secagg.clip-bound", float),
+            csv_schema_path=_text(run_config, "csv.schema-path"),
+            csv_schema_sha256=_text(run_config, "csv.schema-sha256"),
         )
-        config._check_ranges(task.max_hospitals)
+        config._check_ranges(task_max)
+        if task_name == CSV_TASK_NAME:
+            config._check_csv()
         return config
 
     def _check_ranges(self, max_hospitals: int | None) -> None:
@@ -154,6 +190,9 @@ class RunConfig:
             (self.local_steps >= 0, "local-steps", "must be >= 0 (0: use local-epochs)"),
             (1 <= self.min_hospitals <= self.hospitals, "min-hospitals",
              f"must be between 1 and hospitals={self.hospitals}"),
+            (self.round_timeout > 0, "round-timeout", "must be > 0 seconds"),
+            (self.aggregator in AGGREGATORS, "aggregator", f"must be one of {AGGREGATORS}"),
+            (0 <= self.trim_fraction < 0.5, "trim-fraction", "must be in [0, 0.5)"),
             (self.dp_mode in DP_MODES, "dp.mode", f"must be one of {DP_MODES}"),
             (self.dp_epsilon > 0, "dp.epsilon", "must be > 0"),
             (0 < self.dp_delta < 1, "dp.delta", "must be in (0, 1)"),
@@ -175,12 +214,32 @@ class RunConfig:
                 "hospital level (each hospital adds a 1/sqrt(n) share of the noise, so a single "
                 "update is not private on its own); it needs --dp hospital --secure-aggregation"
             )
+        if self.aggregator != "mean" and self.secagg_enabled:
+            raise ValueError(
+                f"aggregator {self.aggregator!r} needs every update in the clear (a coordinate-wise "
+                "median or trimmed mean sorts the hospitals' values); secure aggregation reveals "
+                "only their sum: use aggregator 'mean' with --secure-aggregation"
+            )
+        if self.aggregator != "mean" and self.weighting != "uniform":
+            raise ValueError(f"aggregator {self.aggregator!r} is unweighted; it needs "
+                             "weighting 'uniform'")
         if self.secagg_enabled:
             self._check_secagg()
         if max_hospitals is not None and self.hospitals > max_hospitals:
             raise ValueError(
                 f"hospitals must be between 1 and {max_hospitals} for task {self.task!r}, "
                 f"got {self.hospitals}"
+            )
+
+    def _check_csv(self) -> None:
+        if not self.csv_schema_path:
+            raise ValueError("csv.schema-path is required for task 'csv': the schema file on "
+                             "the server host, from which the server builds the model")
+        if not re.fullmatch(r"[0-9a-f]{64}", self.csv_schema_sha256):
+            raise ValueError(
+                "csv.schema-sha256 must be the schema's 64-hex-digit SHA-256 for task 'csv' "
+                "(every hospital compares it with its own schema; `fedcare validate-data` "
+                f"prints it), got {self.csv_schema_sha256!r}"
             )
 
     def _check_secagg(self) -> None:

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import typer
+from click.core import ParameterSource
 from rich.console import Console
 
 from common.config import DEFAULTS, RunConfig
@@ -32,9 +33,21 @@ def root() -> None:
 
 
 # Hospital commands (client/) are registered next to the researcher's (this module).
-from client.cli import budget  # noqa: E402
+from client.cli import budget, predict, validate_data  # noqa: E402
 
 app.command()(budget)
+app.command("validate-data")(validate_data)
+app.command()(predict)
+
+from server.cli import certs_app  # noqa: E402
+
+app.add_typer(certs_app, name="certs")
+
+from server.deploy_cli import deploy_local  # noqa: E402
+from client.pinning_cli import app_digest  # noqa: E402
+
+app.command("deploy-local")(deploy_local)
+app.command("app-digest")(app_digest)
 
 
 def fail(message: str) -> None:
@@ -67,8 +80,24 @@ def warn_delta_vs_rows(config: RunConfig) -> None:
                           "then reveal a whole patient record with probability delta")
 
 
+# Each simulate option's run-config key (what --resume compares with the run's own settings).
+SIMULATE_KEYS = {
+    "task": "task", "rounds": "num-server-rounds", "hospitals": "hospitals", "seed": "seed",
+    "partition": "partition", "alpha": "dirichlet-alpha", "local_epochs": "local-epochs",
+    "batch_size": "batch-size", "lr": "learning-rate", "server_optimizer": "server-optimizer",
+    "server_lr": "server-learning-rate", "weighting": "weighting", "local_steps": "local-steps",
+    "min_hospitals": "min-hospitals", "dp": "dp.mode", "epsilon": "dp.epsilon",
+    "delta": "dp.delta", "clip": "dp.clipping-norm", "noise_mode": "dp.noise-mode",
+    "accountant": "dp.accountant", "secure_aggregation": "secagg.enabled",
+    "secagg_threshold": "secagg.threshold", "aggregator": "aggregator",
+    "trim_fraction": "trim-fraction", "round_timeout": "round-timeout",
+    "clip_updates": "clip-updates", "update_clip": "dp.update-clipping-norm",
+}
+
+
 @app.command()
 def simulate(
+    ctx: typer.Context,
     task: Annotated[str, typer.Option(help="heart-disease, breast-cancer, diabetes or digits.")] = DEFAULTS["task"],
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = DEFAULTS["num-server-rounds"],
     hospitals: Annotated[int | None, typer.Option(help="Hospitals (default: the task's).")] = None,
@@ -93,27 +122,27 @@ def simulate(
     accountant: Annotated[str, typer.Option(help="rdp or prv (Opacus accountants).")] = DEFAULTS["dp.accountant"],
     secure_aggregation: Annotated[bool, typer.Option("--secure-aggregation", help="The server sees only the sum of the updates.")] = DEFAULTS["secagg.enabled"],
     secagg_threshold: Annotated[int, typer.Option(help="Shares needed to unmask (0: smallest majority).")] = DEFAULTS["secagg.threshold"],
+    aggregator: Annotated[str, typer.Option(help="mean, or the robust median / trimmed-mean (not with secure aggregation).")] = DEFAULTS["aggregator"],
+    trim_fraction: Annotated[float, typer.Option(help="trimmed-mean: fraction cut from each end per coordinate.")] = DEFAULTS["trim-fraction"],
+    round_timeout: Annotated[float, typer.Option(help="Seconds a round waits for hospitals before going on without them.")] = DEFAULTS["round-timeout"],
+    clip_updates: Annotated[bool, typer.Option("--clip-updates", help="--dp none: hospitals clip updates to the update clip norm; larger ones are rejected.")] = DEFAULTS["clip-updates"],
+    update_clip: Annotated[float, typer.Option(help="Norm each update is clipped to (patient DP, --clip-updates).")] = DEFAULTS["dp.update-clipping-norm"],
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint, with its own settings.")] = None,
 ) -> None:
     """Simulate a federation of hospitals on this machine and write a run directory."""
     from common.tasks import get_task
 
+    if resume is not None:
+        given = {key: ctx.params[name] for name, key in SIMULATE_KEYS.items()
+                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+        return resume_run(resume, given, other_flags=out is not None or force)
     try:
         task_spec = get_task(task)
     except ValueError as error:
         fail(str(error))
-    config = resolve_config({
-        "task": task, "num-server-rounds": rounds,
-        "hospitals": hospitals if hospitals is not None else task_spec.default_hospitals,
-        "seed": seed, "partition": partition, "dirichlet-alpha": alpha,
-        "local-epochs": local_epochs, "batch-size": batch_size, "learning-rate": lr,
-        "server-optimizer": server_optimizer, "server-learning-rate": server_lr,
-        "weighting": weighting,
-        "local-steps": local_steps, "min-hospitals": min_hospitals,
-        "out-dir": str(out) if out else "",
-        "dp.mode": dp, "dp.epsilon": epsilon, "dp.delta": delta, "dp.clipping-norm": clip,
-        "dp.noise-mode": noise_mode, "dp.accountant": accountant,
-        "secagg.enabled": secure_aggregation, "secagg.threshold": secagg_threshold,
-    })
+    values = {key: ctx.params[name] for name, key in SIMULATE_KEYS.items()}
+    values["hospitals"] = hospitals if hospitals is not None else task_spec.default_hospitals
+    config = resolve_config({**values, "out-dir": str(out) if out else ""})
     if not config.private:
         console.print("[bold yellow]warning:[/] --dp none: the hospitals' updates are NOT "
                       "differentially private")
@@ -129,6 +158,29 @@ def simulate(
     console.print(f"fedcare: {config.hospitals} hospitals, {config.num_server_rounds} rounds of "
                   f"{config.task}, dp {config.dp_mode} -> {run_dir}")
     run(config, run_dir)
+    console.print(f"[green]done[/]: {run_dir}/report.md")
+
+
+def resume_run(run_dir: Path, given: dict[str, object], *, other_flags: bool) -> None:
+    """Continue the run in `run_dir` from its last intact checkpoint, with its own settings."""
+    from simulations.resume import plan_resume
+
+    if other_flags:
+        fail("--resume continues the run in its own directory: drop --out and --force")
+    run_dir = run_dir.expanduser().resolve()
+    try:
+        plan = plan_resume(run_dir, given)
+    except ValueError as error:
+        fail(str(error))
+    if plan.finished:
+        console.print(f"{run_dir} already finished all {plan.config.num_server_rounds} rounds; "
+                      "nothing to do")
+        return
+    from simulations.simulate import simulate as run
+
+    console.print(f"fedcare: resuming {run_dir} after round {plan.completed_rounds} of "
+                  f"{plan.config.num_server_rounds}")
+    run(plan.config, run_dir)
     console.print(f"[green]done[/]: {run_dir}/report.md")
 
 

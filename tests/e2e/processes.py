@@ -2,6 +2,8 @@
 
 import os
 import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -64,3 +66,45 @@ def signal_all(pids: list[int], sig: int) -> None:
 def kill_marked(marker: str) -> None:
     """SIGKILL every process carrying the marker (test cleanup, also after a failure)."""
     signal_all(marked_pids(marker), signal.SIGKILL)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free on `host` a moment ago (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def start_marked(argv: list[str], *, marker: str, log_path: Path, cwd: Path,
+                 env: dict[str, str], variable: str = MARKER) -> subprocess.Popen:
+    """Start `argv` with the marker in its environment, stdout and stderr into `log_path`.
+
+    Everything the process starts inherits the marker, so ``stop_marked`` finds it all.
+    """
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, cwd=cwd, env={**env, variable: marker}, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def wait_for_text(path: Path, text: str, *, seconds: float,
+                  process: subprocess.Popen | None = None) -> bool:
+    """Poll `path` until it contains `text`; give up after `seconds` or once `process` exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        exited = process is not None and process.poll() is not None
+        if path.exists() and text in path.read_text(errors="replace"):
+            return True
+        if exited:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def stop_marked(marker: str, *, grace: float = 10.0, variable: str = MARKER) -> list[int]:
+    """SIGTERM every marked process, SIGKILL what is left after `grace` s; return survivors."""
+    pids = marked_pids(marker, variable)
+    signal_all(pids, signal.SIGTERM)
+    rest = wait_gone(pids, grace)
+    rest = list(set(rest) | set(marked_pids(marker, variable)))
+    signal_all(rest, signal.SIGKILL)
+    return wait_gone(rest, 5.0)

@@ -1,0 +1,141 @@
+"""Whether this hospital takes part in a round, decided before any training (no Flower here).
+
+A hospital refuses, with a reason the server logs, when the server runs another fedcare
+version, when its node config is invalid, when its schema differs from the run's (task csv,
+both hashes named), or when its data file fails the schema check. The reason sent for bad data
+is counts by kind only: rows and cell values stay at the hospital (its own log lists them,
+and ``fedcare validate-data`` shows them in full).
+"""
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from client.hospital import hospital_index, load_csv_data, load_hospital, load_schema
+from client.node_config import NodeConfig
+from common import record_keys as keys
+from common.data_validation import summarize
+from common.schema import SchemaError
+from common.tasks import CSV_TASK_NAME, HospitalData, TaskSpec, get_task
+from common.tasks.csv_task import CsvHospital, DataFileRejected, csv_task_spec
+from common.version import fedcare_version
+
+logger = logging.getLogger(__name__)
+
+RUN_SCHEMA_SHA256 = "csv.schema-sha256"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A hospital's answer to a round: its data and task, or why it refuses.
+
+    Attributes
+    ----------
+    index : int
+        The hospital's index (node config ``partition-id``).
+    name : str
+        The name the server knows it by (metrics.csv): the task's name for the index.
+    refusal : str
+        Why it does not take part; empty when admitted.
+    task, data : TaskSpec | None, HospitalData | None
+        When admitted: the task and the hospital's data (``data.name`` is its ledger name).
+    csv : CsvHospital | None
+        Task csv: the data with its fitted preprocessing, and ``data_sha256`` of the file.
+    node : NodeConfig | None
+        The validated node config (None if it is invalid).
+    """
+
+    index: int
+    name: str
+    refusal: str = ""
+    task: TaskSpec | None = None
+    data: HospitalData | None = None
+    csv: CsvHospital | None = None
+    data_sha256: str = ""
+    node: NodeConfig | None = None
+
+
+def version_refusal(server_version: object, own_version: str) -> str:
+    """Return why to refuse a server of another fedcare version ('' when they match)."""
+    if server_version is None:
+        return (f"the server sent no fedcare version (this hospital runs fedcare {own_version}); "
+                "server and hospitals must run the same version")
+    if str(server_version) != own_version:
+        return (f"the server runs fedcare {server_version} but this hospital runs fedcare "
+                f"{own_version}; server and hospitals must run the same version")
+    return ""
+
+
+def schema_refusal(own_sha256: str, run_sha256: object) -> str:
+    """Return why to refuse a run whose schema hash differs from ours ('' when equal)."""
+    if str(run_sha256 or "") != own_sha256:
+        return (f"this hospital's schema has sha256 {own_sha256}, but the run config's "
+                f"csv.schema-sha256 is {str(run_sha256 or '') or '(empty)'}: the consortium's "
+                "schema files differ")
+    return ""
+
+
+def admit(*, settings: Mapping[str, Any], node_config: Mapping[str, Any],
+          run_config: Mapping[str, Any]) -> Admission:
+    """Decide whether this hospital takes part in the round `settings` describes.
+
+    Parameters
+    ----------
+    settings : Mapping
+        The round's settings from the server (``common.record_keys`` keys).
+    node_config, run_config : Mapping
+        Flower's node config (the hospital's own) and run config.
+
+    Raises
+    ------
+    ValueError
+        If the node cannot tell which hospital it is (partition-id), so that it cannot even
+        name itself in a refusal.
+    """
+    hospitals = int(settings[keys.HOSPITALS])
+    index = hospital_index(dict(node_config), hospitals=hospitals)
+    task_name = str(settings[keys.TASK])
+    name = (f"hospital-{index}" if task_name == CSV_TASK_NAME
+            else get_task(task_name).hospital_names(hospitals)[index])
+    refusal = version_refusal(settings.get(keys.FEDCARE_VERSION), fedcare_version())
+    if refusal:
+        return Admission(index, name, refusal)
+    try:
+        node = NodeConfig.from_node_config(node_config)
+    except ValueError as error:
+        return Admission(index, name, str(error))
+    seed = int(settings[keys.SEED])
+    if task_name != CSV_TASK_NAME:
+        data = load_hospital(task_name, hospitals, index, seed=seed,
+                             partition=str(settings[keys.PARTITION]),
+                             alpha=float(settings[keys.DIRICHLET_ALPHA]))
+        if node.hospital_name:
+            data = replace(data, name=node.hospital_name)
+        return Admission(index, name, task=get_task(task_name), data=data, node=node)
+    return _admit_csv(index, name, node, run_config, seed=seed)
+
+
+def _admit_csv(index: int, name: str, node: NodeConfig, run_config: Mapping[str, Any], *,
+               seed: int) -> Admission:
+    try:
+        data_path, schema_path = node.csv_files()
+        schema = load_schema(schema_path)
+    except (SchemaError, ValueError) as error:
+        return Admission(index, name, str(error), node=node)
+    refusal = schema_refusal(schema.sha256, run_config.get(RUN_SCHEMA_SHA256))
+    if refusal:
+        return Admission(index, name, refusal, node=node)
+    try:
+        loaded = load_csv_data(data_path, schema, name=node.hospital_name or name, seed=seed)
+    except DataFileRejected as error:
+        # The hospital's own log gets rows and columns (no cell values); the server a summary.
+        for problem in error.problems:
+            logger.warning("data file %s: %s: %s", error.path, problem.location, problem.kind)
+        return Admission(index, name, f"its data file fails the schema check: "
+                         f"{summarize(error.problems)}; the hospital can list them with "
+                         "`fedcare validate-data --schema SCHEMA DATA`", node=node)
+    except ValueError as error:  # e.g. nothing to fit a column's statistics on
+        return Admission(index, name, f"its data file {data_path}: {error}", node=node)
+    return Admission(index, name, task=csv_task_spec(schema), data=loaded.hospital.data,
+                     csv=loaded.hospital, data_sha256=loaded.data_sha256, node=node)

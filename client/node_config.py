@@ -1,0 +1,165 @@
+"""A hospital's node config: who it is, where its data and ledger live, and its own budget.
+
+The hospital's IT sets these when starting its SuperNode
+(``flower-supernode --node-config "partition-id=0 num-partitions=3 data-path='...'"``; values
+are TOML: strings in quotes). Nothing the server sends can change them.
+
+================  =======================  ===============================================
+key               value                    meaning
+================  =======================  ===============================================
+partition-id      int, 0 <= id < N         this hospital's index in the federation (required)
+num-partitions    int >= 1                 N, the federation's hospitals; must equal the
+                                           run's ``hospitals``
+hospital-name     text (letters, digits,   the hospital's name in its ledger and logs
+                  ``.``, ``_``, ``-``)     (default: the run's name for it, ``hospital-<id>``)
+data-path         path to a file           its CSV file (task ``csv``: required)
+schema-path       path to a file           its copy of the consortium's schema (task ``csv``:
+                                           required)
+ledger-path       path to a file           its privacy ledger, created if missing (default
+                                           ``<out-dir or .>/ledgers/<name>.json``); the
+                                           preprocessing statistics go next to it
+budget-epsilon    number > 0               its total epsilon over every run on its data
+                                           (default: the run config's ``dp.epsilon``)
+budget-delta      number in (0, 1)         its delta (default: the run config's ``dp.delta``)
+dp-mode           patient, hospital, none  the DP level it applies; it declines runs asking
+                                           another (default: the run config's ``dp.mode``)
+app-sha256        hex digest               the fedcare code it accepts (checked by
+                                           ``client.app_pinning``, not here)
+================  =======================  ===============================================
+
+Any other key is refused, so that a misspelt key (``budget-epsilom``) cannot silently leave a
+setting at the run's default.
+
+Without ``budget-epsilon`` the first run's ``dp.epsilon`` becomes the budget stored in the
+ledger, which later runs cannot raise: a hospital should set its own.
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.config import DP_MODES
+
+NODE_CONFIG_KEYS = ("partition-id", "num-partitions", "hospital-name", "data-path",
+                    "schema-path", "ledger-path", "budget-epsilon", "budget-delta", "dp-mode",
+                    "app-sha256")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """A validated node config; None where the key is absent (see the module docstring)."""
+
+    partition_id: int
+    num_partitions: int | None = None
+    hospital_name: str | None = None
+    data_path: Path | None = None
+    schema_path: Path | None = None
+    ledger_path: Path | None = None
+    budget_epsilon: float | None = None
+    budget_delta: float | None = None
+    dp_mode: str | None = None
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> "NodeConfig":
+        """Validate Flower's node config.
+
+        Raises
+        ------
+        ValueError
+            Naming the key, the value and the rule: an unknown key, a value of the wrong
+            type or out of range, a data or schema file that does not exist.
+        """
+        unknown = sorted(set(node_config) - set(NODE_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"node config has unknown keys {unknown}; known keys: "
+                             f"{', '.join(NODE_CONFIG_KEYS)}")
+        if "partition-id" not in node_config:
+            raise ValueError("node config has no 'partition-id': this node does not know "
+                             "which hospital it is")
+        partition_id = _integer(node_config, "partition-id", minimum=0)
+        num_partitions = _integer(node_config, "num-partitions", minimum=1)
+        if num_partitions is not None and partition_id >= num_partitions:
+            raise ValueError(f"node config partition-id must be < num-partitions="
+                             f"{num_partitions}, got {partition_id}")
+        name = node_config.get("hospital-name")
+        if name is not None and (not isinstance(name, str) or not _NAME.fullmatch(name)):
+            raise ValueError("node config hospital-name must be letters, digits, '.', '_' or "
+                             f"'-' (it names the ledger file), got {name!r}")
+        epsilon = _positive_number(node_config, "budget-epsilon")
+        delta = _positive_number(node_config, "budget-delta")
+        if delta is not None and not delta < 1:
+            raise ValueError(f"node config budget-delta must be in (0, 1), got {delta!r}")
+        mode = node_config.get("dp-mode")
+        if mode is not None and mode not in DP_MODES:
+            raise ValueError(f"node config dp-mode must be one of {DP_MODES}, got {mode!r}")
+        ledger = _path(node_config, "ledger-path")
+        if ledger is not None and ledger.is_dir():
+            raise ValueError(f"node config ledger-path {ledger} is a directory; give the "
+                             "ledger's file name, e.g. .../ledger.json")
+        return cls(partition_id=partition_id, num_partitions=num_partitions, hospital_name=name,
+                   data_path=_existing_file(node_config, "data-path"),
+                   schema_path=_existing_file(node_config, "schema-path"), ledger_path=ledger,
+                   budget_epsilon=epsilon, budget_delta=delta, dp_mode=mode)
+
+    def csv_files(self) -> tuple[Path, Path]:
+        """Return the data and schema files task csv needs.
+
+        Raises
+        ------
+        ValueError
+            If data-path or schema-path is not set.
+        """
+        absent = [key for key, value in (("data-path", self.data_path),
+                                         ("schema-path", self.schema_path)) if value is None]
+        if absent:
+            raise ValueError(f"task 'csv' needs node config {' and '.join(absent)}: the "
+                             "hospital's CSV file and its copy of the consortium's schema")
+        return self.data_path, self.schema_path  # type: ignore[return-value]
+
+
+def _integer(node_config: Mapping[str, Any], key: str, *, minimum: int) -> int | None:
+    value = node_config.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)  # a value given without TOML typing
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"node config {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _positive_number(node_config: Mapping[str, Any], key: str) -> float | None:
+    value = node_config.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"node config {key} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
+            or value == float("inf"):
+        raise ValueError(f"node config {key} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _path(node_config: Mapping[str, Any], key: str) -> Path | None:
+    value = node_config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"node config {key} must be a file path (a quoted TOML string), "
+                         f"got {value!r}")
+    return Path(os.path.expanduser(value))
+
+
+def _existing_file(node_config: Mapping[str, Any], key: str) -> Path | None:
+    path = _path(node_config, key)
+    if path is not None and not path.is_file():
+        raise ValueError(f"node config {key}: {path} "
+                         f"{'is not a file' if path.exists() else 'does not exist'}")
+    return path

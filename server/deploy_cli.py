@@ -1,0 +1,70 @@
+"""Admin command ``fedcare deploy-local``: a real SuperLink and SuperNodes on this machine."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def default_app_dir() -> Path:
+    """The fedcare checkout this command runs from (its pyproject.toml is the Flower app)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def deploy_local(
+    out: Annotated[Path, typer.Option(help="New directory for certificates, Flower homes, ledgers, logs and the run directory (run/).")],
+    hospitals: Annotated[int, typer.Option(help="Hospitals: one SuperNode process each.")] = 3,
+    task: Annotated[str, typer.Option(help="heart-disease, breast-cancer, diabetes, digits or csv (each hospital's own CSV file).")] = "heart-disease",
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 3,
+    certs: Annotated[Path | None, typer.Option(help="Use this directory's ca.crt, server.crt, server.key and <hospital>.key/.pub instead of making new ones.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Task csv: directory with schema.json and hospital-<i>.csv (default: example hospitals from the heart-disease data).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS and no SuperNode authentication (Flower needs TLS for it). Testing only.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the model and splits (hospitals' noise always comes from OS entropy).")] = 0,
+    dp: Annotated[str, typer.Option(help="patient (DP-SGD), hospital (DP-FedAvg) or none.")] = "patient",
+    epsilon: Annotated[float, typer.Option(help="Each hospital's budget epsilon (its node config budget-epsilon).")] = 1.0,
+    delta: Annotated[float, typer.Option(help="Each hospital's budget delta.")] = 1e-5,
+    pin: Annotated[bool, typer.Option(help="Pin each hospital to this checkout's code digest (node config app-sha256).")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the run to finish.")] = 1800.0,
+    app: Annotated[Path | None, typer.Option(help="Flower app directory to submit (default: this fedcare checkout).")] = None,
+) -> None:
+    """Deploy for real on this machine: a SuperLink and one SuperNode per hospital, TLS and node authentication."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from server.deploy_local import DeploymentError, DeploySettings, deploy_local as run
+
+    app_dir = app if app is not None else default_app_dir()
+    if not (app_dir / "pyproject.toml").is_file():
+        console.print(f"[bold red]error:[/] {app_dir} has no pyproject.toml: deploy-local submits "
+                      "a fedcare source checkout; pass --app DIR")
+        raise typer.Exit(code=2)
+    if insecure:
+        console.print("[bold yellow]warning:[/] --insecure: plain-text connections and NO "
+                      "SuperNode authentication; any process on this host could join")
+    if dp == "none":
+        console.print("[bold yellow]warning:[/] --dp none: the hospitals' updates are NOT "
+                      "differentially private")
+    settings = DeploySettings(
+        hospitals=hospitals, task=task, rounds=rounds, out=out, app_dir=app_dir, certs=certs,
+        data=data, insecure=insecure, seed=seed, dp_mode=dp, budget_epsilon=epsilon,
+        budget_delta=delta, pin_app=pin, timeout_seconds=timeout)
+    progress = Progress(TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
+    bar = progress.add_task("starting", total=rounds)
+
+    def on_round(rows: list[dict[str, str]]) -> None:
+        if rows:
+            progress.update(bar, completed=len(rows),
+                            description=f"pooled_loss {float(rows[-1]['pooled_loss']):.4f}")
+
+    try:
+        with progress:
+            outcome = run(settings, report=progress.console.print, on_round=on_round)
+    except (DeploymentError, ValueError, FileExistsError) as error:
+        console.print(f"[bold red]error:[/] {error}")
+        console.print(f"every process deploy-local started is stopped; logs: {out / 'logs'}")
+        raise typer.Exit(code=1) from None
+    console.print(f"[green]run {outcome.run_id} {outcome.status}[/]: {outcome.rounds_completed} "
+                  f"rounds; report {outcome.run_dir / 'report.md'}, ledgers {out / 'ledgers'}")

@@ -1,0 +1,95 @@
+"""End to end: ``fedcare deploy-local``, a real SuperLink and SuperNodes as separate processes.
+
+The SuperLink runs with TLS (a fresh consortium CA) and SuperNode authentication (each
+hospital's key registered through Flower's Control API); three SuperNodes each read their own
+CSV file against the consortium's schema. Two rounds must lower the global model's loss, and
+nothing deploy-local started may outlive it, whether it finishes or is interrupted.
+
+Every process inherits the test's environment marker; cleanup (``fedcare_cli``, or the
+``finally`` below) kills whatever still carries it, by pid.
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from processes import MARKER, kill_marked, wait_until_gone  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+FEDCARE = Path(sys.executable).with_name("fedcare")
+HOSPITALS = 3
+ROUNDS = 2
+
+
+def test_deploy_local_csv_three_hospitals_tls_and_authentication(fedcare_cli, tmp_path):
+    out = tmp_path / "deployment"
+    # DP stays on (patient level); a larger budget keeps 2 rounds' noise from masking progress.
+    proc, marker = fedcare_cli(
+        "deploy-local", "--hospitals", str(HOSPITALS), "--task", "csv", "--rounds", str(ROUNDS),
+        "--out", str(out), "--epsilon", "10", "--timeout", "900", timeout=1200)
+    survivors = wait_until_gone(marker, 20.0)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert survivors == [], f"processes left running after deploy-local: {survivors}"
+
+    with open(out / "run" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["round"] for row in rows] == [str(r) for r in range(1, ROUNDS + 1)]
+    assert all(row["participants"] == str(HOSPITALS) for row in rows)
+    losses = [float(row["pooled_loss"]) for row in rows]
+    assert losses[1] < losses[0], f"the global model's loss did not go down: {losses}"
+    assert (out / "run" / "model.keras").is_file()
+
+    # TLS and SuperNode authentication were on, and each hospital used its own files.
+    superlink_log = (out / "logs" / "superlink.log").read_text()
+    assert "running on https://" in superlink_log
+    assert "SuperNode authentication is disabled" not in superlink_log
+    data_paths, ledgers = set(), set()
+    for index in range(HOSPITALS):
+        name = f"hospital-{index}"
+        node = tomllib.loads((out / "nodes" / f"{name}.toml").read_text())
+        assert node["partition-id"] == index and node["num-partitions"] == HOSPITALS
+        assert len(node["app-sha256"]) == 64
+        data_paths.add(node["data-path"])
+        assert Path(node["data-path"]).is_file() and Path(node["schema-path"]).is_file()
+        assert Path(node["ledger-path"]).is_file(), f"{name} wrote no ledger"
+        ledgers.add(node["ledger-path"])
+        assert (out / "certs" / f"{name}.pub").is_file()
+        assert oct((out / "certs" / f"{name}.key").stat().st_mode & 0o777) == "0o600"
+    assert len(data_paths) == len(ledgers) == HOSPITALS
+    admin = tomllib.loads((out / "flower-home" / "config.toml").read_text())
+    assert admin["superlink"]["fedcare"]["root-certificates"] == str(out / "certs" / "ca.crt")
+
+
+def test_deploy_local_interrupted_stops_every_process(tmp_path):
+    marker = uuid.uuid4().hex
+    env = {**os.environ, MARKER: marker}
+    proc = subprocess.Popen(
+        [str(FEDCARE), "deploy-local", "--hospitals", "2", "--rounds", "1",
+         "--out", str(tmp_path / "deployment"), "--timeout", "300"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            output.append(line)
+            if "SuperNodes online" in line:
+                break
+        assert any("SuperNodes online" in line for line in output), "".join(output)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        output.append(rest)
+        assert proc.returncode == 1, "".join(output)
+        assert "interrupted by SIGINT" in "".join(output)
+        assert wait_until_gone(marker, 20.0) == [], "processes outlived an interrupted run"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_marked(marker)
