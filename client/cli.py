@@ -140,3 +140,41 @@ def predict(
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     typer.echo(f"{out}: predictions for {len(frame)} patients")
+
+
+def hospital_worker(
+    socket: Annotated[Path, typer.Option(help="Unix socket to listen on (created 0600), e.g. in the hospital's own directory; node config worker-socket names it.")],
+    authkey_file: Annotated[Path | None, typer.Option(help="Key file (hex, 0600) the relay must prove it holds; made if absent. Default: SOCKET.authkey.")] = None,
+    node_config: Annotated[Path | None, typer.Option(help="The SuperNode's node config file (.toml): used instead of the relayed one, so the shipped code cannot change data, ledger or budget.")] = None,
+) -> None:
+    """Serve this hospital's ClientApp from one long-running process (start before flower-supernode).
+
+    Loads fedcare's ClientApp (TensorFlow) once; Flower's per-message process relays each
+    message here (node config worker-socket). Stops on SIGTERM or Ctrl-C.
+    """
+    import logging
+
+    from client.worker_link import default_authkey_file
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    own_config = None
+    if node_config is not None:
+        from flwr.common.config import parse_config_args
+
+        from client.node_config import NodeConfig
+
+        if node_config.suffix != ".toml":
+            _fail(f"--node-config {node_config}: give the .toml file the SuperNode reads")
+        try:
+            own_config = parse_config_args([str(node_config)])
+            NodeConfig.from_node_config(own_config)
+        except (OSError, ValueError) as error:
+            _fail(f"--node-config {node_config}: {error}")
+    from client.app import app as fedcare_app
+    from client.worker import serve
+
+    try:
+        serve(socket, authkey_file or default_authkey_file(socket), fedcare_app,
+              node_config=own_config)
+    except ValueError as error:
+        _fail(str(error))

@@ -25,6 +25,12 @@ dp-mode           patient, hospital, none  the DP level it applies; it declines 
                                            another (default: the run config's ``dp.mode``)
 app-sha256        hex digest               the fedcare code it accepts (checked by
                                            ``client.app_pinning``, not here)
+worker-socket     path to a Unix socket    its worker (``fedcare hospital-worker --socket``):
+                                           the ClientApp relays every message there
+                                           (``client.entry``); unset: handled in Flower's
+                                           per-message process
+worker-authkey-   path to a file (0600)    the worker's key file (default: the socket's path
+file                                       plus ``.authkey``)
 ================  =======================  ===============================================
 
 Any other key is refused, so that a misspelt key (``budget-epsilom``) cannot silently leave a
@@ -45,7 +51,7 @@ from common.config import DP_MODES
 
 NODE_CONFIG_KEYS = ("partition-id", "num-partitions", "hospital-name", "data-path",
                     "schema-path", "ledger-path", "budget-epsilon", "budget-delta", "dp-mode",
-                    "app-sha256")
+                    "app-sha256", "worker-socket", "worker-authkey-file")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 

@@ -5,13 +5,18 @@ from ``--certs``), starts ``flower-superlink`` with TLS and SuperNode authentica
 each hospital's public key through Flower's Control API (``flwr supernode register``: Flower
 1.42 dropped ``--auth-list-public-keys``), starts one ``flower-supernode`` per hospital with
 the CA certificate, its private key and its node config, submits the fedcare app with ``flwr
-run`` and follows the run to its end. Every party has a private Flower home under OUT (nothing
-in ``~/.flwr`` is read or written) and nothing is installed at run time. Every process it
+run`` and follows the run to its end. Before the SuperNodes it starts one hospital worker per
+hospital (``fedcare hospital-worker``, ``client.worker``: fedcare's ClientApp loaded once, with
+the hospital's node config file), named in the node config as ``worker-socket``, so Flower's
+per-message ClientApp process only relays. Every party has a private Flower home under OUT
+(nothing in ``~/.flwr`` is read or written) and nothing is installed at run time. Every process it
 started is stopped at the end, on error and on Ctrl-C (``server.flower_processes``).
 
 Layout of OUT: ``bundle/`` (the app bundle, .fab) and ``app/`` (its unpacked copy, which is
 what the run submits and what the hospitals' ``app-sha256`` pins), ``certs/`` (unless ``--certs``), ``flower-home/`` (the admin's, with the
-connection ``fedcare`` in ``config.toml``), ``hospitals/<name>/flower-home/``, ``nodes/<name>.toml``
+connection ``fedcare`` in ``config.toml``), ``hospitals/<name>/flower-home/``,
+``hospitals/<name>/worker.sock`` and ``worker.authkey`` (the hospital worker's socket and key,
+0600), ``nodes/<name>.toml``
 (each hospital's node config), ``ledgers/<name>.json``, ``run-config.toml``, ``run/`` (the run
 directory: metrics.csv, model.keras, report.md), ``logs/`` (one log per process), and for task
 csv ``data/`` (example hospitals, unless ``--data``).
@@ -54,6 +59,7 @@ FLOWER_ENVIRONMENT = {
     "CUDA_VISIBLE_DEVICES": "",
 }
 SUPERLINK_READY_SECONDS = 60.0
+WORKERS_READY_SECONDS = 180.0  # each worker imports TensorFlow once (seconds of CPU each)
 NODES_ONLINE_SECONDS = 120.0
 STATUS_POLL_SECONDS = 10.0  # each `flwr ls` is a Python start-up: poll it sparingly
 FLWR_CLI_TIMEOUT_SECONDS = 120.0
@@ -84,6 +90,7 @@ class DeploySettings:
     budget_epsilon: float = 1.0
     budget_delta: float = 1e-5
     pin_app: bool = True
+    hospital_workers: bool = True
     timeout_seconds: float = 1800.0
     extra_run_config: dict[str, Any] = field(default_factory=dict)
 
@@ -144,9 +151,18 @@ class DeployLayout:
         """The unpacked bundle: what the run submits and the hospitals pin."""
         return self.out / "app"
 
+    def hospital_dir(self, name: str) -> Path:
+        """Hospital `name`'s own directory (its Flower home, its worker's socket and key)."""
+        return self.out / "hospitals" / name
+
     def hospital_home(self, name: str) -> Path:
         """Hospital `name`'s own FLWR_HOME (its SuperNode's working directory)."""
-        return self.out / "hospitals" / name / "flower-home"
+        return self.hospital_dir(name) / "flower-home"
+
+    def worker_files(self, name: str) -> tuple[Path, Path]:
+        """Hospital `name`'s worker: (Unix socket, key file)."""
+        return (self.hospital_dir(name) / "worker.sock",
+                self.hospital_dir(name) / "worker.authkey")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +256,11 @@ def supernode_argv(bin_dir: Path, *, superlink: str, runtime_port: int, node_con
 def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name: str, *,
                 data_path: Path | None, schema_path: Path | None,
                 app_sha256: str | None) -> dict[str, object]:
-    """Hospital `index`'s node config (keys documented in the README's Deployment section)."""
+    """Hospital `index`'s node config (keys documented in the README's Deployment section).
+
+    With ``settings.hospital_workers`` it names the hospital's worker (``worker-socket``,
+    ``worker-authkey-file``).
+    """
     config: dict[str, object] = {
         "partition-id": index,
         "num-partitions": settings.hospitals,
@@ -255,7 +275,18 @@ def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name
         config["schema-path"] = str(schema_path.resolve())
     if app_sha256:
         config["app-sha256"] = app_sha256
+    if settings.hospital_workers:
+        socket_path, key_file = layout.worker_files(name)
+        config["worker-socket"] = str(socket_path.resolve())
+        config["worker-authkey-file"] = str(key_file.resolve())
     return config
+
+
+def worker_argv(bin_dir: Path, *, socket_path: Path, key_file: Path,
+                node_config_file: Path) -> list[str]:
+    """``fedcare hospital-worker`` serving on `socket_path` with the hospital's node config."""
+    return [str(bin_dir / "fedcare"), "hospital-worker", "--socket", str(socket_path),
+            "--authkey-file", str(key_file), "--node-config", str(node_config_file)]
 
 
 def run_config(settings: DeploySettings, layout: DeployLayout, *,
@@ -457,7 +488,7 @@ class LocalDeployment:
         return payload
 
     def check_alive(self) -> None:
-        """Raise if a SuperLink or SuperNode exited (naming it and its log)."""
+        """Raise if a SuperLink, SuperNode or hospital worker exited (naming it and its log)."""
         for process in self.processes.exited():
             raise DeploymentError(f"{process.name} exited with status {process.popen.returncode}; "
                                   f"last lines of {process.log_path}:\n{tail(process.log_path)}")
@@ -492,14 +523,66 @@ class LocalDeployment:
                                 "--name", name)
             self.report(f"registered {name} (node id {payload.get('node-id')})")
 
-    def start_supernodes(self, superlink: str, credentials: Credentials,
-                         node_configs: dict[str, dict[str, object]]) -> None:
-        """Start one SuperNode per hospital, each with its own Flower home and node config."""
-        ports = free_ports(len(node_configs))
+    def write_node_configs(self, node_configs: dict[str, dict[str, object]]) -> dict[str, Path]:
+        """Write each hospital's node config file; return name -> file."""
         self.layout.nodes.mkdir(parents=True, exist_ok=True)
-        for port, (name, config) in zip(ports, node_configs.items(), strict=True):
-            config_file = self.layout.nodes / f"{name}.toml"
-            config_file.write_text(toml_document(config))
+        files = {}
+        for name, config in node_configs.items():
+            files[name] = self.layout.nodes / f"{name}.toml"
+            files[name].write_text(toml_document(config))
+        return files
+
+    def start_workers(self, config_files: dict[str, Path]) -> list[Path]:
+        """Start one hospital worker per hospital; return their sockets (to wait for).
+
+        Raises
+        ------
+        DeploymentError
+            If a socket path would be too long for a Unix socket.
+        """
+        from client.worker_link import check_socket_path
+
+        sockets = []
+        for name, config_file in config_files.items():
+            socket_path, key_file = self.layout.worker_files(name)
+            try:
+                check_socket_path(socket_path)
+            except ValueError as error:
+                raise DeploymentError(f"{error} (it is under --out: choose a shorter "
+                                      "--out)") from None
+            self.layout.hospital_dir(name).mkdir(parents=True, exist_ok=True)
+            self.processes.start(f"{name}-worker", worker_argv(
+                self.bin_dir, socket_path=socket_path, key_file=key_file,
+                node_config_file=config_file), cwd=self.layout.hospital_dir(name))
+            sockets.append(socket_path)
+        return sockets
+
+    def wait_for_workers(self, sockets: list[Path]) -> None:
+        """Wait until every worker listens on its socket (each imports TensorFlow first).
+
+        Raises
+        ------
+        DeploymentError
+            If a worker exits, or not all listen within ``WORKERS_READY_SECONDS``.
+        """
+        if not sockets:
+            return
+        deadline = time.monotonic() + WORKERS_READY_SECONDS
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if all(path.exists() for path in sockets):
+                self.report(f"{len(sockets)} hospital workers listening")
+                return
+            time.sleep(0.5)
+        raise DeploymentError(f"hospital workers did not listen within "
+                              f"{WORKERS_READY_SECONDS:.0f} s; see the *-worker logs in "
+                              f"{self.layout.logs}")
+
+    def start_supernodes(self, superlink: str, credentials: Credentials,
+                         config_files: dict[str, Path]) -> None:
+        """Start one SuperNode per hospital, each with its own Flower home and node config."""
+        ports = free_ports(len(config_files))
+        for port, (name, config_file) in zip(ports, config_files.items(), strict=True):
             home = self.layout.hospital_home(name)
             home.mkdir(parents=True, exist_ok=True)
             private_key = credentials.hospital_keys.get(name, (None, None))[0]
@@ -636,10 +719,14 @@ def deploy_local(settings: DeploySettings, *, report: Callable[[str], None] = lo
     layout.ledgers.mkdir(parents=True, exist_ok=True)
     with interruptible():
         try:
+            config_files = deployment.write_node_configs(node_configs)
+            sockets = (deployment.start_workers(config_files) if settings.hospital_workers
+                       else [])
             superlink = deployment.start_superlink(credentials)
             if not settings.insecure:
                 deployment.register_hospitals(credentials)
-            deployment.start_supernodes(superlink, credentials, node_configs)
+            deployment.wait_for_workers(sockets)
+            deployment.start_supernodes(superlink, credentials, config_files)
             if not settings.insecure:
                 deployment.wait_for_nodes(settings.hospitals)
             run_id = deployment.submit(app)

@@ -5,6 +5,13 @@ with fedcare's ClientApp and with the null ClientApp (``simulations.null_client`
 input, same train + evaluate pattern), then the same two in the simulation, and prints
 start-up (round 1) and the median steady round (rounds 2..R) with the ratios real/null.
 
+The real client runs as deployed: Flower's per-message process loads the light
+``client.entry``, which relays to the hospital's worker (``fedcare hospital-worker``, fedcare's
+ClientApp loaded once, started by deploy-local before the SuperNodes, so its TensorFlow import
+is in neither column). The null client is the floor: it is its own ClientApp component, handled
+in Flower's per-message process with no worker (deploy-local starts none for it), and imports
+no more than the relay (Flower and numpy; its task facts are precomputed into the app copy).
+
 What a deployed round is made of (flwr 1.42; each round is two exchanges, train and evaluate):
 - the ServerApp's grid (``superlink/grid/http_grid.py``) pushes the messages, then pulls for
   replies and sleeps 3 s between pulls: an exchange lasts a multiple of 3 s;
@@ -12,8 +19,9 @@ What a deployed round is made of (flwr 1.42; each round is two exchanges, train 
   message, so it notices a new message up to 3 s late;
 - the SuperNode's SuperExec polls for the new task (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``,
   1 s by default; deploy-local sets 0.25 s) and starts a fresh ``flwr-clientapp`` process for
-  every message: Python start, Flower's imports, unpacking the app bundle, importing the app
-  (for fedcare's ClientApp: TensorFlow, Keras, Opacus/torch) and building the model;
+  every message: Python start, Flower's imports, unpacking the app bundle and importing the
+  app (fedcare's light relay ``client.entry`` or the null client: Flower and numpy, about
+  0.6 s of CPU); the real client then waits for its worker's reply;
 - the SuperNode waits for the reply in 0.5 s steps and pushes it.
 Only the SuperExec interval is configurable (an environment variable read by Flower, not in
 its documentation); the two 3 s sleeps are hard-coded.
@@ -38,10 +46,17 @@ COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "runs", "tests", "__pycach
                                      ".pytest_cache", ".hypothesis", "*.egg-info")
 
 
-def null_client_app(directory: Path) -> Path:
-    """Copy this app into `directory` with its ClientApp component set to the null client."""
+def null_client_app(directory: Path, task: str, hospitals: int) -> Path:
+    """Copy this app into `directory` with its ClientApp component set to the null client.
+
+    The copy carries the null client's facts for `task` (``null_client.write_facts``), so its
+    per-message process imports only Flower and numpy, like fedcare's light relay.
+    """
+    from simulations.null_client import write_facts
+
     app = directory / "null-app"
     shutil.copytree(REPO, app, ignore=COPY_IGNORE)
+    write_facts(app / "simulations", task, hospitals)
     pyproject = app / "pyproject.toml"
     text, count = re.subn(r'(?m)^clientapp\s*=\s*"[^"]*"', f'clientapp = "{NULL_CLIENT}"',
                           pyproject.read_text())
@@ -71,11 +86,13 @@ def main() -> None:
     results: dict[tuple[str, str], tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for client, app_dir in (("null", null_client_app(work)), ("keras", REPO)):
+        null_app = null_client_app(work, args.task, args.hospitals)
+        for client, app_dir in (("null", null_app), ("keras", REPO)):
             print(f"deploy-local, {client} client ...", flush=True)
             settings = DeploySettings(hospitals=args.hospitals, task=args.task,
                                       rounds=args.rounds, out=work / f"deploy-{client}",
                                       app_dir=app_dir, dp_mode=args.dp, pin_app=False,
+                                      hospital_workers=client == "keras",
                                       timeout_seconds=3600.0)
             results["deployment", client] = deployed_seconds(settings)
     config = RunConfig.from_run_config({"task": args.task, "num-server-rounds": args.rounds,

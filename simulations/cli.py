@@ -33,11 +33,12 @@ def root() -> None:
 
 
 # Hospital commands (client/) are registered next to the researcher's (this module).
-from client.cli import budget, predict, validate_data  # noqa: E402
+from client.cli import budget, hospital_worker, predict, validate_data  # noqa: E402
 
 app.command()(budget)
 app.command("validate-data")(validate_data)
 app.command()(predict)
+app.command("hospital-worker")(hospital_worker)
 
 from server.cli import certs_app  # noqa: E402
 

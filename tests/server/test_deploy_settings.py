@@ -23,6 +23,7 @@ from server.deploy_local import (
     superlink_argv,
     supernode_argv,
     toml_document,
+    worker_argv,
 )
 
 BIN = Path("/venv/bin")
@@ -90,6 +91,27 @@ def test_node_config_gives_each_hospital_its_index_ledger_and_pin(tmp_path: Path
     plain = node_config(settings(tmp_path), layout, 0, "cleveland", data_path=None,
                         schema_path=None, app_sha256=None)
     assert not {"data-path", "schema-path", "app-sha256"} & set(plain)
+
+
+def test_node_config_names_each_hospitals_worker_and_the_worker_reads_that_file(
+        tmp_path: Path) -> None:
+    from client.node_config import NodeConfig
+
+    s = settings(tmp_path)
+    layout = DeployLayout(s.out)
+    config = node_config(s, layout, 2, "switzerland", data_path=None, schema_path=None,
+                         app_sha256=None)
+    socket_path, key_file = layout.worker_files("switzerland")
+    assert config["worker-socket"] == str(socket_path.resolve())
+    assert config["worker-authkey-file"] == str(key_file.resolve())
+    NodeConfig.from_node_config(config)  # known keys: the ClientApp accepts them
+    argv = worker_argv(BIN, socket_path=socket_path, key_file=key_file,
+                       node_config_file=layout.nodes / "switzerland.toml")
+    assert argv[:2] == [str(BIN / "fedcare"), "hospital-worker"]
+    assert argv[argv.index("--node-config") + 1] == str(layout.nodes / "switzerland.toml")
+    without = node_config(settings(tmp_path, hospital_workers=False), layout, 2, "switzerland",
+                          data_path=None, schema_path=None, app_sha256=None)
+    assert not {"worker-socket", "worker-authkey-file"} & set(without)
 
 
 def test_run_config_is_valid_and_carries_the_schema_hash(tmp_path: Path) -> None:
