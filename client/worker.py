@@ -18,12 +18,11 @@ SIGINT stops the worker and removes the socket file.
 
 import logging
 import os
-import signal
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
@@ -39,6 +38,7 @@ from client.worker_link import (
     receive_request,
     send_reply,
 )
+from common.signals import raising_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -122,22 +122,9 @@ def open_listener(socket_path: Path, authkey: bytes) -> Listener:
     return listener
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
+def stop_on_signals() -> AbstractContextManager[None]:
     """Turn SIGTERM and SIGINT into ``WorkerStopped`` (main thread only; elsewhere a no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, _frame: object) -> None:
-        raise WorkerStopped(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return raising_on_signals(WorkerStopped)
 
 
 def serve(socket_path: Path, authkey_file: Path, handler: Handler, *,

@@ -32,12 +32,13 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.signals import raising_on_signals
 from server.flower_processes import MARKER_VARIABLE, ProcessSet
 
 logger = logging.getLogger(__name__)
@@ -450,18 +451,9 @@ def prepare_csv_data(settings: DeploySettings, layout: DeployLayout
 # ----------------------------------------------------------------------------- orchestration
 
 
-@contextmanager
-def interruptible() -> Iterator[None]:
+def interruptible() -> AbstractContextManager[None]:
     """Turn SIGINT and SIGTERM into ``DeploymentInterrupted`` (so `finally` blocks run)."""
-    def interrupt(signum: int, _frame: object) -> None:
-        raise DeploymentInterrupted(f"interrupted by {signal.Signals(signum).name}")
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return raising_on_signals(lambda name: DeploymentInterrupted(f"interrupted by {name}"))
 
 
 class LocalDeployment:
