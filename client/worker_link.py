@@ -13,6 +13,7 @@ The key file holds 32 random bytes in hex (``secrets.token_bytes``), mode 0600. 
 only (Flower's serde, no TensorFlow): the relay side runs in Flower's per-message process.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -30,6 +31,8 @@ from flwr.common.serde import (
 )
 from flwr.proto.message_pb2 import Context as ProtoContext  # pylint: disable=E0611
 from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=E0611
+
+from common.key_files import PRIVATE_MODE, PendingFile, write_file
 
 WORKER_SOCKET = "worker-socket"            # node config key: the worker's Unix socket
 WORKER_AUTHKEY_FILE = "worker-authkey-file"  # node config key: its key file
@@ -81,14 +84,11 @@ def read_authkey(path: Path) -> bytes:
 
 
 def ensure_authkey(path: Path) -> bytes:
-    """Return the key in `path`, first writing a fresh one (0600) if the file is absent."""
+    """Return the key in `path`, first writing a fresh one (0600, atomically) if it is absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return read_authkey(path)
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(secrets.token_bytes(AUTHKEY_BYTES).hex() + "\n")
+    fresh = (secrets.token_bytes(AUTHKEY_BYTES).hex() + "\n").encode("ascii")
+    with contextlib.suppress(FileExistsError):  # another worker start made it first: use it
+        write_file(PendingFile(path, fresh, PRIVATE_MODE), force=False)
     return read_authkey(path)
 
 
