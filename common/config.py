@@ -1,124 +1,90 @@
-"""The run configuration: every knob, its default, and its validation, in one frozen object.
+"""The run configuration: every knob, its run-config key, default and rule, declared once.
 
-``pyproject.toml``'s ``[tool.flwr.app.config]`` carries the same defaults for ``flwr run``
-(a test keeps the two equal). Validation happens once, here, at the boundary: each bad value
-raises ``ValueError`` naming the key, the value and the rule.
+Each field of ``RunConfig`` carries its kebab-case run-config key in its metadata; ``DEFAULTS``
+(what ``flwr run`` and the CLI show) and the parser are derived from those fields.
+``pyproject.toml``'s ``[tool.flwr.app.config]`` restates the defaults for ``flwr run`` (Flower
+needs them there; a test keeps the two equal). Validation happens once, here, at the boundary:
+each bad value raises ``ValueError`` naming the key, the value and the rule.
+
+The run config is the server's. A hospital never takes a privacy setting from it: ``dp.epsilon``
+and ``dp.delta`` are the budgets ``fedcare simulate`` gives its simulated hospitals.
 """
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any, get_type_hints
 
-SERVER_OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
-PARTITIONS = ("iid", "dirichlet")
+from common.wire.modes import (
+    AccountantName,
+    Aggregator,
+    DpMode,
+    NoiseMode,
+    Partition,
+    ServerOptimizerName,
+    Weighting,
+)
+
+SERVER_OPTIMIZERS = tuple(m.value for m in ServerOptimizerName)
+PARTITIONS = tuple(m.value for m in Partition)
 # "uniform": every hospital's update counts the same (the default, and the only choice under
 # DP, which must not reveal record counts); "examples": weighted by training rows (McMahan 2017).
-WEIGHTINGS = ("uniform", "examples")
-DP_MODES = ("patient", "hospital", "none")
-NOISE_MODES = ("local", "distributed")
-ACCOUNTANTS = ("rdp", "prv")
+WEIGHTINGS = tuple(m.value for m in Weighting)
+DP_MODES = tuple(m.value for m in DpMode)
+NOISE_MODES = tuple(m.value for m in NoiseMode)
+ACCOUNTANTS = tuple(m.value for m in AccountantName)
 # "mean": the (weighted) mean; "median" / "trimmed-mean": coordinate-wise, robust to a few
 # arbitrary updates but they need every update in the clear, so not with secure aggregation.
-AGGREGATORS = ("mean", "median", "trimmed-mean")
-
-DEFAULTS: dict[str, Any] = {
-    "task": "heart-disease",
-    "num-server-rounds": 20,
-    "hospitals": 4,
-    "seed": 0,
-    "partition": "iid",
-    "dirichlet-alpha": 0.5,
-    "local-epochs": 1,
-    "batch-size": 12,
-    "learning-rate": 0.1,
-    "server-optimizer": "fedavg",
-    "server-learning-rate": 1.0,
-    "weighting": "uniform",
-    "local-steps": 0,
-    "min-hospitals": 1,
-    "out-dir": "",
-    "resume": False,
-    "round-timeout": 600.0,
-    "aggregator": "mean",
-    "trim-fraction": 0.1,
-    "clip-updates": False,
-    "dp.mode": "patient",
-    "dp.epsilon": 1.0,
-    "dp.delta": 1e-5,
-    "dp.clipping-norm": 0.5,
-    "dp.update-clipping-norm": 5.0,
-    "dp.noise-mode": "local",
-    "dp.accountant": "rdp",
-    "secagg.enabled": False,
-    "secagg.threshold": 0,
-    "secagg.clip-bound": 100.0,
-    "csv.schema-path": "",
-    "csv.schema-sha256": "",
-}
+AGGREGATORS = tuple(m.value for m in Aggregator)
 
 
-def _field_name(key: str) -> str:
-    """Map a run-config key to its field: "dp.clipping-norm" -> "dp_clipping_norm"."""
-    return key.replace(".", "_").replace("-", "_")
-
-
-def _text(run_config: dict[str, Any], key: str) -> str:
-    value = run_config.get(key, DEFAULTS[key])
-    if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string, got {value!r}")
-    return value
-
-
-def _number(run_config: dict[str, Any], key: str, kind: type) -> Any:
-    value = run_config.get(key, DEFAULTS[key])
-    # TOML and --run-config give ints where floats are meant (`learning-rate = 1`): accept them.
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false, got {value!r}")
-        return value
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{key} must be a {kind.__name__}, got {value!r}")
-    return value
+def _key(key: str, default: Any) -> Any:
+    """A RunConfig field: its run-config key and default."""
+    return field(default=default, metadata={"key": key})
 
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
-    """A validated run configuration; field names are the run-config keys in snake_case."""
+    """A validated run configuration; each field's metadata names its run-config key."""
 
-    task: str
-    num_server_rounds: int
-    hospitals: int
-    seed: int
-    partition: str
-    dirichlet_alpha: float
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    server_optimizer: str
-    server_learning_rate: float
-    weighting: str
-    local_steps: int
-    min_hospitals: int
-    out_dir: str
-    resume: bool
-    round_timeout: float
-    aggregator: str
-    trim_fraction: float
-    clip_updates: bool
-    dp_mode: str
-    dp_epsilon: float
-    dp_delta: float
-    dp_clipping_norm: float
-    dp_update_clipping_norm: float
-    dp_noise_mode: str
-    dp_accountant: str
-    secagg_enabled: bool
-    secagg_threshold: int
-    secagg_clip_bound: float
-    csv_schema_path: str
-    csv_schema_sha256: str
+    task: str = _key("task", "heart-disease")
+    num_server_rounds: int = _key("num-server-rounds", 20)
+    hospitals: int = _key("hospitals", 4)
+    seed: int = _key("seed", 0)
+    partition: Partition = _key("partition", Partition.IID)
+    dirichlet_alpha: float = _key("dirichlet-alpha", 0.5)
+    local_epochs: int = _key("local-epochs", 1)
+    batch_size: int = _key("batch-size", 12)
+    learning_rate: float = _key("learning-rate", 0.1)
+    server_optimizer: ServerOptimizerName = _key("server-optimizer", ServerOptimizerName.FEDAVG)
+    server_learning_rate: float = _key("server-learning-rate", 1.0)
+    weighting: Weighting = _key("weighting", Weighting.UNIFORM)
+    local_steps: int = _key("local-steps", 0)
+    min_hospitals: int = _key("min-hospitals", 1)
+    # Non-DP weighted runs: the most training rows a hospital may claim (its count is fixed at
+    # its first reply); one hospital cannot steer the mean by claiming 10^12.
+    max_examples: int = _key("max-examples", 1_000_000)
+    resume: bool = _key("resume", False)
+    round_timeout: float = _key("round-timeout", 600.0)
+    aggregator: Aggregator = _key("aggregator", Aggregator.MEAN)
+    trim_fraction: float = _key("trim-fraction", 0.1)
+    clip_updates: bool = _key("clip-updates", False)
+    out_dir: str = _key("out-dir", "")
+    dp_mode: DpMode = _key("dp.mode", DpMode.PATIENT)
+    dp_epsilon: float = _key("dp.epsilon", 1.0)
+    dp_delta: float = _key("dp.delta", 1e-5)
+    dp_clipping_norm: float = _key("dp.clipping-norm", 0.5)
+    dp_update_clipping_norm: float = _key("dp.update-clipping-norm", 5.0)
+    dp_noise_mode: NoiseMode = _key("dp.noise-mode", NoiseMode.LOCAL)
+    dp_accountant: AccountantName = _key("dp.accountant", AccountantName.RDP)
+    # Hospital level: the largest noise multiplier a hospital may apply; its update's norm
+    # bound on the server follows from it (a hospital that would need more declines).
+    dp_max_noise_multiplier: float = _key("dp.max-noise-multiplier", 30.0)
+    secagg_enabled: bool = _key("secagg.enabled", False)
+    secagg_threshold: int = _key("secagg.threshold", 0)
+    secagg_clip_bound: float = _key("secagg.clip-bound", 100.0)
+    csv_schema_path: str = _key("csv.schema-path", "")
+    csv_schema_sha256: str = _key("csv.schema-sha256", "")
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> "RunConfig":
@@ -134,45 +100,14 @@ class RunConfig:
         unknown = set(run_config) - set(DEFAULTS)
         if unknown:
             raise ValueError(f"unknown run-config keys: {sorted(unknown)}")
-        task_name = str(run_config.get("task", DEFAULTS["task"]))
+        values = {f.name: _parse(f.metadata["key"], _TYPES[f.name],
+                                 run_config.get(f.metadata["key"], f.default))
+                  for f in fields(cls)}
+        config = cls(**values)
         # Task csv has no fixed shape (its schema file gives it) and no hospital limit.
-        task_max = None if task_name == CSV_TASK_NAME else get_task(task_name).max_hospitals
-        config = cls(
-            task=task_name,
-            num_server_rounds=_number(run_config, "num-server-rounds", int),
-            hospitals=_number(run_config, "hospitals", int),
-            seed=_number(run_config, "seed", int),
-            partition=str(run_config.get("partition", DEFAULTS["partition"])),
-            dirichlet_alpha=_number(run_config, "dirichlet-alpha", float),
-            local_epochs=_number(run_config, "local-epochs", int),
-            batch_size=_number(run_config, "batch-size", int),
-            learning_rate=_number(run_config, "learning-rate", float),
-            server_optimizer=str(run_config.get("server-optimizer", DEFAULTS["server-optimizer"])),
-            server_learning_rate=_number(run_config, "server-learning-rate", float),
-            weighting=str(run_config.get("weighting", DEFAULTS["weighting"])),
-            local_steps=_number(run_config, "local-steps", int),
-            min_hospitals=_number(run_config, "min-hospitals", int),
-            out_dir=str(run_config.get("out-dir", DEFAULTS["out-dir"])),
-            resume=_number(run_config, "resume", bool),
-            round_timeout=_number(run_config, "round-timeout", float),
-            aggregator=str(run_config.get("aggregator", DEFAULTS["aggregator"])),
-            trim_fraction=_number(run_config, "trim-fraction", float),
-            clip_updates=_number(run_config, "clip-updates", bool),
-            dp_mode=str(run_config.get("dp.mode", DEFAULTS["dp.mode"])),
-            dp_epsilon=_number(run_config, "dp.epsilon", float),
-            dp_delta=_number(run_config, "dp.delta", float),
-            dp_clipping_norm=_number(run_config, "dp.clipping-norm", float),
-            dp_update_clipping_norm=_number(run_config, "dp.update-clipping-norm", float),
-            dp_noise_mode=str(run_config.get("dp.noise-mode", DEFAULTS["dp.noise-mode"])),
-            dp_accountant=str(run_config.get("dp.accountant", DEFAULTS["dp.accountant"])),
-            secagg_enabled=_number(run_config, "secagg.enabled", bool),
-            secagg_threshold=_number(run_config, "secagg.threshold", int),
-            secagg_clip_bound=_number(run_config, "secagg.clip-bound", float),
-            csv_schema_path=_text(run_config, "csv.schema-path"),
-            csv_schema_sha256=_text(run_config, "csv.schema-sha256"),
-        )
+        task_max = None if config.task == CSV_TASK_NAME else get_task(config.task).max_hospitals
         config._check_ranges(task_max)
-        if task_name == CSV_TASK_NAME:
+        if config.task == CSV_TASK_NAME:
             config._check_csv()
         return config
 
@@ -185,43 +120,39 @@ class RunConfig:
             (self.learning_rate > 0, "learning-rate", "must be > 0"),
             (self.server_learning_rate > 0, "server-learning-rate", "must be > 0"),
             (self.dirichlet_alpha > 0, "dirichlet-alpha", "must be > 0"),
-            (self.partition in PARTITIONS, "partition", f"must be one of {PARTITIONS}"),
-            (self.weighting in WEIGHTINGS, "weighting", f"must be one of {WEIGHTINGS}"),
             (self.local_steps >= 0, "local-steps", "must be >= 0 (0: use local-epochs)"),
             (1 <= self.min_hospitals <= self.hospitals, "min-hospitals",
              f"must be between 1 and hospitals={self.hospitals}"),
+            (self.max_examples >= 1, "max-examples", "must be >= 1"),
             (self.round_timeout > 0, "round-timeout", "must be > 0 seconds"),
-            (self.aggregator in AGGREGATORS, "aggregator", f"must be one of {AGGREGATORS}"),
             (0 <= self.trim_fraction < 0.5, "trim-fraction", "must be in [0, 0.5)"),
-            (self.dp_mode in DP_MODES, "dp.mode", f"must be one of {DP_MODES}"),
             (self.dp_epsilon > 0, "dp.epsilon", "must be > 0"),
             (0 < self.dp_delta < 1, "dp.delta", "must be in (0, 1)"),
             (self.dp_clipping_norm > 0, "dp.clipping-norm", "must be > 0"),
             (self.dp_update_clipping_norm > 0, "dp.update-clipping-norm", "must be > 0"),
-            (self.dp_noise_mode in NOISE_MODES, "dp.noise-mode", f"must be one of {NOISE_MODES}"),
-            (self.dp_accountant in ACCOUNTANTS, "dp.accountant", f"must be one of {ACCOUNTANTS}"),
-            (self.server_optimizer in SERVER_OPTIMIZERS, "server-optimizer",
-             f"must be one of {SERVER_OPTIMIZERS}"),
+            (self.dp_max_noise_multiplier > 0, "dp.max-noise-multiplier", "must be > 0"),
+            (self.secagg_threshold >= 0, "secagg.threshold",
+             "must be >= 0 (0: the smallest majority)"),
         ]
         for ok, key, rule in rules:
             if not ok:
-                value = getattr(self, _field_name(key))
-                raise ValueError(f"{key} {rule}, got {value!r}")
-        if self.dp_noise_mode == "distributed" and not (self.secagg_enabled
-                                                          and self.dp_mode == "hospital"):
+                raise ValueError(f"{key} {rule}, got {getattr(self, _FIELD_OF[key])!r}")
+        if self.dp_noise_mode == NoiseMode.DISTRIBUTED and not (
+                self.secagg_enabled and self.dp_mode == DpMode.HOSPITAL):
             raise ValueError(
                 "dp.noise-mode 'distributed' is only private under secure aggregation at "
                 "hospital level (each hospital adds a 1/sqrt(n) share of the noise, so a single "
                 "update is not private on its own); it needs --dp hospital --secure-aggregation"
             )
-        if self.aggregator != "mean" and self.secagg_enabled:
+        if self.aggregator != Aggregator.MEAN and self.secagg_enabled:
             raise ValueError(
-                f"aggregator {self.aggregator!r} needs every update in the clear (a coordinate-wise "
-                "median or trimmed mean sorts the hospitals' values); secure aggregation reveals "
-                "only their sum: use aggregator 'mean' with --secure-aggregation"
+                f"aggregator {self.aggregator.value!r} needs every update in the clear (a "
+                "coordinate-wise median or trimmed mean sorts the hospitals' values); secure "
+                "aggregation reveals only their sum: use aggregator 'mean' with "
+                "--secure-aggregation"
             )
-        if self.aggregator != "mean" and self.weighting != "uniform":
-            raise ValueError(f"aggregator {self.aggregator!r} is unweighted; it needs "
+        if self.aggregator != Aggregator.MEAN and self.weighting != Weighting.UNIFORM:
+            raise ValueError(f"aggregator {self.aggregator.value!r} is unweighted; it needs "
                              "weighting 'uniform'")
         if self.secagg_enabled:
             self._check_secagg()
@@ -259,13 +190,48 @@ class RunConfig:
 
     def to_run_config(self) -> dict[str, Any]:
         """Return the kebab-case run-config dict (what Flower's Context.run_config holds)."""
-        return {key: getattr(self, _field_name(key)) for key in DEFAULTS}
+        return {f.metadata["key"]: _plain(getattr(self, f.name)) for f in fields(self)}
 
     @property
     def private(self) -> bool:
         """Whether updates are differentially private (dp.mode is not "none")."""
-        return self.dp_mode != "none"
+        return self.dp_mode != DpMode.NONE
 
     def as_dict(self) -> dict[str, Any]:
         """Return the fields as a plain dict (for config.json)."""
-        return asdict(self)
+        return {name: _plain(value) for name, value in asdict(self).items()}
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, StrEnum) else value
+
+
+def _parse(key: str, kind: Any, value: Any) -> Any:
+    """Check one run-config value against its field's type (an int is accepted as a float)."""
+    if isinstance(kind, type) and issubclass(kind, StrEnum):
+        try:
+            return kind(value)
+        except ValueError:
+            allowed = tuple(m.value for m in kind)
+            raise ValueError(f"{key} must be one of {allowed}, got {value!r}") from None
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # TOML and --run-config give ints where floats are meant
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        return value
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{key} must be a {kind.__name__}, got {value!r}")
+    if kind is float and value != value:
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    return value
+
+
+_TYPES: dict[str, Any] = get_type_hints(RunConfig)
+_FIELD_OF: dict[str, str] = {f.metadata["key"]: f.name for f in fields(RunConfig)}
+DEFAULTS: dict[str, Any] = {f.metadata["key"]: _plain(f.default) for f in fields(RunConfig)
+                            if f.default is not MISSING}
