@@ -12,7 +12,8 @@ hospital's node config and ignores the relayed one, so a relay cannot change dat
 or budget; without it the relayed ``Context.node_config`` is used, as by the ClientApp.
 
 One connection at a time (a hospital's messages are sequential); a handler error becomes the
-error reply Flower itself would make. The socket and key files are mode 0600; SIGTERM or
+error reply Flower itself would make. A readiness ping (``client.worker_link.wait_for_worker``)
+is answered only once the socket listens and the accept loop runs. The socket and key files are mode 0600; SIGTERM or
 SIGINT stops the worker and removes the socket file.
 """
 
@@ -33,9 +34,11 @@ from flwr.common.constant import ErrorCode
 
 from client.worker_link import (
     FAMILY,
+    PING,
+    PONG,
     check_socket_path,
     ensure_authkey,
-    receive_request,
+    request_from_frames,
     send_reply,
 )
 from common.signals import raising_on_signals
@@ -88,11 +91,18 @@ def handle(handler: Handler, message: Message, context: Context,
 
 def serve_connection(connection: Connection, handler: Handler,
                      node_config: Mapping[str, Any] | None = None) -> None:
-    """Answer the one request on `connection` (nothing if none arrives in time)."""
+    """Answer the one request on `connection` (nothing if none arrives in time).
+
+    A readiness probe (``PING``) is answered with ``PONG`` and nothing else.
+    """
     if not connection.poll(REQUEST_SECONDS):
         logger.warning("a relay connected but sent nothing within %.0f s", REQUEST_SECONDS)
         return
-    message, context = receive_request(connection)
+    first = connection.recv_bytes()
+    if first == PING:
+        connection.send_bytes(PONG)
+        return
+    message, context = request_from_frames(first, connection)
     logger.info("handling %s for run %d", message.metadata.message_type, context.run_id)
     reply, context, error = handle(handler, message, context, node_config)
     send_reply(connection, reply, context, error)

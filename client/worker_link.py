@@ -5,6 +5,9 @@ challenge (a shared secret key, never sent). Frames are bytes, never pickles:
 
 - request: the Flower ``Message`` and ``Context``, each as Flower's own protobuf
   (``flwr.common.serde``);
+- readiness probe: the single frame ``PING``, answered by ``PONG`` (a serialized ``Message``
+  never starts with these bytes: 0x66 is no valid protobuf tag), so a caller knows the worker
+  listens, accepts, knows the key and serves, not only that its socket file exists;
 - reply: a JSON header (``{"error": null}``, or the handler's error as ``{"reason", "traceback"}``),
   the reply ``Message`` and the ``Context`` after the handler (its ``state`` carries
   secure-aggregation state between messages).
@@ -17,9 +20,13 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import stat
+import struct
+import time
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Connection
+from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge
 from pathlib import Path
 
 from flwr.app import Context, Message
@@ -40,10 +47,18 @@ AUTHKEY_SUFFIX = ".authkey"  # default key file: the socket's path plus this suf
 AUTHKEY_BYTES = 32
 FAMILY = "AF_UNIX"
 MAX_SOCKET_PATH = 107  # bytes in sockaddr_un.sun_path on Linux, less the final NUL
+PING = b"fedcare-worker-ping"  # the readiness probe's request frame
+PONG = b"fedcare-worker-pong"  # and the worker's answer
+PING_SECONDS = 5.0  # one probe (connect, key handshake, ping, answer) must finish within this
+RETRY_SECONDS = 0.05  # pause between probes while waiting for a worker
 
 
 class WorkerUnavailable(RuntimeError):
     """The hospital's worker could not be reached, refused the key, or died mid-request."""
+
+
+class WorkerKeyRefused(WorkerUnavailable):
+    """The worker refused the key (or the caller refused the worker's): waiting will not help."""
 
 
 def default_authkey_file(socket_path: Path) -> Path:
@@ -100,7 +115,12 @@ def send_request(connection: Connection, message: Message, context: Context) -> 
 
 def receive_request(connection: Connection) -> tuple[Message, Context]:
     """Receive what ``send_request`` sent."""
-    message = message_from_proto(ProtoMessage.FromString(connection.recv_bytes()))
+    return request_from_frames(connection.recv_bytes(), connection)
+
+
+def request_from_frames(first: bytes, connection: Connection) -> tuple[Message, Context]:
+    """The request whose first frame (the message) is `first`; its context is read next."""
+    message = message_from_proto(ProtoMessage.FromString(first))
     context = context_from_proto(ProtoContext.FromString(connection.recv_bytes()))
     return message, context
 
@@ -151,3 +171,98 @@ def call_worker(socket_path: Path, authkey: bytes, message: Message, context: Co
             raise WorkerUnavailable(f"the hospital worker at {socket_path} closed the "
                                     f"connection without a reply ({error or 'EOF'}); see "
                                     "its log") from None
+
+
+def _bounded_connection(socket_path: Path, seconds: float) -> Connection:
+    """A connection to `socket_path` whose connect, reads and writes each give up after
+    `seconds` (``multiprocessing.connection.Client`` would block without limit)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(seconds)
+        sock.connect(str(socket_path))
+        sock.setblocking(True)  # Connection reads the raw descriptor: keep it blocking ...
+        limit = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)  # ... but bounded
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        return Connection(sock.detach())
+
+
+def ping_worker(socket_path: Path, authkey: bytes, seconds: float = PING_SECONDS) -> None:
+    """Probe the worker at `socket_path` once: connect, the key handshake, a ping answered.
+
+    Raises
+    ------
+    WorkerKeyRefused
+        If the key handshake fails (a wrong key).
+    WorkerUnavailable
+        If nothing listens there yet, or the worker does not answer within `seconds`.
+    """
+    try:
+        connection = _bounded_connection(socket_path, seconds)
+    except FileNotFoundError:
+        raise WorkerUnavailable(f"no socket file at {socket_path} yet") from None
+    except OSError as error:  # ConnectionRefusedError: the file exists before listen()
+        raise WorkerUnavailable(f"{socket_path} does not accept connections yet "
+                                f"({error})") from None
+    with connection:
+        try:
+            answer_challenge(connection, authkey)
+            deliver_challenge(connection, authkey)
+            connection.send_bytes(PING)
+            answer = connection.recv_bytes()
+        except AuthenticationError as error:
+            raise WorkerKeyRefused(f"the hospital worker at {socket_path} refused the key "
+                                   f"({error})") from None
+        except (OSError, EOFError) as error:  # BlockingIOError: SO_RCVTIMEO ran out
+            raise WorkerUnavailable(f"the hospital worker at {socket_path} did not answer a "
+                                    f"ping within {seconds:g} s ({error or 'EOF'})") from None
+    if answer != PONG:
+        raise WorkerUnavailable(f"{socket_path} answered the ping with {answer[:40]!r}: not a "
+                                "fedcare hospital worker of this version")
+
+
+def wait_for_worker(socket_path: Path, key_file: Path, *, timeout: float,
+                    check: Callable[[], None] | None = None) -> float:
+    """Wait until the worker at `socket_path` answers a ping; return the seconds waited.
+
+    Readiness is a real handshake (``ping_worker``), not the socket file's existence: the
+    file appears at ``bind()``, before ``listen()``, and a connection then is refused. The
+    key is read from `key_file` once it exists (the worker writes it at start-up).
+
+    Parameters
+    ----------
+    socket_path, key_file : Path
+        The worker's socket and key file.
+    timeout : float
+        Seconds to wait in all.
+    check : callable, optional
+        Called before every probe; may raise to stop waiting (e.g. the worker process died).
+
+    Raises
+    ------
+    WorkerKeyRefused
+        At once if the worker refuses the key.
+    WorkerUnavailable
+        If the worker has not answered within `timeout` (naming the socket and the last reason).
+    ValueError
+        If the key file is unreadable or not private (from ``read_authkey``).
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    reason = f"no key file at {key_file} yet"
+    while True:
+        if check is not None:
+            check()
+        remaining = deadline - time.monotonic()
+        if key_file.exists():
+            try:
+                ping_worker(socket_path, read_authkey(key_file),
+                            max(0.1, min(PING_SECONDS, remaining)))
+                return time.monotonic() - started
+            except WorkerKeyRefused:
+                raise
+            except WorkerUnavailable as error:
+                reason = str(error)
+        if time.monotonic() >= deadline:
+            raise WorkerUnavailable(f"the hospital worker at {socket_path} was not ready within "
+                                    f"{timeout:g} s: {reason}")
+        time.sleep(min(RETRY_SECONDS, max(0.0, deadline - time.monotonic())))

@@ -6,6 +6,7 @@ called directly.
 """
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -18,14 +19,18 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
 
+import client.worker
 from client.entry import handle as entry_handle
 from client.worker import serve
 from client.worker_link import (
     WORKER_AUTHKEY_FILE,
     WORKER_SOCKET,
+    WorkerKeyRefused,
     WorkerUnavailable,
     call_worker,
     ensure_authkey,
+    ping_worker,
+    wait_for_worker,
 )
 from common import record_keys as keys
 
@@ -58,7 +63,7 @@ def failing_handler(msg: Message, context: Context) -> Message:
 
 
 class ThreadWorker:
-    """``serve`` in a thread, stopped (and joined) by ``stop``."""
+    """``serve`` in a thread, ready once it answers a ping; stopped (and joined) by ``stop``."""
 
     def __init__(self, directory: Path, handler, **options) -> None:
         self.socket = directory / "w.sock"
@@ -68,10 +73,11 @@ class ThreadWorker:
                                        kwargs={"stop_event": self.stop_event, **options},
                                        daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.socket.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.socket.exists(), "the worker thread did not listen"
+        # Not the socket file's existence: it appears at bind(), before listen().
+        wait_for_worker(self.socket, self.key_file, timeout=30, check=self._check_alive)
+
+    def _check_alive(self) -> None:
+        assert self.thread.is_alive(), "the worker thread ended before it answered a ping"
 
     def node_config(self, **extra) -> dict:
         return {"partition-id": 1, "num-partitions": 2, WORKER_SOCKET: str(self.socket),
@@ -79,12 +85,9 @@ class ThreadWorker:
 
     def stop(self) -> None:
         self.stop_event.set()
-        try:  # wake the blocked accept(): connect and close at once
-            from multiprocessing.connection import Client
-
-            Client(str(self.socket), family="AF_UNIX",
-                   authkey=ensure_authkey(self.key_file)).close()
-        except (OSError, EOFError):
+        try:  # wake the blocked accept() with one ping
+            ping_worker(self.socket, ensure_authkey(self.key_file))
+        except WorkerUnavailable:
             pass
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
@@ -151,6 +154,150 @@ def test_wrong_key_is_refused_and_the_worker_keeps_serving(counting_worker, tmp_
     assert context.state["counter"]["calls"] == 1
 
 
+def _listen_late(delay: float, bound: threading.Event):
+    """An ``open_listener`` whose socket file exists `delay` seconds before it listens."""
+    real = client.worker.open_listener
+
+    def open_listener(socket_path: Path, authkey: bytes):
+        with socket.socket(socket.AF_UNIX) as early:  # bind() makes the file; no listen()
+            early.bind(str(socket_path))
+            bound.set()
+            time.sleep(delay)
+        return real(socket_path, authkey)  # replaces the stale file and listens
+
+    return open_listener
+
+
+def test_ready_means_a_ping_answered_not_the_socket_file(tmp_path, monkeypatch):
+    # Arrange: a worker whose socket file appears 1 s before it listens (a loaded machine)
+    bound = threading.Event()
+    monkeypatch.setattr(client.worker, "open_listener", _listen_late(1.0, bound))
+    started = time.monotonic()
+    made: list[ThreadWorker] = []
+    thread = threading.Thread(target=lambda: made.append(ThreadWorker(tmp_path,
+                                                                      counting_handler)))
+    thread.start()
+    assert bound.wait(10)
+    socket_path = tmp_path / "w.sock"
+
+    # The old readiness test (the file exists) passes while a relay would be refused
+    assert socket_path.exists()
+    with pytest.raises(WorkerUnavailable, match="does not accept connections yet"):
+        ping_worker(socket_path, ensure_authkey(tmp_path / "w.authkey"))
+
+    # Act: ThreadWorker's own wait returns only once the worker serves
+    thread.join(timeout=30)
+    (worker,) = made
+    try:
+        context = _context(worker.node_config())
+        reply = entry_handle(_message(RecordDict()), context)  # was: Connection refused
+        assert time.monotonic() - started >= 1.0
+    finally:
+        worker.stop()
+
+    # Assert
+    assert not reply.has_error()
+    assert context.state["counter"]["calls"] == 1
+
+
+def test_waiting_for_a_socket_that_never_listens_names_it_at_the_deadline(tmp_path):
+    socket_path = tmp_path / "never.sock"
+    key_file = tmp_path / "never.authkey"
+    ensure_authkey(key_file)
+    with socket.socket(socket.AF_UNIX) as bound_only:
+        bound_only.bind(str(socket_path))
+        started = time.monotonic()
+        with pytest.raises(WorkerUnavailable) as raised:
+            wait_for_worker(socket_path, key_file, timeout=0.5)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert str(socket_path) in str(raised.value)
+    assert "not ready within 0.5 s" in str(raised.value)
+    assert "does not accept connections yet" in str(raised.value)
+
+
+def test_waiting_with_the_wrong_key_fails_at_once(counting_worker, tmp_path):
+    wrong = tmp_path / "other" / "wrong.authkey"
+    ensure_authkey(wrong)
+    started = time.monotonic()
+    with pytest.raises(WorkerKeyRefused, match=str(counting_worker.socket)):
+        wait_for_worker(counting_worker.socket, wrong, timeout=30)
+    assert time.monotonic() - started < 5
+    context = _context(counting_worker.node_config())  # and the worker goes on serving
+    assert not entry_handle(_message(RecordDict()), context).has_error()
+
+
+def test_a_ping_is_answered_without_calling_the_handler(counting_worker):
+    for _ in range(3):
+        ping_worker(counting_worker.socket, ensure_authkey(counting_worker.key_file))
+    context = _context(counting_worker.node_config())
+    entry_handle(_message(RecordDict()), context)
+    assert context.state["counter"]["calls"] == 1
+
+
+def test_waiting_stops_when_the_check_raises(tmp_path):
+    def worker_died() -> None:
+        raise RuntimeError("worker exited with status 1")
+
+    with pytest.raises(RuntimeError, match="exited"):
+        wait_for_worker(tmp_path / "w.sock", tmp_path / "w.authkey", timeout=30,
+                        check=worker_died)
+
+
+def _deployment(out: Path):
+    from server.deploy_local import DeployLayout, DeploySettings, LocalDeployment
+
+    layout = DeployLayout(out=out)
+    settings = DeploySettings(hospitals=1, task="heart-disease", rounds=1, out=out, app_dir=out)
+    reports: list[str] = []
+    return LocalDeployment(settings, layout, reports.append), layout, reports
+
+
+def test_deploy_local_waits_for_a_ping_not_the_socket_file(tmp_path, monkeypatch):
+    # Arrange: hospital-0's worker at the layout's paths, listening 1 s after its file exists
+    deployment, layout, reports = _deployment(tmp_path / "out")
+    socket_path, key_file = layout.worker_files("hospital-0")
+    socket_path.parent.mkdir(parents=True)
+    bound = threading.Event()
+    monkeypatch.setattr(client.worker, "open_listener", _listen_late(1.0, bound))
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(socket_path, key_file, counting_handler),
+                              kwargs={"stop_event": stop}, daemon=True)
+    thread.start()
+    assert bound.wait(10)
+    try:
+        # Act
+        deployment.wait_for_workers([socket_path])
+        # Assert: it returned only once the worker serves
+        ping_worker(socket_path, ensure_authkey(key_file))
+        assert reports == ["1 hospital workers listening"]
+    finally:
+        stop.set()
+        try:
+            ping_worker(socket_path, ensure_authkey(key_file))
+        except WorkerUnavailable:
+            pass
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_deploy_local_names_the_socket_and_log_of_a_worker_that_never_listens(tmp_path,
+                                                                              monkeypatch):
+    import server.deploy_local as deploy_local
+
+    deployment, layout, _ = _deployment(tmp_path / "out")
+    socket_path, key_file = layout.worker_files("hospital-0")
+    socket_path.parent.mkdir(parents=True)
+    ensure_authkey(key_file)
+    monkeypatch.setattr(deploy_local, "WORKERS_READY_SECONDS", 0.5)
+    with socket.socket(socket.AF_UNIX) as bound_only:
+        bound_only.bind(str(socket_path))
+        with pytest.raises(deploy_local.DeploymentError) as raised:
+            deployment.wait_for_workers([socket_path])
+    message = str(raised.value)
+    assert str(socket_path) in message and "hospital-0-worker.log" in message
+    assert "does not accept connections yet" in message
+
+
 def test_socket_and_key_files_are_private(counting_worker):
     for path in (counting_worker.socket, counting_worker.key_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -213,11 +360,10 @@ def test_real_worker_process_replies_as_fedcare_client_app_directly(tmp_path):
          str(key_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""})
     try:
-        deadline = time.monotonic() + 180
-        while not socket_path.exists():
+        def alive() -> None:
             assert worker.poll() is None, worker.stdout.read()
-            assert time.monotonic() < deadline, "the worker did not listen within 180 s"
-            time.sleep(0.2)
+
+        wait_for_worker(socket_path, key_file, timeout=180, check=alive)
         node = {"partition-id": 0, "num-partitions": 4}
         relayed_msg, relayed_ctx = _heart_disease_train(
             {**node, "ledger-path": str(tmp_path / "relayed.json"),
