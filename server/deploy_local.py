@@ -550,25 +550,34 @@ class LocalDeployment:
         return sockets
 
     def wait_for_workers(self, sockets: list[Path]) -> None:
-        """Wait until every worker listens on its socket (each imports TensorFlow first).
+        """Wait until every worker answers a ping on its socket (each imports TensorFlow first).
+
+        Readiness is the worker's answer through the key handshake
+        (``client.worker_link.wait_for_worker``), not its socket file, which exists before
+        the worker listens.
 
         Raises
         ------
         DeploymentError
-            If a worker exits, or not all listen within ``WORKERS_READY_SECONDS``.
+            If a worker exits, refuses its key, or not all answer within
+            ``WORKERS_READY_SECONDS`` (naming the socket and its log).
         """
+        from client.worker_link import WorkerUnavailable, wait_for_worker
+
         if not sockets:
             return
         deadline = time.monotonic() + WORKERS_READY_SECONDS
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if all(path.exists() for path in sockets):
-                self.report(f"{len(sockets)} hospital workers listening")
-                return
-            time.sleep(0.5)
-        raise DeploymentError(f"hospital workers did not listen within "
-                              f"{WORKERS_READY_SECONDS:.0f} s; see the *-worker logs in "
-                              f"{self.layout.logs}")
+        for socket_path in sockets:
+            name = socket_path.parent.name
+            key_file = self.layout.worker_files(name)[1]
+            try:
+                wait_for_worker(socket_path, key_file, check=self.check_alive,
+                                timeout=max(0.0, deadline - time.monotonic()))
+            except (WorkerUnavailable, ValueError) as error:
+                raise DeploymentError(f"{error} (limit for all workers: "
+                                      f"{WORKERS_READY_SECONDS:.0f} s); see "
+                                      f"{self.layout.logs / (name + '-worker.log')}") from None
+        self.report(f"{len(sockets)} hospital workers listening")
 
     def start_supernodes(self, superlink: str, credentials: Credentials,
                          config_files: dict[str, Path]) -> None:
