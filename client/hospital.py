@@ -1,4 +1,4 @@
-"""Which hospital this node is, and its data (loaded once per process and task settings).
+"""Which hospital this node is, and its data (split once per process and task settings).
 
 Task csv files are keyed by path, size and modification time, so a file edited between runs
 is read (and checked) again.
@@ -51,13 +51,32 @@ def hospital_index(node_config: dict[str, Any], *, hospitals: int) -> int:
     return index
 
 
-@lru_cache(maxsize=16)
 def load_hospital(
     task: str, hospitals: int, index: int, *, seed: int, partition: str, alpha: float
 ) -> HospitalData:
-    """Return hospital `index` of the task split into `hospitals` (cached per process)."""
+    """Return hospital `index` of the task split into `hospitals`.
+
+    The split is made once per process and settings (``task_split``) and shared by every
+    hospital this process serves: a Ray worker serving 50 simulated hospitals splits once.
+    """
+    return task_split(task, hospitals, seed=seed, partition=partition, alpha=alpha)[index]
+
+
+@lru_cache(maxsize=4)
+def task_split(
+    task: str, hospitals: int, *, seed: int, partition: str, alpha: float
+) -> tuple[HospitalData, ...]:
+    """Every hospital of the task split into `hospitals`, cached per process by all settings.
+
+    Raises
+    ------
+    ValueError
+        If the task cannot be split so (too many hospitals, no Dirichlet draw that keeps each
+        hospital's minimum of rows), naming the task.
+    """
     spec = get_task(task)
-    return load_task_hospitals(spec, hospitals, seed=seed, partition=partition, alpha=alpha)[index]
+    return tuple(load_task_hospitals(spec, hospitals, seed=seed, partition=partition,
+                                     alpha=alpha))
 
 
 def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
