@@ -65,8 +65,6 @@ class TaskSpec:
         Model output units: 1 for binary and regression, the class count for multiclass.
     hidden_units : tuple[int, ...]
         Hidden Dense layers of the model; empty for logistic/linear regression.
-    max_hospitals : int | None
-        The most hospitals the task can be split into (None: bounded by its rows).
     default_hospitals : int
         Hospitals used when the run does not say.
     load : Callable[..., list[HospitalData]]
@@ -76,6 +74,9 @@ class TaskSpec:
         and the training loss is the MSE divided by ``scale**2``, so gradients are O(1).
     fixed_hospital_names : tuple[str, ...]
         Real hospitals' names, in order; empty for split tasks (``hospital-0``, ...).
+    capacity : Callable[[], int] | None
+        Split tasks: ``capacity()`` -> the most hospitals its data can be split into (from
+        its row count and the rows each hospital keeps); None for tasks not split here.
     """
 
     name: str
@@ -83,12 +84,22 @@ class TaskSpec:
     num_features: int
     num_outputs: int
     hidden_units: tuple[int, ...]
-    max_hospitals: int | None
     default_hospitals: int
     load: Callable[..., list[HospitalData]]
     target_scale: float = 1.0
     target_offset: float = 0.0
     fixed_hospital_names: tuple[str, ...] = ()
+    capacity: Callable[[], int] | None = None
+
+    @property
+    def max_hospitals(self) -> int | None:
+        """The most hospitals the task takes: its real hospitals, or what its data can feed.
+
+        None when the task sets no bound (task csv: each hospital brings its own file).
+        """
+        if self.fixed_hospital_names:
+            return len(self.fixed_hospital_names)
+        return self.capacity() if self.capacity is not None else None
 
     def hospital_names(self, num_hospitals: int) -> list[str]:
         """Names of the first `num_hospitals` hospitals, as metrics.csv spells them."""

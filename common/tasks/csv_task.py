@@ -65,7 +65,6 @@ def csv_task_spec(schema: DataSchema) -> TaskSpec:
         num_features=schema.num_encoded_features,
         num_outputs=schema.num_outputs,
         hidden_units=schema.hidden_units,
-        max_hospitals=None,
         default_hospitals=3,
         load=_data_stays_at_hospitals,
         target_scale=schema.label.scale,

@@ -96,7 +96,6 @@ TASK = TaskSpec(
     num_features=13,
     num_outputs=1,
     hidden_units=(),
-    max_hospitals=len(HOSPITALS),
     default_hospitals=len(HOSPITALS),
     load=load_hospitals,
     fixed_hospital_names=HOSPITALS,

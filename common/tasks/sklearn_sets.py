@@ -7,22 +7,37 @@ scikit-learn's description of the set publishes, as a consortium would agree val
 its data schema) to [0, 1]: z-scoring each hospital on its own rows under label skew shifts
 every hospital's features differently (client-average accuracy 0.71 against 0.88 with the
 fixed ranges, 10 hospitals, Dirichlet 0.5). Digits keeps its fixed pixel scale 0..16 -> 0..1.
+
+How many hospitals: every hospital keeps at least ``MIN_TRAIN_ROWS`` (7) training and
+``MIN_TEST_ROWS`` (3) test rows, i.e. at least 10 rows before its 75/25 split. A task's
+``max_hospitals`` is the most hospitals an IID split gives that many rows (rows // 10: digits
+179, breast-cancer 56, diabetes 44). A Dirichlet draw that leaves a hospital short is drawn
+again (up to 100 times); if none fits, the split is refused, naming the short hospitals.
 """
 
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 
 import numpy as np
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 
-from common.partitioning import dirichlet_partition, iid_partition
+from common.partitioning import (
+    PartitionError,
+    dirichlet_partition,
+    iid_partition,
+    max_parts,
+    min_rows_for_split,
+)
 from common.preprocessing import Standardizer
 from common.tasks.base import HospitalData, TaskKind, TaskSpec
 
 TEST_FRACTION = 0.25
 REGRESSION_BINS = 5  # diabetes targets are binned into quantiles for the Dirichlet split
-MIN_ROWS_PER_HOSPITAL = 10
+MIN_TRAIN_ROWS = 7  # per hospital, after its own train/test split
+MIN_TEST_ROWS = 3
+MIN_ROWS_PER_HOSPITAL = min_rows_for_split(MIN_TRAIN_ROWS, MIN_TEST_ROWS, TEST_FRACTION)  # 10
+SHORT_HOSPITALS_NAMED = 5  # a refused Dirichlet split names at most this many short hospitals
 
 
 @cache
@@ -51,25 +66,62 @@ def _split_labels(kind: TaskKind, y: np.ndarray) -> np.ndarray:
     return np.digitize(y, edges)
 
 
+def split_capacity(load_xy: Callable[[], tuple[np.ndarray, np.ndarray]]) -> int:
+    """The most hospitals the data set can be split into, each keeping its minimum of rows."""
+    return max_parts(len(load_xy()[1]), MIN_ROWS_PER_HOSPITAL)
+
+
+def _rule() -> str:
+    return f">= {MIN_TRAIN_ROWS} training and >= {MIN_TEST_ROWS} test rows"
+
+
+def _partition(name: str, kind: TaskKind, y: np.ndarray, num_hospitals: int, *, seed: int,
+               partition: str, alpha: float) -> list[np.ndarray]:
+    """Each hospital's row positions; ValueError naming the task (and short hospitals)."""
+    capacity = max_parts(len(y), MIN_ROWS_PER_HOSPITAL)
+    if not 1 <= num_hospitals <= capacity:
+        raise ValueError(
+            f"hospitals must be between 1 and {capacity} for task {name!r} (its {len(y)} rows "
+            f"give each hospital {_rule()}), got {num_hospitals}")
+    rng = np.random.default_rng(seed)
+    if partition == "iid":
+        return iid_partition(len(y), num_hospitals, rng=rng,
+                             min_rows_per_part=MIN_ROWS_PER_HOSPITAL)
+    if partition != "dirichlet":
+        raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
+    try:
+        return dirichlet_partition(_split_labels(kind, y), num_hospitals, alpha=alpha, rng=rng,
+                                   min_rows_per_part=MIN_ROWS_PER_HOSPITAL)
+    except PartitionError as error:
+        short = sorted(error.short_parts.items())
+        named = ", ".join(f"hospital-{i} has {rows}" for i, rows in short[:SHORT_HOSPITALS_NAMED])
+        more = ", ..." if len(short) > SHORT_HOSPITALS_NAMED else ""
+        raise ValueError(
+            f"task {name!r}: no Dirichlet split (dirichlet-alpha={alpha:g}, seed={seed}) of its "
+            f"{len(y)} rows into {num_hospitals} hospitals gives each at least "
+            f"{MIN_ROWS_PER_HOSPITAL} rows ({_rule()}); the closest draw left {len(short)} "
+            f"hospital(s) short ({named}{more}); use fewer hospitals, a larger "
+            "dirichlet-alpha or partition 'iid'"
+        ) from None
+
+
 def make_loader(
-    load_xy: Callable[[], tuple[np.ndarray, np.ndarray]], kind: TaskKind, *, standardize: bool
+    name: str, load_xy: Callable[[], tuple[np.ndarray, np.ndarray]], kind: TaskKind, *,
+    standardize: bool,
 ) -> Callable[..., list[HospitalData]]:
-    """Return ``load(num_hospitals, *, seed, partition, alpha)`` for one bundled data set."""
+    """Return ``load(num_hospitals, *, seed, partition, alpha)`` for one bundled data set.
+
+    The loader raises ValueError, naming the task, when `num_hospitals` is above the task's
+    capacity, the partition is unknown, or no Dirichlet draw keeps every hospital's minimum
+    (naming the short hospitals).
+    """
 
     def load(
         num_hospitals: int, *, seed: int = 0, partition: str = "iid", alpha: float = 0.5
     ) -> list[HospitalData]:
         x, y = load_xy()
-        rng = np.random.default_rng(seed)
-        if partition == "iid":
-            parts = iid_partition(len(y), num_hospitals, rng=rng)
-        elif partition == "dirichlet":
-            parts = dirichlet_partition(
-                _split_labels(kind, y), num_hospitals, alpha=alpha, rng=rng,
-                min_rows_per_part=MIN_ROWS_PER_HOSPITAL,
-            )
-        else:
-            raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
+        parts = _partition(name, kind, y, num_hospitals, seed=seed, partition=partition,
+                           alpha=alpha)
         hospitals = []
         for index, rows in enumerate(parts):
             x_train, x_test, y_train, y_test = train_test_split(
@@ -94,17 +146,17 @@ def make_loader(
 
 BREAST_CANCER = TaskSpec(
     name="breast-cancer", kind="binary", num_features=30, num_outputs=1, hidden_units=(16,),
-    max_hospitals=20, default_hospitals=10,
-    load=make_loader(_breast_cancer, "binary", standardize=False),
+    default_hospitals=10, capacity=partial(split_capacity, _breast_cancer),
+    load=make_loader("breast-cancer", _breast_cancer, "binary", standardize=False),
 )
 DIABETES = TaskSpec(
     name="diabetes", kind="regression", num_features=10, num_outputs=1, hidden_units=(32,),
-    max_hospitals=10, default_hospitals=4,
-    load=make_loader(_diabetes, "regression", standardize=True),
+    default_hospitals=4, capacity=partial(split_capacity, _diabetes),
+    load=make_loader("diabetes", _diabetes, "regression", standardize=True),
     target_scale=80.0, target_offset=150.0,
 )
 DIGITS = TaskSpec(
     name="digits", kind="multiclass", num_features=64, num_outputs=10, hidden_units=(64, 64),
-    max_hospitals=30, default_hospitals=10,
-    load=make_loader(_digits, "multiclass", standardize=False),
+    default_hospitals=10, capacity=partial(split_capacity, _digits),
+    load=make_loader("digits", _digits, "multiclass", standardize=False),
 )

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.partitioning import dirichlet_partition, iid_partition
+from common.partitioning import PartitionError, dirichlet_partition, iid_partition
 from common.tasks import get_task
 
 
@@ -54,6 +54,16 @@ def test_partition_rejects_impossible_requests():
         dirichlet_partition(np.zeros(100, int), 2, alpha=0.0, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="cannot give"):
         iid_partition(3, 5, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="49 rows cannot give 5 hospitals 10 rows each"):
+        iid_partition(49, 5, rng=np.random.default_rng(0), min_rows_per_part=10)
+
+
+def test_failed_dirichlet_split_names_the_short_parts_of_its_closest_draw():
+    labels = np.repeat(np.arange(10), 20)  # 200 rows, 20 parts: every part needs exactly 10
+    with pytest.raises(PartitionError) as caught:
+        dirichlet_partition(labels, 20, alpha=0.1, rng=np.random.default_rng(0), max_tries=5)
+    short = caught.value.short_parts
+    assert short and all(0 <= index < 20 and rows < 10 for index, rows in short.items())
 
 
 @pytest.mark.parametrize("task", ["breast-cancer", "diabetes", "digits"])
