@@ -3,7 +3,8 @@
 Mechanism: composition of Poisson-subsampled Gaussians by Renyi DP (Mironov et al. 2019,
 arXiv:1908.10530) or PRV numerical composition (Gopi et al. NeurIPS 2021). Sensitivity: z is
 noise stddev / L2 sensitivity; the adversary sees every released output. Unit of privacy: one
-history per level, "patient" or "hospital", never composed. The only module importing Opacus.
+history per level, "patient" or "hospital" (the ledger builds them: the patient-level history
+includes every hospital-level release). The only module importing Opacus.
 """
 
 import functools
@@ -257,12 +258,11 @@ def effective_noise_multiplier(*, noise_stddev: float, sensitivity: float) -> fl
     Opacus defines z relative to the L2 sensitivity of the released quantity, so z must be
     recomputed whenever sensitivity differs from the clipping norm C:
 
-    - hospital level, "local" mode: each hospital adds stddev z * C to an update clipped to C;
-      two updates of one hospital differ by up to 2C, so the accounted z is ``z * C / (2C) =
-      z / 2``;
-    - hospital level, "distributed" mode: m hospitals that actually contributed each added
-      z * C / sqrt(n) (n sampled); the sum has stddev z * C * sqrt(m / n) and sensitivity C,
-      so the accounted z is ``z * sqrt(m / n)`` (dropouts lower it).
+    - hospital level, both noise modes: the adjacency is replacing one hospital's data, so an
+      update clipped to C has sensitivity 2C. "local": each hospital adds stddev z * 2C, the
+      accounted z is ``2zC / 2C = z``; "distributed": the shares of at least h honest
+      hospitals must sum to at least z times that same sensitivity (including the encoding's
+      rounding bound), so the accounted z is again z. ``client.privacy`` sets the stddev.
 
     Raises
     ------

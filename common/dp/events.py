@@ -4,6 +4,12 @@ Mechanism: ``steps`` compositions of the Poisson-subsampled Gaussian mechanism w
 multiplier z = noise stddev / L2 sensitivity and sample rate q (Mironov et al. 2019,
 arXiv:1908.10530, Section 3). The adversary sees every released output. Unit of privacy:
 ``level``, "patient" (DP-SGD in a hospital) or "hospital" (a clipped, noised update).
+
+A hospital-level event also records its ``noise_mode``: "local" (the hospital adds all the
+noise) or "distributed" (a share, under secure aggregation). Both modes account the same
+adjacency, replacing one hospital's data (L2 sensitivity 2C for an update clipped to C), so
+``noise_multiplier`` means the same in both and carries over unchanged into the patient-level
+composition (``common.dp.ledger``).
 """
 
 import math
@@ -11,10 +17,12 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Literal, get_args
 
-__all__ = ["LEVELS", "GaussianRoundEvent", "Level"]
+__all__ = ["LEVELS", "NOISE_MODES", "GaussianRoundEvent", "Level", "NoiseMode"]
 
 Level = Literal["patient", "hospital"]
 LEVELS: tuple[str, ...] = get_args(Level)
+NoiseMode = Literal["local", "distributed"]
+NOISE_MODES: tuple[str, ...] = get_args(NoiseMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +33,8 @@ class GaussianRoundEvent:
     ----------
     noise_multiplier : float
         z = noise stddev / L2 sensitivity of what the noise protects, >= 0 (0 means no
-        privacy: epsilon is infinite). For hospital-level "local" mode this is the
-        *effective* value z / 2 (see ``common.dp.accounting.effective_noise_multiplier``).
+        privacy: epsilon is infinite). At hospital level the sensitivity is 2C in both
+        noise modes (replace one hospital's clipped update).
     sample_rate : float
         q in (0, 1]: the Poisson inclusion probability of one unit of privacy per step
         (batch size / local records for DP-SGD; 1.0 at hospital level, no amplification).
@@ -34,7 +42,11 @@ class GaussianRoundEvent:
         Compositions in this round, >= 1 (all local optimizer steps for DP-SGD; 1 per round
         at hospital level).
     level : {"patient", "hospital"}
-        The unit of privacy this event protects; each level has its own accountant.
+        The unit of privacy this event protects. Patient-level epsilon composes every event
+        of a ledger; hospital-level epsilon only hospital-level ones.
+    noise_mode : {"local", "distributed"} or None
+        Hospital level only: who adds the noise. None on construction means "local" (the
+        value old ledgers imply); patient-level events must leave it None.
 
     Raises
     ------
@@ -46,6 +58,7 @@ class GaussianRoundEvent:
     sample_rate: float
     steps: int
     level: Level
+    noise_mode: NoiseMode | None = None
 
     def __post_init__(self) -> None:
         """Validate the fields and normalise ints given for floats (TOML ``1`` is an int)."""
@@ -67,6 +80,14 @@ class GaussianRoundEvent:
         object.__setattr__(self, "steps", int(self.steps))
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
+        if self.level == "patient":
+            if self.noise_mode is not None:
+                raise ValueError(f"noise_mode is for hospital-level events only, got "
+                                 f"{self.noise_mode!r} at patient level")
+        elif self.noise_mode is None:
+            object.__setattr__(self, "noise_mode", "local")
+        elif self.noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
 
     def as_opacus_entry(self) -> tuple[float, float, int]:
         """Return ``(noise_multiplier, sample_rate, steps)``, one entry of an Opacus history."""

@@ -3,7 +3,20 @@
 Mechanism: each output is charged as a GaussianRoundEvent before release; epsilon is recomputed
 by Opacus from the stored (z, q, steps) entries and a charge past the budget is refused.
 Sensitivity: as stated by the events. The adversary (the server) never reads this file and
-cannot raise its budget. Unit of privacy: "patient" and "hospital", each held to the budget.
+cannot raise its budget, reset it (``open`` never creates a ledger) or roll it back unnoticed
+(a hash chain whose head is also kept in a head file, see ``PrivacyLedger``).
+
+One patient, one budget. Unit of privacy "patient": the patient-level epsilon composes EVERY
+entry of the ledger. A hospital-level release is also a patient-level mechanism: changing one
+patient's record changes the hospital's clipped update anywhere inside the C-ball, i.e. by at
+most 2C, which is exactly the replace-one-hospital sensitivity that both noise modes ("local"
+and "distributed") account. So a hospital-level entry's noise multiplier z carries over
+unchanged as a patient-level Gaussian step with sample rate 1 (no amplification) and its steps
+(1 per round). Unit of privacy "hospital": only hospital-level entries protect a whole hospital;
+a patient-level (DP-SGD) release bounds one record's influence, not a hospital's, so after any
+patient-level entry the hospital-level epsilon is unbounded (+inf) and a hospital-level charge
+is refused. In Opacus terms a patient-level entry enters the hospital-level history as
+(z=0, q=1, steps), which Opacus accounts as infinite epsilon.
 """
 
 import dataclasses
@@ -23,43 +36,76 @@ from common.dp.events import LEVELS, GaussianRoundEvent, Level
 from common.dp.ledger_store import (
     LedgerEntry,
     LedgerState,
+    advance,
     locked,
     parse_ledger,
+    read_head,
     render_ledger,
     write_atomic,
+    write_head,
 )
 from common.errors import LedgerError, PrivacyBudgetExceededError
 
-__all__ = ["LedgerEntry", "PrivacyLedger"]
+__all__ = ["UNBOUNDED_REASON", "LedgerEntry", "PrivacyLedger", "init_command"]
 
 logger = logging.getLogger(__name__)
 
 Entry = tuple[float, float, int]
 
+UNBOUNDED_REASON = ("this ledger already holds patient-level releases; the hospital-level "
+                    "guarantee is unbounded")
+
+
+def init_command(path: Path) -> str:
+    """Return the command that creates a ledger at ``path`` (for error messages)."""
+    return f"fedcare budget init {path} --epsilon E --delta D"
+
 
 class PrivacyLedger:
-    """A hospital's privacy spend, persisted as one JSON file (see ``open``).
+    """A hospital's privacy spend, persisted as one JSON file (see ``create`` and ``open``).
 
     File format (key order as written; ``checksum`` is the SHA-256 of the canonical JSON,
-    sorted keys and no spaces, of the other four keys)::
+    sorted keys and no spaces, of all the other keys)::
 
         {"hospital": NAME, "budget": {"epsilon": E, "delta": D}, "accountant": "rdp",
+         "sequence": N, "previous": HEX,
          "entries": [{"run": RUN, "round": R, "level": "patient", "noise_multiplier": Z,
-                      "sample_rate": Q, "steps": S}, ...], "checksum": HEX}
+                      "sample_rate": Q, "steps": S},
+                     {..., "level": "hospital", ..., "noise_mode": "local"}, ...],
+         "checksum": HEX}
 
-    Every epsilon is computed at the budget's delta, per level, by Opacus on that level's
-    entries. Writes are atomic and serialised across processes by an advisory lock, so
-    concurrent workers (e.g. Ray) charging one ledger never lose an entry; every query rereads
-    the file, so an edited, garbled or deleted ledger fails the next call with LedgerError.
+    ``sequence`` counts the writes and ``previous`` is the checksum of the state this one
+    replaced, so the checksum (the *head*) commits to the whole history of writes. Files from
+    before the chain (no ``sequence``/``previous``; hospital entries without ``noise_mode``,
+    read as "local") are read as sequence 0 and upgraded by ``open``.
+
+    Rollback detection: after every write the head (hospital, sequence, checksum) is written
+    atomically to the head file, and every read refuses a ledger whose head differs from it.
+    Give ``head_path`` on another volume than the ledger (node config ``ledger-head-path``):
+    restoring an older ledger copy is then refused. Without it the head lives beside the ledger
+    (``.<name>.head``, always written too): that catches a ledger file restored alone, but
+    restoring the ledger together with its head file (e.g. a whole-directory backup) is NOT
+    detected. A ledger exactly one write ahead of its head file, chained to it, is accepted and
+    the head repaired (a crash between the two writes); anything else is refused.
+
+    Every epsilon is computed at the budget's delta by Opacus on a level's history (see the
+    module docstring for how the levels compose). Writes are atomic and serialised across
+    processes by an advisory lock, so concurrent workers charging one ledger never lose an
+    entry; every query rereads the file, so an edited, garbled, deleted or rolled-back ledger
+    fails the next call with LedgerError.
     """
 
-    def __init__(self, path: Path, state: LedgerState) -> None:
-        """Bind to a ledger file already read; use ``PrivacyLedger.open`` instead."""
+    def __init__(self, path: Path, state: LedgerState, head_path: Path | None = None, *,
+                 writable: bool = True) -> None:
+        """Bind to a ledger file already read; use ``create``, ``open`` or ``read`` instead."""
         self._path = path
         self._state = state
+        self._head_path = head_path
+        self._heads = _head_files(path, head_path)
+        self._writable = writable
 
     @classmethod
-    def open(
+    def create(
         cls,
         path: str | os.PathLike[str],
         *,
@@ -67,89 +113,160 @@ class PrivacyLedger:
         budget_epsilon: float,
         budget_delta: float,
         accountant: AccountantName = "rdp",
+        head_path: str | os.PathLike[str] | None = None,
     ) -> "PrivacyLedger":
-        """Open a hospital's ledger, creating it (and its directory) if missing.
+        """Create a hospital's ledger (and its directory) with this budget and no entries.
 
         Parameters
         ----------
         path : path-like
-            The ledger file, on the hospital's own disk.
+            The ledger file, on the hospital's own disk; must not exist yet.
         hospital : str
-            The hospital's name; must match the name stored in an existing ledger.
+            The hospital's name, stored in the ledger.
         budget_epsilon, budget_delta : float
-            The budget from the hospital's node config: epsilon > 0, delta in (0, 1). For a
-            new ledger they become its budget. For an existing one the stored budget stays
-            authoritative: a lower epsilon or delta lowers it (persisted), a higher one is
-            ignored with a warning. No argument can raise a stored budget; raising it is a
-            deliberate act outside this API (a hospital administrator's, never the server's).
+            The budget for the ledger's whole life: epsilon > 0, delta in (0, 1).
         accountant : {"rdp", "prv"}
-            The accountant; an existing ledger must already use it.
+            The Opacus accountant, kept for the ledger's whole history.
+        head_path : path-like, optional
+            The head file, ideally on another volume; see the class docstring.
 
         Raises
         ------
         ValueError
             If a budget value, the hospital name or the accountant name is invalid.
         LedgerError
-            If the file is unreadable, malformed, tampered with, belongs to another hospital,
-            or uses a different accountant than requested.
+            If the ledger already exists, or a head file already records a ledger there
+            (a new ledger would silently reset the budget), or a file cannot be written.
         """
         epsilon = validate_epsilon(budget_epsilon, "budget_epsilon")
         delta = validate_delta(budget_delta, "budget_delta")
-        if accountant not in ACCOUNTANTS:
-            raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-        if not isinstance(hospital, str) or not hospital:
-            raise ValueError(f"hospital must be a non-empty string, got {hospital!r}")
+        _validate_accountant(accountant)
+        _validate_hospital(hospital)
         file = Path(path)
-        file.parent.mkdir(parents=True, exist_ok=True)
+        heads = _head_files(file, head_path)
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LedgerError(f"cannot create the directory of privacy ledger {file}: "
+                              f"{error}") from error
         with locked(file):
-            if not file.exists():
-                new = LedgerState(hospital, epsilon, delta, accountant, ())
-                write_atomic(file, render_ledger(new))
-            state = _read(file, hospital)
-            if state.accountant != accountant:
+            if file.exists() or file.is_symlink():
+                raise LedgerError(f"privacy ledger {file} already exists; a ledger is created "
+                                  "once and never replaced (its budget would reset)")
+            for head_file in heads:
+                recorded = read_head(head_file)
+                if recorded is not None:
+                    raise LedgerError(
+                        f"ledger head file {head_file} already records a ledger of hospital "
+                        f"{recorded.hospital!r} at write {recorded.sequence}, but {file} is "
+                        "missing: creating a new one would reset its budget. Restore the "
+                        "ledger, or remove the head file yourself to start a new budget")
+            state = advance(LedgerState(hospital, epsilon, delta, accountant, ()))
+            _write(file, state, heads)
+            state = _read(file, hospital, heads[0], repair=False)
+        return cls(file, state, Path(head_path) if head_path is not None else None)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        hospital: str,
+        budget_epsilon: float | None = None,
+        budget_delta: float | None = None,
+        accountant: AccountantName | None = None,
+        head_path: str | os.PathLike[str] | None = None,
+    ) -> "PrivacyLedger":
+        """Open a hospital's existing ledger; never creates one.
+
+        Parameters
+        ----------
+        path : path-like
+            The ledger file, made by ``create`` (``fedcare budget init``).
+        hospital : str
+            The hospital's name; must match the name stored in the ledger.
+        budget_epsilon, budget_delta : float, optional
+            A budget from the hospital's node config. The stored budget stays authoritative:
+            a lower epsilon or delta lowers it (persisted), a higher one is ignored with a
+            warning. No argument can raise a stored budget.
+        accountant : {"rdp", "prv"}, optional
+            If given, the ledger must already use it.
+        head_path : path-like, optional
+            The head file (see the class docstring); default ``.<name>.head`` beside it.
+
+        Raises
+        ------
+        ValueError
+            If a budget value, the hospital name or the accountant name is invalid.
+        LedgerError
+            If the ledger is missing (naming the ``fedcare budget init`` command), unreadable,
+            malformed, tampered with, rolled back (its head differs from the head file),
+            belongs to another hospital, or uses a different accountant than requested.
+        """
+        epsilon = None if budget_epsilon is None else validate_epsilon(budget_epsilon,
+                                                                       "budget_epsilon")
+        delta = None if budget_delta is None else validate_delta(budget_delta, "budget_delta")
+        if accountant is not None:
+            _validate_accountant(accountant)
+        _validate_hospital(hospital)
+        file = Path(path)
+        heads = _head_files(file, head_path)
+        _require_exists(file)
+        with locked(file):
+            _require_exists(file)
+            state = _read(file, hospital, heads[0], repair=True)
+            if accountant is not None and state.accountant != accountant:
                 raise LedgerError(
                     f"privacy ledger {file} uses accountant {state.accountant!r}, not "
                     f"{accountant!r}; a ledger keeps one accountant for its whole history"
                 )
-            if epsilon > state.budget_epsilon or delta > state.budget_delta:
+            new_epsilon = state.budget_epsilon if epsilon is None else epsilon
+            new_delta = state.budget_delta if delta is None else delta
+            if new_epsilon > state.budget_epsilon or new_delta > state.budget_delta:
                 logger.warning(
                     "Privacy ledger %s keeps its stored budget (epsilon=%s, delta=%s): "
                     "a budget is never raised",
                     file, state.budget_epsilon, state.budget_delta,
                 )
-            if epsilon < state.budget_epsilon or delta < state.budget_delta:
-                state = dataclasses.replace(
-                    state,
-                    budget_epsilon=min(epsilon, state.budget_epsilon),
-                    budget_delta=min(delta, state.budget_delta),
-                )
-                write_atomic(file, render_ledger(state))
-                logger.info(
-                    "Privacy ledger %s: budget lowered to epsilon=%s, delta=%s",
-                    file, state.budget_epsilon, state.budget_delta,
-                )
-        return cls(file, state)
+            lowered = (new_epsilon < state.budget_epsilon or new_delta < state.budget_delta)
+            if lowered or state.sequence == 0:  # lower the budget, or upgrade to the chain
+                state = advance(state, budget_epsilon=min(new_epsilon, state.budget_epsilon),
+                                budget_delta=min(new_delta, state.budget_delta))
+                _write(file, state, heads)
+                state = _read(file, hospital, heads[0], repair=False)
+                if lowered:
+                    logger.info("Privacy ledger %s: budget lowered to epsilon=%s, delta=%s",
+                                file, state.budget_epsilon, state.budget_delta)
+        return cls(file, state, Path(head_path) if head_path is not None else None)
 
     @classmethod
-    def read(cls, path: str | os.PathLike[str]) -> "PrivacyLedger":
+    def read(
+        cls, path: str | os.PathLike[str], *, head_path: str | os.PathLike[str] | None = None
+    ) -> "PrivacyLedger":
         """Open an existing ledger read-only, to inspect it (creates and changes nothing).
 
         Raises
         ------
         LedgerError
-            If the file is missing, unreadable, malformed or tampered with.
+            If the file is missing, unreadable, malformed, tampered with or rolled back.
         """
         file = Path(path)
-        if not file.is_file():
-            raise LedgerError(f"no privacy ledger at {file}")
+        _require_exists(file)
+        heads = _head_files(file, head_path)
         with locked(file):
-            state = _read(file, parse_ledger_owner(file))
-        return cls(file, state)
+            state = _read(file, parse_ledger_owner(file), heads[0], repair=False)
+        return cls(file, state, Path(head_path) if head_path is not None else None,
+                   writable=False)
 
     @property
     def path(self) -> Path:
         """The ledger file."""
         return self._path
+
+    @property
+    def head_path(self) -> Path:
+        """The head file checked on every read (the given one, else the one beside)."""
+        return self._heads[0]
 
     @property
     def hospital(self) -> str:
@@ -158,7 +275,7 @@ class PrivacyLedger:
 
     @property
     def budget_epsilon(self) -> float:
-        """The budget's epsilon, which each level must stay within on its own."""
+        """The budget's epsilon, which each level must stay within."""
         return self._state.budget_epsilon
 
     @property
@@ -172,44 +289,78 @@ class PrivacyLedger:
         return self._state.accountant
 
     @property
+    def sequence(self) -> int:
+        """How many writes the ledger has had (as last read)."""
+        return self._state.sequence
+
+    @property
     def entries(self) -> tuple[LedgerEntry, ...]:
         """Every charged round in charge order, as last read from disk."""
         return self._state.entries
 
-    def history(self, level: Level) -> list[Entry]:
-        """Return the Opacus history ``[(z, q, steps), ...]`` of one level, from disk."""
-        if level not in LEVELS:
-            raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    def _reread(self) -> LedgerState:
         with locked(self._path):
-            self._state = _read(self._path, self.hospital)
-        return _history(self._state, level)
+            self._state = _read(self._path, self.hospital, self._heads[0],
+                                repair=self._writable)
+        return self._state
+
+    def history(self, level: Level, *, exclude_run: str | int | None = None) -> list[Entry]:
+        """Return the Opacus history ``[(z, q, steps), ...]`` that ``level``'s epsilon uses.
+
+        Reread from disk. Patient level: every entry, hospital-level ones as (z, 1.0, steps).
+        Hospital level: hospital-level entries, and each patient-level entry as (0.0, 1.0,
+        steps) -- no hospital-level noise, infinite epsilon. ``exclude_run`` leaves out one
+        run's entries (e.g. to calibrate a run's noise to what earlier runs left).
+        """
+        _validate_level(level)
+        return _history(self._reread(), level, exclude_run)
+
+    def is_hospital_level_unbounded(self) -> bool:
+        """Return True if the ledger holds a patient-level entry (reread from disk)."""
+        return _has_patient_entries(self._reread())
 
     def epsilon_spent(self, level: Level) -> float:
-        """Return the epsilon spent so far at ``level`` (0.0 before any charge)."""
+        """Return the epsilon spent so far at ``level`` (0.0 before any charge, inf if unbounded)."""
         return self._epsilon(self.history(level))
 
-    def projected_epsilon(self, event: GaussianRoundEvent) -> float:
-        """Return the epsilon at ``event.level`` after also charging ``event``."""
-        return self._epsilon([*self.history(event.level), event.as_opacus_entry()])
+    def projected_epsilon(self, event: GaussianRoundEvent, level: Level | None = None) -> float:
+        """Return the epsilon at ``level`` (default ``event.level``) after also charging ``event``."""
+        level = event.level if level is None else level
+        _validate_level(level)
+        return self._epsilon([*self.history(level), _as_level(event, level)])
 
     def would_exceed(self, event: GaussianRoundEvent) -> bool:
-        """Return True if charging ``event`` would push its level past the budget's epsilon."""
-        return self.projected_epsilon(event) > self.budget_epsilon
+        """Return True if charging ``event`` would push any level it counts at past the budget.
+
+        A patient-level event counts at patient level; a hospital-level one at both levels.
+        """
+        state = self._reread()
+        return any(
+            self._epsilon([*_history(state, level, None), _as_level(event, level)])
+            > state.budget_epsilon
+            for level in _levels_of(event)
+        )
 
     def remaining(self, level: Level) -> float:
         """Return the budget's epsilon minus the epsilon spent at ``level``, floored at 0."""
         return max(0.0, self.budget_epsilon - self.epsilon_spent(level))
 
     def rounds_left(self, event: GaussianRoundEvent, *, limit: int = 10_000) -> int:
-        """Return how many more rounds charged as ``event`` fit in the budget, at most limit."""
-        history = self.history(event.level)
-        return max_repetitions(
-            history,
-            event,
-            budget_epsilon=self.budget_epsilon,
-            delta=self.budget_delta,
-            accountant=self.accountant,  # type: ignore[arg-type]
-            limit=limit,
+        """Return how many more rounds charged as ``event`` fit in the budget, at most limit.
+
+        The minimum over the levels ``event`` counts at (see ``would_exceed``).
+        """
+        state = self._reread()
+        return min(
+            max_repetitions(
+                _history(state, level, None),
+                _as_level_event(event, level),
+                budget_epsilon=state.budget_epsilon,
+                delta=state.budget_delta,
+                accountant=state.accountant,  # type: ignore[arg-type]
+                limit=limit,
+            )
+            for level in _levels_of(event)
         )
 
     def charge(self, run: str | int, round: int, event: GaussianRoundEvent) -> bool:
@@ -219,6 +370,10 @@ class PrivacyLedger:
         False is returned. The caller must then not release a *newly* noised output for that
         round (it would go uncounted); it may resend the reply it already made, or decline.
 
+        Budget checks: the patient-level epsilon (composing every entry) must stay within the
+        budget; for a hospital-level event also the hospital-level epsilon, and no
+        patient-level entry may be on the ledger (``UNBOUNDED_REASON``).
+
         Returns
         -------
         bool
@@ -227,10 +382,11 @@ class PrivacyLedger:
         Raises
         ------
         PrivacyBudgetExceededError
-            If the charge would push the level past the budget; nothing is recorded.
+            If the charge would push a level past the budget, or it is a hospital-level
+            charge on a ledger with patient-level entries; nothing is recorded.
         LedgerError
             If the key is already charged with a different event, or the file cannot be read
-            or written; nothing may be released then.
+            or written (or was rolled back); nothing may be released then.
         """
         if isinstance(run, bool) or not isinstance(run, str | int) or str(run) == "":
             raise ValueError(f"run must be a non-empty string, got {run!r}")
@@ -238,9 +394,11 @@ class PrivacyLedger:
             raise ValueError(f"round must be an integer >= 0, got {round!r}")
         if not isinstance(event, GaussianRoundEvent):
             raise ValueError(f"event must be a GaussianRoundEvent, got {type(event).__name__}")
+        if not self._writable:
+            raise LedgerError(f"privacy ledger {self._path} was opened read-only")
         entry = LedgerEntry(run=str(run), round=round, event=event)
         with locked(self._path):
-            state = _read(self._path, self.hospital)
+            state = _read(self._path, self.hospital, self._heads[0], repair=True)
             self._state = state
             for old in state.entries:
                 if (old.run, old.round, old.event.level) == (entry.run, round, event.level):
@@ -250,16 +408,20 @@ class PrivacyLedger:
                             f"charged with {old.event}, not {event}"
                         )
                     return False
-            projected = self._epsilon([*_history(state, event.level), event.as_opacus_entry()])
-            if projected > state.budget_epsilon:
-                raise PrivacyBudgetExceededError(
-                    f"hospital {state.hospital!r}: run {entry.run!r} round {round} would bring "
-                    f"{event.level}-level epsilon to {projected:.4g} > budget "
-                    f"{state.budget_epsilon:.4g} (delta={state.budget_delta:g})"
-                )
-            updated = dataclasses.replace(state, entries=(*state.entries, entry))
-            write_atomic(self._path, render_ledger(updated))
-            self._state = updated
+            where = f"hospital {state.hospital!r}: run {entry.run!r} round {round}"
+            if event.level == "hospital" and _has_patient_entries(state):
+                raise PrivacyBudgetExceededError(f"{where}: {UNBOUNDED_REASON}")
+            for level in _levels_of(event):
+                projected = self._epsilon([*_history(state, level, None),
+                                           _as_level(event, level)])
+                if projected > state.budget_epsilon:
+                    raise PrivacyBudgetExceededError(
+                        f"{where} would bring {level}-level epsilon to {projected:.4g} > "
+                        f"budget {state.budget_epsilon:.4g} (delta={state.budget_delta:g})"
+                    )
+            updated = advance(state, entries=(*state.entries, entry))
+            _write(self._path, updated, self._heads)
+            self._state = _read(self._path, self.hospital, self._heads[0], repair=False)
         return True
 
     def _epsilon(self, history: list[Entry]) -> float:
@@ -268,8 +430,74 @@ class PrivacyLedger:
         )
 
 
-def _history(state: LedgerState, level: str) -> list[Entry]:
-    return [e.event.as_opacus_entry() for e in state.entries if e.event.level == level]
+def _validate_level(level: object) -> None:
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+
+
+def _validate_accountant(accountant: object) -> None:
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+
+
+def _validate_hospital(hospital: object) -> None:
+    if not isinstance(hospital, str) or not hospital:
+        raise ValueError(f"hospital must be a non-empty string, got {hospital!r}")
+
+
+def _levels_of(event: GaussianRoundEvent) -> tuple[str, ...]:
+    """The levels whose epsilon ``event`` adds to (patient level composes everything)."""
+    return ("patient",) if event.level == "patient" else ("hospital", "patient")
+
+
+def _as_level(event: GaussianRoundEvent, level: str) -> Entry:
+    """``event`` as one entry of ``level``'s Opacus history (module docstring)."""
+    if level == event.level:
+        return event.as_opacus_entry()
+    if level == "patient":  # a hospital-level release: same z, no amplification
+        return (event.noise_multiplier, 1.0, event.steps)
+    return (0.0, 1.0, event.steps)  # a patient-level release at hospital level: unbounded
+
+
+def _as_level_event(event: GaussianRoundEvent, level: str) -> GaussianRoundEvent:
+    z, q, steps = _as_level(event, level)
+    return GaussianRoundEvent(noise_multiplier=z, sample_rate=q, steps=steps,
+                              level=level)  # type: ignore[arg-type]
+
+
+def _history(state: LedgerState, level: str, exclude_run: str | int | None) -> list[Entry]:
+    skip = None if exclude_run is None else str(exclude_run)
+    return [_as_level(e.event, level) for e in state.entries if e.run != skip]
+
+
+def _has_patient_entries(state: LedgerState) -> bool:
+    return any(e.event.level == "patient" for e in state.entries)
+
+
+def _head_files(path: Path, head_path: str | os.PathLike[str] | None) -> tuple[Path, ...]:
+    """The head files written after each write; the first one is checked on every read."""
+    beside = path.with_name(f".{path.name}.head")
+    if head_path is None or Path(head_path) == beside:
+        return (beside,)
+    return (Path(head_path), beside)
+
+
+def _require_exists(file: Path) -> None:
+    if not file.is_file():
+        raise LedgerError(
+            f"no privacy ledger at {file}: fedcare never starts a fresh budget on its own. "
+            f"If this hospital has no ledger yet, create it once with `{init_command(file)}`; "
+            "if it had one, restore it (a deleted ledger is not a new budget)"
+        )
+
+
+def _write(file: Path, state: LedgerState, heads: tuple[Path, ...]) -> None:
+    """Write ``state`` to the ledger, then its head to every head file (each atomically)."""
+    text, head = render_ledger(state)
+    write_atomic(file, text)
+    written = dataclasses.replace(state, head=head)
+    for head_file in heads:
+        write_head(head_file, written)
 
 
 def parse_ledger_owner(path: Path) -> str:
@@ -282,9 +510,13 @@ def parse_ledger_owner(path: Path) -> str:
         raise LedgerError(f"privacy ledger {path} is rejected: {error}") from error
 
 
-def _read(path: Path, hospital: str) -> LedgerState:
+def _read(path: Path, hospital: str, head_file: Path, *, repair: bool) -> LedgerState:
+    """Read and validate the ledger, and check it against its head file (under the lock)."""
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        _require_exists(path)
+        raise  # pragma: no cover - _require_exists raised
     except (OSError, UnicodeDecodeError) as error:
         raise LedgerError(f"privacy ledger {path} is unreadable: {error}") from error
     try:
@@ -295,4 +527,38 @@ def _read(path: Path, hospital: str) -> LedgerState:
         raise LedgerError(
             f"privacy ledger {path} belongs to hospital {state.hospital!r}, not {hospital!r}"
         )
+    _check_head(path, state, head_file, repair=repair)
     return state
+
+
+def _check_head(path: Path, state: LedgerState, head_file: Path, *, repair: bool) -> None:
+    recorded = read_head(head_file)
+    both = f"privacy ledger {path} (write {state.sequence}) and its head file {head_file}"
+    if recorded is None:
+        if state.sequence == 0:
+            return  # a ledger from before the chain: upgraded by its next write
+        raise LedgerError(
+            f"{both}: the head file is missing. Refusing the ledger, since it cannot be told "
+            "from an older copy restored in place; mount or restore the head file's volume"
+        )
+    if recorded.hospital != state.hospital:
+        raise LedgerError(f"{both}: the head file belongs to hospital {recorded.hospital!r}, "
+                          f"not {state.hospital!r}")
+    if (recorded.sequence, recorded.head) == (state.sequence, state.head):
+        return
+    if state.sequence == recorded.sequence + 1 and state.previous == recorded.head:
+        # Interrupted between writing the ledger and its head: the ledger is the newer one.
+        if repair:
+            write_head(head_file, state)
+        return
+    if state.sequence <= recorded.sequence:
+        raise LedgerError(
+            f"{both} disagree: the head file records write {recorded.sequence}, the ledger is "
+            f"at write {state.sequence}. An older copy of the ledger was restored (or the head "
+            "file belongs to another ledger); refusing it, since its budget would be reset"
+        )
+    raise LedgerError(
+        f"{both} disagree: the ledger is at write {state.sequence} but the head file records "
+        f"write {recorded.sequence}, which the ledger does not follow. The head file is older "
+        "than the ledger or belongs to another one; refusing both"
+    )

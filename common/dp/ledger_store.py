@@ -1,12 +1,15 @@
-"""The privacy ledger's file: strict JSON, checksum, atomic writes, a cross-process lock.
+"""The privacy ledger's file: strict JSON, checksum, hash chain, atomic writes, a lock.
 
 Mechanism: an unreadable, malformed or edited file is rejected, never repaired; a write lands
-whole or not at all. Sensitivity assumptions live in the stored events. The adversary (the
+whole or not at all. Every write bumps ``sequence`` and stores the previous state's checksum in
+``previous``, so the checksum of a state (its *head*) covers the whole chain of writes; a head
+kept elsewhere (``write_head``/``read_head``) then exposes an older copy restored in place. Sensitivity assumptions live in the stored events. The adversary (the
 server) never reads this file; the checksum guards against corruption and hand edits, not a
 hospital's own administrator. Unit of privacy: the level stored with each entry.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,10 +28,26 @@ try:  # POSIX advisory locks; without them (Windows) one process per ledger is a
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LedgerEntry", "LedgerState", "locked", "parse_ledger", "render_ledger", "write_atomic"]
+__all__ = [
+    "GENESIS",
+    "LedgerEntry",
+    "LedgerHead",
+    "LedgerState",
+    "advance",
+    "locked",
+    "parse_ledger",
+    "read_head",
+    "render_ledger",
+    "write_atomic",
+    "write_head",
+]
 
-_TOP_KEYS = {"hospital", "budget", "accountant", "entries", "checksum"}
+_LEGACY_TOP_KEYS = {"hospital", "budget", "accountant", "entries", "checksum"}
+_TOP_KEYS = _LEGACY_TOP_KEYS | {"sequence", "previous"}
 _ENTRY_KEYS = {"run", "round", "level", "noise_multiplier", "sample_rate", "steps"}
+_HOSPITAL_ENTRY_KEYS = _ENTRY_KEYS | {"noise_mode"}
+_HEAD_KEYS = {"hospital", "sequence", "head"}
+GENESIS = "0" * 64  # the "previous" of a ledger's first state
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +59,8 @@ class LedgerEntry:
     event: GaussianRoundEvent
 
     def to_json(self) -> dict[str, Any]:
-        """Return the entry as stored in the ledger file."""
-        return {
+        """Return the entry as stored in the ledger file (hospital level: with noise_mode)."""
+        data: dict[str, Any] = {
             "run": self.run,
             "round": self.round,
             "level": self.event.level,
@@ -49,17 +68,43 @@ class LedgerEntry:
             "sample_rate": self.event.sample_rate,
             "steps": self.event.steps,
         }
+        if self.event.level == "hospital":
+            data["noise_mode"] = self.event.noise_mode
+        return data
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerState:
-    """Everything a ledger file holds, validated (epsilon > 0, delta in (0, 1))."""
+    """Everything a ledger file holds, validated (epsilon > 0, delta in (0, 1)).
+
+    ``sequence`` counts the writes (0: a file from before the hash chain, read as such);
+    ``previous`` is the head of the state this one replaced (``GENESIS`` for the first);
+    ``head`` is this state's checksum as read from disk ("" for a state not yet written).
+    """
 
     hospital: str
     budget_epsilon: float
     budget_delta: float
     accountant: str
     entries: tuple[LedgerEntry, ...]
+    sequence: int = 0
+    previous: str = GENESIS
+    head: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerHead:
+    """The (sequence, head checksum) of the ledger's latest write, kept outside the ledger."""
+
+    hospital: str
+    sequence: int
+    head: str
+
+
+def advance(state: LedgerState, **changes: Any) -> LedgerState:
+    """Return the next state in the chain: ``changes`` applied, sequence + 1, linked to head."""
+    return dataclasses.replace(state, **changes, sequence=state.sequence + 1,
+                               previous=state.head or GENESIS, head="")
 
 
 def _checksum(payload: dict[str, Any]) -> str:
@@ -72,8 +117,11 @@ def _reject_constant(name: str) -> None:
 
 
 def _parse_entry(index: int, raw: object) -> LedgerEntry:
-    if not isinstance(raw, dict) or set(raw) != _ENTRY_KEYS:
-        raise LedgerError(f"entries[{index}] must be an object with keys {sorted(_ENTRY_KEYS)}")
+    if not isinstance(raw, dict) or set(raw) not in (_ENTRY_KEYS, _HOSPITAL_ENTRY_KEYS):
+        raise LedgerError(f"entries[{index}] must be an object with keys {sorted(_ENTRY_KEYS)} "
+                          '(and "noise_mode" at hospital level)')
+    if "noise_mode" in raw and raw["level"] != "hospital":
+        raise LedgerError(f"entries[{index}]: noise_mode is for hospital-level entries only")
     if not isinstance(raw["run"], str) or not raw["run"]:
         raise LedgerError(f"entries[{index}].run must be a non-empty string, got {raw['run']!r}")
     if isinstance(raw["round"], bool) or not isinstance(raw["round"], int) or raw["round"] < 0:
@@ -84,6 +132,7 @@ def _parse_entry(index: int, raw: object) -> LedgerEntry:
             sample_rate=raw["sample_rate"],
             steps=raw["steps"],
             level=raw["level"],
+            noise_mode=raw.get("noise_mode"),  # absent in old ledgers: "local"
         )
     except ValueError as error:
         raise LedgerError(f"entries[{index}]: {error}") from error
@@ -92,6 +141,9 @@ def _parse_entry(index: int, raw: object) -> LedgerEntry:
 
 def parse_ledger(text: str) -> LedgerState:
     """Parse and check a ledger file's text.
+
+    A file without ``sequence`` and ``previous`` (written before the hash chain) reads as
+    sequence 0; the ledger upgrades it on its next write.
 
     Raises
     ------
@@ -103,7 +155,7 @@ def parse_ledger(text: str) -> LedgerState:
         data = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
         raise LedgerError(f"not valid JSON ({error})") from error
-    if not isinstance(data, dict) or set(data) != _TOP_KEYS:
+    if not isinstance(data, dict) or set(data) not in (_TOP_KEYS, _LEGACY_TOP_KEYS):
         raise LedgerError(f"must be a JSON object with exactly the keys {sorted(_TOP_KEYS)}")
     payload = {key: value for key, value in data.items() if key != "checksum"}
     if data["checksum"] != _checksum(payload):
@@ -122,23 +174,88 @@ def parse_ledger(text: str) -> LedgerState:
         delta = validate_delta(budget["delta"], "budget.delta")
     except ValueError as error:
         raise LedgerError(str(error)) from error
+    sequence, previous = data.get("sequence", 0), data.get("previous", GENESIS)
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0:
+        raise LedgerError(f"sequence must be an integer >= 0, got {sequence!r}")
+    if "sequence" in data and sequence < 1:
+        raise LedgerError(f"sequence must be >= 1 in a chained ledger, got {sequence!r}")
+    if not _is_hex_digest(previous):
+        raise LedgerError(f"previous must be a SHA-256 hex digest, got {previous!r}")
     entries = tuple(_parse_entry(i, raw) for i, raw in enumerate(data["entries"]))
     keys = [(e.run, e.round, e.event.level) for e in entries]
     if len(set(keys)) != len(keys):
         raise LedgerError("the same (run, round, level) is charged twice")
-    return LedgerState(data["hospital"], epsilon, delta, data["accountant"], entries)
+    return LedgerState(data["hospital"], epsilon, delta, data["accountant"], entries,
+                       sequence=sequence, previous=previous, head=data["checksum"])
 
 
-def render_ledger(state: LedgerState) -> str:
-    """Return the file text: the documented key order, indented, with its checksum last."""
+def _is_hex_digest(value: object) -> bool:
+    return (isinstance(value, str) and len(value) == 64
+            and all(c in "0123456789abcdef" for c in value))
+
+
+def render_ledger(state: LedgerState) -> tuple[str, str]:
+    """Return ``(file text, head)``: the documented key order, indented, checksum last.
+
+    The head is the checksum: SHA-256 of the canonical JSON of every other key, including
+    ``previous``, so it commits to the whole chain. ``state.sequence`` must be >= 1 (use
+    ``advance``); legacy files are only ever read, never written.
+    """
+    if state.sequence < 1:
+        raise ValueError(f"a written ledger state needs sequence >= 1, got {state.sequence}")
     payload: dict[str, Any] = {
         "hospital": state.hospital,
         "budget": {"epsilon": float(state.budget_epsilon), "delta": float(state.budget_delta)},
         "accountant": state.accountant,
+        "sequence": state.sequence,
+        "previous": state.previous,
         "entries": [entry.to_json() for entry in state.entries],
     }
     payload["checksum"] = _checksum(payload)
-    return json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    return json.dumps(payload, indent=2, allow_nan=False) + "\n", payload["checksum"]
+
+
+def write_head(path: Path, state: LedgerState) -> None:
+    """Write the head of ``state`` (as written) to ``path`` atomically, creating its directory.
+
+    Raises
+    ------
+    LedgerError
+        If the file cannot be written.
+    """
+    data = {"hospital": state.hospital, "sequence": state.sequence, "head": state.head}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LedgerError(f"cannot write ledger head file {path}: {error}") from error
+    write_atomic(path, json.dumps(data, indent=2) + "\n", what="ledger head file")
+
+
+def read_head(path: Path) -> LedgerHead | None:
+    """Return the head stored in ``path``, or None if the file does not exist.
+
+    Raises
+    ------
+    LedgerError
+        If the file exists but cannot be read or is not a valid head file.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LedgerError(f"ledger head file {path} is unreadable: {error}") from error
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as error:
+        raise LedgerError(f"ledger head file {path} is not valid JSON ({error})") from error
+    if (not isinstance(data, dict) or set(data) != _HEAD_KEYS
+            or not isinstance(data["hospital"], str)
+            or isinstance(data["sequence"], bool) or not isinstance(data["sequence"], int)
+            or not _is_hex_digest(data["head"])):
+        raise LedgerError(f"ledger head file {path} must hold {sorted(_HEAD_KEYS)} "
+                          "(hospital name, write count, SHA-256 hex head)")
+    return LedgerHead(data["hospital"], data["sequence"], data["head"])
 
 
 @contextlib.contextmanager
@@ -164,7 +281,7 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, *, what: str = "privacy ledger") -> None:
     """Replace ``path`` with ``text`` so that a crash leaves either the old or the new file.
 
     Writes a temporary file in the same directory, fsyncs it, ``os.replace``s it over ``path``
@@ -195,4 +312,4 @@ def write_atomic(path: Path, text: str) -> None:
         finally:
             os.close(directory)
     except OSError as error:
-        raise LedgerError(f"cannot write privacy ledger {path}: {error}") from error
+        raise LedgerError(f"cannot write {what} {path}: {error}") from error

@@ -6,6 +6,7 @@ all a new client process does.
 
 import hashlib
 import json
+import math
 import os
 
 import pytest
@@ -20,6 +21,10 @@ PATIENT_ROUND = GaussianRoundEvent(1.1, 0.08, 13, "patient")
 
 
 def _open(path, epsilon=10.0, delta=1e-5, hospital="cleveland"):
+    """Create the ledger the first time (as ``fedcare budget init`` does), else open it."""
+    if not path.exists():
+        return PrivacyLedger.create(path, hospital=hospital, budget_epsilon=epsilon,
+                                    budget_delta=delta)
     return PrivacyLedger.open(path, hospital=hospital, budget_epsilon=epsilon, budget_delta=delta)
 
 
@@ -30,41 +35,124 @@ def ledger_path(tmp_path):
 
 def test_ledger_file_has_the_documented_format(ledger_path):
     # Act
-    ledger = _open(ledger_path)
+    ledger = _open(ledger_path, epsilon=50.0)
+    ledger.charge("run-1", 1, HOSPITAL_ROUND)
     ledger.charge("run-1", 1, PATIENT_ROUND)
 
     # Assert
     data = json.loads(ledger_path.read_text())
-    assert list(data) == ["hospital", "budget", "accountant", "entries", "checksum"]
+    assert list(data) == ["hospital", "budget", "accountant", "sequence", "previous", "entries",
+                          "checksum"]
     assert data["hospital"] == "cleveland"
-    assert data["budget"] == {"epsilon": 10.0, "delta": 1e-5}
+    assert data["budget"] == {"epsilon": 50.0, "delta": 1e-5}
     assert data["accountant"] == "rdp"
+    assert data["sequence"] == 3  # create, two charges
     assert data["entries"] == [
+        {"run": "run-1", "round": 1, "level": "hospital", "noise_multiplier": 3.0,
+         "sample_rate": 1.0, "steps": 1, "noise_mode": "local"},
         {"run": "run-1", "round": 1, "level": "patient", "noise_multiplier": 1.1,
-         "sample_rate": 0.08, "steps": 13}
+         "sample_rate": 0.08, "steps": 13},
     ]
 
 
-def test_ledger_epsilon_equals_stepped_opacus_accountant(ledger_path):
-    # Arrange
+def test_ledger_patient_epsilon_composes_every_entry_as_stepped_opacus(ledger_path):
+    # Arrange: hospital-level rounds first, then patient-level ones (one patient, one budget)
     ledger = _open(ledger_path, epsilon=50.0)
+    distributed = GaussianRoundEvent(2.0, 1.0, 1, "hospital", noise_mode="distributed")
     for round_ in range(1, 4):
-        ledger.charge("run-1", round_, PATIENT_ROUND)
         ledger.charge("run-1", round_, HOSPITAL_ROUND)
-    reference = {"patient": RDPAccountant(), "hospital": RDPAccountant()}
+    ledger.charge("run-2", 1, distributed)
+    hospital_only = ledger.epsilon_spent("hospital")
+    for round_ in range(1, 4):
+        ledger.charge("run-3", round_, PATIENT_ROUND)
+    patient, hospital = RDPAccountant(), RDPAccountant()
     for _ in range(3):
-        for event in (PATIENT_ROUND, HOSPITAL_ROUND):
-            for _ in range(event.steps):
-                reference[event.level].step(noise_multiplier=event.noise_multiplier,
-                                            sample_rate=event.sample_rate)
+        for accountant in (patient, hospital):
+            accountant.step(noise_multiplier=3.0, sample_rate=1.0)
+    for accountant in (patient, hospital):
+        accountant.step(noise_multiplier=2.0, sample_rate=1.0)
+    for _ in range(3 * PATIENT_ROUND.steps):
+        patient.step(noise_multiplier=1.1, sample_rate=0.08)
 
     # Act
     reopened = _open(ledger_path, epsilon=50.0)
 
-    # Assert: each level has its own accountant, reproduced by Opacus at the budget's delta
-    for level, accountant in reference.items():
-        expected = accountant.get_epsilon(1e-5)
-        assert reopened.epsilon_spent(level) == pytest.approx(expected, rel=1e-9)
+    # Assert: a hospital-level release is a patient-level (z, q=1, 1 step) mechanism too;
+    # after a patient-level release the hospital-level guarantee is unbounded
+    assert hospital_only == pytest.approx(hospital.get_epsilon(1e-5), rel=1e-9)
+    assert reopened.epsilon_spent("patient") == pytest.approx(patient.get_epsilon(1e-5), rel=1e-9)
+    assert reopened.epsilon_spent("hospital") == math.inf
+    assert reopened.is_hospital_level_unbounded()
+    assert reopened.history("patient")[:4] == [(3.0, 1.0, 1)] * 3 + [(2.0, 1.0, 1)]
+
+
+def test_ledger_refuses_hospital_level_charge_after_a_patient_level_one(ledger_path):
+    # Arrange
+    ledger = _open(ledger_path, epsilon=50.0)
+    ledger.charge("run-1", 1, PATIENT_ROUND)
+    before = ledger_path.read_bytes()
+
+    # Act / Assert
+    with pytest.raises(PrivacyBudgetExceededError,
+                       match="already holds patient-level releases; the hospital-level "
+                             "guarantee is unbounded"):
+        ledger.charge("run-2", 1, HOSPITAL_ROUND)
+    assert ledger_path.read_bytes() == before
+    assert ledger.would_exceed(HOSPITAL_ROUND)
+    assert ledger.rounds_left(HOSPITAL_ROUND) == 0
+    assert ledger.remaining("hospital") == 0.0
+    assert ledger.projected_epsilon(HOSPITAL_ROUND) == math.inf
+    assert not ledger.would_exceed(PATIENT_ROUND)
+
+
+def test_ledger_patient_budget_limits_hospital_level_charges(ledger_path):
+    # Arrange: the patient level already spent most of what a hospital-level round would add
+    ledger = _open(ledger_path, epsilon=3.0)
+    hospital_round = GaussianRoundEvent(2.0, 1.0, 1, "hospital")
+    ledger.charge("run-1", 1, hospital_round)
+    fits = ledger.rounds_left(hospital_round)
+    for round_ in range(2, fits + 2):
+        ledger.charge("run-1", round_, hospital_round)
+
+    # Act
+    patient_after = GaussianRoundEvent(0.8, 0.5, 50, "patient")
+
+    # Assert: a patient-level charge is checked against the composition of everything
+    assert ledger.would_exceed(patient_after)
+    assert ledger.projected_epsilon(patient_after) == pytest.approx(
+        _rdp([(2.0, 1.0, fits + 1), (0.8, 0.5, 50)]), rel=1e-9)
+    with pytest.raises(PrivacyBudgetExceededError, match="patient-level epsilon"):
+        ledger.charge("run-2", 1, patient_after)
+    assert ledger.epsilon_spent("patient") == pytest.approx(ledger.epsilon_spent("hospital"))
+
+
+def test_ledger_hospital_charge_is_checked_at_patient_level_too(ledger_path):
+    # Arrange: an entry with q < 1 at hospital level counts with q = 1 at patient level
+    ledger = _open(ledger_path, epsilon=2.0)
+    sampled = GaussianRoundEvent(1.0, 0.01, 1, "hospital")
+
+    # Act
+    hospital_left = ledger.rounds_left(sampled, limit=10_000)
+
+    # Assert: the patient level (no amplification) is the binding one
+    assert hospital_left == _max_fitting(2.0, (1.0, 1.0, 1))
+    assert ledger.projected_epsilon(sampled, "patient") == pytest.approx(_rdp([(1.0, 1.0, 1)]))
+    assert ledger.projected_epsilon(sampled) == pytest.approx(_rdp([(1.0, 0.01, 1)]))
+
+
+def _rdp(history, delta=1e-5):
+    accountant = RDPAccountant()
+    for z, q, steps in history:
+        for _ in range(steps):
+            accountant.step(noise_multiplier=z, sample_rate=q)
+    return accountant.get_epsilon(delta)
+
+
+def _max_fitting(budget, entry):
+    k = 0
+    while _rdp([(entry[0], entry[1], entry[2] * (k + 1))]) <= budget:
+        k += 1
+    return k
 
 
 def test_ledger_charge_same_round_twice_is_a_no_op_also_after_restart(ledger_path):
@@ -89,8 +177,8 @@ def test_ledger_same_round_at_other_level_or_run_is_charged(ledger_path):
     # Act
     charged = [
         ledger.charge("run-1", 1, HOSPITAL_ROUND),
-        ledger.charge("run-1", 1, PATIENT_ROUND),
         ledger.charge("run-2", 1, HOSPITAL_ROUND),
+        ledger.charge("run-1", 1, PATIENT_ROUND),
     ]
 
     # Assert
@@ -168,9 +256,9 @@ def test_ledger_atomic_writes_leave_no_temporary_files(ledger_path):
     for round_ in range(1, 6):
         ledger.charge("run-1", round_, HOSPITAL_ROUND)
 
-    # Assert: only the ledger and its lock file remain
+    # Assert: only the ledger, its lock file and its fallback head file remain
     names = sorted(p.name for p in ledger_path.parent.iterdir())
-    assert names == [".privacy.json.lock", "privacy.json"]
+    assert names == [".privacy.json.head", ".privacy.json.lock", "privacy.json"]
 
 
 def test_ledger_stale_instances_never_lose_an_entry(ledger_path):
@@ -291,7 +379,7 @@ def test_ledger_open_rejects_bad_budget(ledger_path, kwargs, message):
 
     # Act / Assert
     with pytest.raises(ValueError, match=message):
-        PrivacyLedger.open(ledger_path, **arguments)
+        PrivacyLedger.create(ledger_path, **arguments)
     assert not ledger_path.exists()
 
 
