@@ -3,7 +3,9 @@
 Runs, in one invocation, the real federation and a ClientApp that returns its input with the
 same message pattern (train + evaluate each round), and prints start-up (round 1, which carries
 Ray's start and the workers' imports) and the median steady round (rounds 2..R) for both, and
-their ratio. Usage: ``python -m simulations.benchmark_rounds [--task heart-disease] [--rounds 15]``.
+their ratio, by default in the product's default DP mode (patient level; the null client's
+zero update passes the server's norm check in every mode). Usage:
+``python -m simulations.benchmark_rounds [--task heart-disease] [--rounds 15] [--dp none]``.
 """
 
 import argparse
@@ -35,16 +37,22 @@ def main() -> None:
     parser.add_argument("--task", default="heart-disease")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--hospitals", type=int, default=4)
-    parser.add_argument("--dp", default="none", help="the real federation's dp mode")
+    parser.add_argument("--dp", default=None,
+                        help="dp mode of both runs (default: the product's default, patient)")
     args = parser.parse_args()
-    config = RunConfig.from_run_config({"task": args.task, "num-server-rounds": args.rounds,
-                                        "hospitals": args.hospitals, "dp.mode": args.dp})
+    settings = {"task": args.task, "num-server-rounds": args.rounds, "hospitals": args.hospitals}
+    if args.dp is not None:
+        settings["dp.mode"] = args.dp
+    try:
+        config = RunConfig.from_run_config(settings)
+    except ValueError as error:
+        parser.error(str(error))  # exits with the message, naming the setting
     from simulations.null_client import app as null_app
 
     null_start, null_steady = measure(config, null_app)
     real_start, real_steady = measure(config, None)
     print(f"{args.task}, {args.hospitals} hospitals, {args.rounds} rounds (train + evaluate), "
-          f"dp {args.dp}")
+          f"dp {config.dp_mode}")
     print(f"{'client':<12}{'start-up s':>12}{'steady s/round':>16}")
     print(f"{'null':<12}{null_start:>12.2f}{null_steady:>16.3f}")
     print(f"{'keras':<12}{real_start:>12.2f}{real_steady:>16.3f}")
