@@ -3,7 +3,9 @@
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
@@ -11,28 +13,105 @@ hospital_app = typer.Typer(add_completion=False)
 console = Console()
 
 
-@hospital_app.command()
-def budget(path: Annotated[Path, typer.Argument(help="The hospital's ledger JSON file.")]) -> None:
-    """Show a hospital's privacy ledger: spent, remaining, rounds left at the current noise."""
+class _BudgetGroup(typer.core.TyperGroup):
+    """``fedcare budget PATH`` shows a ledger; ``fedcare budget init PATH ...`` creates one."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Read a first argument that is no subcommand (a ledger path) as ``show PATH``."""
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+budget_app = typer.Typer(cls=_BudgetGroup, add_completion=False, no_args_is_help=True,
+                         help="Show a hospital's privacy ledger (budget PATH), or create one "
+                              "(budget init PATH).")
+
+HeadOption = Annotated[Path | None, typer.Option(
+    "--head", help="The ledger's head file (node config ledger-head-path), ideally on another "
+                   "volume; default: .<name>.head beside the ledger.")]
+
+
+@budget_app.command("show")
+def budget(
+    path: Annotated[Path, typer.Argument(help="The hospital's ledger JSON file.")],
+    head: HeadOption = None,
+) -> None:
+    """Show a hospital's privacy ledger: both levels' epsilon spent, remaining, rounds left.
+
+    The patient level composes every entry (a hospital-level release protects each patient
+    too); after a patient-level entry the hospital level is unbounded.
+    """
     from common.dp.ledger import PrivacyLedger
     from common.errors import LedgerError
 
     try:
-        ledger = PrivacyLedger.read(path)
+        ledger = PrivacyLedger.read(path, head_path=head)
+        spent = {level: ledger.epsilon_spent(level) for level in ("patient", "hospital")}
+        unbounded = ledger.is_hospital_level_unbounded()
+        last = ledger.entries[-1].event if ledger.entries else None
+        last_hospital = next((e.event for e in reversed(ledger.entries)
+                              if e.event.level == "hospital"), None)
+        left = {"patient": ledger.rounds_left(last) if last else "-",
+                "hospital": (0 if unbounded else ledger.rounds_left(last_hospital))
+                if last_hospital else "-"}
     except LedgerError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(code=2) from None
+        _fail(str(error))
     table = Table(title=f"privacy ledger of {ledger.hospital} ({ledger.accountant.upper()}, "
                         f"budget epsilon {ledger.budget_epsilon:g}, delta {ledger.budget_delta:g})")
-    for column in ("level", "rounds charged", "epsilon spent", "remaining", "rounds left*"):
+    for column in ("level", "entries composed", "epsilon spent", "remaining", "rounds left*"):
         table.add_column(column, justify="right")
-    for level in ("patient", "hospital"):
-        entries = [e for e in ledger.entries if e.event.level == level]
-        left = ledger.rounds_left(entries[-1].event) if entries else "-"
-        table.add_row(level, str(len(entries)), f"{ledger.epsilon_spent(level):.4f}",
-                      f"{ledger.remaining(level):.4f}", str(left))
+    hospital_entries = sum(e.event.level == "hospital" for e in ledger.entries)
+    table.add_row("patient", str(len(ledger.entries)), f"{spent['patient']:.4f}",
+                  f"{ledger.remaining('patient'):.4f}", str(left["patient"]))
+    if unbounded:
+        table.add_row("hospital", str(hospital_entries), "unbounded", "-", "0")
+    else:
+        table.add_row("hospital", str(hospital_entries), f"{spent['hospital']:.4f}",
+                      f"{ledger.remaining('hospital'):.4f}", str(left["hospital"]))
     console.print(table)
-    console.print("* more rounds like the last one charged (same noise, sample rate, steps)")
+    console.print("patient level: every entry (hospital-level releases at sample rate 1); "
+                  "* more rounds like the last one charged (same noise, sample rate, steps)")
+    if unbounded:
+        console.print("hospital level: unbounded, since this ledger holds patient-level "
+                      "releases; hospital-level runs are declined")
+
+
+@budget_app.command("init")
+def budget_init(
+    path: Annotated[Path, typer.Argument(help="The ledger file to create (must not exist).")],
+    epsilon: Annotated[float, typer.Option(help="The budget's epsilon, for the ledger's "
+                                                "whole life (> 0).")] = 1.0,
+    delta: Annotated[float, typer.Option(help="The budget's delta, in (0, 1).")] = 1e-5,
+    accountant: Annotated[str, typer.Option(help="Opacus accountant: rdp or prv.")] = "rdp",
+    head: HeadOption = None,
+    hospital: Annotated[str | None, typer.Option(
+        help="The hospital's name, as its node config gives it; default: the file name "
+             "without its extension.")] = None,
+) -> None:
+    """Create a hospital's privacy ledger with its budget (once; it is never recreated).
+
+    fedcare refuses to train against a configured ledger that is missing: this command is
+    the deliberate act that starts a budget. Defaults are fedcare's strictest built-in
+    budget (epsilon 1, delta 1e-5, RDP).
+    """
+    from common.dp.ledger import PrivacyLedger
+    from common.errors import LedgerError
+
+    name = hospital if hospital is not None else path.stem
+    try:
+        ledger = PrivacyLedger.create(path, hospital=name, budget_epsilon=epsilon,
+                                      budget_delta=delta, accountant=accountant,  # type: ignore[arg-type]
+                                      head_path=head)
+    except LedgerError as error:
+        _fail(f"budget init {path}: {error}")
+    except ValueError as error:  # name the options the user typed
+        message = str(error).replace("budget_epsilon", "--epsilon").replace("budget_delta",
+                                                                             "--delta")
+        _fail(f"budget init {path}: {message.replace('accountant must', '--accountant must')}")
+    typer.echo(f"{ledger.path}: privacy ledger of hospital {ledger.hospital!r}, budget epsilon "
+               f"{ledger.budget_epsilon:g}, delta {ledger.budget_delta:g} "
+               f"({ledger.accountant.upper()}), head file {ledger.head_path}")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:

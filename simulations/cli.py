@@ -33,9 +33,9 @@ def root() -> None:
 
 
 # Hospital commands (client/) are registered next to the researcher's (this module).
-from client.cli import budget, hospital_worker, predict, validate_data  # noqa: E402
+from client.cli import budget_app, hospital_worker, predict, validate_data  # noqa: E402
 
-app.command()(budget)
+app.add_typer(budget_app, name="budget")
 app.command("validate-data")(validate_data)
 app.command()(predict)
 app.command("hospital-worker")(hospital_worker)
