@@ -84,6 +84,33 @@ def histogram_auc(hist: np.ndarray) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
+def class_counts(stats: Statistics) -> np.ndarray | None:
+    """Test rows per class (classification), read off the AUC score histograms; else None.
+
+    Binary statistics hold one histogram column (row 0 negatives, row 1 positives): the
+    counts are (negatives, positives). Multiclass ones hold one column per class, whose
+    positives are that class's rows.
+    """
+    hist = stats.get("score_hist")
+    if hist is None:
+        return None
+    hist = np.asarray(hist)
+    if hist.shape[0] == 1:
+        return hist[0].sum(axis=-1)
+    return hist[:, 1].sum(axis=-1)
+
+
+def majority_rate(stats: Statistics) -> float:
+    """Accuracy of always predicting the most frequent class of this test set (chance level).
+
+    NaN for regression statistics or an empty test set.
+    """
+    counts = class_counts(stats)
+    if counts is None or counts.sum() <= 0:
+        return float("nan")
+    return float(counts.max() / counts.sum())
+
+
 def metrics_from_statistics(kind: TaskKind, stats: Statistics) -> dict[str, float]:
     """Return ``loss`` and the task's metrics (accuracy, auc | mae, r2) from statistics."""
     count = float(stats["count"])

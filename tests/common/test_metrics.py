@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, r2_score, roc_auc_score
 
-from common.metrics import evaluation_statistics, metrics_from_statistics, sum_statistics
+from common.metrics import (
+    class_counts,
+    evaluation_statistics,
+    majority_rate,
+    metrics_from_statistics,
+    sum_statistics,
+)
 
 
 def _binary(seed, n):
@@ -55,3 +61,24 @@ def test_regression_metrics_match_sklearn_and_pool_exactly():
 def test_auc_is_nan_for_one_class_test_set():
     m = metrics_from_statistics("binary", evaluation_statistics("binary", np.ones(5), np.full(5, 0.7)))
     assert np.isnan(m["auc"]) and m["accuracy"] == 1.0
+
+
+def test_class_counts_and_majority_rate_come_from_the_statistics():
+    y, p = _binary(6, 40)
+    stats = evaluation_statistics("binary", y, p)
+    assert list(class_counts(stats)) == [np.sum(y == 0), np.sum(y == 1)]
+    assert majority_rate(stats) == pytest.approx(max(np.mean(y), 1 - np.mean(y)))
+    assert float(stats["count"]) == 40  # the test-set size the report shows
+
+
+def test_multiclass_majority_rate_is_the_most_frequent_class_share():
+    y = np.array([0, 1, 1, 2, 2, 2, 2, 3])
+    probs = np.full((8, 4), 0.25)
+    stats = evaluation_statistics("multiclass", y, probs)
+    assert list(class_counts(stats)) == [1, 2, 4, 1]
+    assert majority_rate(stats) == 0.5
+
+
+def test_regression_has_no_majority_rate():
+    stats = evaluation_statistics("regression", np.arange(5.0), np.arange(5.0))
+    assert class_counts(stats) is None and np.isnan(majority_rate(stats))
