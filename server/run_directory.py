@@ -103,12 +103,21 @@ def metrics_columns(metric_names: tuple[str, ...], hospitals: list[str]) -> list
     """Return metrics.csv's columns in contract order.
 
     ``round, seconds, participants, pooled_loss``, then for each metric m: ``pooled_m,
-    client_avg_m`` and ``<hospital>_m`` for every hospital; then ``declined`` (hospitals that
-    declined the round) and ``epsilon_patient_max, epsilon_hospital_max`` (the most any
-    hospital has spent so far at each level), ``rejected`` (updates that failed validation).
+    client_avg_m, client_avg_m_hospitals`` (how many hospitals had a finite m: the mean
+    leaves out NaN, e.g. the AUC of a one-class test set) and ``<hospital>_m`` for every
+    hospital; then ``declined`` (hospitals that declined the round) and
+    ``epsilon_patient_max, epsilon_hospital_max`` (the most any hospital has spent so far at
+    each level), ``rejected`` (updates that failed validation); then per hospital
+    ``test_rows_<hospital>`` (its test-set size), for classification ``majority_rate_pooled``
+    and ``majority_rate_<hospital>`` (accuracy of always predicting the most frequent class),
+    and ``epsilon_<hospital>`` (what it has spent so far at the run's DP level).
     """
     columns = ["round", "seconds", "participants", "pooled_loss"]
     for metric in metric_names:
-        columns += [f"pooled_{metric}", f"client_avg_{metric}"]
+        columns += [f"pooled_{metric}", f"client_avg_{metric}", f"client_avg_{metric}_hospitals"]
         columns += [f"{hospital}_{metric}" for hospital in hospitals]
-    return columns + ["declined", "epsilon_patient_max", "epsilon_hospital_max", "rejected"]
+    columns += ["declined", "epsilon_patient_max", "epsilon_hospital_max", "rejected"]
+    columns += [f"test_rows_{hospital}" for hospital in hospitals]
+    if "accuracy" in metric_names:
+        columns += ["majority_rate_pooled", *(f"majority_rate_{h}" for h in hospitals)]
+    return columns + [f"epsilon_{hospital}" for hospital in hospitals]
