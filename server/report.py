@@ -1,15 +1,26 @@
 """The run report: report.md with PNG plots (metrics vs round, per-hospital bars)."""
 
 import csv
+import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from common.tasks.base import TaskSpec  # noqa: E402
+
+
+METRIC_LABELS = {"loss": "loss", "accuracy": "accuracy", "auc": "AUC", "mae": "MAE",
+                 "r2": "R\u00b2"}
+NA_HATCH = "//"
+NA_LABEL = "n/a: undefined on that test set (e.g. AUC with one class)"
 
 
 def _read_rows(metrics_csv: Path) -> list[dict[str, str]]:
@@ -17,59 +28,211 @@ def _read_rows(metrics_csv: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _value(row: dict[str, str], column: str) -> float:
+    """The row's value in `column` as a float; NaN when absent or empty."""
+    text = row.get(column)
+    return float(text) if text not in (None, "") else float("nan")
+
+
 def _values(rows: list[dict[str, str]], column: str) -> list[float]:
-    return [float(row[column]) if row.get(column) not in (None, "") else float("nan") for row in rows]
+    return [_value(row, column) for row in rows]
 
 
-def plot_metrics_vs_round(rows: list[dict[str, str]], task: TaskSpec, path: Path) -> None:
-    """Plot pooled and client-average metrics, and the pooled loss, against the round."""
+def _label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def epsilon_text(value: float) -> str:
+    """An epsilon for a label: ``+inf (unbounded)`` for infinity, else 3 significant digits."""
+    return "+inf (unbounded)" if math.isinf(value) else f"{value:.3g}"
+
+
+def plot_title(task: TaskSpec, config: dict[str, object],
+               epsilon: dict[str, dict[str, float]] | None = None) -> str:
+    """The plots' title: task, DP level and the epsilon budget (and the most spent, if known)."""
+    mode = str(config.get("dp_mode", "none"))
+    if mode == "none":
+        return f"{task.name} \u2014 no differential privacy (updates not private)"
+    budgets = sorted({float(s["budget_epsilon"]) for s in (epsilon or {}).values()
+                      if "budget_epsilon" in s})
+    if not budgets and config.get("dp_epsilon") is not None:
+        budgets = [float(str(config["dp_epsilon"]))]
+    short = [("+inf" if math.isinf(b) else f"{b:g}") for b in budgets]
+    budget = ("budget \u03b5 " + " / ".join(short)) if budgets else ""
+    spent = [float(s[mode]) for s in (epsilon or {}).values() if mode in s]
+    most = f", most spent {epsilon_text(max(spent))}" if spent else ""
+    return f"{task.name} \u2014 DP {mode} level, {budget}{most}"
+
+
+def coverage_text(rows: list[dict[str, str]], metric: str, total: int) -> str:
+    """How many hospitals the client average of `metric` covers over `rows`, e.g. ``3/4``
+    (``3-4/4`` if it varied); empty if every hospital was always covered or it is unknown."""
+    counts = [int(v) for v in _values(rows, f"client_avg_{metric}_hospitals") if math.isfinite(v)]
+    if not counts or (min(counts) == max(counts) == total):
+        return ""
+    low, high = min(counts), max(counts)
+    return f"{low}/{total}" if low == high else f"{low}-{high}/{total}"
+
+
+def _chance_line(ax: Axes, metric: str, row: dict[str, str]) -> None:
+    """Draw the chance level of `metric` (AUC 0.5; accuracy: the pooled majority-class rate;
+    R\u00b2 0: predicting the mean), labelled with what it is."""
+    if metric == "auc":
+        ax.axhline(0.5, color="0.35", ls=":", lw=1.2, label="chance (AUC 0.5)")
+    elif metric == "accuracy":
+        rate = _value(row, "majority_rate_pooled")
+        if math.isfinite(rate):
+            ax.axhline(rate, color="0.35", ls=":", lw=1.2,
+                       label=f"chance: majority-class rate {rate:.2f}")
+    elif metric == "r2":
+        ax.axhline(0.0, color="0.35", ls=":", lw=1.2, label="R\u00b2 0 (predicting the mean)")
+
+
+def metrics_vs_round_figure(rows: list[dict[str, str]], task: TaskSpec, hospitals: list[str],
+                            title: str) -> Figure:
+    """Pooled and client-average metrics, and the pooled loss, against the round."""
     names = ("loss", *task.metric_names)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.0), squeeze=False)
     rounds = _values(rows, "round")
-    for ax, metric in zip(axes, names, strict=True):
+    for ax, metric in zip(axes[0], names, strict=True):
         ax.plot(rounds, _values(rows, f"pooled_{metric}"), marker="o", label="pooled")
         if metric != "loss":
-            ax.plot(rounds, _values(rows, f"client_avg_{metric}"), marker="s", label="client avg")
+            covered = coverage_text(rows, metric, len(hospitals))
+            ax.plot(rounds, _values(rows, f"client_avg_{metric}"), marker="s",
+                    label="client avg" + (f" (over {covered} hospitals)" if covered else ""))
+            _chance_line(ax, metric, rows[-1])
         ax.set_xlabel("round")
+        ax.set_ylabel(f"{_label(metric)} on the test sets")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric)
+        ax.set_title(_label(metric))
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_hospital_bars(final: dict[str, str], task: TaskSpec, hospitals: list[str], path: Path) -> None:
-    """Bar chart of each hospital's final metrics on its own test set."""
-    fig, axes = plt.subplots(1, len(task.metric_names), figsize=(5 * len(task.metric_names), 3.6))
-    for ax, metric in zip(axes, task.metric_names, strict=True):
-        values = [float(final[f"{h}_{metric}"]) if final.get(f"{h}_{metric}") else float("nan")
-                  for h in hospitals]
-        ax.bar(hospitals, values, color="tab:blue")
-        ax.axhline(float(final[f"client_avg_{metric}"]), color="tab:orange", ls="--", label="client avg")
-        ax.set_title(f"final {metric} per hospital")
-        ax.tick_params(axis="x", rotation=45)
-        ax.legend()
+def hospital_bars_figure(final: dict[str, str], task: TaskSpec, hospitals: list[str],
+                         title: str) -> Figure:
+    """Each hospital's final metrics on its own test set, with its test-set size (n).
+
+    A NaN value is a hatched bar labelled "n/a" over the whole axis height, never an empty
+    slot that reads as 0; the client-average line says how many hospitals it covers; the
+    chance level is drawn (AUC 0.5; accuracy: each hospital's own majority-class rate).
+    """
+    metrics = task.metric_names
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
+    x = np.arange(len(hospitals))
+    sizes = [_value(final, f"test_rows_{h}") for h in hospitals]
+    ticks = [f"{h}\nn={int(n)}" if math.isfinite(n) else h for h, n in zip(hospitals, sizes,
+                                                                          strict=True)]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        values = np.array([_value(final, f"{h}_{metric}") for h in hospitals])
+        finite = np.isfinite(values)
+        bars = ax.bar(x[finite], values[finite], color="tab:blue", label="final value")
+        ax.bar_label(bars, fmt="%.2f", fontsize="small")
+        bounded = metric in ("accuracy", "auc")
+        top = 1.05 if bounded else (float(np.max(np.abs(values[finite]))) * 1.1
+                                    if finite.any() else 1.0)
+        low = 0.0 if bounded or not finite.any() else min(0.0, float(np.min(values[finite])))
+        if (~finite).any():
+            ax.bar(x[~finite], top - low, bottom=low, fill=False, hatch=NA_HATCH,
+                   edgecolor="0.55", label=NA_LABEL)
+            for position in x[~finite]:
+                ax.text(position, (top + low) / 2, "n/a", ha="center", va="center",
+                        fontweight="bold", bbox={"facecolor": "white", "edgecolor": "none"})
+        average = _value(final, f"client_avg_{metric}")
+        covered = _value(final, f"client_avg_{metric}_hospitals")
+        count = (int(covered) if math.isfinite(covered) else int(finite.sum()))
+        if math.isfinite(average):
+            ax.axhline(average, color="tab:orange", ls="--",
+                       label=f"client avg {average:.2f} (over {count}/{len(hospitals)} hospitals)")
+        if metric == "accuracy":
+            rates = np.array([_value(final, f"majority_rate_{h}") for h in hospitals])
+            known = np.isfinite(rates)
+            if known.any():
+                ax.hlines(rates[known], x[known] - 0.4, x[known] + 0.4, colors="black",
+                          linestyles=":", lw=1.5, label="chance: the hospital's majority-class rate")
+        else:
+            _chance_line(ax, metric, final)
+        ax.set_ylim(low, top if bounded else None)
+        ax.set_xticks(x, ticks)
+        ax.set_xlabel("hospital (n = test-set rows)")
+        ax.set_ylabel(f"final {_label(metric)} on its own test set")
+        ax.set_title(f"final {_label(metric)} per hospital")
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2,
+                  frameon=False)  # below the axes: never over a bar
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_epsilon_vs_round(rows: list[dict[str, str]], path: Path) -> None:
-    """Plot the largest epsilon spent so far (over hospitals) at each level, per round."""
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+def epsilon_figure(rows: list[dict[str, str]], hospitals: list[str], config: dict[str, object],
+                   epsilon: dict[str, dict[str, float]] | None, title: str) -> Figure:
+    """Each hospital's cumulative epsilon per round, with its budget as a dashed line.
+
+    Curves come from the ``epsilon_<hospital>`` columns; without them (not recorded), the
+    largest over hospitals is drawn and labelled so. An unbounded (+inf) epsilon spent or
+    budget is labelled as such rather than drawn off the axes.
+    """
+    mode = str(config.get("dp_mode"))
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
     rounds = _values(rows, "round")
-    for level in ("patient", "hospital"):
-        values = _values(rows, f"epsilon_{level}_max")
-        if any(v > 0 for v in values):
-            ax.plot(rounds, values, marker="o", label=f"{level} level")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    per_hospital = [h for h in hospitals
+                    if any(math.isfinite(v) or math.isinf(v) for v in _values(rows, f"epsilon_{h}"))]
+    curves = ({h: _values(rows, f"epsilon_{h}") for h in per_hospital} if per_hospital else
+              {"max over hospitals (per-hospital values not recorded)":
+               _values(rows, f"epsilon_{mode}_max")})
+    budgets = {h: float(s["budget_epsilon"]) for h, s in (epsilon or {}).items()
+               if "budget_epsilon" in s}
+    if not budgets and config.get("dp_epsilon") is not None:
+        budgets = {h: float(str(config["dp_epsilon"])) for h in curves}
+    finite_values = [v for vs in curves.values() for v in vs if math.isfinite(v)]
+    finite_values += [b for b in budgets.values() if math.isfinite(b)]
+    ceiling = max(finite_values, default=1.0) * 1.15 or 1.0
+    for index, (name, values) in enumerate(curves.items()):
+        color = colors[index % len(colors)]
+        shown = [v if math.isfinite(v) else float("nan") for v in values]
+        ax.plot(rounds, shown, marker="o", color=color, label=name)
+        for r, v in zip(rounds, values, strict=True):
+            if math.isinf(v):  # off the scale: a marker at the top, labelled
+                ax.plot([r], [ceiling], marker="^", color=color, ls="none",
+                        label=f"{name}: \u03b5 +inf (unbounded)")
+                ax.annotate("+inf", (r, ceiling), textcoords="offset points", xytext=(0, 6),
+                            ha="center", va="bottom", color=color)
+    shared = set(budgets.values())
+    if len(shared) == 1:
+        budget = shared.pop()
+        if math.isinf(budget):
+            ax.plot([], [], ls="--", color="0.3", label="budget: unbounded (\u03b5 = +inf)")
+        else:
+            ax.axhline(budget, ls="--", color="0.3",
+                       label=f"budget \u03b5 = {budget:g} (every hospital)")
+    else:
+        for index, (name, budget) in enumerate(budgets.items()):
+            color = colors[list(curves).index(name) % len(colors)] if name in curves else "0.3"
+            if math.isinf(budget):
+                ax.plot([], [], ls="--", color=color, label=f"{name} budget: unbounded (+inf)")
+            else:
+                ax.axhline(budget, ls="--", color=color, label=f"{name} budget {budget:g}")
+    unbounded = any(math.isinf(v) for vs in curves.values() for v in vs)
+    ax.set_ylim(0, ceiling * (1.2 if unbounded else 1.08))  # room for a +inf label
     ax.set_xlabel("round")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("epsilon spent (max over hospitals)")
+    delta = config.get("dp_delta")
+    ax.set_ylabel(f"{mode}-level \u03b5 spent so far" + (f" (\u03b4 = {delta:g})"
+                                                          if isinstance(delta, float) else ""))
+    ax.set_title("privacy spent per hospital vs its budget")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="x-small")
+    fig.suptitle("\n".join(textwrap.wrap(title, 80)), fontsize="medium")
     fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write `fig` to `path` (PNG) and free it."""
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -104,7 +267,8 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
         "| hospital | epsilon spent | budget epsilon | delta |", "|---|---|---|---|",
     ]
     for name, spent in sorted(epsilon.items()):
-        lines.append(f"| {name} | {spent[mode]:.4f} | {spent['budget_epsilon']:g} | "
+        used = "+inf (unbounded)" if math.isinf(spent[mode]) else f"{spent[mode]:.4f}"
+        lines.append(f"| {name} | {used} | {epsilon_text(spent['budget_epsilon'])} | "
                      f"{spent['budget_delta']:g} |")
     lines += [
         "",
@@ -115,6 +279,84 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
         "",
     ]
     return lines
+
+
+# The README's 5-seed figures (seeds 0-4, final client-average accuracy, mean +/- standard
+# deviation) for heart-disease with every other setting at its default:
+# (task, dp mode, epsilon or None) -> (mean, sd).
+README_SPREAD = {
+    ("heart-disease", "patient", 1.0): (0.709, 0.031),
+    ("heart-disease", "none", None): (0.728, 0.012),
+}
+# Settings that shape the result; a run that differs from the defaults in any of these is not
+# what the README's table measured.
+SPREAD_SETTINGS = ("num_server_rounds", "hospitals", "partition", "local_epochs", "batch_size",
+                   "learning_rate", "server_optimizer", "server_learning_rate", "weighting",
+                   "local_steps", "aggregator", "clip_updates", "dp_delta", "dp_clipping_norm",
+                   "dp_update_clipping_norm", "dp_accountant", "secagg_enabled")
+
+
+def _default_settings() -> dict[str, object]:
+    from common.config import RunConfig
+
+    return RunConfig().as_dict()
+
+
+def expected_spread(config: dict[str, object], final: dict[str, str],
+                    defaults: dict[str, object] | None = None) -> list[str]:
+    """The report's paragraph on the spread to expect across seeds (from the README's table).
+
+    Parameters
+    ----------
+    config : dict
+        The run's settings (``RunConfig.as_dict()``).
+    final : dict
+        The last metrics.csv row (for this run's client-average accuracy).
+    defaults : dict, optional
+        The default settings (``RunConfig().as_dict()`` if not given).
+    """
+    mode = str(config.get("dp_mode"))
+    if mode != "none" and not isinstance(config.get("dp_epsilon"), int | float):
+        return []
+    epsilon = None if mode == "none" else float(str(config.get("dp_epsilon")))
+    spread = README_SPREAD.get((str(config.get("task")), mode, epsilon))
+    if spread is None:
+        return []
+    mean, sd = spread
+    defaults = defaults if defaults is not None else _default_settings()
+    differ = [f"{key}={config.get(key)!r} (default {defaults[key]!r})" for key in SPREAD_SETTINGS
+              if key in defaults and config.get(key) != defaults[key]]
+    setting = "no DP" if epsilon is None else f"patient-level DP at epsilon {epsilon:g}"
+    lines = ["## Spread across seeds", "",
+             f"The README's 5-seed table (seeds 0-4, defaults otherwise) gives a final "
+             f"client-average accuracy of {mean:.3f} \u00b1 {sd:.3f} (mean \u00b1 standard "
+             f"deviation) for {config.get('task')} with {setting}: one seed's result can lie "
+             f"a few hundredths from the mean."]
+    achieved = _value(final, "client_avg_accuracy")
+    if differ:
+        lines[-1] += (" This run differs from those settings in " + ", ".join(differ)
+                      + ", so the figure does not apply directly.")
+    elif math.isfinite(achieved):
+        lines[-1] += (f" This run (seed {config.get('seed')}): {achieved:.3f}, "
+                      f"{(achieved - mean) / sd:+.1f} standard deviations from the mean.")
+    return [*lines, ""]
+
+
+def _average_cell(final: dict[str, str], metric: str, total: int) -> str:
+    """A client average for the table, with how many hospitals it covers when not all."""
+    value = _value(final, f"client_avg_{metric}")
+    covered = _value(final, f"client_avg_{metric}_hospitals")
+    text = f"{value:.4f}" if math.isfinite(value) else "n/a"
+    if math.isfinite(covered) and int(covered) != total:
+        text += f" (over {int(covered)} of {total} hospitals)"
+    return text
+
+
+def median(values: list[float]) -> float:
+    """The median of the finite `values` (mean of the two middle ones for an even count);
+    NaN if there is none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
 
 
 def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config: dict[str, object],
@@ -132,9 +374,12 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
         lines += ["No round completed.", ""]
         (run_dir / "report.md").write_text("\n".join(lines))
         return run_dir / "report.md"
-    plot_metrics_vs_round(rows, task, run_dir / "metrics_vs_round.png")
-    plot_hospital_bars(rows[-1], task, hospitals, run_dir / "hospital_metrics.png")
+    title = plot_title(task, config, epsilon)
     final = rows[-1]
+    save_figure(metrics_vs_round_figure(rows, task, hospitals, title),
+                run_dir / "metrics_vs_round.png")
+    save_figure(hospital_bars_figure(final, task, hospitals, title),
+                run_dir / "hospital_metrics.png")
     lines += [
         f"{len(rows)} rounds, {len(hospitals)} hospitals ({', '.join(hospitals)}), "
         f"server optimizer {config.get('server_optimizer')}, seed {config.get('seed')}, "
@@ -147,37 +392,41 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
         "",
         "| metric | pooled | client avg |",
         "|---|---|---|",
-        f"| loss | {float(final['pooled_loss']):.4f} | |",
+        f"| loss | {_value(final, 'pooled_loss'):.4f} | |",
     ]
-    lines += [
-        f"| {m} | {float(final[f'pooled_{m}']):.4f} | {float(final[f'client_avg_{m}']):.4f} |"
-        for m in task.metric_names
-    ]
+    lines += [f"| {m} | {_value(final, f'pooled_{m}'):.4f} | "
+              f"{_average_cell(final, m, len(hospitals))} |" for m in task.metric_names]
     lines += [
         "",
         "\"pooled\" is the metric on the union of all hospitals' test sets; \"client avg\" the "
-        "unweighted mean of each hospital's metric on its own test set (FLamby's metric).",
+        "unweighted mean of each hospital's metric on its own test set (FLamby's metric), over "
+        "the hospitals where it is defined (an AUC needs both classes in the test set); "
+        "metrics.csv's `client_avg_<metric>_hospitals` counts them.",
         "",
+        *expected_spread(config, final),
         "## Metrics vs round",
         "",
         "![metrics vs round](metrics_vs_round.png)",
+        "",
+        "Dotted lines: chance level (AUC 0.5; accuracy: the majority-class rate of the test "
+        "set, i.e. always predicting its most frequent class).",
         "",
         "## Per hospital",
         "",
         "![per-hospital metrics](hospital_metrics.png)",
         "",
-        f"Round seconds: first {float(rows[0]['seconds']):.2f} s (includes start-up), "
-        f"median of the rest {_median(_values(rows[1:], 'seconds')):.3f} s.",
+        "n is each hospital's test-set size: with n rows its accuracy moves in steps of 1/n. "
+        "A hatched \"n/a\" bar is a metric undefined on that test set, left out of the client "
+        "average.",
+        "",
+        f"Round seconds: first {_value(rows[0], 'seconds'):.2f} s (includes start-up), "
+        f"median of the rest {median(_values(rows[1:], 'seconds')):.3f} s.",
         "",
     ]
     lines += privacy_statement(config, epsilon or {})
     if config.get("dp_mode") != "none":
-        plot_epsilon_vs_round(rows, run_dir / "epsilon_vs_round.png")
+        save_figure(epsilon_figure(rows, hospitals, config, epsilon, title),
+                    run_dir / "epsilon_vs_round.png")
         lines += ["![epsilon vs round](epsilon_vs_round.png)", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     return run_dir / "report.md"
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else float("nan")
