@@ -4,6 +4,12 @@ Mechanism: Poisson-sample records at rate q, clip each per-example gradient to L
 (``client.per_example_clipping``), sum, add N(0, (zC)^2) per coordinate, divide by q*n.
 Sensitivity: one record moves a step's sum by <= C. The adversary sees every iterate, so the
 accounting uses (z, q, steps) with the event ``train`` returns. Unit: one patient's record.
+
+Randomness: the Poisson masks and the Gaussian noise are both drawn from the injected
+generator (a ``numpy.random.Generator`` in simulations, a ``common.dp.secure_random.
+SecureRandom`` in deployment), in NumPy, and fed to the compiled step as tensors. The noise op
+is always part of the compiled graph, with its stddev z*C a runtime tensor: what z a trainer
+was first compiled at changes nothing about later calls.
 """
 
 import math
@@ -23,6 +29,7 @@ from client.per_example_clipping import (
     validate_records,
 )
 from common.dp.events import GaussianRoundEvent
+from common.dp.secure_random import RandomSource, require_rng
 
 __all__ = ["DpSgdTrainer", "LossName", "make_plain_epoch_fn", "per_example_loss_fn"]
 
@@ -123,7 +130,7 @@ class DpSgdTrainer:
         y: np.ndarray,
         *,
         batch_size: int,
-        rng: np.random.Generator,
+        rng: RandomSource,
         epochs: int = 1,
         steps: int | None = None,
     ) -> GaussianRoundEvent:
@@ -135,9 +142,9 @@ class DpSgdTrainer:
             The hospital's training records, shapes (rows, features...) and (rows,), finite.
         batch_size : int
             Expected batch size; q = min(1, batch_size / rows).
-        rng : np.random.Generator
-            Draws the Poisson masks (shape (steps, rows)) and the noise seeds. In deployment
-            pass ``np.random.default_rng()`` (seeded from OS entropy), never a server seed.
+        rng : numpy.random.Generator or SecureRandom
+            Draws the Poisson masks (shape (steps, rows)) and then the noise. In deployment
+            pass a ``SecureRandom()`` (keyed from OS entropy), never a server-seeded generator.
         epochs : int
             Epochs of ceil(rows / batch_size) steps each, when ``steps`` is not given.
         steps : int, optional
@@ -146,14 +153,15 @@ class DpSgdTrainer:
         Returns
         -------
         GaussianRoundEvent
-            level "patient", noise multiplier z, sample rate q and the steps taken.
+            level "patient", the noise multiplier z the steps applied (read once, at the
+            start), sample rate q and the steps taken.
         """
         features, labels = validate_records(x, y)
         rows = features.shape[0]
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        require_rng(rng)
+        clip, z = self._clip, self._z  # one reading: what is applied is what is returned
         if steps is None:
             if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
                 raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
@@ -162,9 +170,9 @@ class DpSgdTrainer:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         sample_rate = min(1.0, batch_size / rows)
         masks = rng.random((steps, rows)) < sample_rate  # Poisson: each record independently
-        self.run_steps(features, labels, masks=masks, sample_rate=sample_rate, rng=rng)
+        self._run(features, labels, masks, sample_rate, rng, clip=clip, noise_multiplier=z)
         return GaussianRoundEvent(
-            noise_multiplier=self._z, sample_rate=sample_rate, steps=steps, level="patient"
+            noise_multiplier=z, sample_rate=sample_rate, steps=steps, level="patient"
         )
 
     def run_steps(
@@ -174,16 +182,23 @@ class DpSgdTrainer:
         *,
         masks: np.ndarray,
         sample_rate: float,
-        rng: np.random.Generator,
+        rng: RandomSource,
     ) -> None:
         """Run one DP-SGD step per row of ``masks`` (bool, shape (steps, rows)).
 
         The masks must be Poisson draws at ``sample_rate`` for the accounting to hold; the
-        gradient sum is divided by ``sample_rate * rows``. Noise seeds come from ``rng``.
+        gradient sum is divided by ``sample_rate * rows``. The noise, N(0, (zC)^2) per
+        coordinate and step at the current ``noise_multiplier`` and ``l2_norm_clip``, is
+        drawn from ``rng`` (nothing is drawn when z = 0).
         """
         features, labels = validate_records(x, y)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        require_rng(rng)
+        self._run(features, labels, masks, sample_rate, rng, clip=self._clip,
+                  noise_multiplier=self._z)
+
+    def _run(self, features: np.ndarray, labels: np.ndarray, masks: np.ndarray,
+             sample_rate: float, rng: RandomSource, *, clip: float,
+             noise_multiplier: float) -> None:
         masks = np.asarray(masks, dtype=bool)
         if masks.ndim != 2 or masks.shape[1] != features.shape[0]:
             raise ValueError(
@@ -193,18 +208,22 @@ class DpSgdTrainer:
             raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
         epoch = self._functions(features.shape[1:])["epoch"]
         constants = (
-            tf.constant(self._clip, tf.float32),
-            tf.constant(self._z * self._clip, tf.float32),
+            tf.constant(clip, tf.float32),
+            tf.constant(noise_multiplier * clip, tf.float32),
             tf.constant(sample_rate * features.shape[0], tf.float32),
         )
-        # Noise for a chunk of steps is drawn in one op per variable (much faster than one per
-        # step); chunking caps its memory at _NOISE_CHUNK_FLOATS floats.
+        # Standard normals for a chunk of steps come from rng in one call (shape (steps,
+        # parameters), float32) and are scaled by the stddev tensor inside the graph;
+        # chunking caps their memory at _NOISE_CHUNK_FLOATS floats.
         chunk = max(1, _NOISE_CHUNK_FLOATS // self._num_parameters)
-        info = np.iinfo(np.int64)
         for start in range(0, masks.shape[0], chunk):
-            seeds = rng.integers(info.min, info.max, size=(len(self._variables), 2),
-                                 dtype=np.int64, endpoint=True)
-            epoch(features, labels, masks[start : start + chunk], seeds, *constants)
+            part = masks[start : start + chunk]
+            shape = (part.shape[0], self._num_parameters)
+            if noise_multiplier > 0:
+                noise = rng.standard_normal(shape, dtype=np.float32)
+            else:
+                noise = np.zeros(shape, np.float32)  # stddev 0: the op still runs
+            epoch(features, labels, part, noise, *constants)
 
     def clipped_gradient_sum(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
         """Return the sum of per-example gradients clipped to C, without noise (not private)."""
@@ -228,24 +247,19 @@ class DpSgdTrainer:
         x_spec = tf.TensorSpec([None, *feature_shape], tf.float32)
         y_spec = tf.TensorSpec([None], tf.float32)
         scalar = tf.TensorSpec([], tf.float32)
-        clipped, noiseless = self._clipped_sum, self._z == 0.0
+        clipped = self._clipped_sum
         shapes = [list(v.shape) for v in self._variables]
+        sizes = [int(np.prod(shape)) for shape in shapes]
 
-        def epoch(x, y, masks, seeds, clip, stddev, expected_batch):
+        def epoch(x, y, masks, noise, clip, stddev, expected_batch):
             steps = tf.shape(masks)[0]
-            noise = [
-                None if noiseless else tf.random.stateless_normal(
-                    tf.concat([[steps], tf.constant(shape, tf.int32, shape=[len(shape)])], 0),
-                    seeds[j], stddev=stddev, dtype=tf.float32,
-                )
-                for j, shape in enumerate(shapes)
-            ]
 
             def body(step):
                 index = tf.where(masks[step])[:, 0]
                 sums, _ = clipped(tf.gather(x, index), tf.gather(y, index), clip)
+                draws = tf.split(noise[step], sizes)
                 noisy = [
-                    (total if noiseless else total + noise[j][step]) / expected_batch
+                    (total + stddev * tf.reshape(draws[j], shapes[j])) / expected_batch
                     for j, total in enumerate(sums)
                 ]
                 self._optimizer.apply(noisy, self._variables)
@@ -255,7 +269,7 @@ class DpSgdTrainer:
                                  parallel_iterations=1)[0]
 
         epoch_signature = [x_spec, y_spec, tf.TensorSpec([None, None], tf.bool),
-                           tf.TensorSpec([len(self._variables), 2], tf.int64),
+                           tf.TensorSpec([None, sum(sizes)], tf.float32),
                            scalar, scalar, scalar]
         return {
             "epoch": tf.function(epoch, input_signature=epoch_signature, autograph=False),

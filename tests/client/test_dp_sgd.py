@@ -235,3 +235,79 @@ def test_plain_epoch_fn_lowers_the_loss():
 
     # Assert
     assert float(tf.reduce_mean(loss_fn(y, model(x)))) < before / 2
+
+
+def _noise_only_setup(method, z, clip, rows=50):
+    model = keras.Sequential(
+        [keras.Input((32,)), keras.layers.Dense(32), keras.layers.Dense(1)]
+    )
+    trainer = _trainer(model, "mse", method, clip=clip, z=z, lr=1.0)
+    x, y = np.zeros((rows, 32), np.float32), np.zeros(rows, np.float32)
+    return model, trainer, x, y
+
+
+def _weights(model):
+    return np.concatenate([w.ravel() for w in model.get_weights()]).astype(np.float64)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_dp_sgd_compiled_at_z0_then_run_at_z_adds_noise_of_the_right_spread(method):
+    # Arrange: compile and run at z = 0 first (empty batches, no noise: nothing moves)
+    clip, rows, rate, steps = 0.5, 50, 0.2, 3
+    model, trainer, x, y = _noise_only_setup(method, 0.0, clip, rows)
+    empty = np.zeros((steps, rows), bool)
+    before = _weights(model)
+    trainer.run_steps(x, y, masks=empty, sample_rate=rate, rng=np.random.default_rng(0))
+    assert np.array_equal(_weights(model), before) and trainer.trace_count == 1
+
+    # Act: same compiled graph, now at z = 5
+    z = 5.0
+    trainer.set_privacy(l2_norm_clip=clip, noise_multiplier=z)
+    trainer.run_steps(x, y, masks=empty, sample_rate=rate, rng=np.random.default_rng(1))
+
+    # Assert: the change is -(sum of 3 draws of N(0, (zC)^2)) / (q n) per coordinate;
+    # chi-square interval at a 1e-6 false-failure rate
+    scaled = (_weights(model) - before) * rate * rows / math.sqrt(steps)
+    low, high = stats.chi2.ppf([5e-7, 1 - 5e-7], df=scaled.size)
+    assert low <= np.sum(scaled**2) / (z * clip) ** 2 <= high
+    assert trainer.trace_count == 1
+
+
+def test_dp_sgd_returns_the_event_it_applied_with_a_secure_generator():
+    # Arrange: zero features and labels give zero gradients, so only noise moves the weights
+    from common.dp.secure_random import SecureRandom
+
+    clip, rows, batch = 0.5, 40, 8
+    model, trainer, x, y = _noise_only_setup("auto", 0.0, clip, rows)
+    trainer.train(x, y, batch_size=batch, rng=SecureRandom(), steps=1)  # compiled at z = 0
+    trainer.set_privacy(l2_norm_clip=clip, noise_multiplier=3.0)
+    before = _weights(model)
+
+    # Act
+    event = trainer.train(x, y, batch_size=batch, rng=SecureRandom(), steps=4)
+
+    # Assert: the event is what was applied -- its z explains the measured spread
+    assert (event.noise_multiplier, event.sample_rate, event.steps) == (3.0, batch / rows, 4)
+    scaled = (_weights(model) - before) * event.sample_rate * rows / math.sqrt(event.steps)
+    low, high = stats.chi2.ppf([5e-7, 1 - 5e-7], df=scaled.size)
+    assert low <= np.sum(scaled**2) / (event.noise_multiplier * clip) ** 2 <= high
+
+
+def test_dp_sgd_secure_generator_with_explicit_key_reproduces():
+    from common.dp.secure_random import SecureRandom
+
+    x, y = _data("logistic", rows=30)
+    models = [_model("logistic") for _ in range(3)]
+    trainers = [_trainer(m, "binary_crossentropy", "auto", z=1.0) for m in models]
+
+    for trainer, key in zip(trainers, (b"k" * 32, b"k" * 32, None), strict=True):
+        trainer.train(x, y, batch_size=8, rng=SecureRandom(key), epochs=1)
+
+    np.testing.assert_array_equal(models[0].get_weights()[0], models[1].get_weights()[0])
+    assert not np.array_equal(models[0].get_weights()[0], models[2].get_weights()[0])
+
+
+def test_dp_sgd_rejects_the_legacy_global_random_state():
+    trainer = _trainer(_model("logistic"), "binary_crossentropy", "auto")
+    with pytest.raises(TypeError, match="numpy.random.Generator or a SecureRandom"):
+        trainer.train(*_data("logistic", rows=10), batch_size=4, rng=np.random)
