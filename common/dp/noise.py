@@ -3,7 +3,7 @@
 Mechanism: i.i.d. N(0, (zC)^2) per coordinate (McMahan et al. ICLR 2018, Algorithm 1), or the
 share zC/sqrt(n) per hospital when secure aggregation reveals only the sum of n (Kairouz et al.
 ICML 2021). Sensitivity: the update was clipped to L2 norm C. The adversary sees the noised
-update (or only the sum). Unit of privacy: the hospital; deployment seeds from OS entropy.
+update (or only the sum). Unit of privacy: the hospital; deployment draws from ``SecureRandom``.
 """
 
 import math
@@ -12,6 +12,8 @@ from numbers import Integral, Real
 
 import numpy as np
 import numpy.typing as npt
+
+from common.dp.secure_random import RandomSource, require_rng
 
 __all__ = ["add_gaussian_noise", "gaussian_stddev"]
 
@@ -65,7 +67,7 @@ def gaussian_stddev(
 
 
 def add_gaussian_noise(
-    arrays: Sequence[npt.ArrayLike], *, stddev: float, rng: np.random.Generator
+    arrays: Sequence[npt.ArrayLike], *, stddev: float, rng: RandomSource
 ) -> list[np.ndarray]:
     """Return copies of ``arrays`` with i.i.d. N(0, stddev^2) noise added to every entry.
 
@@ -76,10 +78,11 @@ def add_gaussian_noise(
     stddev : float
         Per-coordinate standard deviation in the update's units (see ``gaussian_stddev``);
         must be >= 0. 0 returns exact copies.
-    rng : np.random.Generator
-        Source of the noise, drawn array by array in list order. In deployment it must be
-        seeded from OS entropy (``np.random.default_rng()`` with no seed), never from a seed
-        the server knows; simulations may seed it to reproduce runs.
+    rng : numpy.random.Generator or SecureRandom
+        Source of the noise, drawn array by array in list order. In deployment pass a
+        ``common.dp.secure_random.SecureRandom()`` (ChaCha20 keyed from OS entropy), never a
+        generator seeded with anything the server knows; simulations may pass a seeded
+        NumPy generator to reproduce runs.
 
     Returns
     -------
@@ -92,14 +95,13 @@ def add_gaussian_noise(
     ValueError
         If ``stddev`` is negative or not finite, or an array is not numeric.
     TypeError
-        If ``rng`` is not a ``np.random.Generator`` (the legacy global ``np.random`` state
-        cannot be injected or audited).
+        If ``rng`` is neither a ``numpy.random.Generator`` nor a ``SecureRandom`` (the legacy
+        global ``np.random`` state cannot be injected or audited).
     """
     sigma = _require_real("stddev", stddev)
     if sigma < 0:
         raise ValueError(f"stddev must be >= 0, got {stddev!r}")
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    require_rng(rng)
     noised = []
     for index, array in enumerate(arrays):
         values = np.asarray(array)
