@@ -213,3 +213,21 @@ def test_audit_of_uninformative_scores_is_valid():
         scores = rng.normal(size=60)
         false_claims += audit_scores(scores, inclusion, grid=[(10, 10)]).epsilon > 0
     assert false_claims <= 20
+
+
+def test_audit_of_randomized_response_is_valid_and_has_power():
+    # Each canary's score is its inclusion bit through eps0-randomized response: an
+    # eps0-DP release of that bit. The 95% bound may exceed eps0 in at most 5% of runs
+    # (binomial 100 x 0.05: mean 5, P[> 12] about 0.2%), and should come close to it.
+    eps0, m = 2.0, 1000
+    keep = np.exp(eps0) / (1 + np.exp(eps0))
+    rng = np.random.default_rng(4)
+    bounds = []
+    for seed in range(100):
+        inclusion = draw_inclusion(m, seed)
+        truthful = rng.random(m) < keep
+        scores = np.where(truthful, inclusion.included, ~inclusion.included).astype(float)
+        bounds.append(audit_scores(scores, inclusion, grid=[(m // 2, m // 2)]).epsilon)
+    bounds = np.array(bounds)
+    assert np.sum(bounds > eps0) <= 12
+    assert np.median(bounds) > 0.75 * eps0
