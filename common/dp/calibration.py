@@ -4,9 +4,12 @@ A hospital that already spent part of its budget in earlier runs must add more n
 next one. The noise multiplier z is the smallest (to a relative precision of 1e-3) such that
 Opacus's epsilon of (earlier history + the planned steps at z) stays within the budget; with
 no earlier history this is exactly ``opacus.accountants.utils.get_noise_multiplier``.
+``calibrate_for_ledger`` applies this to a ledger's composed histories (one patient, one
+budget: see ``common.dp.ledger``).
 """
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from common.dp.accounting import (
     AccountantName,
@@ -15,6 +18,9 @@ from common.dp.accounting import (
     epsilon_from_history,
 )
 from common.errors import PrivacyBudgetExceededError
+
+if TYPE_CHECKING:
+    from common.dp.ledger import PrivacyLedger
 
 # Beyond this the update is noise: a hospital declines rather than dilute the federation.
 MAX_NOISE_MULTIPLIER = 30.0
@@ -72,3 +78,52 @@ def calibrate_to_remaining_budget(
         middle = (low + high) / 2
         low, high = (low, middle) if epsilon_at(middle) <= budget_epsilon else (middle, high)
     return high
+
+
+def calibrate_for_ledger(
+    ledger: "PrivacyLedger",
+    *,
+    level: str,
+    sample_rate: float,
+    steps: int,
+    exclude_run: str | int | None = None,
+) -> float:
+    """Return the smallest z that a planned run at ``level`` may use on this ledger.
+
+    One patient, one budget: a patient-level run is calibrated against the patient-level
+    history, which composes every entry of the ledger (hospital-level ones as (z, 1, steps));
+    a hospital-level run against both levels (its steps count at patient level with sample
+    rate 1) and the larger z is returned. ``exclude_run`` leaves out the run's own entries,
+    since ``steps`` already plans all of its rounds (so z stays fixed within a run).
+
+    Parameters
+    ----------
+    ledger : PrivacyLedger
+        The hospital's ledger (reread here).
+    level : {"patient", "hospital"}
+        The run's level.
+    sample_rate, steps : float, int
+        The run's q at its own level and all its planned compositions (rounds x steps).
+
+    Raises
+    ------
+    PrivacyBudgetExceededError
+        If nothing fits, or a hospital-level run meets a ledger with patient-level entries
+        (``common.dp.ledger.UNBOUNDED_REASON``).
+    """
+    from common.dp.ledger import UNBOUNDED_REASON
+
+    if level not in ("patient", "hospital"):
+        raise ValueError(f"level must be 'patient' or 'hospital', got {level!r}")
+    if level == "hospital" and ledger.is_hospital_level_unbounded():
+        raise PrivacyBudgetExceededError(UNBOUNDED_REASON)
+    levels = ("patient",) if level == "patient" else ("hospital", "patient")
+    return max(
+        calibrate_to_remaining_budget(
+            ledger.history(at, exclude_run=exclude_run),  # type: ignore[arg-type]
+            budget_epsilon=ledger.budget_epsilon, delta=ledger.budget_delta,
+            sample_rate=sample_rate if at == level else 1.0, steps=steps,
+            accountant=ledger.accountant,  # type: ignore[arg-type]
+        )
+        for at in levels
+    )
