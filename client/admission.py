@@ -14,12 +14,12 @@ from typing import Any
 
 from client.hospital import hospital_index, load_csv_data, load_hospital, load_schema
 from client.node_config import NodeConfig
-from common import record_keys as keys
 from common.data_validation import summarize
 from common.schema import SchemaError
 from common.tasks import CSV_TASK_NAME, HospitalData, TaskSpec, get_task
 from common.tasks.csv_task import CsvHospital, DataFileRejected, csv_task_spec
 from common.version import fedcare_version
+from common.wire.settings import RoundSettings
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +76,14 @@ def schema_refusal(own_sha256: str, run_sha256: object) -> str:
     return ""
 
 
-def admit(*, settings: Mapping[str, Any], node_config: Mapping[str, Any],
+def admit(*, settings: RoundSettings, node_config: Mapping[str, Any],
           run_config: Mapping[str, Any]) -> Admission:
     """Decide whether this hospital takes part in the round `settings` describes.
 
     Parameters
     ----------
-    settings : Mapping
-        The round's settings from the server (``common.record_keys`` keys).
+    settings : RoundSettings
+        The round's settings from the server, already unpacked and validated.
     node_config, run_config : Mapping
         Flower's node config (the hospital's own) and run config.
 
@@ -93,23 +93,29 @@ def admit(*, settings: Mapping[str, Any], node_config: Mapping[str, Any],
         If the node cannot tell which hospital it is (partition-id), so that it cannot even
         name itself in a refusal.
     """
-    hospitals = int(settings[keys.HOSPITALS])
+    hospitals = settings.hospitals
     index = hospital_index(dict(node_config), hospitals=hospitals)
-    task_name = str(settings[keys.TASK])
-    name = (f"hospital-{index}" if task_name == CSV_TASK_NAME
-            else get_task(task_name).hospital_names(hospitals)[index])
-    refusal = version_refusal(settings.get(keys.FEDCARE_VERSION), fedcare_version())
+    task_name = settings.task
+    try:
+        name = (f"hospital-{index}" if task_name == CSV_TASK_NAME
+                else get_task(task_name).hospital_names(hospitals)[index])
+    except (ValueError, IndexError) as error:  # a task or size this install cannot serve
+        return Admission(index, f"hospital-{index}", str(error))
+    refusal = version_refusal(settings.fedcare_version, fedcare_version())
     if refusal:
         return Admission(index, name, refusal)
     try:
         node = NodeConfig.from_node_config(node_config)
     except ValueError as error:
         return Admission(index, name, str(error))
-    seed = int(settings[keys.SEED])
+    seed = settings.seed
     if task_name != CSV_TASK_NAME:
-        data = load_hospital(task_name, hospitals, index, seed=seed,
-                             partition=str(settings[keys.PARTITION]),
-                             alpha=float(settings[keys.DIRICHLET_ALPHA]))
+        try:
+            data = load_hospital(task_name, hospitals, index, seed=seed,
+                                 partition=settings.partition.value,
+                                 alpha=settings.dirichlet_alpha)
+        except ValueError as error:  # a split the task's data cannot give
+            return Admission(index, name, str(error), node=node)
         if node.hospital_name:
             data = replace(data, name=node.hospital_name)
         return Admission(index, name, task=get_task(task_name), data=data, node=node)

@@ -29,11 +29,11 @@ from client.worker_link import (
     default_authkey_file,
     read_authkey,
 )
-from common import record_keys as keys
+from common.wire.actions import SECAGG_ACTIONS
 
 logger = logging.getLogger(__name__)
 
-TRAIN_ACTIONS = (keys.SECAGG_ADVERTISE, keys.SECAGG_SHARE, keys.SECAGG_MASK, keys.SECAGG_UNMASK)
+TRAIN_ACTIONS = SECAGG_ACTIONS
 
 
 def worker_files(node_config: dict[str, object]) -> tuple[Path, Path] | None:

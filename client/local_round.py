@@ -16,6 +16,7 @@ from client.privacy import (
     HospitalPrivacy,
     dp_sgd_steps,
     hospital_noise_stddev,
+    open_ledger,
     plan_round_event,
     privatize_update,
 )
@@ -26,29 +27,10 @@ from common.dp.ledger import PrivacyLedger
 from common.errors import PrivacyBudgetExceededError
 from common.tasks import HospitalData
 from common.types import NDArrays
+from common.wire.modes import DpMode, NoiseMode
+from common.wire.settings import RoundSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RoundRequest:
-    """What the server asks of a hospital this round (its settings, not the hospital's)."""
-
-    run_id: str
-    server_round: int
-    planned_rounds: int
-    dp_mode: str
-    local_epochs: int
-    local_steps: int
-    batch_size: int
-    learning_rate: float
-    clipping_norm: float
-    update_clipping_norm: float
-    seed: int
-    noise_mode: str = "local"
-    min_contributors: int = 1  # secure aggregation's threshold t (distributed noise)
-    rounding_bound: float = 0.0  # worst-case L2 error of secure aggregation's encoding
-    clip_updates: bool = False  # dp none: clip the update to update_clipping_norm too
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +61,7 @@ def _decline(reason: str, ledger: PrivacyLedger | None) -> RoundResult:
 
 
 def train_round(
-    request: RoundRequest,
+    request: RoundSettings,
     *,
     hospital: HospitalData,
     hospital_index: int,
@@ -87,12 +69,13 @@ def train_round(
     trainer: LocalTrainer,
     global_weights: NDArrays,
     secure_aggregation: bool = False,
+    rounding_bound: float = 0.0,
 ) -> RoundResult:
     """Run the hospital's local round and return what may leave the hospital.
 
     `secure_aggregation` says whether the update will leave only masked; distributed noise
     (a 1/sqrt(t) share per hospital) is refused otherwise, since the update alone would not be
-    private.
+    private. `rounding_bound` is the worst-case L2 error of secure aggregation's encoding.
 
     Raises
     ------
@@ -101,14 +84,14 @@ def train_round(
     """
     if request.dp_mode != privacy.mode:
         return _decline(f"this hospital applies dp mode {privacy.mode!r} but the run asks "
-                        f"{request.dp_mode!r}", None)
-    if request.noise_mode == "distributed" and not secure_aggregation:
+                        f"{request.dp_mode.value!r}", None)
+    if request.noise_mode == NoiseMode.DISTRIBUTED and not secure_aggregation:
         return _decline("distributed noise without secure aggregation: this update alone "
                         "would not be private", None)
     # Shuffles are reproducible from the run seed; DP randomness (Poisson batches, noise)
     # comes from the hospital's own generator.
     shuffle_rng = np.random.default_rng([request.seed, request.server_round, hospital_index])
-    if privacy.mode == "none":
+    if privacy.mode == DpMode.NONE:
         weights, loss = trainer.fit(global_weights, hospital.x_train, hospital.y_train,
                                     epochs=request.local_epochs, steps=request.local_steps,
                                     batch_size=request.batch_size,
@@ -118,9 +101,9 @@ def train_round(
             update, _ = clip_to_norm(update, clipping_norm=request.update_clipping_norm)
         return RoundResult(update, loss, "", *_spent(None))
 
-    ledger = PrivacyLedger.open(privacy.ledger_path, hospital=hospital.name,
-                                budget_epsilon=privacy.budget_epsilon,
-                                budget_delta=privacy.budget_delta, accountant=privacy.accountant)
+    ledger, refusal = open_ledger(privacy, hospital.name)
+    if ledger is None:
+        return _decline(refusal, None)
     level = privacy.mode
     store, digest = ReleaseStore(privacy.ledger_path), weights_digest(global_weights)
     saved = store.load(request.run_id, request.server_round, level, digest=digest)
@@ -150,6 +133,10 @@ def train_round(
                                  steps_per_round=steps)
     except PrivacyBudgetExceededError as error:
         return _decline(str(error), ledger)
+    if level == "hospital" and event.noise_multiplier > request.max_noise_multiplier:
+        return _decline(f"hospital-level noise multiplier {event.noise_multiplier:.4g} would "
+                        f"exceed the run's dp.max-noise-multiplier "
+                        f"{request.max_noise_multiplier:.4g}", ledger)
     if ledger.would_exceed(event):
         return _decline(f"{level}-level epsilon would reach {ledger.projected_epsilon(event):.4g}"
                         f" > budget {ledger.budget_epsilon:.4g}", ledger)
@@ -174,8 +161,8 @@ def train_round(
                                     learning_rate=request.learning_rate, rng=shuffle_rng)
         stddev = hospital_noise_stddev(event, clipping_norm=request.clipping_norm,
                                        noise_mode=request.noise_mode,
-                                       min_contributors=request.min_contributors,
-                                       rounding_bound=request.rounding_bound)
+                                       min_contributors=request.secagg_threshold or 1,
+                                       rounding_bound=rounding_bound)
         update = privatize_update(compute_update(weights, global_weights),
                                   clipping_norm=request.clipping_norm, stddev=stddev, rng=noise_rng)
     release = Release(update=[u.astype(g.dtype) for u, g in zip(update, global_weights, strict=True)],

@@ -15,14 +15,19 @@ hospital-name     text (letters, digits,   the hospital's name in its ledger and
 data-path         path to a file           its CSV file (task ``csv``: required)
 schema-path       path to a file           its copy of the consortium's schema (task ``csv``:
                                            required)
-ledger-path       path to a file           its privacy ledger, created if missing (default
-                                           ``<out-dir or .>/ledgers/<name>.json``); the
+ledger-path       path to a file           its privacy ledger, made by ``fedcare budget init``
+                                           (missing: the hospital refuses to train); default
+                                           ``$FEDCARE_HOME/ledgers/<name>.json``
+                                           (``~/.fedcare``), made on first use; the
                                            preprocessing statistics go next to it
-budget-epsilon    number > 0               its total epsilon over every run on its data
-                                           (default: the run config's ``dp.epsilon``)
-budget-delta      number in (0, 1)         its delta (default: the run config's ``dp.delta``)
+ledger-head-path  path to a file           the ledger's hash-chain head, on another volume:
+                                           an older ledger copy restored is then refused
+budget-epsilon    number > 0               lowers its ledger's epsilon (a ledger made on first
+                                           use starts with it; default 1)
+budget-delta      number in (0, 1)         likewise its delta (default 1e-5)
 dp-mode           patient, hospital, none  the DP level it applies; it declines runs asking
-                                           another (default: the run config's ``dp.mode``)
+                                           another (default ``patient``)
+accountant        rdp, prv                 its ledger's Opacus accountant (default ``rdp``)
 app-sha256        hex digest               the fedcare code it accepts (checked by
                                            ``client.app_pinning``, not here)
 worker-socket     path to a Unix socket    its worker (``fedcare hospital-worker --socket``):
@@ -36,8 +41,8 @@ file                                       plus ``.authkey``)
 Any other key is refused, so that a misspelt key (``budget-epsilom``) cannot silently leave a
 setting at the run's default.
 
-Without ``budget-epsilon`` the first run's ``dp.epsilon`` becomes the budget stored in the
-ledger, which later runs cannot raise: a hospital should set its own.
+No privacy setting is ever taken from the run config (the server's): where the node config is
+silent, fedcare's built-in strict defaults apply (``client.privacy``).
 """
 
 import os
@@ -47,11 +52,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.config import DP_MODES
+from common.config import ACCOUNTANTS, DP_MODES
 
 NODE_CONFIG_KEYS = ("partition-id", "num-partitions", "hospital-name", "data-path",
-                    "schema-path", "ledger-path", "budget-epsilon", "budget-delta", "dp-mode",
-                    "app-sha256", "worker-socket", "worker-authkey-file")
+                    "schema-path", "ledger-path", "ledger-head-path", "budget-epsilon",
+                    "budget-delta", "dp-mode", "accountant", "app-sha256", "worker-socket",
+                    "worker-authkey-file")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -68,6 +74,8 @@ class NodeConfig:
     budget_epsilon: float | None = None
     budget_delta: float | None = None
     dp_mode: str | None = None
+    accountant: str | None = None
+    ledger_head_path: Path | None = None
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> "NodeConfig":
@@ -102,6 +110,10 @@ class NodeConfig:
         mode = node_config.get("dp-mode")
         if mode is not None and mode not in DP_MODES:
             raise ValueError(f"node config dp-mode must be one of {DP_MODES}, got {mode!r}")
+        accountant = node_config.get("accountant")
+        if accountant is not None and accountant not in ACCOUNTANTS:
+            raise ValueError(f"node config accountant must be one of {ACCOUNTANTS}, got "
+                             f"{accountant!r}")
         ledger = _path(node_config, "ledger-path")
         if ledger is not None and ledger.is_dir():
             raise ValueError(f"node config ledger-path {ledger} is a directory; give the "
@@ -109,7 +121,9 @@ class NodeConfig:
         return cls(partition_id=partition_id, num_partitions=num_partitions, hospital_name=name,
                    data_path=_existing_file(node_config, "data-path"),
                    schema_path=_existing_file(node_config, "schema-path"), ledger_path=ledger,
-                   budget_epsilon=epsilon, budget_delta=delta, dp_mode=mode)
+                   budget_epsilon=epsilon, budget_delta=delta, dp_mode=mode,
+                   accountant=accountant,
+                   ledger_head_path=_path(node_config, "ledger-head-path"))
 
     def csv_files(self) -> tuple[Path, Path]:
         """Return the data and schema files task csv needs.

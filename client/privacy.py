@@ -1,16 +1,20 @@
 """A hospital's own privacy: its settings, its noise calibration and its update mechanism.
 
 Unit of privacy: one patient's record (patient level, DP-SGD) or one hospital's whole data
-(hospital level, DP-FedAvg, McMahan et al. ICLR 2018). The settings here come from the
-hospital's own configuration, never from a server message: the server proposes a plan (rounds,
-steps, batch size, clip), the hospital calibrates its noise to its own remaining budget and
-declines any round its ledger cannot afford.
+(hospital level, DP-FedAvg, McMahan et al. ICLR 2018). The settings come from the hospital's
+own node config or, where it sets none, from fedcare's built-in strict defaults (patient level,
+epsilon 1, delta 1e-5, RDP, a ledger under ``$FEDCARE_HOME``): never from the run config or a
+server message, which the server controls. The server proposes a plan (rounds, steps, batch
+size, clip); the hospital calibrates its noise to its own remaining budget and declines any
+round its ledger cannot afford, or any run whose DP level differs from its own.
 """
 
 import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +24,16 @@ from common.dp.clipping import clip_to_norm
 from common.dp.events import GaussianRoundEvent
 from common.dp.noise import add_gaussian_noise, gaussian_stddev
 from common.types import NDArrays
+
+if TYPE_CHECKING:
+    from common.dp.ledger import PrivacyLedger
+
+# Built-in defaults, the strictest sensible: they apply where a hospital's node config is silent.
+DEFAULT_MODE = "patient"
+DEFAULT_EPSILON = 1.0
+DEFAULT_DELTA = 1e-5
+DEFAULT_ACCOUNTANT = "rdp"
+FEDCARE_HOME = "FEDCARE_HOME"  # the hospital's own directory (default ~/.fedcare)
 
 # Local mode: two possible updates of one hospital, each clipped to C, differ by up to 2C.
 HOSPITAL_SENSITIVITY_IN_CLIPS = 2.0
@@ -34,11 +48,19 @@ class HospitalPrivacy:
     mode : {"patient", "hospital", "none"}
         The DP level this hospital applies; it declines rounds of a run that asks another.
     budget_epsilon, budget_delta : float
-        The hospital's total budget, across every run on its data.
+        The hospital's total budget, across every run on its data: a new ledger's budget; an
+        existing ledger keeps its own, which these may only lower.
     accountant : {"rdp", "prv"}
         Opacus accountant for its ledger.
     ledger_path : Path
         Its ledger file, on its own disk.
+    ledger_configured : bool
+        Whether the hospital named the ledger (node config ``ledger-path``): a configured ledger
+        that is missing is a refusal (``fedcare budget init``), never a fresh budget. The
+        built-in location is created on first use with the hospital's budget.
+    head_path : Path | None
+        Where the ledger's hash-chain head is kept (node config ``ledger-head-path``, ideally
+        on another volume), so that restoring an older ledger is detected.
     noise_seed : int | None
         Simulation only: seeds the noise for reproducibility. None (deployment): the noise
         comes from the operating system's entropy.
@@ -50,6 +72,8 @@ class HospitalPrivacy:
     accountant: AccountantName
     ledger_path: Path
     noise_seed: int | None = None
+    ledger_configured: bool = False
+    head_path: Path | None = None
 
     def noise_rng(self, *, server_round: int, hospital_index: int, stream: int = 0) -> np.random.Generator:
         """The generator for this round's noise and Poisson sampling (stream 0) or rounding (1)."""
@@ -123,3 +147,68 @@ def privatize_update(
     """Clip a hospital-level update to L2 norm C, then add N(0, stddev^2) per coordinate."""
     clipped, _ = clip_to_norm(update, clipping_norm=clipping_norm)
     return add_gaussian_noise(clipped, stddev=stddev, rng=rng)
+
+
+def fedcare_home() -> Path:
+    """The hospital's own fedcare directory: ``$FEDCARE_HOME``, or ``~/.fedcare``."""
+    return Path(os.environ.get(FEDCARE_HOME) or "~/.fedcare").expanduser()
+
+
+def default_ledger_path(hospital: str) -> Path:
+    """The built-in ledger location for `hospital`: no server value can move it."""
+    return fedcare_home() / "ledgers" / f"{hospital}.json"
+
+
+def privacy_from_node_config(node_config: dict[str, Any], hospital: str) -> HospitalPrivacy:
+    """Return a hospital's privacy settings: its node config, else the built-in defaults.
+
+    Node config keys (validated by ``client.node_config.NodeConfig``): ``dp-mode``,
+    ``budget-epsilon``, ``budget-delta``, ``accountant``, ``ledger-path``,
+    ``ledger-head-path``. Nothing here is read from the run config. Noise always comes from
+    the operating system's entropy.
+
+    Raises
+    ------
+    ValueError
+        If the node config is invalid (naming the key).
+    """
+    from client.node_config import NodeConfig
+
+    node = NodeConfig.from_node_config(node_config)
+    return HospitalPrivacy(
+        mode=node.dp_mode or DEFAULT_MODE,
+        budget_epsilon=node.budget_epsilon or DEFAULT_EPSILON,
+        budget_delta=node.budget_delta or DEFAULT_DELTA,
+        accountant=node.accountant or DEFAULT_ACCOUNTANT,  # type: ignore[arg-type]
+        ledger_path=node.ledger_path or default_ledger_path(hospital),
+        ledger_configured=node.ledger_path is not None,
+        head_path=node.ledger_head_path,
+    )
+
+
+def open_ledger(privacy: HospitalPrivacy, hospital: str) -> tuple["PrivacyLedger | None", str]:
+    """Open the hospital's ledger: (ledger, '') or (None, why the hospital must refuse).
+
+    A configured ledger that is missing is a refusal naming ``fedcare budget init``: a fresh
+    budget must be a deliberate act of the hospital's. Only the built-in location is made on
+    first use, with the hospital's budget (its node config's, or the built-in defaults).
+
+    Raises
+    ------
+    LedgerError
+        If the ledger is unreadable, tampered with, or older than its head (restored copy).
+    """
+    from common.dp.ledger import PrivacyLedger
+
+    path = privacy.ledger_path
+    if not path.exists():
+        if privacy.ledger_configured:
+            return None, (f"its privacy ledger {path} does not exist; the hospital makes it "
+                          f"with `fedcare budget init {path} --epsilon E --delta D`")
+        return PrivacyLedger.create(path, hospital=hospital, budget_epsilon=privacy.budget_epsilon,
+                                    budget_delta=privacy.budget_delta,
+                                    accountant=privacy.accountant,
+                                    head_path=privacy.head_path), ""
+    return PrivacyLedger.open(path, hospital=hospital, budget_epsilon=privacy.budget_epsilon,
+                              budget_delta=privacy.budget_delta, accountant=privacy.accountant,
+                              head_path=privacy.head_path), ""

@@ -1,37 +1,50 @@
 """The round driver: the one place that runs a federation's rounds and writes its outputs.
 
-Each round trains on every hospital, aggregates through the strategy's hooks, evaluates the
-new global model on every hospital's test set, appends a metrics.csv row and moves the progress
-bar. At the end it saves ``model.keras`` (loads with plain Keras) and writes the report.
+Each round runs (``server.plain_round`` or ``server.secure_round``) and returns a
+``RoundOutcome``; the driver retries a round once when too few hospitals could take part, turns
+outcomes into metrics.csv rows (a secure round's evaluation arrives with the next round, so its
+row waits here), checkpoints, and moves the progress bar. However the run ends — all rounds,
+too few hospitals, a failure — it saves ``model.keras`` (the last completed round's weights;
+loads with plain Keras), keeps the metrics so far and writes the report with the reason.
 """
 
 import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import MessageType
 from flwr.serverapp import Grid
 
-from common import record_keys as keys
 from common.config import RunConfig
 from common.models import build_model
+from common.secagg.update_vector import encoding_scale
 from common.server_optimizers import ServerOptimizer
 from common.tasks import task_for_config
+from common.tasks.base import TaskSpec
 from common.types import NDArrays
 from common.version import fedcare_version
+from common.wire.modes import DpMode, Weighting
+from common.wire.records import pack_request
+from common.wire.replies import DeclinedReply, EvaluateReply, PrivacyReport
+from common.wire.settings import RoundSettings
+from common.wire.statistics import StatisticsSpec
 from server.checkpoint import Checkpoint, load_latest_checkpoint, save_checkpoint
-from server.evaluation import summarize_round
+from server.evaluation import epsilon_columns, summarize_round
+from server.identity import IdentityBook, registered_names
+from server.plain_round import run_plain_round
 from server.progress import RoundProgress
-from common.secagg.update_vector import encoding_scale
 from server.report import write_report
-from server.secure_round import run_secure_round
+from server.round_outcome import RoundOutcome
 from server.run_directory import MetricsWriter, metrics_columns, package_versions, write_json_atomic
+from server.screening import ReplyRules, screen_replies
+from server.secure_round import AdvertisedKeys, run_secure_round
 from server.strategy import FedcareStrategy, FederationError
+from server.validation import noise_tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -43,32 +56,26 @@ STARTUP_ALLOWANCE_SECONDS = 300.0
 PULL_INTERVAL_SECONDS = 0.01
 
 
-def round_settings(config: RunConfig, run_id: str) -> ConfigRecord:
+class FederationStopped(FederationError):
+    """The run ends early, cleanly: too few hospitals can still take part."""
+
+
+def round_settings(config: RunConfig, run_id: str, server_round: int) -> RoundSettings:
     """The settings every hospital receives with the global weights (a plan, not a budget)."""
-    return ConfigRecord({
-        keys.RUN_ID: run_id,
-        keys.FEDCARE_VERSION: fedcare_version(),
-        keys.PLANNED_ROUNDS: config.num_server_rounds,
-        keys.DP_MODE: config.dp_mode,
-        keys.CLIPPING_NORM: config.dp_clipping_norm,
-        keys.UPDATE_CLIPPING_NORM: config.dp_update_clipping_norm,
-        keys.CLIP_UPDATES: config.clip_updates,
-        keys.LOCAL_STEPS: config.local_steps,
-        keys.TASK: config.task,
-        keys.HOSPITALS: config.hospitals,
-        keys.SEED: config.seed,
-        keys.PARTITION: config.partition,
-        keys.DIRICHLET_ALPHA: config.dirichlet_alpha,
-        keys.LOCAL_EPOCHS: config.local_epochs,
-        keys.BATCH_SIZE: config.batch_size,
-        keys.LEARNING_RATE: config.learning_rate,
-        keys.WEIGHTING: config.weighting,
-        keys.NOISE_MODE: config.dp_noise_mode,
-        keys.SECAGG_ENABLED: config.secagg_enabled,
-        keys.SECAGG_THRESHOLD: config.effective_threshold if config.secagg_enabled else 0,
-        keys.SECAGG_CLIP_BOUND: config.secagg_clip_bound,
-        keys.SECAGG_SCALE: secagg_scale(config),
-    })
+    return RoundSettings(
+        run_id=run_id, server_round=server_round, fedcare_version=fedcare_version(),
+        planned_rounds=config.num_server_rounds, task=config.task, hospitals=config.hospitals,
+        seed=config.seed, partition=config.partition, dirichlet_alpha=config.dirichlet_alpha,
+        local_epochs=config.local_epochs, local_steps=config.local_steps,
+        batch_size=config.batch_size, learning_rate=config.learning_rate,
+        dp_mode=config.dp_mode, clipping_norm=config.dp_clipping_norm,
+        update_clipping_norm=config.dp_update_clipping_norm,
+        max_noise_multiplier=config.dp_max_noise_multiplier, clip_updates=config.clip_updates,
+        noise_mode=config.dp_noise_mode, weighting=config.weighting,
+        secagg_enabled=config.secagg_enabled,
+        secagg_threshold=config.effective_threshold if config.secagg_enabled else 0,
+        secagg_clip_bound=config.secagg_clip_bound, secagg_scale=secagg_scale(config),
+    )
 
 
 def secagg_scale(config: RunConfig) -> float:
@@ -76,6 +83,48 @@ def secagg_scale(config: RunConfig) -> float:
     if not config.secagg_enabled:
         return 0.0
     return encoding_scale(clip_bound=config.secagg_clip_bound, num_hospitals=config.hospitals)
+
+
+def update_norm_bound(config: RunConfig, num_parameters: int) -> float | None:
+    """The L2 norm no visible update may exceed, from the run's settings alone (None: unbounded).
+
+    Patient-level DP and ``clip-updates`` clip each update to ``dp.update-clipping-norm``.
+    Hospital level clips to C, then adds noise of stddev at most the run's largest noise
+    multiplier times 2C (local mode's sensitivity); the bound adds that noise's tolerance.
+    Secure aggregation shows the server no single update.
+    """
+    if config.secagg_enabled:
+        return None
+    if config.dp_mode == DpMode.PATIENT or (config.dp_mode == DpMode.NONE and config.clip_updates):
+        return config.dp_update_clipping_norm
+    if config.dp_mode == DpMode.HOSPITAL:
+        largest_stddev = config.dp_max_noise_multiplier * 2 * config.dp_clipping_norm
+        return config.dp_clipping_norm + noise_tolerance(largest_stddev, num_parameters)
+    return None
+
+
+def statistics_spec(task: TaskSpec) -> StatisticsSpec:
+    """The shape of the task's evaluation statistics."""
+    return StatisticsSpec(kind=task.kind,
+                          columns=task.num_outputs if task.kind == "multiclass" else 1)
+
+
+@dataclass
+class RunState:
+    """What lasts across rounds: weights, each hospital's privacy report, pending rows."""
+
+    weights: NDArrays
+    epsilon_spent: dict[str, dict[str, float]] = field(default_factory=dict)
+    aborted_rounds: list[str] = field(default_factory=list)
+    pending: dict[str, Any] | None = None  # a row waiting for its evaluation (secure rounds)
+    advertised: AdvertisedKeys | None = None
+
+    def keep_privacy(self, reports: dict[str, PrivacyReport]) -> None:
+        """Keep each hospital's latest privacy report (for the columns and the report)."""
+        for name, report in reports.items():
+            self.epsilon_spent[name] = {
+                "patient": report.epsilon_patient, "hospital": report.epsilon_hospital,
+                "budget_epsilon": report.budget_epsilon, "budget_delta": report.budget_delta}
 
 
 def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
@@ -88,7 +137,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     Raises
     ------
     FederationError
-        If the hospitals do not connect, or a round gets no usable reply (with the reasons).
+        If the hospitals do not connect, or a round gets no usable reply (with the reasons);
+        model.keras, metrics.csv and report.md are written all the same.
     CheckpointError
         If resuming and no intact checkpoint exists.
     """
@@ -105,84 +155,175 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
         grid.pull_interval = PULL_INTERVAL_SECONDS
     _write_config(run_dir, config, run_id, hospitals, resumed)
     model = build_model(task, seed=config.seed)
-    weights = [w.copy() for w in model.get_weights()]
+    state = RunState(weights=[w.copy() for w in model.get_weights()])
     strategy = FedcareStrategy(
         hospitals=config.hospitals,
         optimizer=ServerOptimizer(config.server_optimizer, config.server_learning_rate),
         # DP replies carry no example counts: a weighted mean would need them.
-        weighted=config.weighting == "examples" and not config.private,
+        weighted=config.weighting == Weighting.EXAMPLES and not config.private,
         aggregator=config.aggregator, trim_fraction=config.trim_fraction,
     )
-    strategy.update_norm_bound = update_norm_bound(config)
+    book = IdentityBook(hospitals=list(hospitals))
     writer = MetricsWriter(run_dir / "metrics.csv", metrics_columns(task.metric_names, hospitals),
                            rows=resumed.metrics_rows if resumed else [])
-    headline = ("pooled_loss", *(f"client_avg_{m}" for m in task.metric_names),
-                *(("epsilon_patient_max",) if config.dp_mode == "patient" else ()),
-                *(("epsilon_hospital_max",) if config.dp_mode == "hospital" else ()))
-    stop_reason = ""
-    aborted_rounds: list[str] = []
-    settings = round_settings(config, run_id)
-    # Under secure aggregation a round's evaluation rides on the next round's first message
-    # (it carries the very weights to evaluate): its row waits here until then.
-    pending: dict[str, Any] | None = None
     first_round = 1
     if resumed:
-        weights, first_round = resumed.weights, resumed.round + 1
+        state.weights, first_round = resumed.weights, resumed.round + 1
         strategy.optimizer.state = resumed.optimizer_state
-        strategy.epsilon_spent = resumed.extra.get("epsilon_spent", {})
-        aborted_rounds = resumed.extra.get("aborted_rounds", [])
-        pending = resumed.extra.get("pending")
+        state.epsilon_spent = resumed.extra.get("epsilon_spent", {})
+        state.aborted_rounds = resumed.extra.get("aborted_rounds", [])
+        state.pending = resumed.extra.get("pending")
         logger.warning("resuming run %s after round %d of %d", run_id, resumed.round,
                        config.num_server_rounds)
-
-    def finish(row: dict[str, Any], evaluation: dict[str, Any]) -> None:
-        row.update(summarize_round(task, evaluation))
-        writer.append(row)
-        progress.round_done(row)
-
-    with RoundProgress(config.num_server_rounds, headline=headline, title=task.name,
-                       completed=first_round - 1) as progress:
-        for server_round in range(first_round, config.num_server_rounds + 1):
-            started = time.perf_counter()
-            defer = config.secagg_enabled and server_round < config.num_server_rounds
-            try:
+    stop_reason = ""
+    try:
+        with RoundProgress(config.num_server_rounds, headline=_headline(task, config),
+                           title=task.name, completed=first_round - 1) as progress:
+            for server_round in range(first_round, config.num_server_rounds + 1):
                 timeout = config.round_timeout + (
                     STARTUP_ALLOWANCE_SECONDS if server_round == first_round else 0.0)
-                row = _run_round(grid, strategy, server_round, weights, settings, config,
-                                 evaluate=not defer, timeout=timeout)
-            except FederationStopped as stop:
-                stop_reason = str(stop)
-                logger.warning("%s", stop_reason)
-                break
-            finally:
-                if pending is not None and strategy.received_evaluation:
-                    if "started" in pending:
-                        pending["seconds"] = started - pending.pop("started")
-                    finish(pending, strategy.received_evaluation)
-                    pending = None
-            weights = row.pop("weights")
-            if aborted := row.pop("aborted"):
-                aborted_rounds.append(f"round {server_round}: {aborted}")
-            row.update(privacy_columns(strategy))
-            if defer:
-                pending = {**row, "started": started}
-            else:
-                finish(row, strategy.last_evaluation)
-            save_checkpoint(run_dir / CHECKPOINT_DIR, Checkpoint(
-                round=server_round, run_id=run_id, run_config=config.to_run_config(),
-                weights=weights, optimizer_state=strategy.optimizer.state,
-                metrics_rows=writer.rows,
-                extra={"epsilon_spent": strategy.epsilon_spent, "aborted_rounds": aborted_rounds,
-                       # A resumed run cannot time the deferred round: its seconds stay empty.
-                       "pending": None if pending is None else
-                       {k: v for k, v in pending.items() if k != "started"}},
-            ))
-    model.set_weights(weights)
-    model.save(run_dir / "model.keras")
-    write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict(),
-                 epsilon=strategy.epsilon_spent, stop_reason=stop_reason,
-                 aborted_rounds=aborted_rounds)
-    return weights
+                book.registered = registered_names(grid.get_nodes())
+                try:
+                    _run_round(grid, strategy, book, state, config, task, run_id, server_round,
+                               timeout, writer, progress)
+                except FederationStopped as stop:
+                    stop_reason = str(stop)
+                    logger.warning("%s", stop_reason)
+                    break
+                save_checkpoint(run_dir / CHECKPOINT_DIR, Checkpoint(
+                    round=server_round, run_id=run_id, run_config=config.to_run_config(),
+                    weights=state.weights, optimizer_state=strategy.optimizer.state,
+                    metrics_rows=writer.rows,
+                    extra={"epsilon_spent": state.epsilon_spent,
+                           "aborted_rounds": state.aborted_rounds,
+                           # A resumed run cannot time the deferred round: its seconds stay empty.
+                           "pending": None if state.pending is None else
+                           {k: v for k, v in state.pending.items() if k != "started"}},
+                ))
+    except BaseException as error:  # noqa: B036 - outputs are written, then it propagates
+        stop_reason = f"the run failed: {error}" if str(error) else f"the run failed: {error!r}"
+        raise
+    finally:
+        model.set_weights(state.weights)
+        model.save(run_dir / "model.keras")
+        write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict(),
+                     epsilon=state.epsilon_spent, stop_reason=stop_reason,
+                     aborted_rounds=state.aborted_rounds)
+    return state.weights
+
+
+def _headline(task: TaskSpec, config: RunConfig) -> tuple[str, ...]:
+    return ("pooled_loss", *(f"client_avg_{m}" for m in task.metric_names),
+            *(("epsilon_patient_max",) if config.dp_mode == DpMode.PATIENT else ()),
+            *(("epsilon_hospital_max",) if config.dp_mode == DpMode.HOSPITAL else ()))
+
+
+def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state: RunState,
+               config: RunConfig, task: TaskSpec, run_id: str, server_round: int,
+               timeout: float, writer: MetricsWriter, progress: RoundProgress) -> None:
+    """Run one round (retrying once when too few hospitals took part) and file its rows.
+
+    A hospital that fails, hangs past ``round-timeout`` or sends a rejected reply is left out
+    of the round; the round counts if at least ``min-hospitals`` updates are usable. Otherwise
+    the round is tried once more (hospitals that already replied resend the same update; their
+    ledgers are not charged twice), then the run stops with the reasons.
+    """
+    started = time.perf_counter()
+    settings = round_settings(config, run_id, server_round)
+    rules = ReplyRules(
+        run_id=run_id, server_round=server_round, dp_mode=config.dp_mode,
+        noise_mode=config.dp_noise_mode, secure=config.secagg_enabled,
+        statistics=statistics_spec(task), global_weights=state.weights,
+        norm_bound=update_norm_bound(config, sum(int(w.size) for w in state.weights)),
+        max_examples=config.max_examples)
+    last = server_round == config.num_server_rounds
+    for attempt in (1, 2):
+        if config.secagg_enabled:
+            secure = run_secure_round(grid, strategy, settings, state.weights, rules, book,
+                                      timeout=timeout, advertised=state.advertised,
+                                      last_round=last)
+            outcome, state.advertised = secure.outcome, secure.next_keys
+        else:
+            outcome = run_plain_round(grid, strategy, settings, state.weights, rules, book,
+                                      timeout=timeout, evaluate=True)
+        state.keep_privacy(outcome.privacy)
+        _file_evaluation(outcome, state, task, writer, progress, started)
+        if outcome.participants >= config.min_hospitals and outcome.weights is not None:
+            break
+        transient = outcome.missing or outcome.failed or outcome.aborted or outcome.rejected
+        if attempt == 1 and transient:
+            logger.warning("round %d: %d usable update(s), fewer than the minimum of %d (%s); "
+                           "trying the round once more", server_round, outcome.participants,
+                           config.min_hospitals, outcome.shortfall())
+            continue
+        if outcome.weights is None and not (outcome.declined or outcome.missing
+                                            or outcome.aborted):
+            raise FederationError(f"round {server_round}: no hospital returned a usable update "
+                                  f"({outcome.shortfall()})")
+        raise FederationStopped(
+            f"stopped in round {server_round}: {outcome.participants} hospital(s) took part, "
+            f"fewer than the minimum of {config.min_hospitals} ({outcome.shortfall()})")
+    if outcome.weights is None:  # unreachable: the loop breaks only with weights
+        raise FederationError(f"round {server_round}: no usable update")
+    state.weights = outcome.weights
+    if outcome.aborted:
+        state.aborted_rounds.append(f"round {server_round}: {outcome.aborted}")
+    row: dict[str, Any] = {"round": server_round, "participants": outcome.participants,
+                           **_privacy_columns(state, outcome, config.dp_mode)}
+    if config.secagg_enabled and not last:
+        state.pending = {**row, "started": started}  # evaluated with the next round's replies
+        return
+    if config.secagg_enabled:
+        # The last secure round has no next round to carry its evaluation: ask for it now.
+        outcome = _evaluate_last(grid, strategy, book, state, settings, rules, timeout)
+    row["seconds"] = time.perf_counter() - started
+    _finish(row, outcome.evaluation, task, writer, progress)
+
+
+def _evaluate_last(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state: RunState,
+                   settings: RoundSettings, rules: ReplyRules, timeout: float) -> RoundOutcome:
+    """Evaluate the final secure round's model in an exchange of its own."""
+    messages = strategy.messages(pack_request(settings, state.weights),
+                                 strategy.select_nodes(grid), MessageType.EVALUATE)
+    screened = screen_replies(grid.send_and_receive(messages, timeout=timeout), rules, book,
+                              (EvaluateReply, DeclinedReply))
+    return RoundOutcome(server_round=settings.server_round, weights=state.weights,
+                        participants=0, evaluation=screened.statistics,
+                        evaluated_round=settings.server_round)
+
+
+def _file_evaluation(outcome: RoundOutcome, state: RunState, task: TaskSpec,
+                     writer: MetricsWriter, progress: RoundProgress, started: float) -> None:
+    """Complete the pending row with the evaluation that arrived for its round."""
+    pending = state.pending
+    if pending is None or outcome.evaluated_round != pending["round"] or not outcome.evaluation:
+        return
+    if "started" in pending:
+        pending["seconds"] = started - pending.pop("started")
+    _finish(pending, outcome.evaluation, task, writer, progress)
+    state.pending = None
+
+
+def _finish(row: dict[str, Any], evaluation: dict[str, Any], task: TaskSpec,
+            writer: MetricsWriter, progress: RoundProgress) -> None:
+    if not evaluation:
+        raise FederationError(f"round {row['round']}: no hospital returned a usable evaluation")
+    row.update(summarize_round(task, evaluation))
+    writer.append(row)
+    progress.round_done(row)
+
+
+def _privacy_columns(state: RunState, outcome: RoundOutcome, dp_mode: DpMode) -> dict[str, Any]:
+    """The round's ``declined`` and ``rejected`` counts, the largest epsilon per level and
+    each hospital's epsilon at the run's level."""
+    spent = state.epsilon_spent.values()
+    return {
+        **epsilon_columns(state.epsilon_spent, dp_mode.value),
+        "declined": len(outcome.declined),
+        "rejected": len(outcome.rejected),
+        "epsilon_patient_max": max((s["patient"] for s in spent), default=0.0),
+        "epsilon_hospital_max": max((s["hospital"] for s in spent), default=0.0),
+    }
 
 
 def _write_config(run_dir: Path, config: RunConfig, run_id: str, hospitals: list[str],
@@ -210,134 +351,3 @@ def _check_same_settings(config: RunConfig, resumed: Checkpoint) -> None:
     if differ:
         raise FederationError("cannot resume with other settings: " + "; ".join(differ))
 
-
-def update_norm_bound(config: RunConfig) -> float | None:
-    """The norm every visible update must respect (before any noise), or None if unbounded.
-
-    Patient-level DP and ``clip-updates`` clip each update to ``dp.update-clipping-norm``;
-    hospital-level DP clips it to ``dp.clipping-norm`` before its noise. Secure aggregation
-    shows the server no single update.
-    """
-    if config.secagg_enabled:
-        return None
-    if config.dp_mode == "patient" or (config.dp_mode == "none" and config.clip_updates):
-        return config.dp_update_clipping_norm
-    if config.dp_mode == "hospital":
-        return config.dp_clipping_norm
-    return None
-
-
-def privacy_columns(strategy: FedcareStrategy) -> dict[str, Any]:
-    """The round's ``declined`` count and the largest epsilon spent so far at each level."""
-    spent = strategy.epsilon_spent.values()
-    return {
-        "declined": len(strategy.last_declined),
-        "rejected": len(strategy.last_rejected),
-        "epsilon_patient_max": max((s["patient"] for s in spent), default=0.0),
-        "epsilon_hospital_max": max((s["hospital"] for s in spent), default=0.0),
-    }
-
-
-class FederationStopped(FederationError):
-    """The run ends early, cleanly: too few hospitals can still take part."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrainOutcome:
-    """A round's training: new weights (None if nothing usable), who took part, and why not."""
-
-    weights: NDArrays | None
-    participants: int
-    aborted: str = ""
-    missing: int = 0  # hospitals that sent nothing before the round's deadline
-
-
-def _train(
-    grid: Grid, strategy: FedcareStrategy, server_round: int, weights: NDArrays,
-    settings: ConfigRecord, config: RunConfig, timeout: float,
-) -> TrainOutcome:
-    """Run the round's training once, waiting at most `timeout` seconds per exchange."""
-    if config.secagg_enabled:
-        secure = run_secure_round(
-            grid, strategy, server_round, weights, settings,
-            threshold=config.effective_threshold, clip_bound=config.secagg_clip_bound,
-            scale=secagg_scale(config), timeout=timeout,
-            advertised=strategy.advertised_keys,
-            last_round=server_round == config.num_server_rounds)
-        strategy.advertised_keys = secure.next_keys
-        return TrainOutcome(secure.weights, secure.survivors, secure.aborted)
-    messages = list(strategy.configure_train(server_round, ArrayRecord(weights), settings, grid))
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    arrays, train_metrics = strategy.aggregate_train(server_round, replies)
-    participants = int(train_metrics["participants"]) if train_metrics else 0
-    missing = len(messages) - len(replies)
-    if missing:
-        logger.warning("round %d: %d hospital(s) sent nothing within %.0f s", server_round,
-                       missing, timeout)
-    return TrainOutcome(arrays.to_numpy_ndarrays() if arrays is not None else None,
-                        participants, missing=missing)
-
-
-def _shortfall(strategy: FedcareStrategy, outcome: TrainOutcome) -> str:
-    """Why hospitals are missing from a round, one reason per hospital or failure."""
-    reasons = [f"{name} declined: {why}" for name, why in sorted(strategy.last_declined.items())]
-    reasons += [f"{name} rejected: {why}" for name, why in sorted(strategy.last_rejected.items())]
-    reasons += [f"failed: {why}" for why in strategy.last_errors]
-    if outcome.missing:
-        reasons.append(f"{outcome.missing} sent nothing before the deadline")
-    if outcome.aborted:
-        reasons.append(f"secure aggregation aborted: {outcome.aborted}")
-    return "; ".join(reasons) or "no replies"
-
-
-def _run_round(
-    grid: Grid, strategy: FedcareStrategy, server_round: int, weights: NDArrays,
-    settings: ConfigRecord, config: RunConfig, *, evaluate: bool = True,
-    timeout: float | None = None,
-) -> dict[str, Any]:
-    """Train (retrying once when too few hospitals replied), then evaluate unless deferred.
-
-    A hospital that fails, hangs past ``round-timeout`` or sends a rejected update is left out
-    of the round; the round counts if at least ``min-hospitals`` updates are usable. Otherwise
-    the round is tried once more (hospitals that already replied resend the same update; their
-    ledgers are not charged twice), then the run stops with the reasons.
-    """
-    started = time.perf_counter()
-    timeout = config.round_timeout if timeout is None else timeout
-    min_hospitals = config.min_hospitals
-    for attempt in (1, 2):
-        outcome = _train(grid, strategy, server_round, weights, settings, config, timeout)
-        if outcome.participants >= min_hospitals and outcome.weights is not None:
-            break
-        transient = outcome.missing or strategy.last_errors or outcome.aborted
-        if attempt == 1 and transient:
-            logger.warning("round %d: %d usable update(s), fewer than the minimum of %d (%s); "
-                           "trying the round once more", server_round, outcome.participants,
-                           min_hospitals, _shortfall(strategy, outcome))
-            continue
-        if outcome.aborted:
-            # Secure aggregation aborted twice: nothing was unmasked and the global model stays.
-            raise FederationStopped(f"stopped in round {server_round}: "
-                                    f"{_shortfall(strategy, outcome)}")
-        if outcome.weights is None and not strategy.last_declined and not outcome.missing:
-            raise FederationError(f"round {server_round}: no hospital returned a usable update "
-                                  f"({_shortfall(strategy, outcome)})")
-        raise FederationStopped(
-            f"stopped in round {server_round}: {outcome.participants} hospital(s) took part, "
-            f"fewer than the minimum of {min_hospitals} ({_shortfall(strategy, outcome)})"
-        )
-    new_weights = outcome.weights
-    row = {"round": server_round, "participants": outcome.participants, "weights": new_weights,
-           "aborted": ""}
-    if evaluate:
-        replies = grid.send_and_receive(
-            strategy.configure_evaluate(server_round, ArrayRecord(new_weights), settings, grid),
-            timeout=timeout,
-        )
-        if strategy.aggregate_evaluate(server_round, replies) is None:
-            raise FederationError(
-                f"round {server_round}: no hospital returned an evaluation "
-                f"({'; '.join(strategy.last_errors) or 'no replies'})"
-            )
-    row["seconds"] = time.perf_counter() - started
-    return row

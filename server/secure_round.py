@@ -7,29 +7,35 @@ advertise-keys rides on this round's unmask message, and the previous round's ev
 round's first message, so a steady round costs three message exchanges (train + share-keys +
 evaluate the previous weights, masked-input, unmask + next keys) instead of five.
 The server learns only the sum of the survivors' encoded updates, decodes the mean and applies
-its optimizer. Validation that needs a plaintext update (a norm bound) cannot run here: each
-hospital's own code enforces its clip.
+its optimizer. Every reply is screened (``server.screening``) and the protocol's ids are the
+hospitals' bound identities, never what a reply claims. Validation that needs a plaintext update
+(a norm bound) cannot run here: each hospital's own code enforces its clip.
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from common import record_keys as keys
 from common.errors import SecAggProtocolError
 from common.secagg.protocol import Key, PublicKeys, SecAggServer, Stage
 from common.secagg.update_vector import decode_mean
 from common.types import NDArrays
-from server.strategy import FedcareStrategy, HospitalUpdate, evaluation_by_hospital
+from common.wire.records import pack_request
+from common.wire.replies import DeclinedReply, SecAggStageReply, TrainReply
+from common.wire.settings import RoundSettings
+from server.identity import IdentityBook
+from server.round_outcome import RoundOutcome
+from server.screening import ReplyRules, Screened, screen_replies
+from server.strategy import FedcareStrategy
 
 logger = logging.getLogger(__name__)
 
+ADVERTISE_ACTION = "train.secagg_advertise"
 STAGE_ACTIONS = {
-    Stage.SHARE_KEYS: keys.SECAGG_SHARE,
-    Stage.MASKED_INPUT: keys.SECAGG_MASK,
-    Stage.UNMASK: keys.SECAGG_UNMASK,
+    Stage.SHARE_KEYS: "train.secagg_share",
+    Stage.MASKED_INPUT: "train.secagg_mask",
+    Stage.UNMASK: "train.secagg_unmask",
 }
 
 
@@ -43,128 +49,122 @@ class AdvertisedKeys:
 
 
 @dataclass(frozen=True, slots=True)
-class SecureRoundResult:
-    """What a secure round produced: new weights (or why the round aborted), next keys."""
+class SecureRound:
+    """A secure round's outcome and the keys advertised for the next round."""
 
-    weights: NDArrays | None
-    participants: list[HospitalUpdate]
-    survivors: int
-    aborted: str = ""
+    outcome: RoundOutcome
     next_keys: AdvertisedKeys | None = None
 
 
-def _message(content: RecordDict, node_id: int, action: str) -> Message:
-    return Message(content=content, dst_node_id=node_id, message_type=f"train.{action}")
-
-
 def _first_messages(
-    grid: Grid, strategy: FedcareStrategy, server_round: int, weights: NDArrays,
-    settings: ConfigRecord, advertised: AdvertisedKeys | None, threshold: int,
-) -> tuple[list[Message], SecAggServer | None]:
+    grid: Grid, strategy: FedcareStrategy, settings: RoundSettings, weights: NDArrays,
+    advertised: AdvertisedKeys | None, threshold: int,
+) -> tuple[list, SecAggServer | None]:
     """Train messages with the round's first stage: share-keys if every node's keys are known."""
     nodes = strategy.select_nodes(grid)
-    arrays = ArrayRecord(weights)
-    if (advertised is not None and advertised.round_number == server_round
+    if (advertised is not None and advertised.round_number == settings.server_round
             and sorted(advertised.nodes.values()) == nodes):
-        server = SecAggServer(round_number=server_round, node_ids=sorted(advertised.keys),
+        server = SecAggServer(round_number=settings.server_round, node_ids=sorted(advertised.keys),
                               threshold=threshold, known_public_keys=advertised.keys,
                               vector_length=sum(int(w.size) for w in weights) + 1)
         messages = [
-            _message(RecordDict({keys.ARRAYS: arrays, keys.CONFIG: settings,
-                                 keys.SECAGG: ConfigRecord(request)}),
-                     advertised.nodes[index], keys.SECAGG_ADVERTISE)
+            strategy.messages(pack_request(settings, weights, secagg=request),
+                              [advertised.nodes[index]], ADVERTISE_ACTION)[0]
             for index, request in server.requests().items()
         ]
         return messages, server
-    advertise = ConfigRecord({Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: server_round})
-    first = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: settings, keys.SECAGG: advertise})
-    return [_message(first, node, keys.SECAGG_ADVERTISE) for node in nodes], None
+    advertise = {Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: settings.server_round}
+    return strategy.messages(pack_request(settings, weights, secagg=advertise), nodes,
+                             ADVERTISE_ACTION), None
 
 
 def run_secure_round(
-    grid: Grid, strategy: FedcareStrategy, server_round: int, weights: NDArrays,
-    settings: ConfigRecord, *, threshold: int, clip_bound: float, scale: float, timeout: float,
+    grid: Grid, strategy: FedcareStrategy, settings: RoundSettings, weights: NDArrays,
+    rules: ReplyRules, book: IdentityBook, *, timeout: float,
     advertised: AdvertisedKeys | None = None, last_round: bool = False,
-) -> SecureRoundResult:
-    """Run one round under secure aggregation and return the new global weights (or why not).
+) -> SecureRound:
+    """Run one round under secure aggregation and return its outcome (and the next keys).
 
     `advertised` holds the keys hospitals advertised for this round during the previous one;
-    unless this is the `last_round`, this round's unmask asks for the next round's keys.
+    unless this is the `last_round`, this round's unmask asks for the next round's keys. From
+    round 2 on, the first message also evaluates the weights it carries (the previous round's
+    result): the outcome's evaluation is of round ``server_round - 1``.
     """
-    strategy.global_weights = weights
-    settings[keys.SERVER_ROUND] = server_round
-    # From round 2 on, the first message also evaluates the weights it carries (the previous
-    # round's result); the driver files that evaluation under the previous round.
-    settings[keys.EVALUATE_RECEIVED] = server_round > 1
-    messages, server = _first_messages(grid, strategy, server_round, weights, settings,
-                                       advertised, threshold)
+    server_round = settings.server_round
+    settings = replace(settings, evaluate_received=server_round > 1)
+    threshold = settings.secagg_threshold
+    messages, server = _first_messages(grid, strategy, settings, weights, advertised, threshold)
     replies = list(grid.send_and_receive(messages, timeout=timeout))
-    strategy.received_evaluation = evaluation_by_hospital(replies)
-    participants = strategy.record_train_replies(server_round, replies)
-    node_of = {int(m.content[keys.HOSPITAL][keys.HOSPITAL_INDEX]): m.metadata.src_node_id
-               for m in replies if not m.has_error()}
-    index_of = {node: index for index, node in node_of.items()}
+    first = screen_replies(replies, rules, book, (TrainReply, DeclinedReply))
+    outcome = RoundOutcome(
+        server_round=server_round, weights=None, participants=0, declined=first.declined,
+        rejected=dict(first.rejected), failed=list(first.failed),
+        missing=len(messages) - len(replies), privacy=first.privacy,
+        evaluation=first.statistics, evaluated_round=server_round - 1 if server_round > 1 else None)
+    contributors = {reply.hospital.index: first.nodes[name]
+                    for name, reply in first.of_kind(TrainReply).items()}
     next_keys = AdvertisedKeys(server_round + 1)
     try:
         if server is None:
             server = SecAggServer(round_number=server_round, threshold=threshold,
-                                  node_ids=sorted(i for i, n in node_of.items()
-                                                  if any(m.metadata.src_node_id == n
-                                                         and keys.SECAGG in m.content
-                                                         for m in replies)),
+                                  node_ids=sorted(contributors),
                                   vector_length=sum(int(w.size) for w in weights) + 1)
-        for msg in replies:
-            if not msg.has_error() and keys.SECAGG in msg.content:
-                _receive(server, index_of[msg.metadata.src_node_id], msg)
+        for name, reply in first.of_kind(TrainReply).items():
+            if isinstance(reply, TrainReply) and reply.secagg is not None:
+                _receive(server, reply.hospital.index, reply.secagg, outcome)
         server.close_stage()
         result = None
         while result is None:
             stage = server.stage
-            action = STAGE_ACTIONS[stage]
-            messages = []
-            for index, request in server.requests().items():
-                content = RecordDict({keys.SECAGG: ConfigRecord(request)})
-                if stage == Stage.UNMASK and not last_round:
-                    content[keys.SECAGG_NEXT] = ConfigRecord(
-                        {Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: server_round + 1})
-                messages.append(_message(content, node_of[index], action))
-            for msg in grid.send_and_receive(messages, timeout=timeout):
-                index = index_of.get(msg.metadata.src_node_id, -1)
-                if msg.has_error():
-                    logger.warning("round %d %s: hospital %s failed: %s", server_round, action,
-                                   index, msg.error.reason)
+            next_request = ({Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: server_round + 1}
+                            if stage == Stage.UNMASK and not last_round else None)
+            messages = [strategy.messages(pack_request(None, None, secagg=request,
+                                                       secagg_next=next_request),
+                                          [contributors[index]], STAGE_ACTIONS[stage])[0]
+                        for index, request in server.requests().items()]
+            stage_replies = screen_replies(grid.send_and_receive(messages, timeout=timeout),
+                                           rules, book, (SecAggStageReply,))
+            _merge(outcome, stage_replies)
+            for reply in stage_replies.of_kind(SecAggStageReply).values():
+                if not isinstance(reply, SecAggStageReply):
                     continue
-                _receive(server, index, msg)
-                if keys.SECAGG_NEXT in msg.content:
-                    _keep_next_keys(next_keys, index, msg)
+                index = reply.hospital.index
+                _receive(server, index, reply.secagg, outcome)
+                if reply.secagg_next is not None:
+                    _keep_next_keys(next_keys, index, contributors[index], reply.secagg_next)
             result = server.close_stage()
+        mean = decode_mean(result.total, num_summands=len(result.survivor_ids),
+                           clip_bound=settings.secagg_clip_bound, scale=settings.secagg_scale,
+                           like=weights)
     except (SecAggProtocolError, ValueError) as error:
         logger.warning("round %d: secure aggregation aborted: %s", server_round, error)
-        return SecureRoundResult(None, participants, 0, aborted=str(error))
-    mean = decode_mean(result.total, num_summands=len(result.survivor_ids), clip_bound=clip_bound,
-                       scale=scale, like=weights)
+        return SecureRound(replace(outcome, aborted=str(error)))
     if result.dropped_ids:
         logger.warning("round %d: hospitals %s dropped after sharing keys; their pairwise masks "
                        "were removed", server_round, list(result.dropped_ids))
-    return SecureRoundResult(strategy.optimizer.step(weights, mean), participants,
-                             len(result.survivor_ids), next_keys=next_keys)
+    return SecureRound(replace(outcome, weights=strategy.optimizer.step(weights, mean),
+                               participants=len(result.survivor_ids)), next_keys)
 
 
-def _keep_next_keys(next_keys: AdvertisedKeys, index: int, msg: Message) -> None:
+def _merge(outcome: RoundOutcome, screened: Screened) -> None:
+    """Add a later stage's refusals and failures to the round's (the outcome is being built)."""
+    outcome.rejected.update(screened.rejected)
+    outcome.failed.extend(screened.failed)
+
+
+def _keep_next_keys(next_keys: AdvertisedKeys, index: int, node: int, reply: dict) -> None:
     """Record a hospital's fresh public keys for the next round (malformed ones are skipped)."""
-    reply = msg.content[keys.SECAGG_NEXT]
-    try:
-        mask, encryption = bytes(reply[Key.MASK_PUBLIC_KEY]), bytes(reply[Key.ENCRYPTION_PUBLIC_KEY])
-    except (KeyError, TypeError):
-        return
-    if len(mask) == 32 and len(encryption) == 32:
+    mask, encryption = reply.get(Key.MASK_PUBLIC_KEY), reply.get(Key.ENCRYPTION_PUBLIC_KEY)
+    if isinstance(mask, bytes) and isinstance(encryption, bytes) \
+            and len(mask) == 32 and len(encryption) == 32:
         next_keys.keys[index] = PublicKeys(mask=mask, encryption=encryption)
-        next_keys.nodes[index] = msg.metadata.src_node_id
+        next_keys.nodes[index] = node
 
 
-def _receive(server: SecAggServer, index: int, msg: Message) -> None:
+def _receive(server: SecAggServer, index: int, payload: dict, outcome: RoundOutcome) -> None:
     """Record one reply; a malformed or out-of-stage one counts as a dropout, with its reason."""
     try:
-        server.receive(index, dict(msg.content[keys.SECAGG]))
+        server.receive(index, payload)
     except SecAggProtocolError as error:
+        outcome.rejected[f"hospital {index}"] = str(error)
         logger.warning("secure aggregation: reply of hospital %d rejected: %s", index, error)

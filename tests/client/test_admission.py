@@ -1,21 +1,21 @@
 import json
 import logging
-import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Context, Message, Metadata, RecordDict
 
 from client.admission import admit
 from client.app import build_client_app
-from common import record_keys as keys
 from common.config import RunConfig
 from common.models import build_model
 from common.schema import DataSchema
 from common.tasks import task_for_config
 from common.tasks.csv_task import EXAMPLE_SCHEMA, write_example_hospitals
 from common.version import fedcare_version
-from server.strategy import HospitalUpdate
+from common.wire.records import pack_request
+from common.wire.replies import DeclinedReply, TrainReply
+from tests.wire_messages import context_for, reply_from, request_message
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,12 @@ def example(tmp_path_factory):
 
 
 def _settings(task="csv", version=None, hospitals=2):
-    return {keys.TASK: task, keys.HOSPITALS: hospitals, keys.SEED: 0, keys.PARTITION: "iid",
-            keys.DIRICHLET_ALPHA: 0.5,
-            keys.FEDCARE_VERSION: fedcare_version() if version is None else version}
+    from server.federation import round_settings
+
+    config = RunConfig.from_run_config({"hospitals": hospitals, "dp.mode": "none"})
+    settings = round_settings(config, "run-1", 1)
+    return replace(settings, task=task,
+                   fedcare_version=fedcare_version() if version is None else version)
 
 
 def _node(example, index=1, **extra):
@@ -62,11 +65,15 @@ def test_other_fedcare_version_is_refused_naming_both(example):
         in admission.refusal
 
 
-def test_server_without_a_version_is_refused(example):
-    settings = _settings()
-    del settings[keys.FEDCARE_VERSION]
-    admission = admit(settings=settings, node_config=_node(example), run_config={})
-    assert "sent no fedcare version" in admission.refusal
+def test_server_without_a_version_is_refused(example, run):
+    config, settings, weights = run
+    content = pack_request(settings, weights)
+    del content["config"]["fedcare-version"]
+    reply = build_client_app()(message=request_message(None, None, content=content),
+                               context=context_for(_node(example, 0), config.to_run_config()))
+    declined = reply_from(reply)
+    assert isinstance(declined, DeclinedReply)
+    assert "malformed" in declined.reason and "fedcare-version: missing" in declined.reason
 
 
 def test_different_schema_is_refused_naming_both_hashes(example):
@@ -147,12 +154,6 @@ def test_node_without_partition_id_cannot_name_itself_and_raises(example):
 # --- through the ClientApp's handlers, as the server receives the replies ---------------
 
 
-def _message(content, message_type):
-    return Message(content=content, metadata=Metadata(
-        run_id=1, message_id="m1", src_node_id=1, dst_node_id=7, reply_to_message_id="",
-        group_id="1", created_at=time.time(), ttl=3600.0, message_type=message_type))
-
-
 @pytest.fixture(scope="module")
 def run(example):
     from server.federation import round_settings
@@ -162,47 +163,41 @@ def run(example):
         "task": "csv", "hospitals": 2, "csv.schema-path": str(schema_path),
         "csv.schema-sha256": sha256, "dp.mode": "none", "local-steps": 2})
     weights = build_model(task_for_config(config), seed=0).get_weights()
-    return config, round_settings(config, "run-1"), weights
+    return config, round_settings(config, "run-1", 1), weights
 
 
 def _call(app, run, node, message_type, **setting_changes):
     config, settings, weights = run
-    round_settings = settings.copy()
-    round_settings[keys.SERVER_ROUND] = 1
-    for key, value in setting_changes.items():
-        round_settings[key] = value
-    context = Context(run_id=1, node_id=7, node_config=node, state=RecordDict(),
-                      run_config=config.to_run_config())
-    content = RecordDict({keys.ARRAYS: ArrayRecord(weights), keys.CONFIG: round_settings})
-    return app(message=_message(content, message_type), context=context)
+    settings = replace(settings, **setting_changes)
+    return app(message=request_message(settings, weights, message_type),
+               context=context_for(node, config.to_run_config()))
 
 
 @pytest.mark.parametrize("message_type", ["train", "evaluate"])
 def test_version_refusal_reaches_the_server_as_a_decline(example, run, message_type):
     # Act
     reply = _call(build_client_app(), run, _node(example, 0), message_type,
-                  **{keys.FEDCARE_VERSION: "99.0"})
+                  fedcare_version="99.0")
 
     # Assert
-    assert not reply.has_error()
-    assert keys.STATISTICS not in reply.content and keys.ARRAYS not in reply.content
-    parsed = HospitalUpdate.from_message(reply)
-    assert (parsed.name, parsed.index, parsed.update) == ("hospital-0", 0, None)
-    assert "server runs fedcare 99.0" in parsed.declined
+    parsed = reply_from(reply)
+    assert isinstance(parsed, DeclinedReply) and parsed.statistics is None
+    assert (parsed.hospital.name, parsed.hospital.index) == ("hospital-0", 0)
+    assert "server runs fedcare 99.0" in parsed.reason
 
 
 def test_admitted_csv_hospital_trains_and_keeps_its_preprocessing_by_its_ledger(
         example, run, tmp_path):
     # Arrange
     ledger = tmp_path / "ledgers" / "h1.json"
-    node = _node(example, 1, **{"ledger-path": str(ledger)})
+    node = _node(example, 1, **{"ledger-path": str(ledger), "dp-mode": "none"})
 
     # Act
     reply = _call(build_client_app(), run, node, "train")
 
     # Assert
-    parsed = HospitalUpdate.from_message(reply)
-    assert parsed.declined == "" and parsed.name == "hospital-1"
+    parsed = reply_from(reply)
+    assert isinstance(parsed, TrainReply) and parsed.hospital.name == "hospital-1"
     assert [u.shape for u in parsed.update] == [w.shape for w in run[2]]
     assert any(np.abs(u).max() > 0 for u in parsed.update)
     saved = json.loads((tmp_path / "ledgers" / "h1.preprocessing.json").read_text())

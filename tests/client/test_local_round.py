@@ -1,29 +1,36 @@
 """A hospital's round: budget enforcement, charge-before-release, and exact accounting."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
 
-from client.local_round import RoundRequest, train_round
+from client.local_round import train_round
 from client.privacy import HospitalPrivacy
 from client.training import get_trainer
 from common.dp.ledger import PrivacyLedger
 from common.errors import LedgerError
 from common.models import build_model
+from common.config import RunConfig
 from common.tasks import get_task
+from common.wire.modes import DpMode, NoiseMode
+from server.federation import round_settings
 
 TASK = get_task("heart-disease")
 HOSPITALS = TASK.load(4)
 
 
 def _request(server_round, *, run="run-a", rounds=3, mode="patient", **changes):
-    settings = dict(run_id=run, server_round=server_round, planned_rounds=rounds, dp_mode=mode,
-                    local_epochs=1, local_steps=2, batch_size=12, learning_rate=0.1,
-                    clipping_norm=0.5, update_clipping_norm=5.0, seed=0)
-    settings.update(changes)
-    return RoundRequest(**settings)
+    """The round settings a server sends (the real wire type), with `changes` applied."""
+    config = RunConfig.from_run_config({"num-server-rounds": rounds, "local-steps": 2})
+    settings = replace(round_settings(config, run, server_round), dp_mode=DpMode(mode))
+    if "min_contributors" in changes:
+        changes["secagg_threshold"] = changes.pop("min_contributors")
+    if "noise_mode" in changes:
+        changes["noise_mode"] = NoiseMode(changes["noise_mode"])
+    return replace(settings, **changes)
 
 
 def _privacy(tmp_path, *, mode="patient", epsilon=1.0, seed=0):

@@ -1,18 +1,28 @@
 import numpy as np
 
 from common.server_optimizers import ServerOptimizer
-from server.strategy import FedcareStrategy, HospitalUpdate
+from server.strategy import FedcareStrategy
+
+GLOBAL = [np.zeros(4, np.float32)]
 
 
-def _update(index: int, arrays: list[np.ndarray], examples: int) -> HospitalUpdate:
-    return HospitalUpdate(index=index, name=f"h{index}", update=arrays, num_examples=examples,
-                          train_loss=0.5)
+def _update(index: int, arrays: list[np.ndarray], examples: int) -> tuple:
+    return index, arrays, float(examples)
 
 
-def _strategy(weighted: bool) -> FedcareStrategy:
-    strategy = FedcareStrategy(hospitals=3, optimizer=ServerOptimizer("fedavg", 1.0), weighted=weighted)
-    strategy.global_weights = [np.zeros(4, np.float32)]
-    return strategy
+class _Strategy:
+    """The strategy with the test's global weights bound (aggregation is all it does here)."""
+
+    def __init__(self, strategy: FedcareStrategy) -> None:
+        self.strategy = strategy
+
+    def aggregate_updates(self, updates):
+        return self.strategy.aggregate(GLOBAL, updates)
+
+
+def _strategy(weighted: bool) -> _Strategy:
+    return _Strategy(FedcareStrategy(hospitals=3, optimizer=ServerOptimizer("fedavg", 1.0),
+                                     weighted=weighted))
 
 
 def test_aggregate_weighted_by_examples_equals_hand_mean():
@@ -47,9 +57,9 @@ def test_robust_aggregators_resist_one_scaled_update():
     updates = [_update(i, a, 1) for i, a in enumerate(honest)]
     updates.append(_update(5, [np.full(4, 20.0, np.float32)], 1))  # scaled 20x
     for aggregator in ("median", "trimmed-mean"):
-        strategy = FedcareStrategy(hospitals=6, optimizer=ServerOptimizer("fedavg", 1.0),
-                                   weighted=False, aggregator=aggregator, trim_fraction=0.2)
-        strategy.global_weights = [np.zeros(4, np.float32)]
+        strategy = _Strategy(FedcareStrategy(hospitals=6, optimizer=ServerOptimizer("fedavg", 1.0),
+                                             weighted=False, aggregator=aggregator,
+                                             trim_fraction=0.2))
         new = strategy.aggregate_updates(updates)
         assert np.all((new[0] >= 0.9) & (new[0] <= 1.1)), aggregator
     mean = _strategy(False).aggregate_updates(updates)

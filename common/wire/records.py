@@ -1,0 +1,282 @@
+"""The only pack and unpack functions of fedcare's messages (Flower's RecordDict <-> dataclasses).
+
+Server -> hospital: the global weights (``arrays``), the round settings (``config``) and, under
+secure aggregation, a stage request (``secagg``, ``secagg-next``). Hospital -> server: a reply
+header (``reply``: kind, identity, the request it answers, a decline's reason) and the parts the
+manifest allows (``arrays``, ``privacy``, ``metrics``, ``statistics``, ``secagg``,
+``secagg-next``). Unpacking validates every field and raises ``WireFormatError`` naming it; a
+record or key that the format does not define is refused too.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from common.wire.fields import (
+    MAX_TEXT,
+    WireFormatError,
+    read_enum,
+    read_float,
+    read_int,
+    read_text,
+    write_float,
+)
+from common.wire.replies import (
+    DeclinedReply,
+    EvaluateReply,
+    HospitalIdentity,
+    NDArrays,
+    PrivacyReport,
+    Reply,
+    ReplyKind,
+    RoundRef,
+    SecAggPayload,
+    SecAggStageReply,
+    TrainReply,
+)
+from common.wire.settings import (
+    MAX_HOSPITALS,
+    MAX_ROUNDS,
+    NAME_PATTERN,
+    RUN_ID_PATTERN,
+    RoundSettings,
+    settings_from_fields,
+    settings_to_fields,
+)
+from common.wire.statistics import StatisticsSpec, validate_statistics
+
+ARRAYS, CONFIG, SECAGG, SECAGG_NEXT = "arrays", "config", "secagg", "secagg-next"
+REPLY, PRIVACY, METRICS, STATISTICS = "reply", "privacy", "metrics", "statistics"
+MAX_EXAMPLES_ON_WIRE = 10**12  # a type bound only; the run's max-examples is the real one
+_FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A message from the server, unpacked: what the hospital is asked to do."""
+
+    settings: RoundSettings | None
+    weights: NDArrays | None
+    secagg: SecAggPayload | None = None
+    secagg_next: SecAggPayload | None = None
+
+
+def pack_request(settings: RoundSettings | None, weights: NDArrays | None, *,
+                 secagg: SecAggPayload | None = None,
+                 secagg_next: SecAggPayload | None = None) -> RecordDict:
+    """Pack a server -> hospital message's content."""
+    content = RecordDict()
+    if weights is not None:
+        content[ARRAYS] = ArrayRecord(weights)
+    if settings is not None:
+        content[CONFIG] = ConfigRecord(settings_to_fields(settings))  # type: ignore[arg-type]
+    if secagg is not None:
+        content[SECAGG] = ConfigRecord(secagg)  # type: ignore[arg-type]
+    if secagg_next is not None:
+        content[SECAGG_NEXT] = ConfigRecord(secagg_next)  # type: ignore[arg-type]
+    return content
+
+
+def unpack_request(content: RecordDict) -> Request:
+    """Unpack a server message; raise WireFormatError naming the first bad field."""
+    _only(content, {ARRAYS, CONFIG, SECAGG, SECAGG_NEXT}, "request")
+    settings = settings_from_fields(_config(content, CONFIG)) if CONFIG in content else None
+    return Request(settings=settings,
+                   weights=_arrays(content, ARRAYS) if ARRAYS in content else None,
+                   secagg=_payload(content, SECAGG), secagg_next=_payload(content, SECAGG_NEXT))
+
+
+def request_ref(content: RecordDict) -> RoundRef:
+    """The run id and round a (possibly malformed) request names, as far as they are readable.
+
+    A hospital declining a malformed request echoes them, so the server files the decline
+    under the right round; unreadable parts become ``unknown`` and round 1.
+    """
+    raw = dict(content[CONFIG]) if CONFIG in content and isinstance(content[CONFIG], ConfigRecord) else {}
+    try:
+        run_id = read_text(raw, "run-id", pattern=RUN_ID_PATTERN)
+    except WireFormatError:
+        run_id = "unknown"
+    try:
+        server_round = read_int(raw, "server-round", minimum=1, maximum=MAX_ROUNDS)
+    except WireFormatError:
+        server_round = 1
+    return RoundRef(run_id, server_round)
+
+
+def node_identity(node_config: Mapping[str, object]) -> HospitalIdentity:
+    """The identity a node states when it cannot derive one from the round's task.
+
+    Its ``hospital-name`` (else ``hospital-<partition-id>``) and partition id (0 if unreadable);
+    the server accepts it only if it matches what it bound to the node.
+    """
+    try:
+        index = read_int(node_config, "partition-id", minimum=0, maximum=MAX_HOSPITALS - 1)
+    except WireFormatError:
+        index = 0
+    name = node_config.get("hospital-name")
+    return HospitalIdentity(name if isinstance(name, str) and name else f"hospital-{index}",
+                            index)
+
+
+def pack_reply(reply: Reply) -> RecordDict:
+    """Pack a hospital's reply (the manifest is checked by the caller, ``client.replies``)."""
+    header: dict[str, Any] = {"kind": _kind(reply).value, "name": reply.hospital.name,
+                              "index": reply.hospital.index, "run-id": reply.answers.run_id,
+                              "server-round": reply.answers.server_round}
+    content = RecordDict()
+    if isinstance(reply, DeclinedReply):
+        header["reason"] = reply.reason[:MAX_TEXT]
+    content[REPLY] = ConfigRecord(header)
+    if isinstance(reply, TrainReply | DeclinedReply) and reply.privacy is not None:
+        p = reply.privacy
+        content[PRIVACY] = ConfigRecord({
+            "epsilon-patient": write_float(p.epsilon_patient),
+            "epsilon-hospital": write_float(p.epsilon_hospital),
+            "budget-epsilon": write_float(p.budget_epsilon),
+            "budget-delta": float(p.budget_delta)})
+    if isinstance(reply, TrainReply):
+        if reply.update is not None:
+            content[ARRAYS] = ArrayRecord(reply.update)
+        metrics: dict[str, int | float] = {}
+        if reply.num_examples is not None:
+            metrics["num-examples"] = int(reply.num_examples)
+        if reply.train_loss is not None:
+            metrics["train-loss"] = float(reply.train_loss)
+        if reply.encoding_clipped is not None:
+            metrics["encoding-clipped"] = int(reply.encoding_clipped)
+        if metrics:
+            content[METRICS] = MetricRecord(metrics)
+    statistics = None if isinstance(reply, SecAggStageReply) else reply.statistics
+    if statistics is not None:
+        content[STATISTICS] = ArrayRecord({k: Array(np.asarray(v)) for k, v in statistics.items()})
+    if isinstance(reply, TrainReply | SecAggStageReply) and reply.secagg is not None:
+        content[SECAGG] = ConfigRecord(reply.secagg)  # type: ignore[arg-type]
+    if isinstance(reply, SecAggStageReply) and reply.secagg_next is not None:
+        content[SECAGG_NEXT] = ConfigRecord(reply.secagg_next)  # type: ignore[arg-type]
+    return content
+
+
+def unpack_reply(content: RecordDict, *, statistics: StatisticsSpec) -> Reply:
+    """Unpack and validate a hospital's reply.
+
+    Raises
+    ------
+    WireFormatError
+        Naming the first missing, unknown, mistyped or out-of-range field.
+    """
+    header = _config(content, REPLY)
+    kind = read_enum(header, "kind", ReplyKind)
+    allowed_keys = {"kind", "name", "index", "run-id", "server-round"} | (
+        {"reason"} if kind == ReplyKind.DECLINED else set())
+    _only(header, allowed_keys, REPLY)
+    hospital = HospitalIdentity(
+        name=read_text(header, "name", pattern=NAME_PATTERN, max_length=64),
+        index=read_int(header, "index", minimum=0, maximum=MAX_HOSPITALS - 1))
+    answers = RoundRef(run_id=read_text(header, "run-id", pattern=RUN_ID_PATTERN),
+                       server_round=read_int(header, "server-round", minimum=1,
+                                             maximum=MAX_ROUNDS))
+    records = {ReplyKind.TRAIN: {REPLY, ARRAYS, PRIVACY, METRICS, STATISTICS, SECAGG},
+               ReplyKind.DECLINED: {REPLY, PRIVACY, STATISTICS},
+               ReplyKind.EVALUATE: {REPLY, STATISTICS},
+               ReplyKind.SECAGG: {REPLY, SECAGG, SECAGG_NEXT}}[kind]
+    _only(content, records, "reply")
+    stats = (validate_statistics(_array_dict(content, STATISTICS), statistics)
+             if STATISTICS in content else None)
+    if kind == ReplyKind.EVALUATE:
+        if stats is None:
+            raise WireFormatError(STATISTICS, "missing")
+        return EvaluateReply(hospital, answers, stats)
+    if kind == ReplyKind.SECAGG:
+        payload = _payload(content, SECAGG)
+        if payload is None:
+            raise WireFormatError(SECAGG, "missing")
+        return SecAggStageReply(hospital, answers, payload, _payload(content, SECAGG_NEXT))
+    privacy = _privacy(content) if PRIVACY in content else None
+    if kind == ReplyKind.DECLINED:
+        reason = read_text(header, "reason")
+        return DeclinedReply(hospital, answers, reason, privacy, stats)
+    metrics = _metrics(content)
+    _only(metrics, {"num-examples", "train-loss", "encoding-clipped"}, METRICS)
+    return TrainReply(
+        hospital, answers,
+        update=_arrays(content, ARRAYS) if ARRAYS in content else None,
+        privacy=privacy,
+        num_examples=(read_int(metrics, "num-examples", minimum=1, maximum=MAX_EXAMPLES_ON_WIRE)
+                      if "num-examples" in metrics else None),
+        train_loss=(read_float(metrics, "train-loss", minimum=0)
+                    if "train-loss" in metrics else None),
+        encoding_clipped=(read_int(metrics, "encoding-clipped", minimum=0)
+                          if "encoding-clipped" in metrics else None),
+        statistics=stats, secagg=_payload(content, SECAGG))
+
+
+def _kind(reply: Reply) -> ReplyKind:
+    if isinstance(reply, TrainReply):
+        return ReplyKind.TRAIN
+    if isinstance(reply, DeclinedReply):
+        return ReplyKind.DECLINED
+    if isinstance(reply, EvaluateReply):
+        return ReplyKind.EVALUATE
+    return ReplyKind.SECAGG
+
+
+def _only(mapping: Mapping[str, object], allowed: set[str], where: str) -> None:
+    extra = sorted(set(mapping) - allowed)
+    if extra:
+        raise WireFormatError(f"{where}.{extra[0]}", "is not part of this message")
+
+
+def _record(content: RecordDict, name: str, kind: type) -> Any:
+    if name not in content:
+        raise WireFormatError(name, "missing")
+    record = content[name]
+    if not isinstance(record, kind):
+        raise WireFormatError(name, f"must be a {kind.__name__}, got {type(record).__name__}")
+    return record
+
+
+def _config(content: RecordDict, name: str) -> dict[str, object]:
+    return dict(_record(content, name, ConfigRecord))
+
+
+def _metrics(content: RecordDict) -> dict[str, object]:
+    return dict(_record(content, METRICS, MetricRecord)) if METRICS in content else {}
+
+
+def _payload(content: RecordDict, name: str) -> SecAggPayload | None:
+    return _config(content, name) if name in content else None
+
+
+def _array_dict(content: RecordDict, name: str) -> dict[str, np.ndarray]:
+    record = _record(content, name, ArrayRecord)
+    out = {}
+    for key, array in record.items():
+        try:
+            out[key] = array.numpy()
+        except Exception as error:  # a malformed Array fails in numpy's deserialisation
+            raise WireFormatError(f"{name}.{key}", f"is not a numpy array ({error})") from None
+    return out
+
+
+def _arrays(content: RecordDict, name: str) -> NDArrays:
+    arrays = list(_array_dict(content, name).values())
+    for position, array in enumerate(arrays):
+        if array.dtype not in _FLOAT_DTYPES:
+            raise WireFormatError(f"{name}[{position}]", f"has dtype {array.dtype}, expected "
+                                  "a float type")
+    return arrays
+
+
+def _privacy(content: RecordDict) -> PrivacyReport:
+    raw = _config(content, PRIVACY)
+    _only(raw, {"epsilon-patient", "epsilon-hospital", "budget-epsilon", "budget-delta"}, PRIVACY)
+    return PrivacyReport(
+        epsilon_patient=read_float(raw, "epsilon-patient", minimum=0, allow_unbounded=True),
+        epsilon_hospital=read_float(raw, "epsilon-hospital", minimum=0, allow_unbounded=True),
+        budget_epsilon=read_float(raw, "budget-epsilon", minimum=0, strict_minimum=True,
+                                  allow_unbounded=True),
+        budget_delta=read_float(raw, "budget-delta", minimum=0, maximum=1))

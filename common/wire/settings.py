@@ -1,0 +1,123 @@
+"""The round settings the server sends with every train and evaluate message.
+
+A plan, never a budget: a hospital takes its privacy settings from its own configuration and
+checks these against them (``client.privacy``). Every field is validated on unpacking, so a
+hospital never acts on a value of the wrong type or out of range; anything else in the record
+is refused too (a misspelt or foreign key is a server bug, not something to ignore).
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from common.wire.fields import (
+    WireFormatError,
+    read_bool,
+    read_enum,
+    read_float,
+    read_int,
+    read_text,
+)
+from common.wire.modes import DpMode, NoiseMode, Partition, Weighting
+
+RUN_ID_PATTERN = r"[0-9A-Za-z_-]{1,64}"
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+MAX_ROUNDS = 1_000_000
+MAX_HOSPITALS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSettings:
+    """What the server asks of every hospital in one round (server -> hospital).
+
+    Norms are L2 norms in model-weight units; ``secagg_scale`` is fixed-point units per weight
+    unit (0 without secure aggregation); ``secagg_threshold`` is t (0 without it).
+    """
+
+    run_id: str
+    server_round: int
+    fedcare_version: str
+    planned_rounds: int
+    task: str
+    hospitals: int
+    seed: int
+    partition: Partition
+    dirichlet_alpha: float
+    local_epochs: int
+    local_steps: int
+    batch_size: int
+    learning_rate: float
+    dp_mode: DpMode
+    clipping_norm: float
+    update_clipping_norm: float
+    max_noise_multiplier: float
+    clip_updates: bool
+    noise_mode: NoiseMode
+    weighting: Weighting
+    secagg_enabled: bool
+    secagg_threshold: int
+    secagg_clip_bound: float
+    secagg_scale: float
+    evaluate_received: bool = False  # also evaluate the weights this message carries
+
+
+FIELD_KEYS: dict[str, str] = {f.name: f.name.replace("_", "-") for f in fields(RoundSettings)}
+
+
+def settings_to_fields(settings: RoundSettings) -> dict[str, int | float | str | bool]:
+    """Return the settings as flat wire fields (kebab-case keys, enums as their text)."""
+    out: dict[str, int | float | str | bool] = {}
+    for name, key in FIELD_KEYS.items():
+        value = getattr(settings, name)
+        out[key] = value.value if hasattr(value, "value") else value
+    return out
+
+
+def settings_from_fields(raw: Mapping[str, object]) -> RoundSettings:
+    """Validate and return round settings.
+
+    Raises
+    ------
+    WireFormatError
+        Naming the first missing, unknown, mistyped or out-of-range field.
+    """
+    unknown = sorted(set(raw) - set(FIELD_KEYS.values()))
+    if unknown:
+        raise WireFormatError(unknown[0], "is not a round setting")
+    k = FIELD_KEYS
+    settings = RoundSettings(
+        run_id=read_text(raw, k["run_id"], pattern=RUN_ID_PATTERN),
+        server_round=read_int(raw, k["server_round"], minimum=1, maximum=MAX_ROUNDS),
+        fedcare_version=read_text(raw, k["fedcare_version"], max_length=64),
+        planned_rounds=read_int(raw, k["planned_rounds"], minimum=1, maximum=MAX_ROUNDS),
+        task=read_text(raw, k["task"], pattern=NAME_PATTERN, max_length=64),
+        hospitals=read_int(raw, k["hospitals"], minimum=1, maximum=MAX_HOSPITALS),
+        seed=read_int(raw, k["seed"], minimum=-(2**62)),
+        partition=read_enum(raw, k["partition"], Partition),
+        dirichlet_alpha=read_float(raw, k["dirichlet_alpha"], minimum=0, strict_minimum=True),
+        local_epochs=read_int(raw, k["local_epochs"], minimum=1, maximum=10_000),
+        local_steps=read_int(raw, k["local_steps"], minimum=0, maximum=10_000_000),
+        batch_size=read_int(raw, k["batch_size"], minimum=1, maximum=10_000_000),
+        learning_rate=read_float(raw, k["learning_rate"], minimum=0, strict_minimum=True),
+        dp_mode=read_enum(raw, k["dp_mode"], DpMode),
+        clipping_norm=read_float(raw, k["clipping_norm"], minimum=0, strict_minimum=True),
+        update_clipping_norm=read_float(raw, k["update_clipping_norm"], minimum=0,
+                                        strict_minimum=True),
+        max_noise_multiplier=read_float(raw, k["max_noise_multiplier"], minimum=0,
+                                        strict_minimum=True, maximum=1e6),
+        clip_updates=read_bool(raw, k["clip_updates"]),
+        noise_mode=read_enum(raw, k["noise_mode"], NoiseMode),
+        weighting=read_enum(raw, k["weighting"], Weighting),
+        secagg_enabled=read_bool(raw, k["secagg_enabled"]),
+        secagg_threshold=read_int(raw, k["secagg_threshold"], minimum=0, maximum=MAX_HOSPITALS),
+        secagg_clip_bound=read_float(raw, k["secagg_clip_bound"], minimum=0, strict_minimum=True),
+        secagg_scale=read_float(raw, k["secagg_scale"], minimum=0),
+        evaluate_received=read_bool(raw, k["evaluate_received"]),
+    )
+    if settings.server_round > settings.planned_rounds:
+        raise WireFormatError(k["server_round"], f"{settings.server_round} is beyond the "
+                              f"planned {settings.planned_rounds} rounds")
+    if settings.secagg_enabled and not (settings.secagg_threshold >= 1
+                                        and settings.secagg_scale > 0):
+        raise WireFormatError(k["secagg_threshold"], "secure aggregation needs a threshold >= 1 "
+                              "and a positive encoding scale")
+    return settings

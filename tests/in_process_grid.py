@@ -1,0 +1,55 @@
+"""A Flower grid that delivers each message to a real ClientApp in this process (tests only).
+
+It drives fedcare's real driver, rounds and screening against the real ClientApp (with mods,
+e.g. a misbehaving hospital) without Ray or a SuperLink: Flower's own Message objects travel,
+node contexts persist across rounds (secure aggregation keeps state there), and a handler that
+raises comes back as an error reply, as in Flower's engines.
+"""
+
+import itertools
+from types import SimpleNamespace
+
+from flwr.app import Error, Message
+from flwr.supercore.task_identity import TaskIdentity
+
+from tests.wire_messages import context_for
+
+SERVER_NODE = 0
+TaskIdentity.run_id = 1  # Flower 1.42 takes a new message's run and node ids from here
+TaskIdentity.node_id = SERVER_NODE
+TaskIdentity.task_id = 1
+
+
+class InProcessGrid:
+    """Deliver messages to `client_app` with one persistent Context per node id."""
+
+    def __init__(self, client_app, node_configs: dict[int, dict], run_config: dict,
+                 names: dict[int, str] | None = None) -> None:
+        self.client_app = client_app
+        self.contexts = {node: context_for(config, run_config)
+                         for node, config in node_configs.items()}
+        self.names = names or {}
+        self.sent: list[Message] = []
+        self._ids = itertools.count(1)
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def get_nodes(self):
+        return [SimpleNamespace(node_id=node, name=self.names.get(node, ""))
+                for node in self.contexts]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"
+            self.sent.append(message)
+            context = self.contexts[message.metadata.dst_node_id]
+            try:
+                reply = self.client_app(message=message, context=context)
+            except Exception as error:  # as Flower's engines: an error reply, the round goes on
+                reply = Message(Error(code=1, reason=f"{type(error).__name__}: {error}"),
+                                reply_to=message)
+            if reply is not None:
+                replies.append(reply)
+        return replies
