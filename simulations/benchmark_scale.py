@@ -16,11 +16,14 @@ For each size, in one invocation and one after the other, a real (Keras) federat
 
 DP mode ``none`` by default: the benchmark is about how the federation scales with hospitals;
 ``--dp patient`` (the product default) adds each hospital's ledger and accounting per round.
-Usage: ``python -m simulations.benchmark_scale [--sizes 10,25,50,100] [--rounds 7] [--dp none]``.
+``--client null`` runs ``simulations.null_client`` instead, to show Flower's own floor per size.
+Usage: ``python -m simulations.benchmark_scale [--sizes 10,25,50,100] [--rounds 7] [--dp none]
+[--client keras|null]``.
 """
 
 import argparse
 import csv
+import os
 import statistics
 import tempfile
 import threading
@@ -116,14 +119,14 @@ class SizeResult:
     peak_pss: int
 
 
-def measure(config: RunConfig) -> SizeResult:
-    """Run one simulation of `config` with the real ClientApp and measure it."""
+def measure(config: RunConfig, client_app: object | None = None) -> SizeResult:
+    """Run one simulation of `config` (fedcare's ClientApp unless `client_app`); measure it."""
     from simulations.simulate import simulate
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         with RunWatcher(run_dir / "metrics.csv") as watcher:
-            simulate(config, run_dir)
+            simulate(config, run_dir, client_app=client_app)
         with open(run_dir / "metrics.csv", newline="") as handle:
             seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
     startup = watcher.first_row_seconds
@@ -181,6 +184,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7,
                         help="rounds per size, >= 6 for at least 5 steady rounds (default 7)")
     parser.add_argument("--dp", default="none", help="dp mode (default none)")
+    parser.add_argument("--client", choices=("keras", "null"), default="keras",
+                        help="fedcare's hospitals (default), or the null client's floor")
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error(f"--rounds must be >= 2 (round 1 carries the start-up), got {args.rounds}")
@@ -190,12 +195,17 @@ def main() -> None:
                                               "dp.mode": args.dp}) for size in args.sizes]
     except ValueError as error:
         parser.error(str(error))  # exits, naming the setting (e.g. too many hospitals)
+    client_app = None
+    if args.client == "null":
+        from simulations.null_client import app as client_app
     results = []
     for config in configs:
-        results.append(measure(config))
+        results.append(measure(config, client_app))
         print(f"  {config.hospitals} hospitals done", flush=True)
-    print_table(results, f"{args.task}, dp {args.dp}, {args.rounds} rounds per size "
-                         f"(median of {args.rounds - 1} steady rounds), {psutil.cpu_count()} CPUs")
+    print_table(results, f"{args.task}, {args.client} client, dp {args.dp}, {args.rounds} rounds "
+                         f"per size (median of {args.rounds - 1} steady rounds), "
+                         f"{psutil.cpu_count()} CPUs, 1-min load average at the end {os.getloadavg()[0]:.1f} "
+                         "(this run included)")
 
 
 if __name__ == "__main__":
