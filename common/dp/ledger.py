@@ -539,7 +539,9 @@ def _check_head(path: Path, state: LedgerState, head_file: Path, *, repair: bool
             return  # a ledger from before the chain: upgraded by its next write
         raise LedgerError(
             f"{both}: the head file is missing. Refusing the ledger, since it cannot be told "
-            "from an older copy restored in place; mount or restore the head file's volume"
+            "from an older copy restored in place; mount or restore the head file's volume "
+            f"(if this ledger never used that head file, its administrator may copy the head "
+            f"kept beside it, {path.with_name(f'.{path.name}.head')}, there)"
         )
     if recorded.hospital != state.hospital:
         raise LedgerError(f"{both}: the head file belongs to hospital {recorded.hospital!r}, "
