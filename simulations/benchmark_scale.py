@@ -202,9 +202,10 @@ def main() -> None:
     for config in configs:
         results.append(measure(config, client_app))
         print(f"  {config.hospitals} hospitals done", flush=True)
+    load = os.getloadavg()[0]
     print_table(results, f"{args.task}, {args.client} client, dp {args.dp}, {args.rounds} rounds "
                          f"per size (median of {args.rounds - 1} steady rounds), "
-                         f"{psutil.cpu_count()} CPUs, 1-min load average at the end {os.getloadavg()[0]:.1f} "
+                         f"{psutil.cpu_count()} CPUs, 1-min load average {load:.1f} at the end "
                          "(this run included)")
 
 
