@@ -26,6 +26,7 @@ from client.privacy import HospitalPrivacy, privacy_from_node_config
 from client.replies import declined_reply, evaluate_reply, train_reply
 from client.secure_aggregation import register_secagg_actions, start_round
 from client.training import get_trainer
+from common.errors import LedgerError
 from common.metrics import Statistics, evaluation_statistics
 from common.secagg.update_vector import encode_update, rounding_bound
 from common.tasks import HospitalData, TaskSpec
@@ -127,10 +128,15 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
                                 scale=settings.secagg_scale) if settings.secagg_enabled else 0.0)
         privacy = privacy_for(context, data)  # type: ignore[arg-type]
         save_preprocessing(admission, privacy, seed=settings.seed)
-        result = train_round(settings, hospital=data, hospital_index=admission.index,  # type: ignore[arg-type]
-                             privacy=privacy, trainer=get_trainer(task),  # type: ignore[arg-type]
-                             global_weights=weights, secure_aggregation=settings.secagg_enabled,
-                             rounding_bound=bound)
+        try:
+            result = train_round(settings, hospital=data, hospital_index=admission.index,  # type: ignore[arg-type]
+                                 privacy=privacy, trainer=get_trainer(task),  # type: ignore[arg-type]
+                                 global_weights=weights,
+                                 secure_aggregation=settings.secagg_enabled, rounding_bound=bound)
+        except LedgerError as error:
+            # Fail closed: no update; the server learns why (the hospital's admin must act).
+            result = RoundResult(None, float("nan"), f"its privacy ledger is unusable: {error}",
+                                 0.0, 0.0)
         return privacy, result
 
     @client_app.train()

@@ -14,6 +14,7 @@ import numpy as np
 
 from client.privacy import (
     HospitalPrivacy,
+    distributed_round_event,
     dp_sgd_steps,
     hospital_noise_stddev,
     open_ledger,
@@ -23,7 +24,7 @@ from client.privacy import (
 from client.release_store import Release, ReleaseStore, weights_digest
 from client.training import LocalTrainer
 from common.dp.clipping import clip_to_norm, compute_update
-from common.dp.ledger import PrivacyLedger
+from common.dp.ledger import UNBOUNDED_REASON, PrivacyLedger
 from common.errors import PrivacyBudgetExceededError
 from common.tasks import HospitalData
 from common.types import NDArrays
@@ -104,8 +105,25 @@ def train_round(
     ledger, refusal = open_ledger(privacy, hospital.name)
     if ledger is None:
         return _decline(refusal, None)
+    store = ReleaseStore(privacy.ledger_path)
+    # One release per round: a concurrent request for the same round waits here, then finds
+    # the saved release (check, noise draw, save and charge happen under the lock).
+    with store.round_lock(request.run_id, request.server_round, privacy.mode):
+        return _private_round(request, hospital=hospital, hospital_index=hospital_index,
+                              privacy=privacy, trainer=trainer, global_weights=global_weights,
+                              ledger=ledger, store=store, rounding_bound=rounding_bound,
+                              shuffle_rng=shuffle_rng)
+
+
+def _private_round(
+    request: RoundSettings, *, hospital: HospitalData, hospital_index: int,
+    privacy: HospitalPrivacy, trainer: LocalTrainer, global_weights: NDArrays,
+    ledger: PrivacyLedger, store: ReleaseStore, rounding_bound: float,
+    shuffle_rng: np.random.Generator,
+) -> RoundResult:
+    """The DP round under the round lock: saved release, plan, budget, train, save, charge."""
     level = privacy.mode
-    store, digest = ReleaseStore(privacy.ledger_path), weights_digest(global_weights)
+    digest = weights_digest(global_weights)
     saved = store.load(request.run_id, request.server_round, level, digest=digest)
     if saved is not None:
         # Asked again for a round already computed: resend that very update (charged once).
@@ -118,19 +136,28 @@ def train_round(
            for e in ledger.entries):
         return _decline(f"round {request.server_round} of run {request.run_id} is already "
                         "charged; a second noised update would go unaccounted", ledger)
-    prior = [e.event.as_opacus_entry() for e in ledger.entries
-             if e.event.level == level and e.run != request.run_id]
+    if level == "hospital" and ledger.is_hospital_level_unbounded():
+        return _decline(UNBOUNDED_REASON, ledger)
     if level == "patient":
         sample_rate = min(1.0, request.batch_size / hospital.num_train)
         steps = dp_sgd_steps(rows=hospital.num_train, batch_size=request.batch_size,
                              local_steps=request.local_steps, local_epochs=request.local_epochs)
     else:
         sample_rate, steps = 1.0, 1  # one release per round; no amplification claimed
+    # One patient, one budget: the patient-level history composes every entry on the ledger;
+    # a hospital-level run must fit both levels.
+    levels = ("patient",) if level == "patient" else ("hospital", "patient")
+    priors = [ledger.history(at, exclude_run=request.run_id) for at in levels]  # type: ignore[arg-type]
     try:
-        event = plan_round_event(prior, level=level, budget_epsilon=ledger.budget_epsilon,
-                                 budget_delta=ledger.budget_delta, accountant=privacy.accountant,
-                                 planned_rounds=request.planned_rounds, sample_rate=sample_rate,
-                                 steps_per_round=steps)
+        if request.noise_mode == NoiseMode.DISTRIBUTED:
+            event = distributed_round_event(request, privacy, priors, ledger.budget_epsilon,
+                                            ledger.budget_delta)
+        else:
+            event = plan_round_event(priors, level=level, budget_epsilon=ledger.budget_epsilon,
+                                     budget_delta=ledger.budget_delta,
+                                     accountant=privacy.accountant,
+                                     planned_rounds=request.planned_rounds,
+                                     sample_rate=sample_rate, steps_per_round=steps)
     except PrivacyBudgetExceededError as error:
         return _decline(str(error), ledger)
     if level == "hospital" and event.noise_multiplier > request.max_noise_multiplier:
@@ -161,7 +188,7 @@ def train_round(
                                     learning_rate=request.learning_rate, rng=shuffle_rng)
         stddev = hospital_noise_stddev(event, clipping_norm=request.clipping_norm,
                                        noise_mode=request.noise_mode,
-                                       min_contributors=request.secagg_threshold or 1,
+                                       honest_contributors=request.honest_contributors or 1,
                                        rounding_bound=rounding_bound)
         update = privatize_update(compute_update(weights, global_weights),
                                   clipping_norm=request.clipping_norm, stddev=stddev, rng=noise_rng)

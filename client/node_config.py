@@ -28,6 +28,8 @@ budget-delta      number in (0, 1)         likewise its delta (default 1e-5)
 dp-mode           patient, hospital, none  the DP level it applies; it declines runs asking
                                            another (default ``patient``)
 accountant        rdp, prv                 its ledger's Opacus accountant (default ``rdp``)
+colluding-        int >= 0                 distributed noise: the most hospitals it assumes
+hospitals                                  collude with the server (c; needs h <= t - c)
 app-sha256        hex digest               the fedcare code it accepts (checked by
                                            ``client.app_pinning``, not here)
 worker-socket     path to a Unix socket    its worker (``fedcare hospital-worker --socket``):
@@ -56,8 +58,8 @@ from common.config import ACCOUNTANTS, DP_MODES
 
 NODE_CONFIG_KEYS = ("partition-id", "num-partitions", "hospital-name", "data-path",
                     "schema-path", "ledger-path", "ledger-head-path", "budget-epsilon",
-                    "budget-delta", "dp-mode", "accountant", "app-sha256", "worker-socket",
-                    "worker-authkey-file")
+                    "budget-delta", "dp-mode", "accountant", "colluding-hospitals",
+                    "app-sha256", "worker-socket", "worker-authkey-file")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -76,6 +78,7 @@ class NodeConfig:
     dp_mode: str | None = None
     accountant: str | None = None
     ledger_head_path: Path | None = None
+    colluding_hospitals: int | None = None
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> "NodeConfig":
@@ -123,7 +126,8 @@ class NodeConfig:
                    schema_path=_existing_file(node_config, "schema-path"), ledger_path=ledger,
                    budget_epsilon=epsilon, budget_delta=delta, dp_mode=mode,
                    accountant=accountant,
-                   ledger_head_path=_path(node_config, "ledger-head-path"))
+                   ledger_head_path=_path(node_config, "ledger-head-path"),
+                   colluding_hospitals=_integer(node_config, "colluding-hospitals", minimum=0))
 
     def csv_files(self) -> tuple[Path, Path]:
         """Return the data and schema files task csv needs.

@@ -23,10 +23,13 @@ from common.dp.calibration import calibrate_to_remaining_budget
 from common.dp.clipping import clip_to_norm
 from common.dp.events import GaussianRoundEvent
 from common.dp.noise import add_gaussian_noise, gaussian_stddev
+from common.dp.secure_random import SecureRandom
+from common.errors import PrivacyBudgetExceededError
 from common.types import NDArrays
 
 if TYPE_CHECKING:
     from common.dp.ledger import PrivacyLedger
+    from common.wire.settings import RoundSettings
 
 # Built-in defaults, the strictest sensible: they apply where a hospital's node config is silent.
 DEFAULT_MODE = "patient"
@@ -74,11 +77,18 @@ class HospitalPrivacy:
     noise_seed: int | None = None
     ledger_configured: bool = False
     head_path: Path | None = None
+    trusted_peers: bool = False
+    colluding: int = 0
+
+    # trusted_peers: the peers of a secure round are known to be the consortium's hospitals
+    # (a simulation, whose hospitals the simulator made; deployment needs issue 13's pinned
+    # roster). colluding: c, the most colluding hospitals this hospital assumes (node config
+    # ``colluding-hospitals``); distributed noise needs h <= t - c.
 
     def noise_rng(self, *, server_round: int, hospital_index: int, stream: int = 0) -> np.random.Generator:
         """The generator for this round's noise and Poisson sampling (stream 0) or rounding (1)."""
         if self.noise_seed is None:
-            return np.random.default_rng()  # OS entropy: no seed anyone else knows
+            return SecureRandom()  # type: ignore[return-value]  # ChaCha20 keyed from os.urandom
         return np.random.default_rng([self.noise_seed, server_round, hospital_index, 0xD9, stream])
 
 
@@ -96,7 +106,7 @@ def _calibrate(prior: tuple[Entry, ...], budget: float, delta: float, sample_rat
 
 
 def plan_round_event(
-    prior: list[Entry],
+    priors: list[list[Entry]],
     *,
     level: str,
     budget_epsilon: float,
@@ -108,36 +118,79 @@ def plan_round_event(
 ) -> GaussianRoundEvent:
     """Return the event of one round, with z calibrated so the planned run fits the budget.
 
-    `prior` is the level's history from earlier runs, so z stays fixed within a run (and is
-    computed once per process). Raises PrivacyBudgetExceededError when nothing fits.
+    `priors` holds the histories from earlier runs that the run must fit: the patient-level one
+    (which composes every entry on the ledger) and, for a hospital-level run, the
+    hospital-level one; z is the largest that any of them needs, so it stays fixed within a
+    run (and is computed once per process). A hospital-level release counts at patient level
+    with the same z and sample rate 1, so `sample_rate` is the level's own for both. Raises
+    PrivacyBudgetExceededError when nothing fits.
     """
-    z = _calibrate(tuple(prior), budget_epsilon, budget_delta, sample_rate,
-                   planned_rounds * steps_per_round, accountant)
+    z = max(_calibrate(tuple(prior), budget_epsilon, budget_delta, sample_rate,
+                       planned_rounds * steps_per_round, accountant) for prior in priors)
     return GaussianRoundEvent(noise_multiplier=z, sample_rate=sample_rate,
-                              steps=steps_per_round, level=level)  # type: ignore[arg-type]
+                              steps=steps_per_round, level=level,  # type: ignore[arg-type]
+                              noise_mode="local" if level == "hospital" else None)
+
+
+def distributed_round_event(request: "RoundSettings", privacy: HospitalPrivacy,
+                            priors: list[list[Entry]], budget_epsilon: float,
+                            budget_delta: float) -> GaussianRoundEvent:
+    """The event of a distributed-noise round: the run's z, if this hospital accepts the run.
+
+    Every hospital adds the same share (the run's z and h), so the honest shares add up to the
+    accounted noise. The hospital refuses (PrivacyBudgetExceededError with the reason) without
+    a trusted peer set (deployment needs a pinned roster: not yet supported), when h is not
+    within the threshold t it verified less the colluders c it assumes (h <= t - c), or when its
+    own budget cannot afford z over the planned rounds at both levels.
+    """
+    from common.dp.accounting import epsilon_from_history
+
+    if not privacy.trusted_peers:
+        raise PrivacyBudgetExceededError(
+            "distributed noise needs a pinned consortium roster, so that the server cannot add "
+            "peers of its own to the sum; this hospital has none: use dp.noise-mode 'local'")
+    t, c, h, z = (request.secagg_threshold, privacy.colluding, request.honest_contributors,
+                  request.noise_multiplier)
+    if not 1 <= h <= t - c:
+        raise PrivacyBudgetExceededError(
+            f"the run assumes {h} honest contributors, but with threshold t={t} and up to "
+            f"c={c} colluding hospitals (this hospital's assumption) only t - c = {t - c} are "
+            "guaranteed")
+    if not z > 0:
+        raise PrivacyBudgetExceededError("the run states no noise multiplier for distributed noise")
+    planned = (z, 1.0, request.planned_rounds)
+    spent = max(epsilon_from_history([*prior, planned], delta=budget_delta,
+                                     accountant=privacy.accountant) for prior in priors)
+    if spent > budget_epsilon:
+        raise PrivacyBudgetExceededError(
+            f"the run's noise multiplier {z:.4g} over {request.planned_rounds} rounds would "
+            f"spend epsilon {spent:.4g} > this hospital's budget {budget_epsilon:.4g}")
+    return GaussianRoundEvent(noise_multiplier=z, sample_rate=1.0, steps=1, level="hospital",
+                              noise_mode="distributed")
 
 
 def hospital_noise_stddev(
     event: GaussianRoundEvent, *, clipping_norm: float, noise_mode: str,
-    min_contributors: int = 1, rounding_bound: float = 0.0,
+    honest_contributors: int = 1, rounding_bound: float = 0.0,
 ) -> float:
     """Per-coordinate noise stddev one hospital adds so that the accounted z holds.
 
-    - ``local``: the update alone is private; sensitivity 2C (replace one hospital's update),
-      so stddev = 2 z C.
-    - ``distributed`` (under secure aggregation): only the sum is released; sensitivity is C
-      plus the worst-case L2 error of stochastic rounding (``rounding_bound``), and the round
-      aborts below ``min_contributors`` = t hospitals, so each adds z (C + r) / sqrt(t) and the
-      sum carries at least z (C + r). More contributors only add noise: the ledger's z is a
-      bound on the spend, never an under-count.
+    Both modes account one adjacency: replacing one hospital's data, sensitivity 2C.
+    - ``local``: the update alone is private, so stddev = 2 z C.
+    - ``distributed`` (under secure aggregation): only the sum is released; its sensitivity is
+      2 (C + r), r the worst-case L2 error of stochastic rounding (``rounding_bound``). Every
+      hospital adds 2 z (C + r) / sqrt(h), h the run's honest-contributor count, so any round
+      with at least h honest contributors carries at least 2 z (C + r). More contributors only
+      add noise: the ledger's z is a bound on the spend, never an under-count.
     """
     if noise_mode == "local":
         return gaussian_stddev(noise_multiplier=event.noise_multiplier,
                                clipping_norm=HOSPITAL_SENSITIVITY_IN_CLIPS * clipping_norm)
     if noise_mode == "distributed":
         return gaussian_stddev(noise_multiplier=event.noise_multiplier,
-                               clipping_norm=clipping_norm + rounding_bound,
-                               num_contributors=min_contributors)
+                               clipping_norm=HOSPITAL_SENSITIVITY_IN_CLIPS
+                               * (clipping_norm + rounding_bound),
+                               num_contributors=honest_contributors)
     raise ValueError(f"noise_mode must be 'local' or 'distributed', got {noise_mode!r}")
 
 
@@ -183,6 +236,7 @@ def privacy_from_node_config(node_config: dict[str, Any], hospital: str) -> Hosp
         ledger_path=node.ledger_path or default_ledger_path(hospital),
         ledger_configured=node.ledger_path is not None,
         head_path=node.ledger_head_path,
+        colluding=node.colluding_hospitals or 0,
     )
 
 
@@ -199,16 +253,22 @@ def open_ledger(privacy: HospitalPrivacy, hospital: str) -> tuple["PrivacyLedger
         If the ledger is unreadable, tampered with, or older than its head (restored copy).
     """
     from common.dp.ledger import PrivacyLedger
+    from common.errors import LedgerError
 
     path = privacy.ledger_path
     if not path.exists():
         if privacy.ledger_configured:
             return None, (f"its privacy ledger {path} does not exist; the hospital makes it "
                           f"with `fedcare budget init {path} --epsilon E --delta D`")
-        return PrivacyLedger.create(path, hospital=hospital, budget_epsilon=privacy.budget_epsilon,
-                                    budget_delta=privacy.budget_delta,
-                                    accountant=privacy.accountant,
-                                    head_path=privacy.head_path), ""
+        try:
+            return PrivacyLedger.create(path, hospital=hospital,
+                                        budget_epsilon=privacy.budget_epsilon,
+                                        budget_delta=privacy.budget_delta,
+                                        accountant=privacy.accountant,
+                                        head_path=privacy.head_path), ""
+        except LedgerError:
+            if not path.exists():  # refused for a reason other than a concurrent creation
+                raise
     return PrivacyLedger.open(path, hospital=hospital, budget_epsilon=privacy.budget_epsilon,
                               budget_delta=privacy.budget_delta, accountant=privacy.accountant,
                               head_path=privacy.head_path), ""

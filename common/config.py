@@ -80,9 +80,15 @@ class RunConfig:
     # Hospital level: the largest noise multiplier a hospital may apply; its update's norm
     # bound on the server follows from it (a hospital that would need more declines).
     dp_max_noise_multiplier: float = _key("dp.max-noise-multiplier", 30.0)
+    # Distributed noise: the run's z, the same for every hospital (0: calibrated from dp.epsilon
+    # and dp.delta over the planned rounds); each hospital checks it can afford it.
+    dp_noise_multiplier: float = _key("dp.noise-multiplier", 0.0)
     secagg_enabled: bool = _key("secagg.enabled", False)
     secagg_threshold: int = _key("secagg.threshold", 0)
     secagg_clip_bound: float = _key("secagg.clip-bound", 100.0)
+    # Distributed noise: h, the honest contributors every round is assumed to have; each
+    # hospital divides its noise share by sqrt(h) (0: the threshold t, i.e. no collusion).
+    secagg_honest_contributors: int = _key("secagg.honest-contributors", 0)
     csv_schema_path: str = _key("csv.schema-path", "")
     csv_schema_sha256: str = _key("csv.schema-sha256", "")
 
@@ -131,6 +137,10 @@ class RunConfig:
             (self.dp_clipping_norm > 0, "dp.clipping-norm", "must be > 0"),
             (self.dp_update_clipping_norm > 0, "dp.update-clipping-norm", "must be > 0"),
             (self.dp_max_noise_multiplier > 0, "dp.max-noise-multiplier", "must be > 0"),
+            (self.dp_noise_multiplier >= 0, "dp.noise-multiplier",
+             "must be >= 0 (0: calibrated from dp.epsilon)"),
+            (self.secagg_honest_contributors >= 0, "secagg.honest-contributors",
+             "must be >= 0 (0: the threshold)"),
             (self.secagg_threshold >= 0, "secagg.threshold",
              "must be >= 0 (0: the smallest majority)"),
         ]
@@ -182,6 +192,15 @@ class RunConfig:
                                     num_participants=self.hospitals)
         if problem is not None:
             raise ValueError(f"secagg.threshold: {problem}")
+        if self.honest_contributors > self.effective_threshold:
+            raise ValueError(f"secagg.honest-contributors must be <= the threshold "
+                             f"{self.effective_threshold} (a round has at least t contributors, "
+                             f"of which at most t - h collude), got {self.honest_contributors}")
+
+    @property
+    def honest_contributors(self) -> int:
+        """Distributed noise's h: the configured one, or the threshold t."""
+        return self.secagg_honest_contributors or self.effective_threshold
 
     @property
     def effective_threshold(self) -> int:

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from common.tasks import task_for_config
 from common.tasks.base import TaskSpec
 from common.types import NDArrays
 from common.version import fedcare_version
-from common.wire.modes import DpMode, Weighting
+from common.wire.modes import DpMode, NoiseMode, Weighting
 from common.wire.records import pack_request
 from common.wire.replies import DeclinedReply, EvaluateReply, PrivacyReport
 from common.wire.settings import RoundSettings
@@ -75,7 +76,32 @@ def round_settings(config: RunConfig, run_id: str, server_round: int) -> RoundSe
         secagg_enabled=config.secagg_enabled,
         secagg_threshold=config.effective_threshold if config.secagg_enabled else 0,
         secagg_clip_bound=config.secagg_clip_bound, secagg_scale=secagg_scale(config),
+        **distributed_noise(config),
     )
+
+
+def distributed_noise(config: RunConfig) -> dict[str, float | int]:
+    """Distributed noise's z and h, the same for every hospital (zeros in other modes).
+
+    z is ``dp.noise-multiplier``, or the z that spends ``dp.epsilon`` at ``dp.delta`` over the
+    planned rounds (one Gaussian release a round, sample rate 1); every hospital checks it
+    against its own budget and declines when it cannot afford it.
+    """
+    if config.dp_noise_mode != NoiseMode.DISTRIBUTED:
+        return {"noise_multiplier": 0.0, "honest_contributors": 0}
+    z = config.dp_noise_multiplier or _calibrated_z(config.dp_epsilon, config.dp_delta,
+                                                     config.num_server_rounds,
+                                                     config.dp_accountant.value)
+    return {"noise_multiplier": z, "honest_contributors": config.honest_contributors}
+
+
+@lru_cache(maxsize=8)
+def _calibrated_z(epsilon: float, delta: float, rounds: int, accountant: str) -> float:
+    from common.dp.calibration import calibrate_to_remaining_budget
+
+    return calibrate_to_remaining_budget((), budget_epsilon=epsilon, delta=delta,
+                                         sample_rate=1.0, steps=rounds,
+                                         accountant=accountant)  # type: ignore[arg-type]
 
 
 def secagg_scale(config: RunConfig) -> float:

@@ -42,6 +42,9 @@ def backend_config(num_cpus: int | None = None) -> dict[str, dict[str, object]]:
 class SimulatedHospitalPrivacy:
     """Privacy settings of every simulated hospital: the run's budget, ledgers in the run dir.
 
+    ``fedcare simulate`` gives its simulated hospitals their settings itself (a deployed
+    hospital takes them from its own node config, never from the run config).
+
     Simulated hospitals seed their noise from the run seed so runs reproduce; real hospitals
     (``client.app.privacy_from_context``) draw it from the operating system's entropy.
     """
@@ -58,6 +61,11 @@ class SimulatedHospitalPrivacy:
             accountant=self.config.dp_accountant,  # type: ignore[arg-type]
             ledger_path=self.ledger_dir / f"{hospital.name}.json",
             noise_seed=self.config.seed,
+            # The simulator made every hospital: the peers of a secure round are the run's own
+            # (a deployment pins a roster for that), and they assume what the run states.
+            trusted_peers=True,
+            colluding=(self.config.effective_threshold - self.config.honest_contributors
+                       if self.config.secagg_enabled else 0),
         )
 
 

@@ -57,6 +57,8 @@ class RoundSettings:
     secagg_threshold: int
     secagg_clip_bound: float
     secagg_scale: float
+    noise_multiplier: float = 0.0  # distributed noise: the run's z (0 otherwise)
+    honest_contributors: int = 0  # distributed noise: h, the divisor's count (0 otherwise)
     evaluate_received: bool = False  # also evaluate the weights this message carries
 
 
@@ -111,6 +113,9 @@ def settings_from_fields(raw: Mapping[str, object]) -> RoundSettings:
         secagg_threshold=read_int(raw, k["secagg_threshold"], minimum=0, maximum=MAX_HOSPITALS),
         secagg_clip_bound=read_float(raw, k["secagg_clip_bound"], minimum=0, strict_minimum=True),
         secagg_scale=read_float(raw, k["secagg_scale"], minimum=0),
+        noise_multiplier=read_float(raw, k["noise_multiplier"], minimum=0, maximum=1e6),
+        honest_contributors=read_int(raw, k["honest_contributors"], minimum=0,
+                                     maximum=MAX_HOSPITALS),
         evaluate_received=read_bool(raw, k["evaluate_received"]),
     )
     if settings.server_round > settings.planned_rounds:

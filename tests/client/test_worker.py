@@ -32,7 +32,9 @@ from client.worker_link import (
     ping_worker,
     wait_for_worker,
 )
-from common import record_keys as keys
+from common.wire.records import ARRAYS, pack_request
+from common.wire.replies import TrainReply
+from tests.wire_messages import reply_from
 
 FEDCARE = Path(sys.executable).with_name("fedcare")
 HEAVY_MODULES = ("tensorflow", "keras", "torch", "opacus")
@@ -112,7 +114,7 @@ def test_light_entry_imports_no_tensorflow_keras_torch_or_opacus():
 def test_relay_returns_the_reply_and_context_state_round_trips(counting_worker):
     # Arrange
     weights = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([0.5], dtype=np.float32)]
-    content = RecordDict({keys.ARRAYS: ArrayRecord(weights)})
+    content = RecordDict({ARRAYS: ArrayRecord(weights)})
     context = _context(counting_worker.node_config(),
                        RecordDict({"kept": ConfigRecord({"bytes": b"\x00\x01"})}))
 
@@ -124,7 +126,7 @@ def test_relay_returns_the_reply_and_context_state_round_trips(counting_worker):
     for reply in (first, second):
         assert not reply.has_error()
         assert reply.metadata.reply_to_message_id == "m1"
-        received = reply.content[keys.ARRAYS].to_numpy_ndarrays()
+        received = reply.content[ARRAYS].to_numpy_ndarrays()
         assert all(np.array_equal(a, b) for a, b in zip(received, weights, strict=True))
     assert context.state["counter"]["calls"] == 2
     assert context.state["counter"]["partition"] == 1
@@ -340,10 +342,9 @@ def _heart_disease_train(node_config: dict) -> tuple[Message, Context]:
 
     config = RunConfig.from_run_config({"task": "heart-disease", "hospitals": 4,
                                         "dp.mode": "none", "local-steps": 2})
-    settings = round_settings(config, "run-1")
-    settings[keys.SERVER_ROUND] = 1
+    settings = round_settings(config, "run-1", 1)
     weights = build_model(task_for_config(config), seed=0).get_weights()
-    content = RecordDict({keys.ARRAYS: ArrayRecord(weights), keys.CONFIG: settings})
+    content = pack_request(settings, weights)
     context = Context(run_id=1, node_id=7, node_config=node_config,
                       state=RecordDict({"kept": ConfigRecord({"n": 3})}),
                       run_config=config.to_run_config())
@@ -364,7 +365,7 @@ def test_real_worker_process_replies_as_fedcare_client_app_directly(tmp_path):
             assert worker.poll() is None, worker.stdout.read()
 
         wait_for_worker(socket_path, key_file, timeout=180, check=alive)
-        node = {"partition-id": 0, "num-partitions": 4}
+        node = {"partition-id": 0, "num-partitions": 4, "dp-mode": "none"}
         relayed_msg, relayed_ctx = _heart_disease_train(
             {**node, "ledger-path": str(tmp_path / "relayed.json"),
              WORKER_SOCKET: str(socket_path), WORKER_AUTHKEY_FILE: str(key_file)})
@@ -376,13 +377,13 @@ def test_real_worker_process_replies_as_fedcare_client_app_directly(tmp_path):
 
         assert not relayed.has_error() and not direct.has_error()
         assert set(relayed.content.keys()) == set(direct.content.keys())
-        relayed_update = relayed.content[keys.ARRAYS].to_numpy_ndarrays()
-        direct_update = direct.content[keys.ARRAYS].to_numpy_ndarrays()
-        assert len(relayed_update) == len(direct_update) > 0
-        for a, b in zip(relayed_update, direct_update, strict=True):
+        relayed_reply, direct_reply = reply_from(relayed), reply_from(direct)
+        assert isinstance(relayed_reply, TrainReply) and isinstance(direct_reply, TrainReply)
+        assert len(relayed_reply.update) == len(direct_reply.update) > 0
+        for a, b in zip(relayed_reply.update, direct_reply.update, strict=True):
             np.testing.assert_array_equal(a, b)
-        assert dict(relayed.content[keys.METRICS]) == dict(direct.content[keys.METRICS])
-        assert dict(relayed.content[keys.HOSPITAL]) == dict(direct.content[keys.HOSPITAL])
+        assert relayed_reply.hospital == direct_reply.hospital
+        assert relayed_reply.num_examples == direct_reply.num_examples
         assert relayed_ctx.state["kept"]["n"] == 3
     finally:
         worker.terminate()

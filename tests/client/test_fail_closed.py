@@ -1,0 +1,144 @@
+"""A hospital's privacy holds whatever the server sends (crafted Messages, the real ClientApp)."""
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from client.app import build_client_app
+from common.config import RunConfig
+from common.dp.ledger import PrivacyLedger
+from common.models import build_model
+from common.tasks import get_task
+from common.wire.modes import DpMode
+from common.wire.replies import DeclinedReply, TrainReply
+from server.federation import round_settings
+from tests.wire_messages import context_for, reply_from, request_message
+
+TASK = get_task("heart-disease")
+WEIGHTS = build_model(TASK, seed=0).get_weights()
+
+
+@pytest.fixture(autouse=True)
+def fedcare_home(tmp_path, monkeypatch):
+    home = tmp_path / "hospital-home"
+    monkeypatch.setenv("FEDCARE_HOME", str(home))
+    return home
+
+
+def _settings(run_config, server_round=1, run_id="run-1"):
+    config = RunConfig.from_run_config({"local-steps": 2, "num-server-rounds": 3, **run_config})
+    return round_settings(config, run_id, server_round), config
+
+
+def _train(node, run_config, server_round=1, run_id="run-1", app=None):
+    settings, config = _settings(run_config, server_round, run_id)
+    reply = (app or build_client_app())(
+        message=request_message(settings, WEIGHTS), context=context_for(node, config.to_run_config()))
+    return reply_from(reply)
+
+
+NODE = {"partition-id": 3, "num-partitions": 4}
+
+
+@pytest.mark.parametrize("node_keys", [{}, {"budget-epsilon": 2.0, "dp-mode": "patient"}],
+                         ids=["no-node-keys", "node-keys"])
+def test_a_run_config_without_dp_is_declined_and_nothing_released(tmp_path, node_keys):
+    reply = _train({**NODE, **node_keys}, {"dp.mode": "none"})
+    assert isinstance(reply, DeclinedReply)
+    assert "applies dp mode 'patient' but the run asks 'none'" in reply.reason
+    assert reply.statistics is None
+
+
+def test_a_run_config_budget_never_becomes_the_hospitals(fedcare_home):
+    # The server's dp.epsilon 50 is ignored: the built-in default (1) is the new ledger's budget.
+    reply = _train(NODE, {"dp.epsilon": 50.0})
+    assert isinstance(reply, TrainReply) and reply.privacy.budget_epsilon == 1.0
+    ledger = PrivacyLedger.read(fedcare_home / "ledgers" / "va.json")
+    assert ledger.budget_epsilon == 1.0 and ledger.budget_delta == 1e-5
+
+
+def test_without_ledger_path_the_same_ledger_serves_every_out_dir(fedcare_home, tmp_path):
+    for number, out_dir in enumerate((tmp_path / "a", tmp_path / "b")):
+        _train(NODE, {"out-dir": str(out_dir)}, run_id=f"run-{number}")
+    ledger = PrivacyLedger.read(fedcare_home / "ledgers" / "va.json")
+    assert {entry.run for entry in ledger.entries} == {"run-0", "run-1"}
+    assert not (tmp_path / "a" / "ledgers").exists()
+
+
+def test_a_missing_configured_ledger_is_a_refusal_naming_budget_init(tmp_path):
+    ledger = tmp_path / "va-ledger.json"
+    reply = _train({**NODE, "ledger-path": str(ledger)}, {})
+    assert isinstance(reply, DeclinedReply)
+    assert f"fedcare budget init {ledger}" in reply.reason and not ledger.exists()
+
+
+def test_a_deleted_ledger_is_refused_not_recreated(fedcare_home):
+    _train(NODE, {}, run_id="run-0")
+    path = fedcare_home / "ledgers" / "va.json"
+    path.unlink()
+    reply = _train(NODE, {}, run_id="run-1")
+    assert isinstance(reply, DeclinedReply) and "is missing" in reply.reason
+    assert not path.exists()  # no fresh budget was made
+
+
+def test_a_restored_older_ledger_is_refused(fedcare_home, tmp_path):
+    head = tmp_path / "other-volume" / "va.head"
+    ledger = tmp_path / "va.json"
+    PrivacyLedger.create(ledger, hospital="va", budget_epsilon=1.0, budget_delta=1e-5,
+                         head_path=head)
+    node = {**NODE, "ledger-path": str(ledger), "ledger-head-path": str(head)}
+    _train(node, {}, server_round=1)
+    older = ledger.read_bytes()
+    _train(node, {}, server_round=2)
+    ledger.write_bytes(older)  # the hospital's budget restored to an earlier state
+    reply = _train(node, {}, server_round=3)
+    assert isinstance(reply, DeclinedReply) and "head" in reply.reason
+    assert reply.reason.count(str(head)) >= 1
+
+
+def test_two_concurrent_requests_for_one_round_release_once(fedcare_home):
+    app = build_client_app()
+    replies: list = []
+
+    def ask() -> None:
+        replies.append(_train(NODE, {}, app=app))
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(r, TrainReply) for r in replies)
+    for a, b in zip(replies[0].update, replies[1].update, strict=True):
+        np.testing.assert_array_equal(a, b)
+    ledger = PrivacyLedger.read(fedcare_home / "ledgers" / "va.json")
+    assert len(ledger.entries) == 1
+
+
+@pytest.mark.parametrize(("mode", "secure"), [
+    ("none", False), ("patient", False), ("hospital", False),
+    ("none", True), ("patient", True), ("hospital", True)])
+def test_every_reply_matches_the_manifest_of_its_mode(tmp_path, mode, secure):
+    from common.wire.replies import allowed_parts, present_parts
+
+    run = {"dp.mode": mode, "secagg.enabled": secure}
+    settings, config = _settings(run)
+    node = {**NODE, "dp-mode": mode}
+    app = build_client_app()
+    if secure:
+        from common.secagg.protocol import Key, Stage
+
+        message = request_message(replace(settings, evaluate_received=True), WEIGHTS,
+                                  "train.secagg_advertise",
+                                  secagg={Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: 1})
+    else:
+        message = request_message(settings, WEIGHTS)
+    reply = reply_from(app(message=message, context=context_for(node, config.to_run_config())))
+    assert isinstance(reply, TrainReply)
+    assert present_parts(reply) <= allowed_parts(DpMode(mode), settings.noise_mode, secure)
+    if mode != "none":
+        assert reply.num_examples is None and reply.train_loss is None
+    if mode == "hospital":
+        assert reply.train_loss is None  # hospital level never sends its training loss
