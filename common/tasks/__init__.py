@@ -2,20 +2,40 @@
 
 The built-in tasks are fixed; task ``csv`` is built from the consortium's schema file
 (``task_for_config``: the server's copy at run config ``csv.schema-path``).
+
+The task modules (scikit-learn, pandas: about 1.8 s to import) load on first use of the
+registry (``TASKS``, ``get_task``, ...), so a module that needs only the task contract
+(``common.tasks.base``, e.g. through ``common.metrics`` and ``common.wire``) stays light.
 """
 
+from collections.abc import Mapping
+from functools import cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from common.tasks.base import HospitalData, TaskSpec
-from common.tasks.csv_task import CSV_TASK_NAME, load_schema_task
-from common.tasks.heart_disease import TASK as HEART_DISEASE
-from common.tasks.sklearn_sets import BREAST_CANCER, DIABETES, DIGITS
+from common.tasks.base import CSV_TASK_NAME, HospitalData, TaskSpec
 
 if TYPE_CHECKING:
     from common.config import RunConfig
 
-TASKS: dict[str, TaskSpec] = {t.name: t for t in (HEART_DISEASE, BREAST_CANCER, DIABETES, DIGITS)}
-TASK_NAMES: tuple[str, ...] = (*TASKS, CSV_TASK_NAME)
+TASK_NAMES: tuple[str, ...] = ("heart-disease", "breast-cancer", "diabetes", "digits",
+                               CSV_TASK_NAME)
+
+
+@cache
+def built_in_tasks() -> Mapping[str, TaskSpec]:
+    """The built-in tasks by name (read-only), importing their modules on the first call."""
+    from common.tasks.heart_disease import TASK as HEART_DISEASE
+    from common.tasks.sklearn_sets import BREAST_CANCER, DIABETES, DIGITS
+
+    return MappingProxyType({t.name: t for t in (HEART_DISEASE, BREAST_CANCER, DIABETES, DIGITS)})
+
+
+def __getattr__(name: str) -> object:
+    """``TASKS``: the built-in tasks, loaded on first access (PEP 562)."""
+    if name == "TASKS":
+        return built_in_tasks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_task(name: str) -> TaskSpec:
@@ -28,7 +48,7 @@ def get_task(name: str) -> TaskSpec:
         raise ValueError("task 'csv' is built from the consortium's schema file (run config "
                          "csv.schema-path and csv.schema-sha256); it runs in deployment only")
     try:
-        return TASKS[name]
+        return built_in_tasks()[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}") from None
 
@@ -44,15 +64,24 @@ def task_for_config(config: "RunConfig") -> TaskSpec:
     """
     if config.task != CSV_TASK_NAME:
         return get_task(config.task)
+    from common.tasks.csv_task import load_schema_task
+
     return load_schema_task(config.csv_schema_path, expected_sha256=config.csv_schema_sha256)
 
 
 def load_task_hospitals(
     task: TaskSpec, num_hospitals: int, *, seed: int, partition: str, alpha: float
 ) -> list[HospitalData]:
-    """Load the task's hospitals, in order (names as in metrics.csv)."""
+    """Load the task's hospitals, in order (names as in metrics.csv).
+
+    Raises
+    ------
+    ValueError
+        If the task cannot be split so (too many hospitals, an unknown partition, no Dirichlet
+        draw that keeps every hospital's minimum of rows), naming the task.
+    """
     return task.load(num_hospitals, seed=seed, partition=partition, alpha=alpha)
 
 
-__all__ = ["CSV_TASK_NAME", "TASKS", "TASK_NAMES", "HospitalData", "TaskSpec", "get_task",
-           "load_task_hospitals", "task_for_config"]
+__all__ = ["CSV_TASK_NAME", "TASKS", "TASK_NAMES", "HospitalData", "TaskSpec", "built_in_tasks",
+           "get_task", "load_task_hospitals", "task_for_config"]

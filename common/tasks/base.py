@@ -13,6 +13,7 @@ import numpy as np
 
 TaskKind = Literal["binary", "multiclass", "regression"]
 
+CSV_TASK_NAME = "csv"  # the task built from a consortium's schema file (common.tasks.csv_task)
 CLASSIFICATION_METRICS = ("accuracy", "auc")
 REGRESSION_METRICS = ("mae", "r2")
 

@@ -32,10 +32,9 @@ from common.data_validation import (
 )
 from common.errors import DataValidationError
 from common.schema import DataSchema, format_number
-from common.tasks.base import HospitalData, TaskSpec
+from common.tasks.base import CSV_TASK_NAME, HospitalData, TaskSpec
 from common.tasks.csv_preprocessing import CsvPreprocessing, parse_features
 
-CSV_TASK_NAME = "csv"
 TEST_FRACTION = 0.25
 
 
