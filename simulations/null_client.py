@@ -13,65 +13,75 @@ file when present (``write_facts``; the deployment benchmark writes it into its 
 else it is computed with ``common.tasks`` (scikit-learn; fine in simulation, where the module
 is imported once).
 
-The wire format lives in two small functions, ``read_request`` and ``build_reply``: they are
-the only code here that knows the record keys.
+Messages go through fedcare's wire format (``common.wire``: numpy and Flower only) in two
+small functions, ``read_request`` and ``build_reply``; the hospitals' own reply builders
+(``client.replies``) import TensorFlow, so they are not used here.
 """
 
 import json
-from dataclasses import dataclass
+import math
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from common import record_keys as keys
+from common.wire.modes import DpMode
+from common.wire.records import pack_reply, unpack_request
+from common.wire.replies import (
+    EvaluateReply,
+    HospitalIdentity,
+    PrivacyReport,
+    Reply,
+    RoundRef,
+    TrainReply,
+    check_manifest,
+)
+from common.wire.settings import RoundSettings
 
 FACTS_FILE = Path(__file__).with_name("null_client_facts.json")
+# Nothing spent, and no budget of its own (the null client keeps no ledger).
+NOTHING_SPENT = PrivacyReport(epsilon_patient=0.0, epsilon_hospital=0.0,
+                              budget_epsilon=math.inf, budget_delta=0.0)
 
 app = ClientApp()
 
 
-@dataclass(frozen=True, slots=True)
-class NullRequest:
-    """What the null client needs from a request: the run's task, size and DP mode.
+def read_request(msg: Message) -> tuple[RoundSettings, list[np.ndarray]]:
+    """Unpack the request (``common.wire``): the round's settings and the global weights.
 
-    Attributes
-    ----------
-    shapes : list[tuple[tuple[int, ...], str]]
-        Shape and dtype of each array the message carries, in order.
+    Raises
+    ------
+    common.wire.fields.WireFormatError
+        If the message is malformed (a benchmark's bug: Flower turns it into an error reply).
     """
-
-    task: str
-    hospitals: int
-    dp_mode: str
-    shapes: list[tuple[tuple[int, ...], str]]
-
-
-def read_request(msg: Message) -> NullRequest:
-    """Unpack the request's settings and the shapes of its weights (not their values)."""
-    config = msg.content[keys.CONFIG]
-    arrays = msg.content[keys.ARRAYS] if keys.ARRAYS in msg.content else ArrayRecord()
-    return NullRequest(task=str(config[keys.TASK]), hospitals=int(config[keys.HOSPITALS]),
-                       dp_mode=str(config.get(keys.DP_MODE, "none")),
-                       shapes=[(tuple(a.shape), a.dtype) for a in arrays.values()])
+    request = unpack_request(msg.content)
+    if request.settings is None:
+        raise ValueError("the null client needs the round settings in every request")
+    return request.settings, request.weights or []
 
 
-def build_reply(msg: Message, *, name: str, index: int, dp_mode: str,
+def build_reply(msg: Message, settings: RoundSettings, *, name: str, index: int,
                 update: list[np.ndarray] | None = None,
                 statistics: dict[str, np.ndarray] | None = None) -> Message:
-    """Pack a train reply (`update`) or an evaluate reply (`statistics`) as fedcare does."""
-    content = RecordDict({keys.HOSPITAL: ConfigRecord({keys.HOSPITAL_NAME: name,
-                                                       keys.HOSPITAL_INDEX: index})})
+    """Pack a train reply (`update`) or an evaluate reply (`statistics`) as a hospital does.
+
+    A train reply carries, as the run's mode's manifest asks: the update; under DP the epsilon
+    spent (none); without DP an example count and a loss.
+    """
+    identity = HospitalIdentity(name, index)
+    answers = RoundRef(settings.run_id, settings.server_round)
+    reply: Reply
     if update is not None:
-        metrics: dict[str, int | float] = {keys.EPSILON_PATIENT: 0.0, keys.EPSILON_HOSPITAL: 0.0}
-        if dp_mode == "none":  # DP replies reveal no counts and no loss
-            metrics |= {keys.NUM_EXAMPLES: 1, keys.TRAIN_LOSS: 0.0}
-        content[keys.ARRAYS] = ArrayRecord(update)
-        content[keys.METRICS] = MetricRecord(metrics)
-    if statistics is not None:
-        content[keys.STATISTICS] = ArrayRecord({k: Array(v) for k, v in statistics.items()})
-    return Message(content=content, reply_to=msg)
+        private = settings.dp_mode != DpMode.NONE
+        reply = TrainReply(identity, answers, update=update,
+                           privacy=NOTHING_SPENT if private else None,
+                           num_examples=None if private else 1,
+                           train_loss=None if private else 0.0)
+        check_manifest(reply, settings.dp_mode, settings.noise_mode, settings.secagg_enabled)
+    else:
+        reply = EvaluateReply(identity, answers, statistics or {})
+    return Message(content=pack_reply(reply), reply_to=msg)
 
 
 def task_facts(task: str, hospitals: int) -> dict:
@@ -93,12 +103,12 @@ def write_facts(directory: Path, task: str, hospitals: int) -> Path:
     return path
 
 
-def _facts(request: NullRequest) -> dict:
+def _facts(settings: RoundSettings) -> dict:
     if FACTS_FILE.is_file():
-        stored = json.loads(FACTS_FILE.read_text()).get(f"{request.task}/{request.hospitals}")
+        stored = json.loads(FACTS_FILE.read_text()).get(f"{settings.task}/{settings.hospitals}")
         if stored is not None:
             return stored
-    return task_facts(request.task, request.hospitals)
+    return task_facts(settings.task, settings.hospitals)
 
 
 def _who(context: Context, facts: dict) -> tuple[str, int]:
@@ -109,18 +119,17 @@ def _who(context: Context, facts: dict) -> tuple[str, int]:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Reply with a zero update of the received weights' shapes and dtypes."""
-    request = read_request(msg)
-    name, index = _who(context, _facts(request))
-    update = [np.zeros(shape, dtype=dtype) for shape, dtype in request.shapes]
-    return build_reply(msg, name=name, index=index, dp_mode=request.dp_mode, update=update)
+    settings, weights = read_request(msg)
+    name, index = _who(context, _facts(settings))
+    update = [np.zeros_like(w) for w in weights]
+    return build_reply(msg, settings, name=name, index=index, update=update)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Reply with the statistics of a fixed two-row prediction."""
-    request = read_request(msg)
-    facts = _facts(request)
+    settings, _ = read_request(msg)
+    facts = _facts(settings)
     name, index = _who(context, facts)
     statistics = {k: np.asarray(v, dtype=np.float64) for k, v in facts["statistics"].items()}
-    return build_reply(msg, name=name, index=index, dp_mode=request.dp_mode,
-                       statistics=statistics)
+    return build_reply(msg, settings, name=name, index=index, statistics=statistics)

@@ -1,5 +1,6 @@
 """The null client replies like a hospital that does no work: a zero update, fixed statistics."""
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -7,19 +8,24 @@ import time
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+from flwr.app import Context, Message, Metadata, RecordDict
 
 import simulations.null_client as null_client
-from common import record_keys as keys
+from common.config import RunConfig
+from common.tasks import get_task
+from common.wire.records import pack_request, unpack_reply
+from server.federation import round_settings, statistics_spec
 from server.validation import update_problem
 
 WEIGHTS = [np.full((13, 1), 3.0, dtype=np.float32), np.full(1, -2.0, dtype=np.float32),
            np.arange(4, dtype=np.float64)]
+SPEC = statistics_spec(get_task("heart-disease"))
 
 
 def _message(kind: str, dp_mode: str = "none") -> tuple[Message, Context]:
-    content = RecordDict({keys.ARRAYS: ArrayRecord(WEIGHTS), keys.CONFIG: ConfigRecord(
-        {keys.TASK: "heart-disease", keys.HOSPITALS: 4, keys.DP_MODE: dp_mode})})
+    config = RunConfig.from_run_config({"task": "heart-disease", "hospitals": 4,
+                                        "dp.mode": dp_mode})
+    content = pack_request(round_settings(config, "a" * 32, 3), WEIGHTS)
     msg = Message(content=content, metadata=Metadata(
         run_id=1, message_id="m1", src_node_id=1, dst_node_id=7, reply_to_message_id="",
         group_id="1", created_at=time.time(), ttl=60.0, message_type=kind))
@@ -29,36 +35,37 @@ def _message(kind: str, dp_mode: str = "none") -> tuple[Message, Context]:
 
 
 def test_facts_file_gives_the_same_reply_as_computing(tmp_path, monkeypatch):
-    computed = null_client.evaluate(*_message("evaluate"))
+    computed = unpack_reply(null_client.evaluate(*_message("evaluate")).content, statistics=SPEC)
     facts = null_client.write_facts(tmp_path, "heart-disease", 4)
     monkeypatch.setattr(null_client, "FACTS_FILE", facts)
-    stored = null_client.evaluate(*_message("evaluate"))
-    assert dict(stored.content[keys.HOSPITAL]) == {keys.HOSPITAL_NAME: "switzerland",
-                                                   keys.HOSPITAL_INDEX: 2}
-    assert dict(computed.content[keys.HOSPITAL]) == dict(stored.content[keys.HOSPITAL])
-    a, b = computed.content[keys.STATISTICS], stored.content[keys.STATISTICS]
-    assert set(a.keys()) == set(b.keys()) and "score_hist" in a
-    for key in a.keys():
-        left, right = a[key].numpy(), b[key].numpy()
-        assert left.dtype == right.dtype and left.shape == right.shape
-        np.testing.assert_array_equal(left, right)
+    stored = unpack_reply(null_client.evaluate(*_message("evaluate")).content, statistics=SPEC)
+    assert (stored.hospital.name, stored.hospital.index) == ("switzerland", 2)
+    assert computed.hospital == stored.hospital
+    assert (stored.answers.run_id, stored.answers.server_round) == ("a" * 32, 3)
+    a, b = computed.statistics, stored.statistics
+    assert set(a) == set(b) and "score_hist" in a
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape
+        np.testing.assert_array_equal(a[key], b[key])
 
 
 @pytest.mark.parametrize("dp_mode", ["none", "patient", "hospital"])
 def test_train_reply_is_a_zero_update_that_passes_the_norm_check(dp_mode):
-    reply = null_client.train(*_message("train", dp_mode))
-    update = reply.content[keys.ARRAYS].to_numpy_ndarrays()
+    reply = unpack_reply(null_client.train(*_message("train", dp_mode)).content, statistics=SPEC)
+    update = reply.update
     assert [(u.shape, u.dtype) for u in update] == [(w.shape, w.dtype) for w in WEIGHTS]
     assert all(not u.any() for u in update)
     # The server adds the mean update to its model: a zero update leaves it where it was.
     assert all(np.array_equal(w + u, w) for w, u in zip(WEIGHTS, update, strict=True))
     assert update_problem(update, WEIGHTS, max_norm=1e-9) is None
-    metrics = dict(reply.content[keys.METRICS])
-    assert metrics[keys.EPSILON_PATIENT] == metrics[keys.EPSILON_HOSPITAL] == 0.0
-    assert (keys.NUM_EXAMPLES in metrics) == (dp_mode == "none")
-    assert (keys.TRAIN_LOSS in metrics) == (dp_mode == "none")
-    assert dict(reply.content[keys.HOSPITAL]) == {keys.HOSPITAL_NAME: "switzerland",
-                                                  keys.HOSPITAL_INDEX: 2}
+    private = dp_mode != "none"
+    assert (reply.privacy is not None) == private
+    if private:
+        assert reply.privacy.epsilon_patient == reply.privacy.epsilon_hospital == 0.0
+        assert math.isinf(reply.privacy.budget_epsilon)
+    assert (reply.num_examples is None) == private and (reply.train_loss is None) == private
+    assert (reply.hospital.name, reply.hospital.index) == ("switzerland", 2)
+    assert (reply.answers.run_id, reply.answers.server_round) == ("a" * 32, 3)
 
 
 @pytest.mark.slow
