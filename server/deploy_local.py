@@ -266,7 +266,11 @@ def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name
         "partition-id": index,
         "num-partitions": settings.hospitals,
         "hospital-name": name,
+        # Every privacy key explicit: a hospital never falls back on anything the server sends.
+        "dp-mode": settings.dp_mode,
+        "accountant": "rdp",
         "ledger-path": str((layout.ledgers / f"{name}.json").resolve()),
+        "ledger-head-path": str((layout.ledgers / "heads" / f"{name}.head").resolve()),
         "budget-epsilon": float(settings.budget_epsilon),
         "budget-delta": float(settings.budget_delta),
     }
@@ -281,6 +285,22 @@ def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name
         config["worker-socket"] = str(socket_path.resolve())
         config["worker-authkey-file"] = str(key_file.resolve())
     return config
+
+
+def create_ledgers(node_configs: dict[str, dict[str, object]]) -> None:
+    """Make each hospital's ledger with its budget (``fedcare budget init`` does it by hand).
+
+    A configured ledger that is missing is a refusal, never a fresh budget, so deploy-local
+    makes its hospitals' ledgers before they start; an existing one (``--out`` reused) is kept.
+    """
+    from common.dp.ledger import PrivacyLedger
+
+    for name, config in node_configs.items():
+        path, head = Path(str(config["ledger-path"])), Path(str(config["ledger-head-path"]))
+        if not path.exists():
+            PrivacyLedger.create(path, hospital=name, budget_epsilon=float(config["budget-epsilon"]),  # type: ignore[arg-type]
+                                 budget_delta=float(config["budget-delta"]),  # type: ignore[arg-type]
+                                 accountant="rdp", head_path=head)
 
 
 def worker_argv(bin_dir: Path, *, socket_path: Path, key_file: Path,
@@ -717,7 +737,7 @@ def deploy_local(settings: DeploySettings, *, report: Callable[[str], None] = lo
         name: node_config(settings, layout, index, name, data_path=data_files[index],
                           schema_path=schema_path, app_sha256=digest)
         for index, name in enumerate(names)}
-    layout.ledgers.mkdir(parents=True, exist_ok=True)
+    create_ledgers(node_configs)
     with interruptible():
         try:
             config_files = deployment.write_node_configs(node_configs)

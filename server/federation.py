@@ -5,7 +5,9 @@ Each round runs (``server.plain_round`` or ``server.secure_round``) and returns 
 outcomes into metrics.csv rows (a secure round's evaluation arrives with the next round, so its
 row waits here), checkpoints, and moves the progress bar. However the run ends — all rounds,
 too few hospitals, a failure — it saves ``model.keras`` (the last completed round's weights;
-loads with plain Keras), keeps the metrics so far and writes the report with the reason.
+loads with plain Keras), keeps the metrics so far and writes the report with the reason, and
+``identities.json`` (which node was which hospital, and whether the SuperLink's registered
+name or the first reply fixed it).
 """
 
 import json
@@ -232,6 +234,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     finally:
         model.set_weights(state.weights)
         model.save(run_dir / "model.keras")
+        write_json_atomic(run_dir / "identities.json", book.describe())
         write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict(),
                      epsilon=state.epsilon_spent, stop_reason=stop_reason,
                      aborted_rounds=state.aborted_rounds)

@@ -83,6 +83,13 @@ class IdentityBook:
         name = self.registered.get(node)
         return None if name is None else self.expected(name)
 
+    def describe(self) -> dict[str, dict[str, str]]:
+        """Node id -> the hospital it is bound to and by what (for the run directory)."""
+        return {str(node): {"hospital": identity.name,
+                            "bound_by": ("registered name" if self.registered.get(node)
+                                         == identity.name else "first reply")}
+                for node, identity in sorted(self.bound.items())}
+
     def name_of(self, node: int) -> str:
         """The hospital a node is bound to, or ``node <id>`` for a node not (yet) bound."""
         identity = self.bound.get(node)

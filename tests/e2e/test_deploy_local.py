@@ -10,6 +10,7 @@ Every process inherits the test's environment marker; cleanup (``fedcare_cli``, 
 """
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -47,6 +48,12 @@ def test_deploy_local_csv_three_hospitals_tls_and_authentication(fedcare_cli, tm
     losses = [float(row["pooled_loss"]) for row in rows]
     assert losses[1] < losses[0], f"the global model's loss did not go down: {losses}"
     assert (out / "run" / "model.keras").is_file()
+    # The server learnt each node's hospital from its registered SuperNode name (Flower's
+    # NodeInfo.name through the Runtime API), not from what the replies claimed.
+    identities = json.loads((out / "run" / "identities.json").read_text())
+    assert sorted(i["hospital"] for i in identities.values()) == [
+        f"hospital-{i}" for i in range(HOSPITALS)]
+    assert all(i["bound_by"] == "registered name" for i in identities.values()), identities
 
     # TLS and SuperNode authentication were on, and each hospital used its own files.
     superlink_log = (out / "logs" / "superlink.log").read_text()
