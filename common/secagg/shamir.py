@@ -19,7 +19,9 @@ SHARE_BYTES = (PRIME.bit_length() + 7) // 8  # 66: fixed width of a share's y va
 _MARKER = b"\x01"
 
 
-def split_secret(secret: bytes, *, threshold: int, num_shares: int) -> list[tuple[int, bytes]]:
+def split_secret(
+    secret: bytes, *, threshold: int, num_shares: int, xs: Sequence[int] | None = None
+) -> list[tuple[int, bytes]]:
     """Split ``secret`` into ``num_shares`` shares, any ``threshold`` of which recover it.
 
     Parameters
@@ -29,7 +31,10 @@ def split_secret(secret: bytes, *, threshold: int, num_shares: int) -> list[tupl
     threshold
         Shares needed to reconstruct, t >= 2.
     num_shares
-        Shares made, n >= t; share i has x = i (1-based).
+        Shares made, n >= t; share i has x = i (1-based) unless ``xs`` is given.
+    xs
+        The x coordinates of the shares (``num_shares`` distinct ints in [1, 2**521 - 1)),
+        e.g. the holders' roster positions.
 
     Returns
     -------
@@ -44,10 +49,15 @@ def split_secret(secret: bytes, *, threshold: int, num_shares: int) -> list[tupl
     if not isinstance(secret, bytes) or not 1 <= len(secret) <= MAX_SECRET_BYTES:
         raise ValueError(f"secret must be 1 to {MAX_SECRET_BYTES} bytes")
     _check_threshold(threshold=threshold, num_shares=num_shares)
+    points = list(range(1, num_shares + 1)) if xs is None else list(xs)
+    if len(points) != num_shares or len(set(points)) != len(points) or any(
+        isinstance(x, bool) or not isinstance(x, int) or not 1 <= x < PRIME for x in points
+    ):
+        raise ValueError(f"xs must be {num_shares} distinct ints in [1, 2**521 - 1)")
     coefficients = [int.from_bytes(_MARKER + secret, "big")]
     coefficients += [secrets.randbelow(PRIME) for _ in range(threshold - 1)]
     shares = []
-    for x in range(1, num_shares + 1):
+    for x in points:
         y = 0
         for coefficient in reversed(coefficients):  # Horner's rule
             y = (y * x + coefficient) % PRIME
@@ -87,15 +97,43 @@ def combine_shares(shares: Sequence[tuple[int, bytes]], *, threshold: int) -> by
     if len(set(xs)) != len(xs):
         raise ValueError(f"duplicate share x coordinates in {sorted(xs)}")
     points = [_parse_share(x, y) for x, y in shares[:threshold]]
+    return _decode(_interpolate(points, 0))
+
+
+def share_on_polynomial(
+    points: Sequence[tuple[int, bytes]], share: tuple[int, bytes], *, threshold: int
+) -> bool:
+    """Return whether ``share`` lies on the polynomial through the first ``threshold`` points.
+
+    Used to find which holder sent a bad share once ``threshold`` points are known to be good
+    (they reconstructed a secret matching its commitment).
+
+    Raises
+    ------
+    ValueError
+        If fewer than ``threshold`` points are given or a point is malformed.
+    """
+    if len(points) < threshold:
+        raise ValueError(f"too few points: {len(points)} given, threshold is {threshold}")
+    parsed = [_parse_share(x, y) for x, y in points[:threshold]]
+    try:
+        x, y = _parse_share(*share)
+    except ValueError:
+        return False
+    return _interpolate(parsed, x) == y
+
+
+def _interpolate(points: Sequence[tuple[int, int]], at: int) -> int:
+    """Lagrange-interpolate the polynomial through ``points`` at x = ``at``, mod PRIME."""
     value = 0
     for j, (x_j, y_j) in enumerate(points):
         numerator, denominator = 1, 1
         for m, (x_m, _) in enumerate(points):
             if m != j:
-                numerator = numerator * x_m % PRIME
+                numerator = numerator * (x_m - at) % PRIME
                 denominator = denominator * (x_m - x_j) % PRIME
         value = (value + y_j * numerator * pow(denominator, -1, PRIME)) % PRIME
-    return _decode(value)
+    return value
 
 
 def _check_threshold(*, threshold: int, num_shares: int) -> None:

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from common.secagg.shamir import SHARE_BYTES, combine_shares, split_secret
+from common.secagg.shamir import SHARE_BYTES, combine_shares, share_on_polynomial, split_secret
 
 SECRETS = [b"\x00\x00leading zeros survive" + bytes(9), bytes(range(32)), b"\xff", bytes(32)]
 
@@ -88,3 +88,29 @@ def test_combine_shares_rejects_threshold_below_two():
 
     with pytest.raises(ValueError, match="threshold must be an int >= 2"):
         combine_shares(shares, threshold=1)
+
+
+def test_split_secret_at_roster_positions_reconstructs_from_any_t():
+    # x-coordinates are the holders' roster positions, not 1..n
+    xs = [2, 5, 7, 11, 12]
+    shares = split_secret(b"seed" * 8, threshold=3, num_shares=5, xs=xs)
+
+    assert [x for x, _ in shares] == xs
+    for subset in ([0, 1, 2], [4, 2, 0], [1, 3, 4]):
+        assert combine_shares([shares[i] for i in subset], threshold=3) == b"seed" * 8
+
+
+def test_split_secret_rejects_bad_xs():
+    with pytest.raises(ValueError, match="xs must be 3 distinct ints"):
+        split_secret(b"s", threshold=2, num_shares=3, xs=[1, 1, 2])
+    with pytest.raises(ValueError, match="xs must be 3 distinct ints"):
+        split_secret(b"s", threshold=2, num_shares=3, xs=[0, 1, 2])
+
+
+def test_share_on_polynomial_accepts_honest_shares_and_flags_an_altered_one():
+    shares = split_secret(b"k" * 32, threshold=3, num_shares=5)
+    altered = (shares[4][0], bytes(65) + b"\x07")
+
+    assert all(share_on_polynomial(shares[:3], share, threshold=3) for share in shares[3:])
+    assert not share_on_polynomial(shares[:3], altered, threshold=3)
+    assert not share_on_polynomial(shares[:3], (shares[4][0], b"short"), threshold=3)
