@@ -67,15 +67,18 @@ def resolve_config(overrides: dict[str, object]) -> RunConfig:
 
 
 def warn_delta_vs_rows(config: RunConfig) -> None:
-    """Warn when delta >= 1/rows at a hospital: then delta no longer protects each patient."""
-    if config.dp_mode != "patient":
-        return
+    """Check the task can be split so (exit 2 naming why); at patient level, warn when delta
+    >= 1/rows at a hospital: then delta no longer protects each patient."""
     from common.tasks import get_task, load_task_hospitals
 
     task = get_task(config.task)
-    for hospital in load_task_hospitals(task, config.hospitals, seed=config.seed,
-                                        partition=config.partition, alpha=config.dirichlet_alpha):
-        if config.dp_delta >= 1.0 / hospital.num_train:
+    try:
+        hospitals = load_task_hospitals(task, config.hospitals, seed=config.seed,
+                                        partition=config.partition, alpha=config.dirichlet_alpha)
+    except ValueError as error:  # a split the data cannot give (named by the task)
+        fail(str(error))
+    for hospital in hospitals:
+        if config.dp_mode == "patient" and config.dp_delta >= 1.0 / hospital.num_train:
             console.print(f"[bold yellow]warning:[/] delta={config.dp_delta:g} >= 1/rows at "
                           f"{hospital.name} ({hospital.num_train} rows): a mechanism could "
                           "then reveal a whole patient record with probability delta")
@@ -147,6 +150,7 @@ def simulate(
     if not config.private:
         console.print("[bold yellow]warning:[/] --dp none: the hospitals' updates are NOT "
                       "differentially private")
+    warn_delta_vs_rows(config)  # before the run directory exists: a bad split makes none
     from server.run_directory import prepare_run_dir
 
     try:
@@ -155,7 +159,6 @@ def simulate(
         fail(str(error))
     from simulations.simulate import simulate as run
 
-    warn_delta_vs_rows(config)
     console.print(f"fedcare: {config.hospitals} hospitals, {config.num_server_rounds} rounds of "
                   f"{config.task}, dp {config.dp_mode} -> {run_dir}")
     run(config, run_dir)

@@ -15,6 +15,11 @@ runner = CliRunner()
         (["--rounds", "0"], "num-server-rounds must be >= 1"),
         (["--hospitals", "5"], "hospitals must be between 1 and 4"),
         (["--task", "digits", "--hospitals", "0"], "hospitals must be >= 1"),
+        # A Dirichlet split that leaves hospitals short: refused before any run directory.
+        (["--task", "breast-cancer", "--hospitals", "50", "--partition", "dirichlet",
+          "--alpha", "0.05", "--dp", "none"], "short"),
+        (["--task", "breast-cancer", "--hospitals", "50", "--partition", "dirichlet",
+          "--alpha", "0.05"], "short"),
     ],
 )
 def test_simulate_rejects_bad_settings(args, message, tmp_path):
