@@ -1,15 +1,15 @@
-"""Stage names, message keys and payload checks shared by the secure-aggregation state machines.
+"""Stage names, message keys, payload checks and the threshold rule of secure aggregation.
 
-Every payload is a plain dict of str keys to int, bytes, list[int] or list[bytes], so the Flower
-glue maps it 1:1 onto a ConfigRecord. The server relays public keys, AEAD ciphertexts, masked
-vectors and, at the end, the shares it needs; nothing else crosses the wire. The participation
-rules (n >= 3, n/2 < t <= n) follow Bonawitz et al. (CCS 2017), Sections 3 and 6.
+Every payload is a plain dict of str keys to int, str, bytes or lists of them, so the Flower glue
+maps it 1:1 onto a ConfigRecord; peers are named by roster name. The threshold rule
+t >= floor((n + c)/2) + 1 is what keeps a server that equivocates, helped by up to c hospitals,
+from both halves of one hospital's secrets. Bonawitz et al. (CCS 2017), Sections 4 and 6.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,11 +28,18 @@ class _Stage:
     ADVERTISE_KEYS: str = "advertise-keys"
     SHARE_KEYS: str = "share-keys"
     MASKED_INPUT: str = "masked-input"
+    CONSISTENCY_CHECK: str = "consistency-check"
     UNMASK: str = "unmask"
 
 
 Stage = _Stage()
-STAGE_ORDER = (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK)
+STAGE_ORDER = (
+    Stage.ADVERTISE_KEYS,
+    Stage.SHARE_KEYS,
+    Stage.MASKED_INPUT,
+    Stage.CONSISTENCY_CHECK,
+    Stage.UNMASK,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,34 +48,53 @@ class _Key:
 
     STAGE: str = "secagg-stage"
     ROUND: str = "secagg-round"
+    RUN_ID: str = "run-id"
+    ROSTER_DIGEST: str = "roster-digest"
+    SETTINGS_DIGEST: str = "settings-digest"
+    HOSPITAL: str = "hospital"
     MASK_PUBLIC_KEY: str = "mask-public-key"
     ENCRYPTION_PUBLIC_KEY: str = "encryption-public-key"
+    SEED_COMMITMENT: str = "seed-commitment"
+    KEY_SIGNATURE: str = "key-signature"
     THRESHOLD: str = "threshold"
-    NODE_IDS: str = "node-ids"
+    HOSPITALS: str = "hospitals"
     MASK_PUBLIC_KEYS: str = "mask-public-keys"
     ENCRYPTION_PUBLIC_KEYS: str = "encryption-public-keys"
-    RECEIVER_IDS: str = "receiver-ids"
-    SENDER_IDS: str = "sender-ids"
+    SEED_COMMITMENTS: str = "seed-commitments"
+    SETTINGS_DIGESTS: str = "settings-digests"
+    KEY_SIGNATURES: str = "key-signatures"
+    RECEIVERS: str = "receivers"
+    SENDERS: str = "senders"
     CIPHERTEXTS: str = "ciphertexts"
     VECTOR_LENGTH: str = "vector-length"
     MASKED_INPUT: str = "masked-input"
-    SURVIVOR_IDS: str = "survivor-ids"
-    DROPPED_IDS: str = "dropped-ids"
-    SELF_SEED_OWNER_IDS: str = "self-seed-owner-ids"
+    FAILED_SENDERS: str = "failed-senders"
+    SURVIVORS: str = "survivors"
+    DROPPED: str = "dropped"
+    SURVIVOR_SIGNATURE: str = "survivor-signature"
+    SIGNERS: str = "signers"
+    SURVIVOR_SIGNATURES: str = "survivor-signatures"
+    SELF_SEED_OWNERS: str = "self-seed-owners"
     SELF_SEED_SHARES: str = "self-seed-shares"
-    MASK_KEY_OWNER_IDS: str = "mask-key-owner-ids"
+    MASK_KEY_OWNERS: str = "mask-key-owners"
     MASK_KEY_SHARES: str = "mask-key-shares"
+    PAIR_KEY_PEERS: str = "pair-key-peers"
+    PAIR_KEYS: str = "pair-keys"
 
 
 Key = _Key()
 
 
 @dataclass(frozen=True, slots=True)
-class PublicKeys:
-    """A hospital's two raw 32-byte X25519 public keys."""
+class Advertisement:
+    """A hospital's signed round keys, as its advertise-keys reply carries them."""
 
-    mask: bytes
-    encryption: bytes
+    name: str
+    mask_public_key: bytes
+    encryption_public_key: bytes
+    seed_commitment: bytes
+    settings_digest: bytes
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +105,49 @@ class SecAggResult:
     ----------
     total
         uint64, shape (d,): sum mod 2**64 of the survivors' quantised updates (exact).
-    survivor_ids
-        Hospitals whose update is in ``total``.
-    dropped_ids
+    survivors
+        Hospitals (roster names, roster order) whose update is in ``total``: the signed U3.
+    dropped
         Selected hospitals whose update is not in ``total``.
-    revealed_mask_key_ids
-        Hospitals whose mask private key the server reconstructed; they must re-key.
+    revealed_mask_keys
+        Hospitals whose mask private key the server reconstructed (they shared keys but are
+        not in U3); a dropped hospital not listed had its masks removed with the pair keys the
+        survivors revealed.
+    excluded
+        Hospital -> why it was excluded or its shares discarded (bad signature, ciphertexts
+        reported as failing, malformed input, shares that do not reconstruct).
     """
 
     total: npt.NDArray[np.uint64]
-    survivor_ids: tuple[int, ...]
-    dropped_ids: tuple[int, ...]
-    revealed_mask_key_ids: tuple[int, ...]
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    revealed_mask_keys: tuple[str, ...]
+    excluded: dict[str, str] = field(default_factory=dict)
 
 
-def threshold_problem(*, threshold: int, num_participants: int) -> str | None:
-    """Explain why (threshold, participants) is unsafe or impossible, or return None if fine."""
-    if isinstance(threshold, bool) or not isinstance(threshold, int):
-        return f"threshold must be an int, got {threshold!r}"
+def threshold_problem(
+    threshold: int, num_participants: int, colluders: int = 0, *, min_threshold: int = 2
+) -> str | None:
+    """Explain why threshold t is unsafe for n participants and c colluders, or return None.
+
+    The rule implemented is t >= floor((n + c)/2) + 1, with n >= 3, t <= n and
+    t >= ``min_threshold``. Why: a server that tells different hospitals different survivor
+    stories gets a victim's self-mask seed from t holders told "it survived" and its mask key
+    from t holders told "it dropped"; the c colluders can give both, each honest holder gives
+    one (it answers one unmask per round, over the one set it signed), so the server needs
+    2(t - c) <= n - c honest holders, i.e. t <= (n + c)/2. The same count shows two different
+    survivor sets cannot both collect t signatures. Bonawitz et al. (CCS 2017) state their
+    active-adversary result (Section 6, security against active adversaries) for
+    t >= floor(2n/3) + 1 with fewer than n/3 corrupt; for any c < n/3 that choice satisfies
+    this rule (since (n + c)/2 < 2n/3), so the rule is the paper's condition stated for the
+    roster's own c rather than the worst case c = n/3 - 1. With c = 0 it is t > n/2.
+    """
+    for name, value in (("threshold", threshold), ("colluders", colluders),
+                        ("num_participants", num_participants)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{name} must be an int, got {value!r}"
+    if colluders < 0:
+        return f"colluders c must be >= 0, got {colluders}"
     if num_participants < MIN_PARTICIPANTS:
         return (
             f"secure aggregation needs at least {MIN_PARTICIPANTS} participants, got "
@@ -107,14 +158,36 @@ def threshold_problem(*, threshold: int, num_participants: int) -> str | None:
             f"threshold t={threshold} must be <= the number of participants n={num_participants}"
             ": the shares of n hospitals could never reach it"
         )
-    if 2 * threshold <= num_participants:
+    if threshold < min_threshold:
+        return f"threshold t={threshold} is below the roster's smallest threshold {min_threshold}"
+    needed = (num_participants + colluders) // 2 + 1
+    if threshold < needed:
         return (
-            f"threshold t={threshold} must be > n/2 = {num_participants / 2:g} "
-            f"(n={num_participants}): with t <= n/2 two disjoint groups of t hospitals could each "
-            "unmask, so a server telling them different dropout stories could recover both a "
-            "hospital's self-mask seed and its mask key, i.e. its individual update"
+            f"threshold t={threshold} must be >= floor((n + c)/2) + 1 = {needed} "
+            f"(n={num_participants}, c={colluders}): with t <= (n + c)/2 a server telling "
+            "different hospitals different survivor sets, helped by c colluders, could collect "
+            "t shares of one hospital's self-mask seed and t of its mask key, i.e. its "
+            "individual update"
         )
     return None
+
+
+def get_str(message: Mapping[str, Any], key: str, *, stage: str) -> str:
+    """Read a str field or raise SecAggProtocolError naming the stage and key."""
+    value = _get(message, key, stage=stage)
+    if not isinstance(value, str):
+        raise SecAggProtocolError(stage, f"field {key!r} must be a str, got {type(value).__name__}")
+    return value
+
+
+def get_str_list(message: Mapping[str, Any], key: str, *, stage: str) -> list[str]:
+    """Read a list of distinct str."""
+    value = _get(message, key, stage=stage)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise SecAggProtocolError(stage, f"field {key!r} must be a list of str")
+    if len(set(value)) != len(value):
+        raise SecAggProtocolError(stage, f"field {key!r} repeats a name")
+    return list(value)
 
 
 def get_int(message: Mapping[str, Any], key: str, *, stage: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -96,7 +96,7 @@ class Roster:
         """Return the Ed25519 public key pinned for ``name`` (LookupError if not on the roster)."""
         return Ed25519PublicKey.from_public_bytes(self.signing_keys[self.index(name) - 1])
 
-    def in_roster_order(self, names: Sequence[str]) -> list[str]:
+    def in_roster_order(self, names: Iterable[str]) -> list[str]:
         """Return ``names`` sorted by roster position (LookupError if one is not on it)."""
         return sorted(names, key=self.index)
 

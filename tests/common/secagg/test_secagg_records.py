@@ -6,8 +6,9 @@ request, reply and client state 1:1 onto a ConfigRecord and its protobuf form.
 
 import numpy as np
 import pytest
+from secagg_harness import Consortium
 
-from common.secagg.protocol import SecAggClient, SecAggServer, Stage
+from common.secagg.protocol import SecAggClient, Stage
 
 serde = pytest.importorskip("flwr.common.serde")
 flwr_app = pytest.importorskip("flwr.app")
@@ -19,27 +20,31 @@ def _over_the_wire(payload):
 
 
 def test_protocol_payloads_and_client_state_round_trip_through_config_records():
-    # Arrange
-    ids = [11, 12, 13, 14]
+    # Arrange: 5 hospitals, c = 1, t = 4; one drops after sharing keys
+    con = Consortium(5, c=1, threshold=4)
     rng = np.random.default_rng(0)
-    updates = {node: rng.integers(0, 2**63, size=32, dtype=np.uint64) for node in ids}
-    records = {node: _over_the_wire(SecAggClient(node).to_record()) for node in ids}
-    server = SecAggServer(round_number=3, node_ids=ids, threshold=3, vector_length=32)
+    updates = {name: rng.integers(0, 2**63, size=32, dtype=np.uint64) for name in con.names}
+    records = {name: _over_the_wire(con.client(name).to_record()) for name in con.names}
+    server = con.server(round_number=3, vector_length=32)
+    gone = con.names[4]
 
     # Act: every request, reply and stored client state crosses a ConfigRecord
     result = None
     while server.stage is not None:
         stage = server.stage
-        for node, request in server.requests().items():
-            if stage == Stage.MASKED_INPUT and node == 14:
-                continue  # 14 drops after sharing keys
-            client = SecAggClient.from_record(records[node])
-            quantized = updates[node] if stage == Stage.MASKED_INPUT else None
-            reply = client.handle(_over_the_wire(request), quantized=quantized)
-            records[node] = _over_the_wire(client.to_record())
-            server.receive(node, _over_the_wire(reply))
+        for name, request in server.requests().items():
+            if stage == Stage.MASKED_INPUT and name == gone:
+                continue
+            client = SecAggClient.from_record(records[name], roster=con.roster,
+                                              signing_key=con.signing_keys[name])
+            quantized = updates[name] if stage == Stage.MASKED_INPUT else None
+            reply = client.handle(_over_the_wire(request), quantized=quantized,
+                                  settings=con.settings)
+            records[name] = _over_the_wire(client.to_record())
+            server.receive(name, _over_the_wire(reply))
         result = server.close_stage()
 
     # Assert
-    expected = updates[11] + updates[12] + updates[13]
+    expected = sum((updates[name] for name in con.names[:4]), np.zeros(32, dtype=np.uint64))
     np.testing.assert_array_equal(result.total, expected)
+    assert result.revealed_mask_keys == (gone,)
