@@ -130,7 +130,7 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
         save_preprocessing(admission, privacy, seed=settings.seed)
         try:
             result = train_round(settings, hospital=data, hospital_index=admission.index,  # type: ignore[arg-type]
-                                 privacy=privacy, trainer=get_trainer(task),  # type: ignore[arg-type]
+                                 privacy=privacy, trainer=get_trainer(task),
                                  global_weights=weights,
                                  secure_aggregation=settings.secagg_enabled, rounding_bound=bound)
         except LedgerError as error:

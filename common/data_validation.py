@@ -196,7 +196,7 @@ def _check_columns(header: tuple[str, ...], schema: DataSchema, *, require_label
 
 def missing_mask(cells: pd.Series, schema: DataSchema) -> np.ndarray:
     """Return True where a cell is missing (stripped, it is one of the schema's markers)."""
-    return cells.str.strip().isin(schema.missing_markers).to_numpy()
+    return np.asarray(cells.str.strip().isin(schema.missing_markers).to_numpy(), dtype=np.bool_)
 
 
 def parse_numbers(cells: pd.Series) -> np.ndarray:
@@ -220,7 +220,7 @@ def category_codes(cells: pd.Series, categories: tuple[str, ...]) -> np.ndarray:
         return index.get(format_number(number), -1) if math.isfinite(number) else -1
 
     codes = {cell: code(cell) for cell in cells.unique()}
-    return cells.map(codes).to_numpy(dtype=np.int64)
+    return np.asarray(cells.map(codes).to_numpy(dtype=np.int64))
 
 
 def _check_feature(cells: pd.Series, feature: FeatureColumn, schema: DataSchema, *,

@@ -96,8 +96,8 @@ def class_counts(stats: Statistics) -> np.ndarray | None:
         return None
     hist = np.asarray(hist)
     if hist.shape[0] == 1:
-        return hist[0].sum(axis=-1)
-    return hist[:, 1].sum(axis=-1)
+        return np.asarray(hist[0].sum(axis=-1))
+    return np.asarray(hist[:, 1].sum(axis=-1))
 
 
 def majority_rate(stats: Statistics) -> float:

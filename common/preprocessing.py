@@ -25,4 +25,4 @@ class Standardizer:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Return (x - mean) / scale as float32."""
-        return ((x - self.mean) / self.scale).astype(np.float32)
+        return np.asarray((x - self.mean) / self.scale, dtype=np.float32)

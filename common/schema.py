@@ -150,7 +150,8 @@ class DataSchema:
         if not isinstance(markers, list) or not all(isinstance(m, str) for m in markers):
             raise SchemaError(f"missing_markers must be a list of strings, got {markers!r}")
         markers = [m.strip() for m in markers]
-        for column in (*features, label):
+        columns: tuple[FeatureColumn | LabelColumn, ...] = (*features, label)
+        for column in columns:
             clash = sorted(set(column.categories if isinstance(column, FeatureColumn)
                                else column.classes) & set(markers))
             if clash:
@@ -210,7 +211,7 @@ class DataSchema:
     @property
     def kind(self) -> "TaskKind":
         """The learning task the label defines."""
-        return "regression" if self.label.type == "numeric" else self.label.type  # type: ignore[return-value]
+        return "regression" if self.label.type == "numeric" else self.label.type
 
     @property
     def num_outputs(self) -> int:

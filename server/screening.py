@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 from flwr.app import Message
 
 from common.types import NDArrays
@@ -66,7 +67,7 @@ class Screened:
     rejected: dict[str, str] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
     privacy: dict[str, PrivacyReport] = field(default_factory=dict)
-    statistics: dict[str, dict] = field(default_factory=dict)
+    statistics: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def of_kind(self, kind: type) -> dict[str, Reply]:
         """The accepted replies of one kind, in hospital-name order."""

@@ -11,7 +11,7 @@ import functools
 import math
 from collections.abc import Iterable, Sequence
 from numbers import Real
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 
@@ -57,10 +57,10 @@ def validate_delta(value: object, name: str = "delta") -> float:
     return delta
 
 
-def _validate_accountant(accountant: object) -> str:
+def _validate_accountant(accountant: object) -> AccountantName:
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-    return str(accountant)
+    return cast(AccountantName, str(accountant))  # one of ACCOUNTANTS, checked above
 
 
 def merge_history(history: Iterable[HistoryItem]) -> tuple[Entry, ...]:

@@ -121,6 +121,7 @@ class SecureRandom:
         shape = _shape(size)
         kind = np.dtype(dtype)
         words = self._words(_count(shape))
+        values: npt.NDArray[np.float64] | npt.NDArray[np.float32]
         if kind == np.float64:
             values = (words >> np.uint64(11)).astype(np.float64) * _BITS_53
         elif kind == np.float32:
@@ -158,10 +159,12 @@ class SecureRandom:
         scale_array = np.asarray(scale, dtype=np.float64)
         if np.any(scale_array < 0) or not np.all(np.isfinite(scale_array)):
             raise ValueError(f"scale must be finite and >= 0, got {scale!r}")
+        shape: tuple[int, ...] | None
         if size is None:
             shape = np.broadcast_shapes(np.shape(loc), scale_array.shape)
             if shape == ():
-                return float(loc) + float(scale_array) * float(self.standard_normal())
+                return (float(np.asarray(loc, dtype=np.float64))
+                        + float(scale_array) * float(self.standard_normal()))
         else:
             shape = _shape(size)
         return np.asarray(loc, dtype=np.float64) + scale_array * self.standard_normal(shape)

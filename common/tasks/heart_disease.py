@@ -64,9 +64,10 @@ def split_hospital(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndar
     x, y = encode_features(frame), frame["label"].to_numpy()
     counts = np.bincount(y.astype(int), minlength=2)
     stratify = y if counts.min() > 2 else None
-    return train_test_split(
+    x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=TEST_SIZE, random_state=SPLIT_RANDOM_STATE, stratify=stratify
     )
+    return x_train, x_test, y_train, y_test
 
 
 def load_hospitals(num_hospitals: int = 4, **_: object) -> list[HospitalData]:

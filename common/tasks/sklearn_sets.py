@@ -63,7 +63,7 @@ def _split_labels(kind: TaskKind, y: np.ndarray) -> np.ndarray:
     if kind != "regression":
         return y.astype(int)
     edges = np.quantile(y, np.linspace(0, 1, REGRESSION_BINS + 1)[1:-1])
-    return np.digitize(y, edges)
+    return np.asarray(np.digitize(y, edges), dtype=np.intp)
 
 
 def split_capacity(load_xy: Callable[[], tuple[np.ndarray, np.ndarray]]) -> int:

@@ -107,11 +107,13 @@ def read_text(fields: Mapping[str, object], key: str, *, pattern: str | None = N
 def read_enum(fields: Mapping[str, object], key: str, kind: type[E]) -> E:
     """Return an enum member from its text value."""
     value = _raw(fields, key)
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(member.value for member in kind)
-        raise WireFormatError(key, f"must be one of {allowed}, got {value!r}") from None
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(member.value for member in kind)
+    raise WireFormatError(key, f"must be one of {allowed}, got {value!r}")
 
 
 def read_optional(fields: Mapping[str, object], key: str) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app.typing import MetricRecordValues
 
 from common.wire.fields import (
     MAX_TEXT,
@@ -141,7 +142,7 @@ def pack_reply(reply: Reply) -> RecordDict:
     if isinstance(reply, TrainReply):
         if reply.update is not None:
             content[ARRAYS] = ArrayRecord(reply.update)
-        metrics: dict[str, int | float] = {}
+        metrics: dict[str, MetricRecordValues] = {}
         if reply.num_examples is not None:
             metrics["num-examples"] = int(reply.num_examples)
         if reply.train_loss is not None:
