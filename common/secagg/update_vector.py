@@ -1,23 +1,206 @@
-"""What a hospital feeds into secure aggregation: its weighted update and its weight, encoded.
+"""What a hospital feeds into secure aggregation: its update, clipped per coordinate and encoded.
 
-The vector is ``[w * flatten(update), w]``, quantised to uint64. Summed over hospitals it gives
-``sum_i w_i u_i`` and ``sum_i w_i``, so the server gets the weighted (or, with w = 1, the plain)
-mean without learning any single update or weight. The fixed-point encoding's worst-case L2
-error per hospital is ``sqrt(d + 1) / scale``, which the distributed-noise accounting adds to
-the sensitivity.
+No weight coordinate travels: unweighted (DP) runs send ``u`` and the server divides by the
+survivor count; weighted runs send ``w * u`` with w the count the server fixed for that
+hospital, and the server divides by the sum of those fixed weights. So the hospital bounds its
+own influence to range/n per coordinate (range = C + k sigma_share); a masked input beyond it is
+not detectable (no range proof). Bonawitz et al. (CCS 2017), Section 3 (encoding the inputs).
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
+import numpy.typing as npt
 
+from common.errors import SecAggProtocolError
 from common.secagg.quantization import choose_scale, dequantize_sum, quantize
 from common.types import NDArrays
 from common.weights import flatten_arrays, unflatten_arrays
 
+FAILURE_PROBABILITY = 1e-9  # chance, per hospital and round, that an honest coordinate is cut
+_DECODE = "decode"
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedUpdate:
+    """A hospital's encoded update (uint64, shape (d,)) and how many coordinates were cut."""
+
+    values: npt.NDArray[np.uint64]
+    num_clipped: int
+
+
+def tail_multiplier(num_parameters: int, *, failure_probability: float = FAILURE_PROBABILITY
+                    ) -> float:
+    """k such that d Gaussian coordinates all stay within k sigma with probability 1 - p.
+
+    k = Phi^-1(1 - p / (2 d)), so that, by the union bound over the d coordinates,
+    P(some |Z_j| > k) <= d * 2 (1 - Phi(k)) = p. For d = 10**4, p = 1e-9: k = 7.44.
+    """
+    if isinstance(num_parameters, bool) or not isinstance(num_parameters, int) \
+            or num_parameters < 1:
+        raise ValueError(f"num_parameters must be an int >= 1, got {num_parameters!r}")
+    if not 0 < failure_probability < 1:
+        raise ValueError(f"failure_probability must be in (0, 1), got {failure_probability!r}")
+    return -NormalDist().inv_cdf(failure_probability / (2 * num_parameters))
+
+
+def noise_share_stddev(*, clip_norm: float, noise_multiplier: float, honest: int) -> float:
+    """sigma_share = z C / sqrt(h): each hospital's share of distributed noise (h = 1: local)."""
+    if isinstance(honest, bool) or not isinstance(honest, int) or honest < 1:
+        raise ValueError(f"honest must be an int >= 1, got {honest!r}")
+    return noise_multiplier * clip_norm / math.sqrt(honest)
+
+
+def coordinate_range(
+    *,
+    clip_norm: float,
+    noise_stddev: float,
+    num_parameters: int,
+    failure_probability: float = FAILURE_PROBABILITY,
+) -> float:
+    """The per-coordinate clip of the encoding: range = C + k * sigma_share.
+
+    An honest coordinate is the clipped update's (|x_j| <= ||x||_2 <= C) plus N(0, sigma_share^2)
+    noise, so it exceeds the range only if the noise exceeds k sigma_share: with k from
+    :func:`tail_multiplier` that happens for some coordinate with probability at most
+    ``failure_probability`` per hospital and round.
+
+    Parameters
+    ----------
+    clip_norm
+        C, the update's L2 clip.
+    noise_stddev
+        sigma_share, the per-coordinate standard deviation of the noise this hospital adds
+        (0 without noise; see :func:`noise_share_stddev`).
+    num_parameters
+        d.
+    failure_probability
+        p, the allowed chance of cutting an honest coordinate per round.
+    """
+    if not (math.isfinite(clip_norm) and clip_norm > 0):
+        raise ValueError(f"clip_norm must be a finite number > 0, got {clip_norm!r}")
+    if not (math.isfinite(noise_stddev) and noise_stddev >= 0):
+        raise ValueError(f"noise_stddev must be a finite number >= 0, got {noise_stddev!r}")
+    k = tail_multiplier(num_parameters, failure_probability=failure_probability)
+    return clip_norm + k * noise_stddev
+
+
+def unweighted_scale(*, coordinate_range: float, num_hospitals: int) -> float:
+    """The fixed-point scale for ``num_hospitals`` inputs in [-range, range] (no wrap mod 2**64)."""
+    return choose_scale(coordinate_range, num_hospitals)
+
+
+def weighted_scale(*, coordinate_range: float, weights: Mapping[str, float]) -> float:
+    """The scale for inputs ``w * u`` with |u_j| <= range and the server's fixed weights."""
+    return choose_scale(_max_weight(weights) * coordinate_range, len(weights))
+
+
+def encode_unweighted(
+    update: NDArrays, *, coordinate_range: float, scale: float, rng: np.random.Generator
+) -> EncodedUpdate:
+    """Encode ``u`` (no weight coordinate), each coordinate cut to [-range, range] and counted."""
+    encoded = quantize(flatten_arrays(update), clip_bound=coordinate_range, scale=scale, rng=rng)
+    return EncodedUpdate(encoded.values, int(encoded.num_clipped))
+
+
+def encode_weighted(
+    update: NDArrays,
+    *,
+    weight: float,
+    coordinate_range: float,
+    scale: float,
+    rng: np.random.Generator,
+) -> EncodedUpdate:
+    """Encode ``w * u`` with w the server's fixed count for this hospital, cut to w * range.
+
+    Raises
+    ------
+    ValueError
+        If ``weight`` is not a finite number > 0.
+    """
+    if isinstance(weight, bool) or not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f"weight must be a finite number > 0, got {weight!r}")
+    encoded = quantize(weight * flatten_arrays(update), clip_bound=weight * coordinate_range,
+                       scale=scale, rng=rng)
+    return EncodedUpdate(encoded.values, int(encoded.num_clipped))
+
+
+def decode_unweighted_mean(
+    total: npt.NDArray[np.uint64],
+    *,
+    num_summands: int,
+    coordinate_range: float,
+    scale: float,
+    like: NDArrays,
+) -> NDArrays:
+    """The mean of ``num_summands`` unweighted inputs (the survivor count the server knows).
+
+    Raises
+    ------
+    SecAggProtocolError
+        If the sum cannot be decoded (wrong length, or out of range: not an unmasked sum).
+    """
+    summed = _decode(total, num_summands=num_summands, clip_bound=coordinate_range, scale=scale,
+                     like=like)
+    return unflatten_arrays(summed / num_summands, like)
+
+
+def decode_weighted_mean(
+    total: npt.NDArray[np.uint64],
+    *,
+    weights: Mapping[str, float],
+    survivors: Sequence[str],
+    coordinate_range: float,
+    scale: float,
+    like: NDArrays,
+) -> NDArrays:
+    """The weighted mean sum(w_i u_i) / sum(w_i) over ``survivors``, with the fixed weights.
+
+    Raises
+    ------
+    SecAggProtocolError
+        If a survivor has no fixed weight, or the sum cannot be decoded.
+    """
+    missing = [name for name in survivors if name not in weights]
+    if missing or not survivors:
+        raise SecAggProtocolError(_DECODE, f"no fixed weight for survivors {missing}")
+    fixed = {name: weights[name] for name in survivors}
+    summed = _decode(total, num_summands=len(survivors),
+                     clip_bound=_max_weight(weights) * coordinate_range, scale=scale, like=like)
+    return unflatten_arrays(summed / math.fsum(fixed.values()), like)
+
+
+def _decode(total: npt.NDArray[np.uint64], *, num_summands: int, clip_bound: float, scale: float,
+            like: NDArrays) -> npt.NDArray[np.float64]:
+    size = sum(int(np.size(array)) for array in like)
+    array = np.asarray(total)
+    if array.shape != (size,):
+        raise SecAggProtocolError(_DECODE, f"the sum has shape {array.shape}, expected ({size},)")
+    try:
+        return dequantize_sum(array, num_summands=num_summands, clip_bound=clip_bound,
+                              scale=scale)
+    except ValueError as error:
+        raise SecAggProtocolError(_DECODE, str(error)) from None
+
+
+def _max_weight(weights: Mapping[str, float]) -> float:
+    values = list(weights.values())
+    if not values or any(isinstance(w, bool) or not (math.isfinite(w) and w > 0) for w in values):
+        raise ValueError("weights must be finite numbers > 0, at least one")
+    return max(values)
+
+
+# Superseded: the [w * u, w] encoding lets a hospital set its own weight coordinate (issue 13).
+# Kept only until the Flower glue moves to the functions above; do not use in new code.
+
 
 def encoding_scale(*, clip_bound: float, num_hospitals: int) -> float:
-    """The shared fixed-point scale: the sum of `num_hospitals` inputs cannot wrap mod 2**64."""
+    """Superseded by :func:`unweighted_scale` / :func:`weighted_scale`."""
     return choose_scale(clip_bound, num_hospitals)
 
 
@@ -29,7 +212,7 @@ def rounding_bound(*, num_parameters: int, scale: float) -> float:
 def encode_update(
     update: NDArrays, *, weight: float, clip_bound: float, scale: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, int]:
-    """Return the uint64 vector ``[w * u, w]`` (stochastic rounding) and how many were clipped."""
+    """Superseded: the uint64 vector ``[w * u, w]``, whose last coordinate the hospital sets."""
     vector = np.append(weight * flatten_arrays(update), weight)
     encoded = quantize(vector, clip_bound=clip_bound, scale=scale, rng=rng)
     return encoded.values, int(encoded.num_clipped)
@@ -38,7 +221,7 @@ def encode_update(
 def decode_mean(
     total: np.ndarray, *, num_summands: int, clip_bound: float, scale: float, like: NDArrays
 ) -> NDArrays:
-    """Decode the sum of `num_summands` encoded vectors into the weighted mean update."""
+    """Superseded: decode ``[w * u, w]`` sums (the weight coordinate is the hospital's to set)."""
     summed = dequantize_sum(total, num_summands=num_summands, clip_bound=clip_bound, scale=scale)
     weight = float(summed[-1])
     if weight <= 0:
