@@ -375,7 +375,9 @@ class SecAggClient:
         senders = msg.get_str_list(request, Key.SENDERS, stage=stage)
         peers = [peer for peer in sharers if peer != me]
         if senders != peers:
-            raise SecAggProtocolError(stage, "senders must be every other listed hospital, in order")
+            raise SecAggProtocolError(
+                stage, "senders must be every other listed hospital, in order"
+            )
         ciphertexts = msg.get_bytes_list(request, Key.CIPHERTEXTS, stage=stage, count=len(peers))
         mask_key, encryption_key = self._keys()
         failed = []

@@ -29,7 +29,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]*(?: [A-Za-z0-9._@:+-]+)*")
 
 @dataclass(frozen=True, slots=True)
 class SigningKeyPair:
-    """A hospital's fresh Ed25519 pair: the PEM private key (keep it 0600) and the raw public key."""
+    """A hospital's fresh Ed25519 pair: PEM private key (write it 0600) and raw public key."""
 
     private_pem: bytes
     public_key: bytes

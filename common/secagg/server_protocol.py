@@ -99,7 +99,9 @@ class SecAggServer:
         problem = msg.threshold_problem(t, len(names), c, min_threshold=roster.min_threshold)
         if problem is not None:
             raise ValueError(problem)
-        if settings.honest > t - c or (roster.honest is not None and settings.honest > roster.honest):
+        if settings.honest > t - c or (
+            roster.honest is not None and settings.honest > roster.honest
+        ):
             raise ValueError(f"settings.honest={settings.honest} exceeds what t - c = {t - c} "
                              "(and the roster) guarantee")
         if isinstance(vector_length, bool) or not isinstance(vector_length, int) \
@@ -211,7 +213,9 @@ class SecAggServer:
         if name not in self._asked:
             raise SecAggProtocolError(stage, f"hospital {name!r} was not asked in stage {stage!r}")
         if name in self._replied:
-            raise SecAggProtocolError(stage, f"hospital {name!r} already replied in stage {stage!r}")
+            raise SecAggProtocolError(
+                stage, f"hospital {name!r} already replied in stage {stage!r}"
+            )
         try:
             self._record(stage, name, reply)
         except SecAggProtocolError as error:
@@ -341,12 +345,14 @@ class SecAggServer:
         return None
 
     def _apply_reports(self, repliers: list[str]) -> list[str]:
-        """Exclude senders whose ciphertexts failed at receivers; see the module docstring.
+        """Exclude senders whose share ciphertexts failed to authenticate at their receivers.
 
-        A receiver reporting more senders than max(c, 1) colluders could explain is itself
+        A failure may be the sender's doing or the server's, so it is logged as
+        "ciphertext from S failed at R" and S is treated as dropped (never unmasked). A receiver
+        reporting more senders than max(c, 1) misbehaving hospitals could explain is itself
         excluded and its reports ignored. Then, repeatedly, the sender named by most remaining
-        reporters is excluded and its own reports are dropped, so one liar can exclude at most
-        one peer, and a garbage sender named by all its receivers goes first.
+        reporters is excluded (ties: roster order) and its own reports are dropped, so a garbage
+        sender named by all its receivers goes first and its counter-reports do not count.
         """
         cap = max(self.roster.colluders, 1)
         out: set[str] = set()

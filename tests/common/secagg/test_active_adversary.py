@@ -340,8 +340,10 @@ def test_a_second_unmasking_over_another_survivor_set_is_declined():
     # The server's recovery: it rebuilt the victim's seed legitimately in the first unmasking,
     # but of the victim's mask key it holds only the colluder's share, so the victim's pairwise
     # masks with the three honest hospitals stay on.
-    seed_shares = [(con.roster.index(name), transcript[(Stage.UNMASK, name)][Key.SELF_SEED_SHARES][0])
-                   for name in con.names[:4]]
+    seed_shares = [
+        (con.roster.index(name), transcript[(Stage.UNMASK, name)][Key.SELF_SEED_SHARES][0])
+        for name in con.names[:4]
+    ]
     seed = combine_shares(seed_shares, threshold=4)
     masked = np.frombuffer(transcript[(Stage.MASKED_INPUT, victim)][Key.MASKED_INPUT], "<u8")
     guess = _server_guess(con, victim, masked.astype(np.uint64), seed=seed, known_pair_keys=[

@@ -114,7 +114,8 @@ def test_load_roster_checks_the_pinned_digest_and_names_the_file(tmp_path):
     path = tmp_path / "roster.json"
     path.write_bytes(roster.to_bytes())
 
-    assert load_roster(path, expected_sha256=hashlib.sha256(path.read_bytes()).hexdigest()) == roster
+    pinned = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_roster(path, expected_sha256=pinned) == roster
     with pytest.raises(ValueError, match="roster file .*roster.json.*not the consortium's roster"):
         load_roster(path, expected_sha256="0" * 64)
 
@@ -126,7 +127,8 @@ def test_load_roster_names_file_and_missing_or_bad_field(tmp_path):
 
     del document["hospitals"][1]["signing_key"]
     path.write_text(json.dumps(document))
-    with pytest.raises(LookupError, match="r.json.*field 'hospitals\\[1\\].signing_key' is missing"):
+    missing = "r.json.*field 'hospitals\\[1\\].signing_key' is missing"
+    with pytest.raises(LookupError, match=missing):
         load_roster(path)
 
     document = roster.to_json_object()

@@ -88,3 +88,18 @@ def test_seed_commitment_binds_seed_and_context():
     assert commitment == sig.seed_commitment(seed, **context)
     assert commitment != sig.seed_commitment(os.urandom(32), **context)
     assert commitment != sig.seed_commitment(seed, **{**context, "round_number": 2})
+
+
+@pytest.mark.parametrize("n", range(3, 31))
+def test_threshold_rule_and_the_papers_choice(n):
+    from common.secagg.messages import threshold_problem
+
+    for c in range(0, n):
+        needed = (n + c) // 2 + 1
+        if needed <= n:
+            assert threshold_problem(needed, n, c) is None
+        assert threshold_problem(needed - 1, n, c) is not None
+        # two survivor sets with t signatures each need 2t - c <= n distinct signers
+        assert 2 * needed - c > n
+        if 3 * c < n:  # Bonawitz et al.'s t = floor(2n/3) + 1 with fewer than n/3 corrupt
+            assert threshold_problem(2 * n // 3 + 1, n, c) is None
