@@ -49,5 +49,5 @@ def expand_mask(key: bytes, length: int) -> npt.NDArray[np.uint64]:
         raise ValueError(f"length must be an int in [0, 2**35], got {length!r}")
     words = np.empty(length, dtype="<u8")
     encryptor = Cipher(algorithms.ChaCha20(key, _NONCE), mode=None).encryptor()
-    encryptor.update_into(bytes(words.nbytes), words.view(np.uint8))
+    encryptor.update_into(bytes(words.nbytes), words.view(np.uint8).data)
     return words.astype(np.uint64, copy=False)
