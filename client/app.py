@@ -150,9 +150,14 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
             return _reply(msg, declined_reply(settings, _identity(admission),
                                               "a plain train message needs the global weights "
                                               "and a run without secure aggregation"))
+        # The weights received are the previous round's model: evaluate them before training
+        # (their statistics ride on this reply, also on a decline).
+        statistics = (_statistics(request.weights, admission.task, admission.data)  # type: ignore[arg-type]
+                      if settings.evaluate_received else None)
         _, result = local_round(request, settings, context, admission)
         return _reply(msg, train_reply(settings, _identity(admission), result,
-                                       num_examples=admission.data.num_train))  # type: ignore[union-attr]
+                                       num_examples=admission.data.num_train,  # type: ignore[union-attr]
+                                       statistics=statistics))  # type: ignore[union-attr]
 
     def secagg_advertise(msg: Message, context: Context) -> Message:
         """Train like ``train``, but keep the update: encode it and start the protocol round.

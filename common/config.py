@@ -70,6 +70,9 @@ class RunConfig:
     trim_fraction: float = _key("trim-fraction", 0.1)
     clip_updates: bool = _key("clip-updates", False)
     out_dir: str = _key("out-dir", "")
+    # Round r's model is evaluated with round r+1's train message (one exchange per steady
+    # round); false: a separate evaluate exchange every round (for comparison).
+    fold_evaluation: bool = _key("fold-evaluation", True)
     dp_mode: DpMode = _key("dp.mode", DpMode.PATIENT)
     dp_epsilon: float = _key("dp.epsilon", 1.0)
     dp_delta: float = _key("dp.delta", 1e-5)

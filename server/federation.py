@@ -2,8 +2,12 @@
 
 Each round runs (``server.plain_round`` or ``server.secure_round``) and returns a
 ``RoundOutcome``; the driver retries a round once when too few hospitals could take part, turns
-outcomes into metrics.csv rows (a secure round's evaluation arrives with the next round, so its
-row waits here), checkpoints, and moves the progress bar. However the run ends — all rounds,
+outcomes into metrics.csv rows, checkpoints, and moves the progress bar. Round r's model is
+evaluated by round r+1's train message (``fold-evaluation``, always under secure aggregation),
+so its row waits here until then, and is saved with the checkpoint; the last round gets an
+evaluate exchange of its own. A folded row's ``seconds`` is the time from its round's start to
+the next round's start (the last round's: to the end of its own evaluation); row r is always the
+model after round r. However the run ends — all rounds,
 too few hospitals, a failure — it saves ``model.keras`` (the last completed round's weights;
 loads with plain Keras), keeps the metrics so far and writes the report with the reason, and
 ``identities.json`` (which node was which hospital, and whether the SuperLink's registered
@@ -15,7 +19,7 @@ import logging
 import time
 import uuid
 from functools import lru_cache
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -217,6 +221,11 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
                 except FederationStopped as stop:
                     stop_reason = str(stop)
                     logger.warning("%s", stop_reason)
+                    # The last completed round's row still waits for its evaluation.
+                    _close_pending(state, task, writer, progress, lambda: _evaluate_now(
+                        grid, strategy, book, state, round_settings(config, run_id, server_round),
+                        rules_for(config, task, run_id, server_round, state),
+                        config.round_timeout))
                     break
                 save_checkpoint(run_dir / CHECKPOINT_DIR, Checkpoint(
                     round=server_round, run_id=run_id, run_config=config.to_run_config(),
@@ -230,6 +239,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
                 ))
     except BaseException as error:  # noqa: B036 - outputs are written, then it propagates
         stop_reason = f"the run failed: {error}" if str(error) else f"the run failed: {error!r}"
+        _close_pending(state, task, writer, progress, None)  # no more exchanges: row as it is
         raise
     finally:
         model.set_weights(state.weights)
@@ -259,13 +269,11 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
     """
     started = time.perf_counter()
     settings = round_settings(config, run_id, server_round)
-    rules = ReplyRules(
-        run_id=run_id, server_round=server_round, dp_mode=config.dp_mode,
-        noise_mode=config.dp_noise_mode, secure=config.secagg_enabled,
-        statistics=statistics_spec(task), global_weights=state.weights,
-        norm_bound=update_norm_bound(config, sum(int(w.size) for w in state.weights)),
-        max_examples=config.max_examples)
+    rules = rules_for(config, task, run_id, server_round, state)
     last = server_round == config.num_server_rounds
+    # Round r's train message evaluates round r-1's model (folded; secure rounds always are).
+    folded = config.fold_evaluation or config.secagg_enabled
+    settings = replace(settings, evaluate_received=folded and server_round > 1)
     for attempt in (1, 2):
         if config.secagg_enabled:
             secure = run_secure_round(grid, strategy, settings, state.weights, rules, book,
@@ -274,7 +282,7 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
             outcome, state.advertised = secure.outcome, secure.next_keys
         else:
             outcome = run_plain_round(grid, strategy, settings, state.weights, rules, book,
-                                      timeout=timeout, evaluate=True)
+                                      timeout=timeout)
         state.keep_privacy(outcome.privacy)
         _file_evaluation(outcome, state, task, writer, progress, started)
         if outcome.participants >= config.min_hospitals and outcome.weights is not None:
@@ -299,26 +307,56 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
         state.aborted_rounds.append(f"round {server_round}: {outcome.aborted}")
     row: dict[str, Any] = {"round": server_round, "participants": outcome.participants,
                            **_privacy_columns(state, outcome, config.dp_mode)}
-    if config.secagg_enabled and not last:
+    if folded and not last:
         state.pending = {**row, "started": started}  # evaluated with the next round's replies
         return
-    if config.secagg_enabled:
-        # The last secure round has no next round to carry its evaluation: ask for it now.
-        outcome = _evaluate_last(grid, strategy, book, state, settings, rules, timeout)
+    # Unfolded, or the last round (no next message to carry it): an evaluate exchange now.
+    evaluation = _evaluate_now(grid, strategy, book, state, settings, rules, timeout)
     row["seconds"] = time.perf_counter() - started
-    _finish(row, outcome.evaluation, task, writer, progress)
+    _finish(row, evaluation, task, writer, progress)
 
 
-def _evaluate_last(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state: RunState,
-                   settings: RoundSettings, rules: ReplyRules, timeout: float) -> RoundOutcome:
-    """Evaluate the final secure round's model in an exchange of its own."""
-    messages = strategy.messages(pack_request(settings, state.weights),
+def rules_for(config: RunConfig, task: TaskSpec, run_id: str, server_round: int,
+              state: RunState) -> ReplyRules:
+    """What the run allows in round `server_round`'s replies (from its own settings)."""
+    return ReplyRules(
+        run_id=run_id, server_round=server_round, dp_mode=config.dp_mode,
+        noise_mode=config.dp_noise_mode, secure=config.secagg_enabled,
+        statistics=statistics_spec(task), global_weights=state.weights,
+        norm_bound=update_norm_bound(config, sum(int(w.size) for w in state.weights)),
+        max_examples=config.max_examples)
+
+
+def _close_pending(state: RunState, task: TaskSpec, writer: MetricsWriter,
+                   progress: RoundProgress, evaluate: Any) -> None:
+    """Write the row that still waits for its evaluation: evaluated now if `evaluate` can
+    (a clean stop), else without its evaluation columns (a failure; a resume completes it)."""
+    pending, state.pending = state.pending, None
+    if pending is None:
+        return
+    pending.pop("started", None)
+    evaluation: dict[str, Any] = {}
+    if evaluate is not None:
+        try:
+            evaluation = evaluate()
+        except FederationError as error:
+            logger.warning("round %s's model could not be evaluated: %s", pending["round"], error)
+    if evaluation:
+        pending.update(summarize_round(task, evaluation))
+    writer.append(pending)
+    progress.round_done(pending)
+
+
+def _evaluate_now(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state: RunState,
+                  settings: RoundSettings, rules: ReplyRules, timeout: float
+                  ) -> dict[str, Any]:
+    """Evaluate the current global model in an exchange of its own; statistics by hospital."""
+    messages = strategy.messages(pack_request(replace(settings, evaluate_received=False),
+                                              state.weights),
                                  strategy.select_nodes(grid), MessageType.EVALUATE)
     screened = screen_replies(grid.send_and_receive(messages, timeout=timeout), rules, book,
                               (EvaluateReply, DeclinedReply))
-    return RoundOutcome(server_round=settings.server_round, weights=state.weights,
-                        participants=0, evaluation=screened.statistics,
-                        evaluated_round=settings.server_round)
+    return screened.statistics
 
 
 def _file_evaluation(outcome: RoundOutcome, state: RunState, task: TaskSpec,

@@ -1,19 +1,20 @@
-"""A round without secure aggregation: train on every hospital, then evaluate the new model.
+"""A round without secure aggregation: one train exchange with every hospital.
 
 The server sees each (clipped, and under DP noised) update; every reply is screened
 (``server.screening``) before anything of it is used, so a malformed, replayed or impostor
-reply is refused and the round goes on with the others.
+reply is refused and the round goes on with the others. With ``evaluate_received`` the train
+message also asks each hospital to evaluate the weights it carries (the previous round's
+model) before training: the statistics come back with the update (or the decline), so a steady
+round is one exchange; the driver files them under the previous round.
 """
 
 import logging
-from dataclasses import replace
-
 from flwr.app import MessageType
 from flwr.serverapp import Grid
 
 from common.types import NDArrays
 from common.wire.records import pack_request
-from common.wire.replies import DeclinedReply, EvaluateReply, TrainReply
+from common.wire.replies import DeclinedReply, TrainReply
 from common.wire.settings import RoundSettings
 from server.identity import IdentityBook
 from server.round_outcome import RoundOutcome
@@ -25,9 +26,9 @@ logger = logging.getLogger(__name__)
 
 def run_plain_round(
     grid: Grid, strategy: FedcareStrategy, settings: RoundSettings, weights: NDArrays,
-    rules: ReplyRules, book: IdentityBook, *, timeout: float, evaluate: bool,
+    rules: ReplyRules, book: IdentityBook, *, timeout: float,
 ) -> RoundOutcome:
-    """Train, aggregate and (if `evaluate`) evaluate one round; return what it produced."""
+    """Train and aggregate one round; return what it produced (and the folded evaluation)."""
     nodes = strategy.select_nodes(grid)
     messages = strategy.messages(pack_request(settings, weights), nodes, MessageType.TRAIN)
     replies = list(grid.send_and_receive(messages, timeout=timeout))
@@ -43,17 +44,10 @@ def run_plain_round(
         count = reply.num_examples if reply.num_examples is not None else 1
         updates.append((reply.hospital.index, reply.update, float(count)))
     new_weights = strategy.aggregate(weights, updates) if updates else None
-    outcome = RoundOutcome(
+    folded = settings.evaluate_received
+    return RoundOutcome(
         server_round=settings.server_round, weights=new_weights, participants=len(updates),
         declined=screened.declined, rejected=screened.rejected, failed=screened.failed,
-        missing=missing, privacy=screened.privacy)
-    if not evaluate or new_weights is None:
-        return outcome
-    messages = strategy.messages(pack_request(settings, new_weights), nodes,
-                                 MessageType.EVALUATE)
-    evaluated = screen_replies(grid.send_and_receive(messages, timeout=timeout), rules, book,
-                               (EvaluateReply, DeclinedReply))
-    return replace(outcome, evaluation=evaluated.statistics,
-                   evaluated_round=settings.server_round,
-                   rejected={**outcome.rejected, **evaluated.rejected},
-                   failed=outcome.failed + evaluated.failed)
+        missing=missing, privacy=screened.privacy,
+        evaluation=screened.statistics if folded else {},
+        evaluated_round=settings.server_round - 1 if folded else None)
