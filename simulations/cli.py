@@ -44,6 +44,10 @@ from server.cli import certs_app  # noqa: E402
 
 app.add_typer(certs_app, name="certs")
 
+from client.roster_cli import roster_app  # noqa: E402
+
+app.add_typer(roster_app, name="roster")
+
 from server.deploy_cli import deploy_local  # noqa: E402
 from client.pinning_cli import app_digest  # noqa: E402
 
