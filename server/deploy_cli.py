@@ -28,6 +28,7 @@ def deploy_local(
     delta: Annotated[float, typer.Option(help="Each hospital's budget delta.")] = 1e-5,
     pin: Annotated[bool, typer.Option(help="Pin each hospital to this checkout's code digest (node config app-sha256).")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the run to finish.")] = 1800.0,
+    secure_aggregation: Annotated[bool, typer.Option("--secure-aggregation", help="Secure aggregation: each hospital gets a roster signing key and its copy of the consortium roster (c = 0, min threshold = the run's t).")] = False,
     app: Annotated[Path | None, typer.Option(help="Flower app directory to submit (default: this fedcare checkout).")] = None,
 ) -> None:
     """Deploy for real on this machine: a SuperLink and one SuperNode per hospital, TLS and node authentication."""
@@ -49,7 +50,8 @@ def deploy_local(
     settings = DeploySettings(
         hospitals=hospitals, task=task, rounds=rounds, out=out, app_dir=app_dir, certs=certs,
         data=data, insecure=insecure, seed=seed, dp_mode=dp, budget_epsilon=epsilon,
-        budget_delta=delta, pin_app=pin, timeout_seconds=timeout)
+        budget_delta=delta, pin_app=pin, timeout_seconds=timeout,
+        secure_aggregation=secure_aggregation)
     progress = Progress(TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
     bar = progress.add_task("starting", total=rounds)

@@ -16,7 +16,9 @@ Layout of OUT: ``bundle/`` (the app bundle, .fab) and ``app/`` (its unpacked cop
 what the run submits and what the hospitals' ``app-sha256`` pins), ``certs/`` (unless ``--certs``), ``flower-home/`` (the admin's, with the
 connection ``fedcare`` in ``config.toml``), ``hospitals/<name>/flower-home/``,
 ``hospitals/<name>/worker.sock`` and ``worker.authkey`` (the hospital worker's socket and key,
-0600), ``nodes/<name>.toml``
+0600), with secure aggregation ``hospitals/<name>/signing.key`` (its roster signing key, 0600;
+``signing.key.pub`` beside it) and ``hospitals/<name>/roster.json`` (its copy of the roster),
+and ``roster.json`` (the server's copy), ``nodes/<name>.toml``
 (each hospital's node config), ``ledgers/<name>.json``, ``run-config.toml``, ``run/`` (the run
 directory: metrics.csv, model.keras, report.md), ``logs/`` (one log per process), and for task
 csv ``data/`` (example hospitals, unless ``--data``).
@@ -93,7 +95,13 @@ class DeploySettings:
     pin_app: bool = True
     hospital_workers: bool = True
     timeout_seconds: float = 1800.0
+    secure_aggregation: bool = False
     extra_run_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uses_secure_aggregation(self) -> bool:
+        """Whether the run aggregates securely (``secure_aggregation`` or secagg.enabled)."""
+        return self.secure_aggregation or self.extra_run_config.get("secagg.enabled") is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +168,19 @@ class DeployLayout:
         """Hospital `name`'s own FLWR_HOME (its SuperNode's working directory)."""
         return self.hospital_dir(name) / "flower-home"
 
+    @property
+    def roster(self) -> Path:
+        """The server's copy of the consortium roster (run config secagg.roster-path)."""
+        return self.out / "roster.json"
+
+    def hospital_roster(self, name: str) -> Path:
+        """Hospital `name`'s own copy of the roster (its node config roster-path)."""
+        return self.hospital_dir(name) / "roster.json"
+
+    def signing_key(self, name: str) -> Path:
+        """Hospital `name`'s roster signing key, 0600 (its node config signing-key-path)."""
+        return self.hospital_dir(name) / "signing.key"
+
     def worker_files(self, name: str) -> tuple[Path, Path]:
         """Hospital `name`'s worker: (Unix socket, key file)."""
         return (self.hospital_dir(name) / "worker.sock",
@@ -174,6 +195,16 @@ class Credentials:
     server_crt: Path | None
     server_key: Path | None
     hospital_keys: dict[str, tuple[Path, Path]]  # name -> (private key, public key)
+
+
+@dataclass(frozen=True, slots=True)
+class RosterFiles:
+    """The consortium roster deploy-local made: its digest, copies and the signing keys."""
+
+    sha256: str
+    server_copy: Path
+    hospital_copies: dict[str, Path]  # name -> that hospital's copy
+    signing_keys: dict[str, Path]  # name -> that hospital's private signing key
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,11 +287,12 @@ def supernode_argv(bin_dir: Path, *, superlink: str, runtime_port: int, node_con
 
 def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name: str, *,
                 data_path: Path | None, schema_path: Path | None,
-                app_sha256: str | None) -> dict[str, object]:
+                app_sha256: str | None, roster: RosterFiles | None = None) -> dict[str, object]:
     """Hospital `index`'s node config (keys documented in the README's Deployment section).
 
     With ``settings.hospital_workers`` it names the hospital's worker (``worker-socket``,
-    ``worker-authkey-file``).
+    ``worker-authkey-file``); with a `roster`, the hospital's copy of it, its digest and the
+    hospital's signing key (``roster-path``, ``roster-sha256``, ``signing-key-path``).
     """
     config: dict[str, object] = {
         "partition-id": index,
@@ -284,7 +316,56 @@ def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name
         socket_path, key_file = layout.worker_files(name)
         config["worker-socket"] = str(socket_path.resolve())
         config["worker-authkey-file"] = str(key_file.resolve())
+    if roster is not None:
+        config["roster-path"] = str(roster.hospital_copies[name].resolve())
+        config["roster-sha256"] = roster.sha256
+        config["signing-key-path"] = str(roster.signing_keys[name].resolve())
     return config
+
+
+def prepare_roster(layout: DeployLayout, names: list[str], *, threshold: int,
+                   honest: int | None = None) -> RosterFiles:
+    """Make each hospital's signing key and the roster of `names` (c = 0, min threshold t).
+
+    Every hospital gets its own signing key (0600) and its own copy of the roster in its
+    directory; the server's copy is ``layout.roster``. As ``fedcare roster key`` and ``fedcare
+    roster build`` do by hand; here one admin makes every key, which is only right on one
+    machine.
+
+    Parameters
+    ----------
+    layout
+        Where the files go.
+    names
+        The hospitals' names in the run (``hospital_names``), in roster order.
+    threshold
+        The run's effective secure-aggregation threshold t: the roster's min threshold.
+    honest
+        The run's explicit h (secagg.honest-contributors), or None (h = t - c per round).
+
+    Raises
+    ------
+    DeploymentError
+        If the roster cannot be built from the run's names and threshold, or a key file exists.
+    """
+    from client.roster_cli import create_signing_key, read_public_key, write_roster
+    from common.secagg.roster import build_roster
+
+    keys = {}
+    try:
+        for name in names:
+            layout.hospital_dir(name).mkdir(mode=0o700, parents=True, exist_ok=True)
+            keys[name] = create_signing_key(layout.signing_key(name))
+        roster = build_roster(names, [read_public_key(files.public_key)
+                                      for files in keys.values()], 0, threshold, honest)
+        write_roster(roster, layout.roster)
+        for name in names:
+            write_roster(roster, layout.hospital_roster(name))
+    except (ValueError, FileExistsError) as error:
+        raise DeploymentError(f"cannot make the consortium roster: {error}") from None
+    return RosterFiles(sha256=roster.hex_digest, server_copy=layout.roster,
+                       hospital_copies={name: layout.hospital_roster(name) for name in names},
+                       signing_keys={name: files.private_key for name, files in keys.items()})
 
 
 def create_ledgers(node_configs: dict[str, dict[str, object]]) -> None:
@@ -311,8 +392,13 @@ def worker_argv(bin_dir: Path, *, socket_path: Path, key_file: Path,
 
 
 def run_config(settings: DeploySettings, layout: DeployLayout, *,
-               schema_path: Path | None, schema_sha256: str | None) -> dict[str, object]:
-    """The run config ``flwr run`` submits (keys of pyproject's [tool.flwr.app.config])."""
+               schema_path: Path | None, schema_sha256: str | None,
+               roster: RosterFiles | None = None) -> dict[str, object]:
+    """The run config ``flwr run`` submits (keys of pyproject's [tool.flwr.app.config]).
+
+    With ``settings.secure_aggregation`` it turns on secagg.enabled; with a `roster`, it names
+    the server's copy and its digest (secagg.roster-path, secagg.roster-sha256).
+    """
     config: dict[str, object] = {
         "task": settings.task,
         "num-server-rounds": settings.rounds,
@@ -324,8 +410,30 @@ def run_config(settings: DeploySettings, layout: DeployLayout, *,
     if schema_path is not None:
         config["csv.schema-path"] = str(schema_path.resolve())
         config["csv.schema-sha256"] = str(schema_sha256)
+    if settings.secure_aggregation:
+        config["secagg.enabled"] = True
     config.update(settings.extra_run_config)
+    if roster is not None:
+        config["secagg.roster-path"] = str(roster.server_copy.resolve())
+        config["secagg.roster-sha256"] = roster.sha256
     return config
+
+
+def secagg_parameters(config: dict[str, object]) -> tuple[int, int | None]:
+    """The run's (t, explicit h or None) for its roster, as ``RunConfig`` reads them.
+
+    Raises
+    ------
+    DeploymentError
+        If the run config is invalid (naming the key).
+    """
+    from common.config import RunConfig
+
+    try:
+        parsed = RunConfig.from_run_config(config)
+    except ValueError as error:
+        raise DeploymentError(f"invalid run config: {error}") from None
+    return parsed.effective_threshold, parsed.secagg_honest_contributors or None
 
 
 def parse_flwr_json(stdout: str) -> dict[str, Any]:
@@ -720,6 +828,13 @@ def deploy_local(settings: DeploySettings, *, report: Callable[[str], None] = lo
         schema_path, csv_files, schema_sha256 = prepare_csv_data(settings, layout)
         data_files = list(csv_files)
     config = run_config(settings, layout, schema_path=schema_path, schema_sha256=schema_sha256)
+    roster = None
+    if settings.uses_secure_aggregation:
+        threshold, honest = secagg_parameters(config)
+        roster = prepare_roster(layout, names, threshold=threshold, honest=honest)
+        report(f"consortium roster {layout.roster}: sha256 {roster.sha256}")
+        config = run_config(settings, layout, schema_path=schema_path,
+                            schema_sha256=schema_sha256, roster=roster)
     try:
         RunConfig.from_run_config(config)
     except ValueError as error:
@@ -735,7 +850,7 @@ def deploy_local(settings: DeploySettings, *, report: Callable[[str], None] = lo
         digest = app_digest(app)
     node_configs = {
         name: node_config(settings, layout, index, name, data_path=data_files[index],
-                          schema_path=schema_path, app_sha256=digest)
+                          schema_path=schema_path, app_sha256=digest, roster=roster)
         for index, name in enumerate(names)}
     create_ledgers(node_configs)
     with interruptible():

@@ -18,8 +18,10 @@ from server.deploy_local import (
     node_config,
     online_nodes,
     parse_flwr_json,
+    prepare_roster,
     run_config,
     run_status,
+    secagg_parameters,
     superlink_argv,
     supernode_argv,
     toml_document,
@@ -163,3 +165,88 @@ def test_check_out_dir_refuses_non_empty_and_bundled_locations(tmp_path: Path) -
 def test_free_ports_are_distinct() -> None:
     ports = free_ports(5)
     assert len(set(ports)) == 5 and all(0 < port < 65536 for port in ports)
+
+
+def secure_deployment(tmp_path: Path, hospitals: int = 4, **changes: object):
+    """Settings, layout, roster, run config and node configs as deploy_local makes them."""
+    s = settings(tmp_path, hospitals=hospitals, dp_mode="hospital", secure_aggregation=True,
+                 **changes)
+    layout = DeployLayout(s.out)
+    names = hospital_names(s.task, s.hospitals)
+    plain = run_config(s, layout, schema_path=None, schema_sha256=None)
+    threshold, honest = secagg_parameters(plain)
+    roster = prepare_roster(layout, names, threshold=threshold, honest=honest)
+    config = run_config(s, layout, schema_path=None, schema_sha256=None, roster=roster)
+    nodes = {name: node_config(s, layout, index, name, data_path=None, schema_path=None,
+                               app_sha256=None, roster=roster)
+             for index, name in enumerate(names)}
+    return s, layout, names, roster, config, nodes
+
+
+def test_secure_deployment_pins_one_roster_of_the_runs_hospitals(tmp_path: Path) -> None:
+    import stat
+
+    from client.node_config import NodeConfig
+    from common.config import RunConfig
+    from common.secagg.roster import load_roster, load_signing_key, signing_public_key
+
+    s, layout, names, roster, config, nodes = secure_deployment(tmp_path)
+    parsed = RunConfig.from_run_config(config)
+    assert parsed.secagg_enabled and config["secagg.enabled"] is True
+    assert parsed.secagg_roster_path == str(layout.roster.resolve())
+    server_copy = load_roster(parsed.secagg_roster_path,
+                              expected_sha256=parsed.secagg_roster_sha256)
+    # the run's names in order, c = 0, min threshold = the smallest majority of 4 hospitals
+    assert server_copy.names == tuple(names) == ("cleveland", "hungary", "switzerland", "va")
+    assert (server_copy.colluders, server_copy.min_threshold, server_copy.honest) == (0, 3, None)
+    assert server_copy.min_threshold == parsed.effective_threshold
+    for name, node in nodes.items():
+        hospital = NodeConfig.from_node_config(node)  # known keys, existing files
+        assert hospital.roster_path == layout.hospital_roster(name).resolve()
+        assert hospital.roster_path.is_relative_to(layout.hospital_dir(name).resolve())
+        assert load_roster(hospital.roster_path, expected_sha256=hospital.roster_sha256
+                           ) == server_copy
+        assert hospital.roster_sha256 == roster.sha256 == parsed.secagg_roster_sha256
+        key_file = hospital.signing_key_path
+        assert key_file == layout.signing_key(name).resolve()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        # each hospital's key is the one the roster pins for its name
+        key = signing_public_key(load_signing_key(key_file.read_bytes()))
+        assert server_copy.public_key(name).public_bytes_raw() == key
+    assert len({node["signing-key-path"] for node in nodes.values()}) == len(names)
+
+
+def test_secure_deployment_takes_the_configured_threshold_and_h(tmp_path: Path) -> None:
+    _, _, _, roster, config, _ = secure_deployment(
+        tmp_path, extra_run_config={"secagg.threshold": 4, "secagg.honest-contributors": 2})
+    from common.secagg.roster import load_roster
+
+    pinned = load_roster(roster.server_copy)
+    assert (pinned.min_threshold, pinned.honest) == (4, 2)
+    assert config["secagg.threshold"] == 4
+
+
+def test_secagg_enabled_in_the_extra_run_config_counts_as_secure_aggregation(
+        tmp_path: Path) -> None:
+    assert settings(tmp_path, extra_run_config={"secagg.enabled": True}).uses_secure_aggregation
+    assert settings(tmp_path, secure_aggregation=True).uses_secure_aggregation
+    assert not settings(tmp_path).uses_secure_aggregation
+
+
+def test_plain_deployment_has_no_roster_keys(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    layout = DeployLayout(s.out)
+    config = run_config(s, layout, schema_path=None, schema_sha256=None)
+    node = node_config(s, layout, 0, "cleveland", data_path=None, schema_path=None,
+                       app_sha256=None)
+    assert not {"secagg.enabled", "secagg.roster-path", "secagg.roster-sha256"} & set(config)
+    assert not {"roster-path", "roster-sha256", "signing-key-path"} & set(node)
+
+
+def test_prepare_roster_refuses_an_existing_signing_key(tmp_path: Path) -> None:
+    layout = DeployLayout(tmp_path / "out")
+    layout.hospital_dir("b").mkdir(parents=True)
+    layout.signing_key("b").write_bytes(b"kept")
+    with pytest.raises(DeploymentError, match="signing.key already exists"):
+        prepare_roster(layout, ["a", "b", "c"], threshold=2)
+    assert layout.signing_key("b").read_bytes() == b"kept"
