@@ -28,12 +28,13 @@ from client.secure_aggregation import register_secagg_actions, start_round
 from client.training import get_trainer
 from common.errors import LedgerError
 from common.metrics import Statistics, evaluation_statistics
-from common.secagg.update_vector import encode_update, rounding_bound
+from common.errors import SecAggProtocolError
+from common.secagg.round_settings import encoding_range, encoding_scale, signed_settings
+from common.secagg.update_vector import encode_unweighted, rounding_bound
 from common.tasks import HospitalData, TaskSpec
 from common.tasks.csv_preprocessing import preprocessing_path
 from common.types import NDArrays
 from common.wire.fields import WireFormatError
-from common.wire.modes import DpMode, Weighting
 from common.wire.records import Request, node_identity, pack_reply, request_ref, unpack_request
 from common.wire.replies import DeclinedReply, HospitalIdentity, RoundRef
 from common.wire.settings import RoundSettings
@@ -124,8 +125,9 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
                     admission: Admission) -> tuple[HospitalPrivacy, RoundResult]:
         task, data = admission.task, admission.data
         weights = request.weights or []
-        bound = (rounding_bound(num_parameters=sum(int(w.size) for w in weights),
-                                scale=settings.secagg_scale) if settings.secagg_enabled else 0.0)
+        d = sum(int(w.size) for w in weights)
+        bound = (rounding_bound(num_parameters=d, scale=encoding_scale(settings, d))
+                 if settings.secagg_enabled else 0.0)
         privacy = privacy_for(context, data)  # type: ignore[arg-type]
         save_preprocessing(admission, privacy, seed=settings.seed)
         try:
@@ -157,7 +159,7 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
         _, result = local_round(request, settings, context, admission)
         return _reply(msg, train_reply(settings, _identity(admission), result,
                                        num_examples=admission.data.num_train,  # type: ignore[union-attr]
-                                       statistics=statistics))  # type: ignore[union-attr]
+                                       statistics=statistics))
 
     def secagg_advertise(msg: Message, context: Context) -> Message:
         """Train like ``train``, but keep the update: encode it and start the protocol round.
@@ -181,18 +183,27 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
             return _reply(msg, train_reply(settings, _identity(admission), result,
                                            num_examples=data.num_train,  # type: ignore[union-attr]
                                            statistics=statistics))
-        weighted = settings.weighting == Weighting.EXAMPLES and settings.dp_mode == DpMode.NONE
+        d = sum(int(w.size) for w in request.weights)
         rng = privacy.noise_rng(server_round=settings.server_round,
                                 hospital_index=admission.index, stream=1)
-        encoded, clipped = encode_update(
-            result.update, weight=float(data.num_train) if weighted else 1.0,  # type: ignore[union-attr]
-            clip_bound=settings.secagg_clip_bound, scale=settings.secagg_scale, rng=rng)
-        payload = start_round(context, request.secagg, encoded, _identity(admission),
-                              RoundRef(settings.run_id, settings.server_round))
+        # No weight coordinate: every update counts once, cut to the range the round's own
+        # settings give (each cut counted); the scale is the same for every hospital.
+        encoded = encode_unweighted(result.update, coordinate_range=encoding_range(settings, d),
+                                    scale=encoding_scale(settings, d), rng=rng)
+        try:
+            payload = start_round(context, privacy, request.secagg, encoded.values,
+                                  _identity(admission),
+                                  RoundRef(settings.run_id, settings.server_round),
+                                  signed_settings(settings, d))
+        except SecAggProtocolError as error:
+            # Refused before anything masked left: the server learns why (it may be its doing).
+            return _reply(msg, declined_reply(settings, _identity(admission),
+                                              f"secure aggregation refused: {error}",
+                                              statistics=statistics))
         return _reply(msg, train_reply(settings, _identity(admission), result,
                                        num_examples=data.num_train,  # type: ignore[union-attr]
                                        statistics=statistics, secagg=payload,
-                                       encoding_clipped=clipped))
+                                       encoding_clipped=encoded.num_clipped))
 
     register_secagg_actions(client_app, secagg_advertise)
 

@@ -30,6 +30,11 @@ dp-mode           patient, hospital, none  the DP level it applies; it declines 
 accountant        rdp, prv                 its ledger's Opacus accountant (default ``rdp``)
 colluding-        int >= 0                 distributed noise: the most hospitals it assumes
 hospitals                                  collude with the server (c; needs h <= t - c)
+roster-path       path to a file           secure aggregation: its copy of the consortium
+                                           roster (``fedcare roster build``)
+roster-sha256     hex digest               the roster's SHA-256, checked by phone; a roster
+                                           with another digest is refused
+signing-key-path  path to a file (0600)    its roster signing key (``fedcare roster key``)
 app-sha256        hex digest               the fedcare code it accepts (checked by
                                            ``client.app_pinning``, not here)
 worker-socket     path to a Unix socket    its worker (``fedcare hospital-worker --socket``):
@@ -59,7 +64,8 @@ from common.config import ACCOUNTANTS, DP_MODES
 NODE_CONFIG_KEYS = ("partition-id", "num-partitions", "hospital-name", "data-path",
                     "schema-path", "ledger-path", "ledger-head-path", "budget-epsilon",
                     "budget-delta", "dp-mode", "accountant", "colluding-hospitals",
-                    "app-sha256", "worker-socket", "worker-authkey-file")
+                    "roster-path", "roster-sha256", "signing-key-path", "app-sha256",
+                    "worker-socket", "worker-authkey-file")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -79,6 +85,9 @@ class NodeConfig:
     accountant: str | None = None
     ledger_head_path: Path | None = None
     colluding_hospitals: int | None = None
+    roster_path: Path | None = None
+    roster_sha256: str | None = None
+    signing_key_path: Path | None = None
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> "NodeConfig":
@@ -127,7 +136,10 @@ class NodeConfig:
                    budget_epsilon=epsilon, budget_delta=delta, dp_mode=mode,
                    accountant=accountant,
                    ledger_head_path=_path(node_config, "ledger-head-path"),
-                   colluding_hospitals=_integer(node_config, "colluding-hospitals", minimum=0))
+                   colluding_hospitals=_integer(node_config, "colluding-hospitals", minimum=0),
+                   roster_path=_existing_file(node_config, "roster-path"),
+                   roster_sha256=_sha256(node_config, "roster-sha256"),
+                   signing_key_path=_existing_file(node_config, "signing-key-path"))
 
     def csv_files(self) -> tuple[Path, Path]:
         """Return the data and schema files task csv needs.
@@ -187,3 +199,12 @@ def _existing_file(node_config: Mapping[str, Any], key: str) -> Path | None:
         raise ValueError(f"node config {key}: {path} "
                          f"{'is not a file' if path.exists() else 'does not exist'}")
     return path
+
+
+def _sha256(node_config: Mapping[str, Any], key: str) -> str | None:
+    value = node_config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ValueError(f"node config {key} must be a 64-hex-digit SHA-256, got {value!r}")
+    return value.lower()

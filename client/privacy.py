@@ -77,13 +77,21 @@ class HospitalPrivacy:
     noise_seed: int | None = None
     ledger_configured: bool = False
     head_path: Path | None = None
-    trusted_peers: bool = False
     colluding: int = 0
+    roster_path: Path | None = None
+    roster_sha256: str | None = None
+    signing_key_path: Path | None = None
 
-    # trusted_peers: the peers of a secure round are known to be the consortium's hospitals
-    # (a simulation, whose hospitals the simulator made; deployment needs issue 13's pinned
-    # roster). colluding: c, the most colluding hospitals this hospital assumes (node config
-    # ``colluding-hospitals``); distributed noise needs h <= t - c.
+    # colluding: c, the most colluding hospitals this hospital assumes (node config
+    # ``colluding-hospitals``; the roster's c counts too); distributed noise needs h <= t - c.
+    # roster_path, roster_sha256, signing_key_path: secure aggregation's pinned consortium
+    # roster and this hospital's signing key (``client.secure_aggregation`` loads them).
+
+    @property
+    def trusted_peers(self) -> bool:
+        """Whether the hospital pinned a consortium roster (the peers of a secure round are
+        then the roster's hospitals, never peers of the server's making)."""
+        return self.roster_path is not None and self.roster_sha256 is not None
 
     def noise_rng(self, *, server_round: int, hospital_index: int, stream: int = 0) -> np.random.Generator:
         """The generator for this round's noise and Poisson sampling (stream 0) or rounding (1)."""
@@ -149,8 +157,11 @@ def distributed_round_event(request: "RoundSettings", privacy: HospitalPrivacy,
         raise PrivacyBudgetExceededError(
             "distributed noise needs a pinned consortium roster, so that the server cannot add "
             "peers of its own to the sum; this hospital has none: use dp.noise-mode 'local'")
-    t, c, h, z = (request.secagg_threshold, privacy.colluding, request.honest_contributors,
-                  request.noise_multiplier)
+    from client.secure_aggregation import pinned_roster
+
+    roster = pinned_roster(privacy)
+    t, h, z = request.secagg_threshold, request.honest_contributors, request.noise_multiplier
+    c = max(privacy.colluding, roster.colluders)
     if not 1 <= h <= t - c:
         raise PrivacyBudgetExceededError(
             f"the run assumes {h} honest contributors, but with threshold t={t} and up to "
@@ -237,6 +248,9 @@ def privacy_from_node_config(node_config: dict[str, Any], hospital: str) -> Hosp
         ledger_configured=node.ledger_path is not None,
         head_path=node.ledger_head_path,
         colluding=node.colluding_hospitals or 0,
+        roster_path=node.roster_path,
+        roster_sha256=node.roster_sha256,
+        signing_key_path=node.signing_key_path,
     )
 
 

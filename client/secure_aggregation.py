@@ -1,120 +1,215 @@
-"""The hospital's side of secure aggregation: four message actions on the ClientApp.
+"""The hospital's side of secure aggregation: five message actions on the ClientApp.
 
-``train.secagg_advertise`` trains (with the hospital's own DP and ledger, exactly as a plain
-round), encodes the update and answers the round's first protocol stage: advertise-keys, or
-share-keys when its fresh keys for this round were already advertised with the previous
-round's unmask reply (which saves a message round trip per round and never reuses a key).
-``share``, ``mask`` and ``unmask`` answer the later stages. Between messages the protocol
-client, the encoded update and which round it belongs to live only in the node's in-memory
-``Context.state``; they are never logged or written, and are dropped when the round ends or
-fails.
+The hospital holds a consortium roster it pinned by SHA-256 and its own Ed25519 signing key
+(node config ``roster-path``, ``roster-sha256``, ``signing-key-path``; ``fedcare simulate``
+makes ephemeral ones). ``train.secagg_advertise`` trains (with the hospital's own DP and ledger,
+exactly as a plain round), encodes the update (no weight coordinate: the range and scale follow
+from the round's settings, ``common.secagg.round_settings``) and answers the round's first
+protocol stage: advertise-keys, or share-keys when its keys for this round were already
+advertised with the previous round's unmask reply. ``share``, ``mask``, ``check`` (the
+consistency check: it signs the survivor set before any share is revealed) and ``unmask``
+answer the later stages. One protocol client per run lives only in the node's in-memory
+``Context.state`` (its round counter refuses to re-run a round, and a second unmasking of a
+round over another survivor set); key material is never logged or written.
 """
 
 from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message
 
-from common.secagg.protocol import Key, SecAggClient, Stage, vector_from_bytes, vector_to_bytes
-from common.wire.actions import SECAGG_ADVERTISE, SECAGG_MASK, SECAGG_SHARE, SECAGG_UNMASK
+from client.privacy import HospitalPrivacy
+from common.errors import SecAggProtocolError
+from common.secagg.protocol import (
+    Key,
+    Roster,
+    SecAggClient,
+    SecAggSettings,
+    Stage,
+    load_roster,
+    load_signing_key,
+    vector_from_bytes,
+    vector_to_bytes,
+)
+from common.wire.actions import (
+    SECAGG_ADVERTISE,
+    SECAGG_CHECK,
+    SECAGG_MASK,
+    SECAGG_SHARE,
+    SECAGG_UNMASK,
+)
 from common.wire.fields import WireFormatError
 from common.wire.records import pack_reply, unpack_request
 from common.wire.replies import HospitalIdentity, RoundRef, SecAggPayload, SecAggStageReply
 
 STATE_CLIENT = "secagg-client"
 STATE_INPUT = "secagg-input"
-STATE_ROUND = "secagg-round"  # who this node answered as, and for which run and round
+STATE_ROUND = "secagg-round"  # who this node answered as, for which run and round, with what
+STATE_PATHS = "secagg-paths"  # where its roster and signing key are (never the key itself)
 
 
-def save_state(context: Context, client: SecAggClient, encoded: np.ndarray | None = None,
-               *, identity: HospitalIdentity | None = None, answers: RoundRef | None = None,
-               ) -> None:
-    """Keep the protocol client (and the encoded update, and its round) in the node's memory."""
+@lru_cache(maxsize=8)
+def _roster(path: Path, sha256: str) -> Roster:
+    return load_roster(path, expected_sha256=sha256)
+
+
+@lru_cache(maxsize=8)
+def _signing_key(path: Path):  # type: ignore[no-untyped-def]
+    return load_signing_key(path.read_bytes(), source=str(path))
+
+
+def pinned_roster(privacy: HospitalPrivacy) -> Roster:
+    """The hospital's pinned roster (checked against its SHA-256).
+
+    Raises
+    ------
+    SecAggProtocolError
+        If the hospital has none, or the file's digest differs.
+    """
+    if privacy.roster_path is None or privacy.roster_sha256 is None:
+        raise SecAggProtocolError("roster", "this hospital has no pinned consortium roster "
+                                  "(node config roster-path and roster-sha256)")
+    try:
+        return _roster(privacy.roster_path, privacy.roster_sha256)
+    except (OSError, ValueError, LookupError) as error:
+        raise SecAggProtocolError("roster", str(error)) from None
+
+
+def _key(privacy: HospitalPrivacy):  # type: ignore[no-untyped-def]
+    path = privacy.signing_key_path
+    if path is None:
+        raise SecAggProtocolError("roster", "this hospital has no signing key (node config "
+                                  "signing-key-path)")
+    try:
+        return _signing_key(Path(path))
+    except (OSError, ValueError) as error:
+        raise SecAggProtocolError("roster", f"signing key {path}: {error}") from None
+
+
+def _text(context: Context, record: str, key: str) -> str:
+    """A field of one of the node's own state records, as text (the node wrote it)."""
+    return str(context.state[record][key])
+
+
+def _client_from_state(context: Context) -> SecAggClient:
+    roster = _roster(Path(_text(context, STATE_PATHS, "roster-path")),
+                     _text(context, STATE_PATHS, "roster-sha256"))
+    key = _signing_key(Path(_text(context, STATE_PATHS, "signing-key-path")))
+    return SecAggClient.from_record(dict(context.state[STATE_CLIENT]), roster=roster,
+                                    signing_key=key)
+
+
+def _save(context: Context, client: SecAggClient, *, encoded: np.ndarray | None = None,
+          identity: HospitalIdentity | None = None, answers: RoundRef | None = None,
+          settings: SecAggSettings | None = None) -> None:
     context.state[STATE_CLIENT] = ConfigRecord(client.to_record())
     if encoded is not None:
         context.state[STATE_INPUT] = ConfigRecord({"vector": vector_to_bytes(encoded),
                                                    "length": int(encoded.size)})
-    if identity is not None and answers is not None:
+    if identity is not None and answers is not None and settings is not None:
         context.state[STATE_ROUND] = ConfigRecord({
             "name": identity.name, "index": identity.index, "run-id": answers.run_id,
-            "server-round": answers.server_round})
+            "server-round": answers.server_round, "clip-norm": settings.clip_norm,
+            "noise-multiplier": settings.noise_multiplier, "honest": settings.honest,
+            "threshold": settings.threshold, "encoding-scale": settings.encoding_scale,
+            "planned-rounds": settings.planned_rounds})
 
 
-def forget_state(context: Context) -> None:
-    """Drop all key material and the encoded update from the node's memory."""
-    for name in (STATE_CLIENT, STATE_INPUT, STATE_ROUND):
-        if name in context.state:
-            del context.state[name]
+def forget_round(context: Context) -> None:
+    """Drop the round's encoded update (the run's client, with its round counter, stays)."""
+    if STATE_INPUT in context.state:
+        del context.state[STATE_INPUT]
 
 
-def start_round(context: Context, request: SecAggPayload, encoded: np.ndarray,
-                identity: HospitalIdentity, answers: RoundRef) -> SecAggPayload:
+def start_round(context: Context, privacy: HospitalPrivacy, request: SecAggPayload,
+                encoded: np.ndarray, identity: HospitalIdentity, answers: RoundRef,
+                settings: SecAggSettings) -> SecAggPayload:
     """Answer a round's first stage for this hospital's freshly encoded update.
 
-    Advertise-keys makes a new client with fresh keys. Share-keys continues the client whose
-    keys for this round were advertised with the previous round's unmask reply.
+    The run's client (kept in the node's memory) continues; a node without one for this run
+    makes one that refuses rounds before this one.
+
+    Raises
+    ------
+    SecAggProtocolError
+        If the roster or key is missing or wrong, or the request is refused by the protocol
+        (another roster, unsigned or inconsistent peers, an old round, ...).
     """
-    if request.get(Key.STAGE) == Stage.ADVERTISE_KEYS or STATE_CLIENT not in context.state:
-        client = SecAggClient(identity.index)
-    else:
-        client = SecAggClient.from_record(dict(context.state[STATE_CLIENT]))
+    roster, signing_key = pinned_roster(privacy), _key(privacy)
+    client = None
+    if STATE_CLIENT in context.state and STATE_ROUND in context.state \
+            and _text(context, STATE_ROUND, "run-id") == answers.run_id:
+        client = SecAggClient.from_record(dict(context.state[STATE_CLIENT]), roster=roster,
+                                          signing_key=signing_key)
+    if client is None:
+        client = SecAggClient(identity.name, roster=roster, signing_key=signing_key,
+                              run_id=answers.run_id, first_round=answers.server_round)
+    context.state[STATE_PATHS] = ConfigRecord({
+        "roster-path": str(privacy.roster_path), "roster-sha256": str(privacy.roster_sha256),
+        "signing-key-path": str(privacy.signing_key_path)})
     try:
-        reply = client.handle(dict(request))
-    except Exception:
-        forget_state(context)
-        raise
-    save_state(context, client, encoded, identity=identity, answers=answers)
+        reply = client.handle(dict(request), settings=settings)
+    finally:
+        _save(context, client, encoded=encoded, identity=identity, answers=answers,
+              settings=settings)
     return reply
 
 
-def _round_of(context: Context) -> tuple[HospitalIdentity, RoundRef]:
+def _round_of(context: Context) -> tuple[HospitalIdentity, RoundRef, SecAggSettings]:
     if STATE_CLIENT not in context.state or STATE_ROUND not in context.state:
-        raise RuntimeError("no secure-aggregation state: this hospital did not start the round")
-    stored = context.state[STATE_ROUND]
-    return (HospitalIdentity(str(stored["name"]), int(stored["index"])),  # type: ignore[arg-type]
-            RoundRef(str(stored["run-id"]), int(stored["server-round"])))  # type: ignore[arg-type]
+        raise SecAggProtocolError("state", "no secure-aggregation state: this hospital did not "
+                                  "start the round")
+    def text(key: str) -> str:
+        return _text(context, STATE_ROUND, key)
+
+    settings = SecAggSettings(
+        clip_norm=float(text("clip-norm")), noise_multiplier=float(text("noise-multiplier")),
+        honest=int(text("honest")), threshold=int(text("threshold")),
+        encoding_scale=float(text("encoding-scale")),
+        planned_rounds=int(text("planned-rounds")))
+    return (HospitalIdentity(text("name"), int(text("index"))),
+            RoundRef(text("run-id"), int(text("server-round"))), settings)
 
 
 def answer_stage(msg: Message, context: Context) -> Message:
-    """Answer share-keys, masked-input or unmask from the state the first stage left.
+    """Answer share-keys, masked-input, consistency-check or unmask from the round's state.
 
-    An unmask request may carry the next round's advertise-keys request: the hospital then
-    makes fresh keys for that round and advertises them in the same reply.
+    An unmask request may carry the next round's advertise-keys request: the run's client then
+    advertises fresh keys for that round (signed over the same settings) in the same reply.
     """
     request = unpack_request(msg.content)
     if request.secagg is None:
         raise WireFormatError("secagg", "missing")
-    identity, answers = _round_of(context)
-    client = SecAggClient.from_record(dict(context.state[STATE_CLIENT]))
+    identity, answers, settings = _round_of(context)
+    client = _client_from_state(context)
     encoded = None
-    if STATE_INPUT in context.state:
+    stage = str(request.secagg.get(Key.STAGE))
+    if stage == Stage.MASKED_INPUT:
+        if STATE_INPUT not in context.state:
+            raise SecAggProtocolError(stage, "no encoded update for this round")
         stored = context.state[STATE_INPUT]
-        encoded = vector_from_bytes(stored["vector"], length=int(stored["length"]),  # type: ignore[arg-type]
-                                    stage=str(request.secagg.get(Key.STAGE)))
+        encoded = vector_from_bytes(stored["vector"], length=int(_text(context, STATE_INPUT,  # type: ignore[arg-type]
+                                                                        "length")), stage=stage)
+    state_round = answers  # the round the node's state belongs to after this message
     try:
         reply = client.handle(dict(request.secagg), quantized=encoded)
-    except Exception:
-        forget_state(context)  # fail closed: nothing more is answered this round
-        raise
-    next_reply = None
-    if request.secagg.get(Key.STAGE) == Stage.UNMASK:
-        forget_state(context)
-        if request.secagg_next is not None:
-            next_client = SecAggClient(client.node_id)
-            next_reply = next_client.handle(dict(request.secagg_next))
-            save_state(context, next_client)
-            context.state[STATE_ROUND] = ConfigRecord({
-                "name": identity.name, "index": identity.index, "run-id": answers.run_id,
-                "server-round": answers.server_round + 1})
-    else:
-        save_state(context, client)
+        next_reply = None
+        if stage == Stage.UNMASK:
+            forget_round(context)
+            if request.secagg_next is not None:
+                next_reply = client.handle(dict(request.secagg_next), settings=settings)
+                state_round = RoundRef(answers.run_id, answers.server_round + 1)
+    finally:
+        _save(context, client, identity=identity, answers=state_round, settings=settings)
     content = pack_reply(SecAggStageReply(identity, answers, reply, next_reply))
     return Message(content=content, reply_to=msg)
 
 
 def register_secagg_actions(client_app: object,
                             advertise: Callable[[Message, Context], Message]) -> None:
-    """Register the four secure-aggregation actions on a ClientApp."""
+    """Register the five secure-aggregation actions on a ClientApp."""
     client_app.train(SECAGG_ADVERTISE)(advertise)  # type: ignore[attr-defined]
-    for action in (SECAGG_SHARE, SECAGG_MASK, SECAGG_UNMASK):
+    for action in (SECAGG_SHARE, SECAGG_MASK, SECAGG_CHECK, SECAGG_UNMASK):
         client_app.train(action)(answer_stage)  # type: ignore[attr-defined]

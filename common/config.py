@@ -92,6 +92,10 @@ class RunConfig:
     # Distributed noise: h, the honest contributors every round is assumed to have; each
     # hospital divides its noise share by sqrt(h) (0: the threshold t, i.e. no collusion).
     secagg_honest_contributors: int = _key("secagg.honest-contributors", 0)
+    # The consortium roster the server holds (names, signing keys, c, smallest threshold) and
+    # its SHA-256; ``fedcare simulate`` makes an ephemeral one in the run directory.
+    secagg_roster_path: str = _key("secagg.roster-path", "")
+    secagg_roster_sha256: str = _key("secagg.roster-sha256", "")
     csv_schema_path: str = _key("csv.schema-path", "")
     csv_schema_sha256: str = _key("csv.schema-sha256", "")
 
@@ -195,6 +199,10 @@ class RunConfig:
                                     num_participants=self.hospitals)
         if problem is not None:
             raise ValueError(f"secagg.threshold: {problem}")
+        if self.weighting != Weighting.UNIFORM:
+            raise ValueError("weighting 'examples' is not available with secure aggregation: a "
+                             "weight the hospital encodes itself could steer the mean; use "
+                             "weighting 'uniform'")
         if self.honest_contributors > self.effective_threshold:
             raise ValueError(f"secagg.honest-contributors must be <= the threshold "
                              f"{self.effective_threshold} (a round has at least t contributors, "

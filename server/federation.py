@@ -29,7 +29,7 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.models import build_model
-from common.secagg.update_vector import encoding_scale
+from common.secagg.roster import Roster, load_roster
 from common.server_optimizers import ServerOptimizer
 from common.tasks import task_for_config
 from common.tasks.base import TaskSpec
@@ -81,7 +81,7 @@ def round_settings(config: RunConfig, run_id: str, server_round: int) -> RoundSe
         noise_mode=config.dp_noise_mode, weighting=config.weighting,
         secagg_enabled=config.secagg_enabled,
         secagg_threshold=config.effective_threshold if config.secagg_enabled else 0,
-        secagg_clip_bound=config.secagg_clip_bound, secagg_scale=secagg_scale(config),
+        secagg_clip_bound=config.secagg_clip_bound,
         **distributed_noise(config),
     )
 
@@ -108,13 +108,6 @@ def _calibrated_z(epsilon: float, delta: float, rounds: int, accountant: str) ->
     return calibrate_to_remaining_budget((), budget_epsilon=epsilon, delta=delta,
                                          sample_rate=1.0, steps=rounds,
                                          accountant=accountant)  # type: ignore[arg-type]
-
-
-def secagg_scale(config: RunConfig) -> float:
-    """The fixed-point scale every hospital encodes with (0 without secure aggregation)."""
-    if not config.secagg_enabled:
-        return 0.0
-    return encoding_scale(clip_bound=config.secagg_clip_bound, num_hospitals=config.hospitals)
 
 
 def update_norm_bound(config: RunConfig, num_parameters: int) -> float | None:
@@ -176,6 +169,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     """
     task = task_for_config(config)  # task csv: built from the schema at csv.schema-path
     hospitals = task.hospital_names(config.hospitals)
+    roster = consortium_roster(config, hospitals) if config.secagg_enabled else None
     resumed = load_latest_checkpoint(run_dir / CHECKPOINT_DIR) if config.resume else None
     if resumed is not None:
         _check_same_settings(config, resumed)
@@ -217,7 +211,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
                 book.registered = registered_names(grid.get_nodes())
                 try:
                     _run_round(grid, strategy, book, state, config, task, run_id, server_round,
-                               timeout, writer, progress)
+                               timeout, writer, progress, roster)
                 except FederationStopped as stop:
                     stop_reason = str(stop)
                     logger.warning("%s", stop_reason)
@@ -259,7 +253,8 @@ def _headline(task: TaskSpec, config: RunConfig) -> tuple[str, ...]:
 
 def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state: RunState,
                config: RunConfig, task: TaskSpec, run_id: str, server_round: int,
-               timeout: float, writer: MetricsWriter, progress: RoundProgress) -> None:
+               timeout: float, writer: MetricsWriter, progress: RoundProgress,
+               roster: Roster | None) -> None:
     """Run one round (retrying once when too few hospitals took part) and file its rows.
 
     A hospital that fails, hangs past ``round-timeout`` or sends a rejected reply is left out
@@ -277,8 +272,8 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
     for attempt in (1, 2):
         if config.secagg_enabled:
             secure = run_secure_round(grid, strategy, settings, state.weights, rules, book,
-                                      timeout=timeout, advertised=state.advertised,
-                                      last_round=last)
+                                      roster=roster, timeout=timeout,
+                                      advertised=state.advertised, last_round=last)
             outcome, state.advertised = secure.outcome, secure.next_keys
         else:
             outcome = run_plain_round(grid, strategy, settings, state.weights, rules, book,
@@ -314,6 +309,32 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
     evaluation = _evaluate_now(grid, strategy, book, state, settings, rules, timeout)
     row["seconds"] = time.perf_counter() - started
     _finish(row, evaluation, task, writer, progress)
+
+
+def consortium_roster(config: RunConfig, hospitals: list[str]) -> Roster:
+    """The roster the server holds for secure aggregation (pinned by its SHA-256).
+
+    Raises
+    ------
+    FederationError
+        If the run names none, its digest differs, or a hospital of the run is not on it.
+    """
+    if not config.secagg_roster_path or not config.secagg_roster_sha256:
+        raise FederationError(
+            "secure aggregation needs the consortium roster: run-config secagg.roster-path and "
+            "secagg.roster-sha256 (`fedcare roster build`; `fedcare simulate "
+            "--secure-aggregation` and `fedcare deploy-local` make one). `flwr run .`'s "
+            "simulated nodes hold no roster, so it refuses secure aggregation")
+    try:
+        roster = load_roster(config.secagg_roster_path,
+                             expected_sha256=config.secagg_roster_sha256)
+    except (OSError, ValueError, LookupError) as error:
+        raise FederationError(f"secagg.roster-path: {error}") from None
+    missing = [name for name in hospitals if name not in roster.names]
+    if missing:
+        raise FederationError(f"hospitals {missing} are not on the roster "
+                              f"{config.secagg_roster_path}")
+    return roster
 
 
 def rules_for(config: RunConfig, task: TaskSpec, run_id: str, server_round: int,

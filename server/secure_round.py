@@ -1,15 +1,20 @@
 """The server's side of a secure-aggregation round: the one driver of its message stages.
 
-The first message (``train.secagg_advertise``) sends the global weights; hospitals train,
-privatize, charge their ledgers, encode their updates and answer the first protocol stage.
-Then the stages run as ``SecAggServer`` asks. Keys are fresh every round, but the next round's
-advertise-keys rides on this round's unmask message, and the previous round's evaluation on this
-round's first message, so a steady round costs three message exchanges (train + share-keys +
-evaluate the previous weights, masked-input, unmask + next keys) instead of five.
-The server learns only the sum of the survivors' encoded updates, decodes the mean and applies
-its optimizer. Every reply is screened (``server.screening``) and the protocol's ids are the
-hospitals' bound identities, never what a reply claims. Validation that needs a plaintext update
-(a norm bound) cannot run here: each hospital's own code enforces its clip.
+Bonawitz et al. (CCS 2017), the version secure against an active server (Section 4, with the
+consistency check): hospitals are roster names, every key is signed by its hospital's roster
+key over the run, the round and the round's settings, and no share is revealed before t
+hospitals signed the same survivor set. The first message (``train.secagg_advertise``) sends
+the global weights; hospitals train, privatize, charge their ledgers, encode their updates (no
+weight coordinate) and answer the round's first stage. Keys are fresh every round, but the
+next round's advertise-keys rides on this round's unmask message, and the previous round's
+evaluation on this round's first message, so a steady round costs four exchanges (train +
+share-keys + evaluate the previous weights, masked-input, consistency-check, unmask + next
+keys). A hospital whose messages fail authentication or reconstruction is excluded by the
+protocol and the round goes on while t remain. Every reply is screened
+(``server.screening``); the protocol's names are the hospitals' bound identities, never what a
+reply claims. The server learns only the survivors' sum: each hospital's own code enforces its
+clip (no norm proof on masked input: a crafted input moves the mean by at most range/n per
+coordinate).
 """
 
 import logging
@@ -18,8 +23,10 @@ from dataclasses import dataclass, field, replace
 from flwr.serverapp import Grid
 
 from common.errors import SecAggProtocolError
-from common.secagg.protocol import Key, PublicKeys, SecAggServer, Stage
-from common.secagg.update_vector import decode_mean
+from common.secagg.protocol import Advertisement, Key, Roster, SecAggServer, Stage
+from common.secagg.protocol import parse_advertisement
+from common.secagg.round_settings import encoding_range, encoding_scale, signed_settings
+from common.secagg.update_vector import decode_unweighted_mean
 from common.types import NDArrays
 from common.wire.records import pack_request
 from common.wire.replies import DeclinedReply, SecAggStageReply, TrainReply
@@ -35,17 +42,18 @@ ADVERTISE_ACTION = "train.secagg_advertise"
 STAGE_ACTIONS = {
     Stage.SHARE_KEYS: "train.secagg_share",
     Stage.MASKED_INPUT: "train.secagg_mask",
+    Stage.CONSISTENCY_CHECK: "train.secagg_check",
     Stage.UNMASK: "train.secagg_unmask",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class AdvertisedKeys:
-    """Fresh public keys hospitals advertised for the next round, and their node ids."""
+    """Signed keys hospitals advertised for the next round, and their nodes (by roster name)."""
 
     round_number: int
-    keys: dict[int, PublicKeys] = field(default_factory=dict)  # hospital index -> keys
-    nodes: dict[int, int] = field(default_factory=dict)  # hospital index -> node id
+    keys: dict[str, Advertisement] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,31 +64,9 @@ class SecureRound:
     next_keys: AdvertisedKeys | None = None
 
 
-def _first_messages(
-    grid: Grid, strategy: FedcareStrategy, settings: RoundSettings, weights: NDArrays,
-    advertised: AdvertisedKeys | None, threshold: int,
-) -> tuple[list, SecAggServer | None]:
-    """Train messages with the round's first stage: share-keys if every node's keys are known."""
-    nodes = strategy.select_nodes(grid)
-    if (advertised is not None and advertised.round_number == settings.server_round
-            and sorted(advertised.nodes.values()) == nodes):
-        server = SecAggServer(round_number=settings.server_round, node_ids=sorted(advertised.keys),
-                              threshold=threshold, known_public_keys=advertised.keys,
-                              vector_length=sum(int(w.size) for w in weights) + 1)
-        messages = [
-            strategy.messages(pack_request(settings, weights, secagg=request),
-                              [advertised.nodes[index]], ADVERTISE_ACTION)[0]
-            for index, request in server.requests().items()
-        ]
-        return messages, server
-    advertise = {Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: settings.server_round}
-    return strategy.messages(pack_request(settings, weights, secagg=advertise), nodes,
-                             ADVERTISE_ACTION), None
-
-
 def run_secure_round(
     grid: Grid, strategy: FedcareStrategy, settings: RoundSettings, weights: NDArrays,
-    rules: ReplyRules, book: IdentityBook, *, timeout: float,
+    rules: ReplyRules, book: IdentityBook, *, roster: Roster, timeout: float,
     advertised: AdvertisedKeys | None = None, last_round: bool = False,
 ) -> SecureRound:
     """Run one round under secure aggregation and return its outcome (and the next keys).
@@ -90,10 +76,29 @@ def run_secure_round(
     round 2 on, the first message also evaluates the weights it carries (the previous round's
     result): the outcome's evaluation is of round ``server_round - 1``.
     """
-    server_round = settings.server_round
+    server_round, d = settings.server_round, sum(int(w.size) for w in weights)
     settings = replace(settings, evaluate_received=server_round > 1)
-    threshold = settings.secagg_threshold
-    messages, server = _first_messages(grid, strategy, settings, weights, advertised, threshold)
+    nodes = strategy.select_nodes(grid)
+    known = (advertised if advertised is not None and advertised.round_number == server_round
+             and sorted(advertised.nodes.values()) == nodes else None)
+    first_request = {Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: server_round,
+                     Key.RUN_ID: settings.run_id, Key.ROSTER_DIGEST: roster.digest,
+                     Key.SETTINGS_DIGEST: signed_settings(settings, d).digest()}
+    server: SecAggServer | None = None
+    if known is not None:
+        try:
+            server = _server(settings, roster, d, sorted(known.nodes), known.keys)
+        except ValueError as error:
+            logger.warning("round %d: the advertised keys cannot start the round (%s); asking "
+                           "for fresh ones", server_round, error)
+    if server is not None and known is not None:
+        requests = server.requests()
+        messages = [strategy.messages(pack_request(settings, weights, secagg=requests[name]),
+                                      [known.nodes[name]], ADVERTISE_ACTION)[0]
+                    for name in requests]
+    else:
+        messages = strategy.messages(pack_request(settings, weights, secagg=first_request),
+                                     nodes, ADVERTISE_ACTION)
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     first = screen_replies(replies, rules, book, (TrainReply, DeclinedReply))
     outcome = RoundOutcome(
@@ -101,49 +106,57 @@ def run_secure_round(
         rejected=dict(first.rejected), failed=list(first.failed),
         missing=len(messages) - len(replies), privacy=first.privacy,
         evaluation=first.statistics, evaluated_round=server_round - 1 if server_round > 1 else None)
-    contributors = {reply.hospital.index: first.nodes[name]
-                    for name, reply in first.of_kind(TrainReply).items()}
+    contributors = {name: first.nodes[name] for name in first.of_kind(TrainReply)}
     next_keys = AdvertisedKeys(server_round + 1)
     try:
         if server is None:
-            server = SecAggServer(round_number=server_round, threshold=threshold,
-                                  node_ids=sorted(contributors),
-                                  vector_length=sum(int(w.size) for w in weights) + 1)
+            server = _server(settings, roster, d, sorted(contributors), None)
         for name, reply in first.of_kind(TrainReply).items():
             if isinstance(reply, TrainReply) and reply.secagg is not None:
-                _receive(server, reply.hospital.index, reply.secagg, outcome)
-        server.close_stage()
-        result = None
+                _receive(server, name, reply.secagg, outcome)
+        result = server.close_stage()
         while result is None:
             stage = server.stage
-            next_request = ({Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: server_round + 1}
+            next_request = ({**first_request, Key.ROUND: server_round + 1}
                             if stage == Stage.UNMASK and not last_round else None)
+            requests = server.requests()
             messages = [strategy.messages(pack_request(None, None, secagg=request,
                                                        secagg_next=next_request),
-                                          [contributors[index]], STAGE_ACTIONS[stage])[0]
-                        for index, request in server.requests().items()]
+                                          [contributors[name]], STAGE_ACTIONS[str(stage)])[0]
+                        for name, request in requests.items() if name in contributors]
             stage_replies = screen_replies(grid.send_and_receive(messages, timeout=timeout),
                                            rules, book, (SecAggStageReply,))
             _merge(outcome, stage_replies)
-            for reply in stage_replies.of_kind(SecAggStageReply).values():
+            for name, reply in stage_replies.of_kind(SecAggStageReply).items():
                 if not isinstance(reply, SecAggStageReply):
                     continue
-                index = reply.hospital.index
-                _receive(server, index, reply.secagg, outcome)
+                _receive(server, name, reply.secagg, outcome)
                 if reply.secagg_next is not None:
-                    _keep_next_keys(next_keys, index, contributors[index], reply.secagg_next)
+                    _keep_next_keys(next_keys, name, contributors[name], reply.secagg_next)
             result = server.close_stage()
-        mean = decode_mean(result.total, num_summands=len(result.survivor_ids),
-                           clip_bound=settings.secagg_clip_bound, scale=settings.secagg_scale,
-                           like=weights)
+        for event in server.events:
+            logger.warning("round %d: secure aggregation: %s", server_round, event)
+        for name, reason in result.excluded.items():
+            outcome.rejected[name] = f"excluded from secure aggregation: {reason}"
+        mean = decode_unweighted_mean(
+            result.total, num_summands=len(result.survivors),
+            coordinate_range=encoding_range(settings, d), scale=encoding_scale(settings, d),
+            like=weights)
     except (SecAggProtocolError, ValueError) as error:
         logger.warning("round %d: secure aggregation aborted: %s", server_round, error)
         return SecureRound(replace(outcome, aborted=str(error)))
-    if result.dropped_ids:
-        logger.warning("round %d: hospitals %s dropped after sharing keys; their pairwise masks "
-                       "were removed", server_round, list(result.dropped_ids))
+    if result.dropped:
+        logger.warning("round %d: hospitals %s dropped after sharing keys; their masks were "
+                       "removed", server_round, list(result.dropped))
     return SecureRound(replace(outcome, weights=strategy.optimizer.step(weights, mean),
-                               participants=len(result.survivor_ids)), next_keys)
+                               participants=len(result.survivors)), next_keys)
+
+
+def _server(settings: RoundSettings, roster: Roster, d: int, hospitals: list[str],
+            advertisements: dict[str, Advertisement] | None) -> SecAggServer:
+    return SecAggServer(run_id=settings.run_id, round_number=settings.server_round,
+                        roster=roster, settings=signed_settings(settings, d),
+                        hospitals=hospitals, vector_length=d, advertisements=advertisements)
 
 
 def _merge(outcome: RoundOutcome, screened: Screened) -> None:
@@ -152,19 +165,24 @@ def _merge(outcome: RoundOutcome, screened: Screened) -> None:
     outcome.failed.extend(screened.failed)
 
 
-def _keep_next_keys(next_keys: AdvertisedKeys, index: int, node: int, reply: dict) -> None:
-    """Record a hospital's fresh public keys for the next round (malformed ones are skipped)."""
-    mask, encryption = reply.get(Key.MASK_PUBLIC_KEY), reply.get(Key.ENCRYPTION_PUBLIC_KEY)
-    if isinstance(mask, bytes) and isinstance(encryption, bytes) \
-            and len(mask) == 32 and len(encryption) == 32:
-        next_keys.keys[index] = PublicKeys(mask=mask, encryption=encryption)
-        next_keys.nodes[index] = node
+def _keep_next_keys(next_keys: AdvertisedKeys, name: str, node: int,
+                    reply: dict[str, object]) -> None:
+    """Record a hospital's signed keys for the next round (malformed ones are skipped)."""
+    try:
+        advertisement = parse_advertisement(reply)
+    except SecAggProtocolError as error:
+        logger.warning("next round's keys of %s skipped: %s", name, error)
+        return
+    if advertisement.name == name:
+        next_keys.keys[name] = advertisement
+        next_keys.nodes[name] = node
 
 
-def _receive(server: SecAggServer, index: int, payload: dict, outcome: RoundOutcome) -> None:
+def _receive(server: SecAggServer, name: str, payload: dict[str, object],
+             outcome: RoundOutcome) -> None:
     """Record one reply; a malformed or out-of-stage one counts as a dropout, with its reason."""
     try:
-        server.receive(index, payload)
+        server.receive(name, payload)
     except SecAggProtocolError as error:
-        outcome.rejected[f"hospital {index}"] = str(error)
-        logger.warning("secure aggregation: reply of hospital %d rejected: %s", index, error)
+        outcome.rejected[name] = str(error)
+        logger.warning("secure aggregation: reply of %s rejected: %s", name, error)

@@ -1,6 +1,7 @@
 """A ClientApp that does no work, to measure Flower's own round floor (benchmarks only).
 
-Same message pattern as fedcare's ClientApp (train, then evaluate, each round), with replies
+Same message pattern as fedcare's ClientApp (train with the previous round's evaluation folded
+in, or train then evaluate when unfolded), with replies
 of the same shape: a train reply carries a ZERO update with the shapes and dtypes of the
 weights it received (the server adds updates to its model, so the null model stays where it
 started), zero epsilon spent, and the example count and loss only when the run has no DP, as
@@ -77,7 +78,7 @@ def build_reply(msg: Message, settings: RoundSettings, *, name: str, index: int,
         reply = TrainReply(identity, answers, update=update,
                            privacy=NOTHING_SPENT if private else None,
                            num_examples=None if private else 1,
-                           train_loss=None if private else 0.0)
+                           train_loss=None if private else 0.0, statistics=statistics)
         check_manifest(reply, settings.dp_mode, settings.noise_mode, settings.secagg_enabled)
     else:
         reply = EvaluateReply(identity, answers, statistics or {})
@@ -120,9 +121,16 @@ def _who(context: Context, facts: dict) -> tuple[str, int]:
 def train(msg: Message, context: Context) -> Message:
     """Reply with a zero update of the received weights' shapes and dtypes."""
     settings, weights = read_request(msg)
-    name, index = _who(context, _facts(settings))
+    facts = _facts(settings)
+    name, index = _who(context, facts)
     update = [np.zeros_like(w) for w in weights]
-    return build_reply(msg, settings, name=name, index=index, update=update)
+    statistics = (_statistics(facts) if settings.evaluate_received else None)  # folded evaluation
+    return build_reply(msg, settings, name=name, index=index, update=update,
+                       statistics=statistics)
+
+
+def _statistics(facts: dict) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, dtype=np.float64) for k, v in facts["statistics"].items()}
 
 
 @app.evaluate()
@@ -131,5 +139,4 @@ def evaluate(msg: Message, context: Context) -> Message:
     settings, _ = read_request(msg)
     facts = _facts(settings)
     name, index = _who(context, facts)
-    statistics = {k: np.asarray(v, dtype=np.float64) for k, v in facts["statistics"].items()}
-    return build_reply(msg, settings, name=name, index=index, statistics=statistics)
+    return build_reply(msg, settings, name=name, index=index, statistics=_statistics(facts))

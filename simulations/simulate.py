@@ -11,7 +11,8 @@ requirements, and the flwr version is pinned to 1.42.x so it cannot vanish under
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from client.privacy import HospitalPrivacy
@@ -61,12 +62,34 @@ class SimulatedHospitalPrivacy:
             accountant=self.config.dp_accountant,  # type: ignore[arg-type]
             ledger_path=self.ledger_dir / f"{hospital.name}.json",
             noise_seed=self.config.seed,
-            # The simulator made every hospital: the peers of a secure round are the run's own
-            # (a deployment pins a roster for that), and they assume what the run states.
-            trusted_peers=True,
+            # They assume what the run states, and pin the simulator's ephemeral roster.
             colluding=(self.config.effective_threshold - self.config.honest_contributors
                        if self.config.secagg_enabled else 0),
+            **self._roster(hospital.name),
         )
+
+    def _roster(self, name: str) -> dict[str, object]:
+        if not self.config.secagg_enabled:
+            return {}
+        from simulations.ephemeral_roster import ROSTER_FILE, key_path, roster_dir
+
+        run_dir = self.ledger_dir.parent
+        path = roster_dir(run_dir) / ROSTER_FILE
+        return {"roster_path": path,
+                "roster_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "signing_key_path": key_path(run_dir, name)}
+
+
+def with_ephemeral_roster(config: RunConfig, run_dir: Path) -> RunConfig:
+    """Secure aggregation without a roster of the run's own: the simulator's ephemeral one."""
+    if not config.secagg_enabled or config.secagg_roster_path:
+        return config
+    from common.tasks import task_for_config
+    from simulations.ephemeral_roster import ensure_roster
+
+    hospitals = task_for_config(config).hospital_names(config.hospitals)
+    path, digest = ensure_roster(run_dir, hospitals, min_threshold=config.effective_threshold)
+    return replace(config, secagg_roster_path=str(path), secagg_roster_sha256=digest)
 
 
 def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = None) -> None:
@@ -88,6 +111,7 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
     from server.app import build_server_app
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    config = with_ephemeral_roster(config, run_dir)
     become_subreaper()
     try:
         with warnings.catch_warnings():

@@ -7,5 +7,6 @@ messages are ``train.secagg_advertise``, ...).
 SECAGG_ADVERTISE = "secagg_advertise"
 SECAGG_SHARE = "secagg_share"
 SECAGG_MASK = "secagg_mask"
+SECAGG_CHECK = "secagg_check"
 SECAGG_UNMASK = "secagg_unmask"
-SECAGG_ACTIONS = (SECAGG_ADVERTISE, SECAGG_SHARE, SECAGG_MASK, SECAGG_UNMASK)
+SECAGG_ACTIONS = (SECAGG_ADVERTISE, SECAGG_SHARE, SECAGG_MASK, SECAGG_CHECK, SECAGG_UNMASK)

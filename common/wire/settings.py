@@ -29,8 +29,9 @@ MAX_HOSPITALS = 100_000
 class RoundSettings:
     """What the server asks of every hospital in one round (server -> hospital).
 
-    Norms are L2 norms in model-weight units; ``secagg_scale`` is fixed-point units per weight
-    unit (0 without secure aggregation); ``secagg_threshold`` is t (0 without it).
+    Norms are L2 norms in model-weight units; ``secagg_threshold`` is t (0 without secure
+    aggregation). The encoding's range and scale are not sent: every hospital derives them from
+    these settings (``common.secagg.round_settings``).
     """
 
     run_id: str
@@ -56,7 +57,6 @@ class RoundSettings:
     secagg_enabled: bool
     secagg_threshold: int
     secagg_clip_bound: float
-    secagg_scale: float
     noise_multiplier: float = 0.0  # distributed noise: the run's z (0 otherwise)
     honest_contributors: int = 0  # distributed noise: h, the divisor's count (0 otherwise)
     evaluate_received: bool = False  # also evaluate the weights this message carries
@@ -112,7 +112,6 @@ def settings_from_fields(raw: Mapping[str, object]) -> RoundSettings:
         secagg_enabled=read_bool(raw, k["secagg_enabled"]),
         secagg_threshold=read_int(raw, k["secagg_threshold"], minimum=0, maximum=MAX_HOSPITALS),
         secagg_clip_bound=read_float(raw, k["secagg_clip_bound"], minimum=0, strict_minimum=True),
-        secagg_scale=read_float(raw, k["secagg_scale"], minimum=0),
         noise_multiplier=read_float(raw, k["noise_multiplier"], minimum=0, maximum=1e6),
         honest_contributors=read_int(raw, k["honest_contributors"], minimum=0,
                                      maximum=MAX_HOSPITALS),
@@ -121,8 +120,6 @@ def settings_from_fields(raw: Mapping[str, object]) -> RoundSettings:
     if settings.server_round > settings.planned_rounds:
         raise WireFormatError(k["server_round"], f"{settings.server_round} is beyond the "
                               f"planned {settings.planned_rounds} rounds")
-    if settings.secagg_enabled and not (settings.secagg_threshold >= 1
-                                        and settings.secagg_scale > 0):
-        raise WireFormatError(k["secagg_threshold"], "secure aggregation needs a threshold >= 1 "
-                              "and a positive encoding scale")
+    if settings.secagg_enabled and settings.secagg_threshold < 1:
+        raise WireFormatError(k["secagg_threshold"], "secure aggregation needs a threshold >= 1")
     return settings

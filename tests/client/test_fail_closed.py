@@ -126,13 +126,28 @@ def test_every_reply_matches_the_manifest_of_its_mode(tmp_path, mode, secure):
     run = {"dp.mode": mode, "secagg.enabled": secure}
     settings, config = _settings(run)
     node = {**NODE, "dp-mode": mode}
+    if secure:  # the hospital pins a consortium roster and holds its signing key
+        from simulations.ephemeral_roster import ensure_roster, key_path
+
+        names = TASK.hospital_names(4)
+        path, digest = ensure_roster(tmp_path, names, min_threshold=3)
+        node.update({"roster-path": str(path), "roster-sha256": digest,
+                     "signing-key-path": str(key_path(tmp_path, "va"))})
     app = build_client_app()
     if secure:
         from common.secagg.protocol import Key, Stage
 
+        from common.secagg.protocol import load_roster
+        from common.secagg.round_settings import signed_settings
+
+        d = sum(int(w.size) for w in WEIGHTS)
         message = request_message(replace(settings, evaluate_received=True), WEIGHTS,
                                   "train.secagg_advertise",
-                                  secagg={Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: 1})
+                                  secagg={Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: 1,
+                                          Key.RUN_ID: settings.run_id,
+                                          Key.ROSTER_DIGEST: load_roster(path).digest,
+                                          Key.SETTINGS_DIGEST:
+                                              signed_settings(settings, d).digest()})
     else:
         message = request_message(settings, WEIGHTS)
     reply = reply_from(app(message=message, context=context_for(node, config.to_run_config())))

@@ -86,10 +86,17 @@ def _distributed(threshold=3, h=3, z=2.0, rounds=5):
 
 
 def _hospital(tmp_path, *, trusted=True, colluding=0):
+    """A hospital-level hospital; `trusted`: it pinned a consortium roster (of 4, c = 0)."""
     from client.privacy import HospitalPrivacy
+    from simulations.ephemeral_roster import ensure_roster, key_path
 
+    roster = {}
+    if trusted:
+        path, digest = ensure_roster(tmp_path, ["a", "b", "c", "d"], min_threshold=3)
+        roster = {"roster_path": path, "roster_sha256": digest,
+                  "signing_key_path": key_path(tmp_path, "a")}
     return HospitalPrivacy("hospital", 1.0, 1e-5, "rdp", tmp_path / "h.json",
-                           trusted_peers=trusted, colluding=colluding)
+                           colluding=colluding, **roster)
 
 
 def test_distributed_noise_is_refused_without_a_trusted_peer_set(tmp_path):

@@ -57,7 +57,7 @@ def test_int_accepted_where_float_expected():
         ({"dp.noise-mode": "distributed"}, "needs --dp hospital --secure-aggregation"),
         ({"secagg.enabled": True, "hospitals": 2}, "needs at least 3 participants"),
         ({"secagg.enabled": True, "secagg.threshold": 5}, "must be <= the number of participants"),
-        ({"secagg.enabled": True, "secagg.threshold": 2}, "with t <= n/2 two disjoint groups"),
+        ({"secagg.enabled": True, "secagg.threshold": 2}, "must be >= floor((n + c)/2) + 1"),
         ({"secagg.enabled": "yes"}, "secagg.enabled must be true or false"),
         ({"min-hospitals": 9}, "min-hospitals must be between 1 and hospitals=4"),
         ({"round-timeout": 0}, "round-timeout must be > 0 seconds"),

@@ -72,3 +72,36 @@ def test_update_clipping_stops_a_scaling_attacker_that_otherwise_hurts(tmp_path)
     assert all(r["rejected"] == "1" and r["participants"] == "9" for r in rows)
     assert abs(defended - honest) <= 0.02
     assert attacked < honest - 0.10, (honest, attacked)
+
+
+def _honest_columns(rows: list[dict], honest: tuple[str, ...]) -> list[list[str]]:
+    return [[row[f"{name}_{metric}"] for name in honest for metric in ("accuracy", "auc")]
+            for row in rows]
+
+
+def test_malformed_replies_every_round_equal_a_hospital_that_declines(tmp_path):
+    """Ray simulation, one hospital sends a different malformed reply each round (bad counts,
+    strings, a broken or stolen identity, a replay, a claimed noise level, bad statistics):
+    all rounds finish, and the honest hospitals' results equal the run where it declines."""
+    import keras
+    import numpy as np
+
+    from simulations.fault_injection import MALFORMATIONS
+
+    settings = (f"num-server-rounds={len(MALFORMATIONS)}", "dp.mode=none", "round-timeout=60")
+    runs = {}
+    for fault in ("malformed", "decline"):
+        proc, rows = _drill(tmp_path / fault, "--fault", fault, "--hospital", "1",
+                            settings=settings)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[fault] = rows
+    bad, good = runs["malformed"], runs["decline"]
+    assert [r["round"] for r in bad] == [str(r) for r in range(1, len(MALFORMATIONS) + 1)]
+    assert all(r["participants"] == "3" and int(r["rejected"]) >= 1 for r in bad)
+    honest = ("cleveland", "switzerland", "va")
+    assert _honest_columns(bad, honest) == _honest_columns(good, honest)
+    models = [keras.saving.load_model(tmp_path / f / "model.keras").get_weights()
+              for f in ("malformed", "decline")]
+    for a, b in zip(*models, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert (tmp_path / "malformed" / "report.md").is_file()
