@@ -143,6 +143,11 @@ def start_round(context: Context, privacy: HospitalPrivacy, request: SecAggPaylo
             and _text(context, STATE_ROUND, "run-id") == answers.run_id:
         client = SecAggClient.from_record(dict(context.state[STATE_CLIENT]), roster=roster,
                                           signing_key=signing_key)
+    if client is not None and _unused_advertisement(client, request, answers.server_round):
+        # The server asks afresh for keys this hospital advertised for the round but never
+        # used (a peer's keys were missing): nothing was derived from them, so new keys replace
+        # them; every later stage still happens at most once.
+        client = None
     if client is None:
         client = SecAggClient(identity.name, roster=roster, signing_key=signing_key,
                               run_id=answers.run_id, first_round=answers.server_round)
@@ -155,6 +160,15 @@ def start_round(context: Context, privacy: HospitalPrivacy, request: SecAggPaylo
         _save(context, client, encoded=encoded, identity=identity, answers=answers,
               settings=settings)
     return reply
+
+
+def _unused_advertisement(client: SecAggClient, request: SecAggPayload,
+                          server_round: int) -> bool:
+    """Whether `request` re-asks advertise-keys for the round the client advertised for and
+    has answered nothing else of (it still expects share-keys)."""
+    return (request.get(Key.STAGE) == Stage.ADVERTISE_KEYS
+            and client.round_number == server_round
+            and client.state.expected == Stage.SHARE_KEYS and not client.state.closed)
 
 
 def _round_of(context: Context) -> tuple[HospitalIdentity, RoundRef, SecAggSettings]:
