@@ -30,6 +30,7 @@ class Measured:
     steady: float
     handler_sum: float
     handler_max: float
+    exchanges: float  # messages per hospital in a steady round
 
 
 def _round_seconds(run_dir: Path) -> list[float]:
@@ -61,7 +62,8 @@ def measure(config: RunConfig, client: str) -> Measured:
     return Measured(
         start=seconds[0], steady=statistics.median(seconds[1:-1]),
         handler_sum=statistics.median(handlers[r][0] for r in steady_rounds),
-        handler_max=statistics.median(handlers[r][1] for r in steady_rounds))
+        handler_max=statistics.median(handlers[r][1] for r in steady_rounds),
+        exchanges=statistics.median(handlers[r][2] for r in steady_rounds) / config.hospitals)
 
 
 def main() -> None:
@@ -86,10 +88,10 @@ def main() -> None:
             ("keras", "unfolded", measure(unfolded, "keras"))]
     print(f"{args.task}, {args.hospitals} hospitals, {args.rounds} rounds, dp {config.dp_mode}")
     print(f"{'client':<8}{'rounds':<10}{'start-up s':>11}{'steady s':>10}"
-          f"{'handlers sum s':>16}{'handler max s':>15}")
+          f"{'handlers sum s':>16}{'handler max s':>15}{'exchanges':>11}")
     for client, mode, m in rows:
         print(f"{client:<8}{mode:<10}{m.start:>11.2f}{m.steady:>10.3f}{m.handler_sum:>16.4f}"
-              f"{m.handler_max:>15.4f}")
+              f"{m.handler_max:>15.4f}{m.exchanges:>11.1f}")
     null, folded, plain = (m for _, _, m in rows)
     print(f"steady folded/unfolded: {folded.steady / plain.steady:.2f} (target <= 0.6)")
     print(f"steady keras/null (folded): {folded.steady / null.steady:.2f}")

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     spec = StatisticsSpec("binary", 1)
     request_content = pack_request(settings, weights)
     reply_content = pack_reply(reply)
+    bare = TrainReply(reply.hospital, reply.answers, update=reply.update, privacy=reply.privacy)
+    bare_content = pack_reply(bare)
     rows = [
         ("pack settings + weights", _median_us(lambda: pack_request(settings, weights), args.repeats)),
         ("unpack settings + weights", _median_us(lambda: unpack_request(request_content),
@@ -52,11 +54,19 @@ def main(argv: list[str] | None = None) -> None:
         ("unpack reply", _median_us(lambda: unpack_reply(reply_content, statistics=spec),
                                     args.repeats)),
     ]
+    bare_rows = [
+        ("pack reply, no statistics", _median_us(lambda: pack_reply(bare), args.repeats)),
+        ("unpack reply, no statistics", _median_us(
+            lambda: unpack_reply(bare_content, statistics=spec), args.repeats)),
+    ]
     print(f"wire format, {d} parameters, median of {args.repeats}")
-    print(f"{'step':<28} {'us':>10}")
-    for name, micros in rows:
-        print(f"{name:<28} {micros:>10.1f}")
-    print(f"{'total':<28} {sum(m for _, m in rows):>10.1f}")
+    print(f"{'step':<32} {'us':>10}")
+    for name, micros in rows + bare_rows:
+        print(f"{name:<32} {micros:>10.1f}")
+    request = rows[0][1] + rows[1][1]
+    print(f"{'settings + reply with statistics':<32} {request + rows[2][1] + rows[3][1]:>10.1f}")
+    print(f"{'settings + reply, no statistics':<32} "
+          f"{request + bare_rows[0][1] + bare_rows[1][1]:>10.1f}")
 
 
 if __name__ == "__main__":

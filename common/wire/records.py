@@ -153,7 +153,7 @@ def pack_reply(reply: Reply) -> RecordDict:
             content[METRICS] = MetricRecord(metrics)
     statistics = None if isinstance(reply, SecAggStageReply) else reply.statistics
     if statistics is not None:
-        content[STATISTICS] = ArrayRecord({k: Array(np.asarray(v)) for k, v in statistics.items()})
+        content[STATISTICS] = pack_statistics(statistics)
     if isinstance(reply, TrainReply | SecAggStageReply) and reply.secagg is not None:
         content[SECAGG] = ConfigRecord(reply.secagg)  # type: ignore[arg-type]
     if isinstance(reply, SecAggStageReply) and reply.secagg_next is not None:
@@ -185,7 +185,7 @@ def unpack_reply(content: RecordDict, *, statistics: StatisticsSpec) -> Reply:
                ReplyKind.EVALUATE: {REPLY, STATISTICS},
                ReplyKind.SECAGG: {REPLY, SECAGG, SECAGG_NEXT}}[kind]
     _only(content, records, "reply")
-    stats = (validate_statistics(_array_dict(content, STATISTICS), statistics)
+    stats = (validate_statistics(unpack_statistics(content, statistics), statistics)
              if STATISTICS in content else None)
     if kind == ReplyKind.EVALUATE:
         if stats is None:
@@ -213,6 +213,39 @@ def unpack_reply(content: RecordDict, *, statistics: StatisticsSpec) -> Reply:
         encoding_clipped=(read_int(metrics, "encoding-clipped", minimum=0)
                           if "encoding-clipped" in metrics else None),
         statistics=stats, secagg=_payload(content, SECAGG))
+
+
+def pack_statistics(statistics: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Evaluation statistics as one float64 vector, in the sorted order of their names (one
+    array to serialise instead of one per statistic)."""
+    names = sorted(statistics)
+    flat = np.concatenate([np.asarray(statistics[n], dtype=np.float64).ravel() for n in names])
+    return ArrayRecord({"sums": Array(flat)})
+
+
+def unpack_statistics(content: RecordDict, spec: StatisticsSpec) -> dict[str, np.ndarray]:
+    """Split the statistics vector into the task's named statistics (validated by the caller).
+
+    Raises
+    ------
+    WireFormatError
+        If the record is not one vector of exactly the task's statistics' size.
+    """
+    arrays = _array_dict(content, STATISTICS)
+    if set(arrays) != {"sums"}:
+        raise WireFormatError(STATISTICS, f"must hold one vector 'sums', got {sorted(arrays)}")
+    flat = arrays["sums"]
+    shapes = spec.shapes
+    size = sum(int(np.prod(shape)) for shape in shapes.values())
+    if flat.ndim != 1 or flat.size != size:
+        raise WireFormatError(STATISTICS, f"has shape {flat.shape}, expected ({size},): "
+                              f"the statistics {sorted(shapes)}")
+    out, start = {}, 0
+    for name in sorted(shapes):
+        count = int(np.prod(shapes[name]))
+        out[name] = flat[start:start + count].reshape(shapes[name])
+        start += count
+    return out
 
 
 def _kind(reply: Reply) -> ReplyKind:

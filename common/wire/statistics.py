@@ -32,6 +32,12 @@ class StatisticsSpec:
         """The statistics' names."""
         return _REGRESSION if self.kind == "regression" else _CLASSIFICATION
 
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each statistic's shape."""
+        return {key: (self.columns, 2, AUC_BINS) if key == "score_hist" else ()
+                for key in self.keys}
+
 
 def validate_statistics(raw: Mapping[str, np.ndarray], spec: StatisticsSpec,
                         field: str = "statistics") -> dict[str, np.ndarray]:
@@ -46,7 +52,7 @@ def validate_statistics(raw: Mapping[str, np.ndarray], spec: StatisticsSpec,
             value = np.asarray(raw[key], dtype=np.float64)
         except (TypeError, ValueError):
             raise WireFormatError(name, "is not numeric") from None
-        shape = (spec.columns, 2, AUC_BINS) if key == "score_hist" else ()
+        shape = spec.shapes[key]
         if value.shape != shape:
             raise WireFormatError(name, f"has shape {value.shape}, expected {shape}")
         if not np.all(np.isfinite(value)):
