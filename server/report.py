@@ -251,16 +251,28 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
     mode = str(config.get("dp_mode"))
     unit = UNIT_OF_PRIVACY.get(mode, "")
     if mode == "hospital" and config.get("dp_noise_mode") == "distributed":
-        unit = ("one hospital's whole data set (DP-FedAvg, distributed noise: each hospital adds "
-                "a 1/sqrt(t) share of the noise, so only the secure-aggregation sum is private; "
-                "accounted as a Gaussian mechanism on the sum with sensitivity C plus the "
-                "worst-case rounding error, for the t contributors the protocol guarantees)")
+        honest = config.get("secagg_honest_contributors") or config.get("secagg_threshold") or "t"
+        unit = ("one hospital's whole data set (DP-FedAvg, distributed noise: every hospital adds "
+                f"the same 1/sqrt(h) share of the run's noise, h = {honest}, so only the "
+                "secure-aggregation sum is private; accounted as a Gaussian mechanism on the sum "
+                "with sensitivity 2(C + r), replacing one hospital's data, r the worst-case "
+                "rounding error). **Assumption**: every round has at least h honest contributors "
+                "(each hospital checked h <= t - c, t the threshold, c the colluding hospitals it "
+                "and the roster assume)")
     if mode == "none":
         return ["## Privacy", "", "**No differential privacy**: the updates that left the "
                 "hospitals were not clipped or noised and are not private.", ""]
     lines = [
         "## Privacy statement", "",
         f"Unit of privacy: {unit}.", "",
+        "Threat model: the coordinating server may deviate from the protocol in any way (any "
+        "run config, round settings or weights, repeated or reordered requests); other "
+        "hospitals may collude with it up to the number each hospital assumes. Each "
+        "hospital's guarantee is computed only from what it set or verified itself: its node "
+        "config (or fedcare's strict defaults), its pinned schema and roster, its own ledger. "
+        "Both hospital-level noise modes account one adjacency, replacing one hospital's data "
+        "(sensitivity 2C); a hospital-level release also counts at patient level, and after a "
+        "patient-level release the hospital-level epsilon is unbounded.", "",
         f"Accountant: Opacus {str(config.get('dp_accountant')).upper()}; every epsilon is "
         "Opacus's on the hospital's ledger entries (noise multiplier, sample rate, steps), "
         "summed over every run on that hospital's data.", "",
@@ -275,7 +287,9 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
         "Not covered by this guarantee: the test-set metrics each hospital reports (sums and "
         "score histograms of its test predictions), each hospital's normalisation statistics "
         "(they never leave it, but the model is trained on data scaled by them), how many and "
-        "which rounds a hospital took part in or declined, and its budget settings.",
+        "which rounds a hospital took part in or declined and why (decline reasons), its "
+        "budget settings, and the epsilon spent itself (through the sample rate it depends on "
+        "the hospital's number of training rows).",
         "",
     ]
     return lines
