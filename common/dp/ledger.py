@@ -20,6 +20,7 @@ is refused. In Opacus terms a patient-level entry enters the hospital-level hist
 """
 
 import dataclasses
+from functools import lru_cache
 import logging
 import os
 from pathlib import Path
@@ -510,6 +511,13 @@ def parse_ledger_owner(path: Path) -> str:
         raise LedgerError(f"privacy ledger {path} is rejected: {error}") from error
 
 
+@lru_cache(maxsize=8)
+def _parse(text: str) -> LedgerState:
+    """parse_ledger, remembered by the file's exact text (a round rereads it several times;
+    the same bytes give the same validated state, so nothing stale can come back)."""
+    return parse_ledger(text)
+
+
 def _read(path: Path, hospital: str, head_file: Path, *, repair: bool) -> LedgerState:
     """Read and validate the ledger, and check it against its head file (under the lock)."""
     try:
@@ -520,7 +528,7 @@ def _read(path: Path, hospital: str, head_file: Path, *, repair: bool) -> Ledger
     except (OSError, UnicodeDecodeError) as error:
         raise LedgerError(f"privacy ledger {path} is unreadable: {error}") from error
     try:
-        state = parse_ledger(text)
+        state = _parse(text)
     except LedgerError as error:
         raise LedgerError(f"privacy ledger {path} is rejected: {error}") from error
     if state.hospital != hospital:
