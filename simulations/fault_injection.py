@@ -116,8 +116,6 @@ MALFORMATIONS: tuple[tuple[str, Malformation], ...] = (
 def fault_mod(fault: Fault) -> Callable[[Message, Context, Callable], Message]:
     """A Flower mod that injects `fault` around the wrapped handler."""
 
-    previous: dict[str, RecordDict] = {}
-
     def mod(msg: Message, context: Context, call_next: Callable) -> Message:
         if not fault.applies(msg, context):
             return call_next(msg, context)
@@ -134,8 +132,8 @@ def fault_mod(fault: Fault) -> Callable[[Message, Context, Callable], Message]:
             kind = msg.metadata.message_type
             name, malform = MALFORMATIONS[(_round_of(msg) - 1) % len(MALFORMATIONS)]
             honest = reply.content
-            bad = malform(RecordDict(dict(honest)), previous.get(kind))
-            previous[kind] = honest
+            bad = malform(RecordDict(dict(honest)), _previous(context, kind))
+            _remember(context, kind, honest)
             logger.warning("drill: hospital %d sends a malformed %s reply (%s)", fault.hospital,
                            kind, name)
             return Message(content=bad, reply_to=msg)
@@ -152,6 +150,24 @@ def fault_mod(fault: Fault) -> Callable[[Message, Context, Callable], Message]:
         return reply
 
     return mod
+
+
+STATE_PREFIX = "drill-previous"
+
+
+def _remember(context: Context, kind: str, content: RecordDict) -> None:
+    """Keep this node's last honest reply of `kind` in its Context (it outlives the process that
+    handled it: Ray may serve the node from another worker next round)."""
+    for name in [k for k in context.state if k.startswith(f"{STATE_PREFIX}/{kind}/")]:
+        del context.state[name]
+    for name, record in content.items():
+        context.state[f"{STATE_PREFIX}/{kind}/{name}"] = record
+
+
+def _previous(context: Context, kind: str) -> RecordDict | None:
+    prefix = f"{STATE_PREFIX}/{kind}/"
+    records = {k[len(prefix):]: v for k, v in context.state.items() if k.startswith(prefix)}
+    return RecordDict(records) if records else None
 
 
 def _honest_identity(reply: Message) -> tuple[str, int]:
