@@ -42,7 +42,7 @@ def measure(config: RunConfig, client: str) -> Measured:
     """Run one simulation with the `client` ("keras" or "null") and time it."""
     from client.app import build_client_app
     from simulations.handler_timing import handler_seconds, timing_mod
-    from simulations.null_client import app as null_app
+    from simulations.null_client import build_null_app
     from simulations.simulate import SimulatedHospitalPrivacy
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,8 +50,7 @@ def measure(config: RunConfig, client: str) -> Measured:
         run_dir.mkdir()
         mod = timing_mod(timing)
         if client == "null":
-            app = null_app
-            app._mods = [*getattr(app, "_mods", []), mod]  # noqa: SLF001 - Flower keeps mods here
+            app = build_null_app([mod])
         else:
             app = build_client_app(SimulatedHospitalPrivacy(config, run_dir / "ledgers"),
                                    mods=[mod])

@@ -45,7 +45,6 @@ FACTS_FILE = Path(__file__).with_name("null_client_facts.json")
 NOTHING_SPENT = PrivacyReport(epsilon_patient=0.0, epsilon_hospital=0.0,
                               budget_epsilon=math.inf, budget_delta=0.0)
 
-app = ClientApp()
 
 
 def read_request(msg: Message) -> tuple[RoundSettings, list[np.ndarray]]:
@@ -117,7 +116,6 @@ def _who(context: Context, facts: dict) -> tuple[str, int]:
     return facts["names"][index], index
 
 
-@app.train()
 def train(msg: Message, context: Context) -> Message:
     """Reply with a zero update of the received weights' shapes and dtypes."""
     settings, weights = read_request(msg)
@@ -133,10 +131,20 @@ def _statistics(facts: dict) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=np.float64) for k, v in facts["statistics"].items()}
 
 
-@app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Reply with the statistics of a fixed two-row prediction."""
     settings, _ = read_request(msg)
     facts = _facts(settings)
     name, index = _who(context, facts)
     return build_reply(msg, settings, name=name, index=index, statistics=_statistics(facts))
+
+
+def build_null_app(mods: list[object] | tuple[object, ...] = ()) -> ClientApp:
+    """The null ClientApp, with Flower `mods` around its handlers (e.g. a benchmark's timer)."""
+    null_app = ClientApp(mods=list(mods))  # type: ignore[arg-type]
+    null_app.train()(train)
+    null_app.evaluate()(evaluate)
+    return null_app
+
+
+app = build_null_app()
