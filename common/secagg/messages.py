@@ -86,14 +86,6 @@ Key = _Key()
 
 
 @dataclass(frozen=True, slots=True)
-class PublicKeys:
-    """Superseded by :class:`Advertisement` (unsigned keys); kept so the glue still imports."""
-
-    mask: bytes
-    encryption: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class Advertisement:
     """A hospital's signed round keys, as its advertise-keys reply carries them."""
 

@@ -195,35 +195,6 @@ def _max_weight(weights: Mapping[str, float]) -> float:
     return max(values)
 
 
-# Superseded: the [w * u, w] encoding lets a hospital set its own weight coordinate (issue 13).
-# Kept only until the Flower glue moves to the functions above; do not use in new code.
-
-
-def encoding_scale(*, clip_bound: float, num_hospitals: int) -> float:
-    """Superseded by :func:`unweighted_scale` / :func:`weighted_scale`."""
-    return choose_scale(clip_bound, num_hospitals)
-
-
 def rounding_bound(*, num_parameters: int, scale: float) -> float:
     """Worst-case L2 norm of one hospital's rounding error (each coordinate < 1/scale)."""
-    return math.sqrt(num_parameters + 1) / scale
-
-
-def encode_update(
-    update: NDArrays, *, weight: float, clip_bound: float, scale: float, rng: np.random.Generator
-) -> tuple[np.ndarray, int]:
-    """Superseded: the uint64 vector ``[w * u, w]``, whose last coordinate the hospital sets."""
-    vector = np.append(weight * flatten_arrays(update), weight)
-    encoded = quantize(vector, clip_bound=clip_bound, scale=scale, rng=rng)
-    return encoded.values, int(encoded.num_clipped)
-
-
-def decode_mean(
-    total: np.ndarray, *, num_summands: int, clip_bound: float, scale: float, like: NDArrays
-) -> NDArrays:
-    """Superseded: decode ``[w * u, w]`` sums (the weight coordinate is the hospital's to set)."""
-    summed = dequantize_sum(total, num_summands=num_summands, clip_bound=clip_bound, scale=scale)
-    weight = float(summed[-1])
-    if weight <= 0:
-        raise ValueError(f"the summed weight must be > 0, got {weight}")
-    return unflatten_arrays(summed[:-1] / weight, like)
+    return math.sqrt(num_parameters) / scale
