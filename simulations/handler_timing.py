@@ -20,25 +20,29 @@ from common.wire.records import unpack_request
 def timing_mod(directory: Path) -> Callable[[Message, Context, Callable], Message]:
     """A mod that records each handler's wall seconds under `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    last_round: dict[int, int] = {}  # node -> the round its last train message named
 
     def mod(msg: Message, context: Context, call_next: Callable) -> Message:
         started = time.perf_counter()
         reply = call_next(msg, context)
         seconds = time.perf_counter() - started
-        try:
-            settings = unpack_request(msg.content).settings
-        except ValueError:
-            settings = None
-        # Secure aggregation's later stages carry no settings: they belong to the node's round.
-        server_round = (settings.server_round if settings is not None
-                        else last_round.get(context.node_id, 0))
-        last_round[context.node_id] = server_round
+        server_round = _round(msg)
         with open(directory / f"{os.getpid()}.txt", "a") as handle:
             handle.write(f"{server_round} {seconds:.6f}\n")
         return reply
 
     return mod
+
+
+def _round(msg: Message) -> int:
+    """The round a message belongs to: its settings', or its secure-aggregation stage's."""
+    try:
+        request = unpack_request(msg.content)
+    except ValueError:
+        return 0
+    if request.settings is not None:
+        return request.settings.server_round
+    stage_round = (request.secagg or {}).get("secagg-round")
+    return stage_round if isinstance(stage_round, int) else 0
 
 
 def handler_seconds(directory: Path) -> dict[int, tuple[float, float, int]]:
