@@ -94,6 +94,9 @@ def flwr_env(tmp_path):
         # `flwr` starts `flower-superlink` by name: the virtualenv's bin must be on PATH.
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "FLWR_HOME": str(tmp_path / "flwr-home"),
+        # flwr run's nodes are hospitals with the built-in defaults: their ledgers go under
+        # FEDCARE_HOME, kept across runs; the test's own one, so no run spends another's budget.
+        "FEDCARE_HOME": str(tmp_path / "fedcare-home"),
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_TELEMETRY_ENABLED": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
