@@ -119,11 +119,14 @@ def test_two_concurrent_requests_for_one_round_release_once(fedcare_home):
 
 @pytest.mark.parametrize(("mode", "secure"), [
     ("none", False), ("patient", False), ("hospital", False),
-    ("none", True), ("patient", True), ("hospital", True)])
+    ("none", True), ("patient", True), ("hospital", True), ("hospital-distributed", True)])
 def test_every_reply_matches_the_manifest_of_its_mode(tmp_path, mode, secure):
     from common.wire.replies import allowed_parts, present_parts
 
     run = {"dp.mode": mode, "secagg.enabled": secure}
+    if mode == "hospital-distributed":
+        mode = "hospital"
+        run = {"dp.mode": mode, "dp.noise-mode": "distributed", "secagg.enabled": True}
     settings, config = _settings(run)
     node = {**NODE, "dp-mode": mode}
     if secure:  # the hospital pins a consortium roster and holds its signing key
