@@ -80,8 +80,22 @@ def merge_history(history: Iterable[HistoryItem]) -> tuple[Entry, ...]:
     tuple of (float, float, int)
         The merged Opacus history.
     """
+    items = tuple(history)
+    try:
+        return _merge_cached(items)
+    except TypeError:  # an unhashable item (e.g. a list): validate it the long way
+        return _merge(items)
+
+
+@functools.lru_cache(maxsize=256)
+def _merge_cached(items: tuple[HistoryItem, ...]) -> tuple[Entry, ...]:
+    # A ledger's history is asked for several times a round: validate and merge it once.
+    return _merge(items)
+
+
+def _merge(items: tuple[HistoryItem, ...]) -> tuple[Entry, ...]:
     totals: dict[tuple[float, float], int] = {}
-    for item in history:
+    for item in items:
         if not isinstance(item, GaussianRoundEvent):
             z, q, steps = item
             item = GaussianRoundEvent(
