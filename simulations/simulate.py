@@ -10,8 +10,10 @@ requirements, and the flwr version is pinned to 1.42.x so it cannot vanish under
 
 import logging
 import os
-import warnings
+import signal
+import sys
 import hashlib
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -80,6 +82,29 @@ class SimulatedHospitalPrivacy:
                 "signing_key_path": key_path(run_dir, name)}
 
 
+def stop_on_signals(run_dir: Path) -> dict[int, object]:
+    """Ctrl-C (SIGINT) or SIGTERM stops the simulation at once: the current round is
+    abandoned, every process it started is stopped, the exit status is 130 / 143, and the last
+    checkpoint (written atomically after each round) stays resumable.
+
+    Returns the handlers it replaced (``simulate`` puts them back when the run ends).
+    """
+
+    def stop(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        sys.stderr.write(f"\nfedcare: interrupted by {name}; stopping the simulation. The last "
+                         f"completed round's checkpoint is kept: resume with\n  fedcare "
+                         f"simulate --resume {run_dir}\n")
+        sys.stderr.flush()
+        stop_descendants(grace_seconds=2.0)
+        os._exit(128 + signum)  # the server thread may be waiting on Ray: do not wait for it
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, stop)
+    return previous
+
+
 def with_ephemeral_roster(config: RunConfig, run_dir: Path) -> RunConfig:
     """Secure aggregation without a roster of the run's own: the simulator's ephemeral one."""
     if not config.secagg_enabled or config.secagg_roster_path:
@@ -113,6 +138,7 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
     logging.getLogger("flwr").setLevel(logging.WARNING)
     config = with_ephemeral_roster(config, run_dir)
     become_subreaper()
+    previous_handlers = stop_on_signals(run_dir)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -125,3 +151,5 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
             )
     finally:
         stop_descendants()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]

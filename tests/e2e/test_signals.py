@@ -1,0 +1,61 @@
+"""End to end: Ctrl-C stops ``fedcare simulate`` at once, nothing keeps running, and the run
+resumes from its last checkpoint to the same model as an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from processes import MARKER, kill_marked, wait_until_gone  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+FEDCARE = Path(sys.executable).with_name("fedcare")
+RUN = ("simulate", "--rounds", "4", "--seed", "3", "--local-steps", "2")
+
+
+def _weights(run_dir: Path) -> list[np.ndarray]:
+    import keras
+
+    return keras.saving.load_model(run_dir / "model.keras").get_weights()
+
+
+def test_sigint_stops_within_seconds_and_the_run_resumes_to_the_same_model(tmp_path):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    done = subprocess.run([str(FEDCARE), *RUN, "--out", str(whole)], capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen([str(FEDCARE), *RUN, "--out", str(stopped)],
+                            env={**os.environ, MARKER: marker}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (stopped / "checkpoint" / "round-0001.json").exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C: the whole process group
+        _, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - sent
+        assert proc.returncode == 130, err[-3000:]
+        assert elapsed < 15, f"took {elapsed:.1f} s to stop"
+        assert "fedcare simulate --resume" in " ".join(err.split())
+        assert wait_until_gone(marker, seconds=10.0) == [], "processes outlived Ctrl-C"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_marked(marker)
+    resumed = subprocess.run([str(FEDCARE), "simulate", "--resume", str(stopped)],
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for a, b in zip(_weights(stopped), _weights(whole), strict=True):
+        np.testing.assert_array_equal(a, b)
