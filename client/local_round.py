@@ -112,19 +112,24 @@ def train_round(
         return _private_round(request, hospital=hospital, hospital_index=hospital_index,
                               privacy=privacy, trainer=trainer, global_weights=global_weights,
                               ledger=ledger, store=store, rounding_bound=rounding_bound,
-                              shuffle_rng=shuffle_rng)
+                              shuffle_rng=shuffle_rng, secure_aggregation=secure_aggregation)
 
 
 def _private_round(
     request: RoundSettings, *, hospital: HospitalData, hospital_index: int,
     privacy: HospitalPrivacy, trainer: LocalTrainer, global_weights: NDArrays,
     ledger: PrivacyLedger, store: ReleaseStore, rounding_bound: float,
-    shuffle_rng: np.random.Generator,
+    shuffle_rng: np.random.Generator, secure_aggregation: bool,
 ) -> RoundResult:
     """The DP round under the round lock: saved release, plan, budget, train, save, charge."""
     level = privacy.mode
     digest = weights_digest(global_weights)
     saved = store.load(request.run_id, request.server_round, level, digest=digest)
+    if saved is not None and secure_aggregation:
+        # Two sums over overlapping sets would give their difference: this hospital's update.
+        return _decline(f"round {request.server_round} of run {request.run_id} was already "
+                        "released into a secure aggregation; a saved release is never put "
+                        "into a second one", ledger)
     if saved is not None:
         # Asked again for a round already computed: resend that very update (charged once).
         try:

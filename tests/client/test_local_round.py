@@ -178,3 +178,22 @@ def test_distributed_noise_refused_without_secure_aggregation(tmp_path):
     request = _request(1, mode="hospital", noise_mode="distributed", min_contributors=3)
     result = _round(request, _privacy(tmp_path, mode="hospital"))
     assert result.update is None and "would not be private" in result.declined
+
+
+def test_a_secure_round_asked_again_is_declined_not_resent(tmp_path):
+    """A saved release never enters a second secure aggregation (two sums over overlapping
+    sets give one hospital's update); a plain round asked again resends it."""
+    from client.local_round import train_round
+
+    request = _request(1, mode="patient", secagg_enabled=True, secagg_threshold=3)
+    privacy = _privacy(tmp_path)
+    weights = build_model(TASK, seed=0).get_weights()
+
+    def ask():
+        return train_round(request, hospital=HOSPITALS[3], hospital_index=3, privacy=privacy,
+                           trainer=get_trainer(TASK), global_weights=weights,
+                           secure_aggregation=True)
+
+    first, again = ask(), ask()
+    assert first.update is not None
+    assert again.update is None and "never put into a second one" in again.declined
