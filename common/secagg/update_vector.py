@@ -1,16 +1,14 @@
 """What a hospital feeds into secure aggregation: its update, clipped per coordinate and encoded.
 
-No weight coordinate travels: unweighted (DP) runs send ``u`` and the server divides by the
-survivor count; weighted runs send ``w * u`` with w the count the server fixed for that
-hospital, and the server divides by the sum of those fixed weights. So the hospital bounds its
-own influence to range/n per coordinate (range = C + k sigma_share); a masked input beyond it is
+No weight coordinate travels: every hospital sends ``u`` and the server divides by the
+survivor count (weighting by examples is refused under secure aggregation: a weight the
+hospital encodes could steer the mean). So each hospital's influence is bounded to range/n per coordinate (range = C + k sigma_share); a masked input beyond it is
 not detectable (no range proof). Bonawitz et al. (CCS 2017), Section 3 (encoding the inputs).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -95,38 +93,11 @@ def unweighted_scale(*, coordinate_range: float, num_hospitals: int) -> float:
     return choose_scale(coordinate_range, num_hospitals)
 
 
-def weighted_scale(*, coordinate_range: float, weights: Mapping[str, float]) -> float:
-    """The scale for inputs ``w * u`` with |u_j| <= range and the server's fixed weights."""
-    return choose_scale(_max_weight(weights) * coordinate_range, len(weights))
-
-
 def encode_unweighted(
     update: NDArrays, *, coordinate_range: float, scale: float, rng: np.random.Generator
 ) -> EncodedUpdate:
     """Encode ``u`` (no weight coordinate), each coordinate cut to [-range, range] and counted."""
     encoded = quantize(flatten_arrays(update), clip_bound=coordinate_range, scale=scale, rng=rng)
-    return EncodedUpdate(encoded.values, int(encoded.num_clipped))
-
-
-def encode_weighted(
-    update: NDArrays,
-    *,
-    weight: float,
-    coordinate_range: float,
-    scale: float,
-    rng: np.random.Generator,
-) -> EncodedUpdate:
-    """Encode ``w * u`` with w the server's fixed count for this hospital, cut to w * range.
-
-    Raises
-    ------
-    ValueError
-        If ``weight`` is not a finite number > 0.
-    """
-    if isinstance(weight, bool) or not (math.isfinite(weight) and weight > 0):
-        raise ValueError(f"weight must be a finite number > 0, got {weight!r}")
-    encoded = quantize(weight * flatten_arrays(update), clip_bound=weight * coordinate_range,
-                       scale=scale, rng=rng)
     return EncodedUpdate(encoded.values, int(encoded.num_clipped))
 
 
@@ -150,31 +121,6 @@ def decode_unweighted_mean(
     return unflatten_arrays(summed / num_summands, like)
 
 
-def decode_weighted_mean(
-    total: npt.NDArray[np.uint64],
-    *,
-    weights: Mapping[str, float],
-    survivors: Sequence[str],
-    coordinate_range: float,
-    scale: float,
-    like: NDArrays,
-) -> NDArrays:
-    """The weighted mean sum(w_i u_i) / sum(w_i) over ``survivors``, with the fixed weights.
-
-    Raises
-    ------
-    SecAggProtocolError
-        If a survivor has no fixed weight, or the sum cannot be decoded.
-    """
-    missing = [name for name in survivors if name not in weights]
-    if missing or not survivors:
-        raise SecAggProtocolError(_DECODE, f"no fixed weight for survivors {missing}")
-    fixed = {name: weights[name] for name in survivors}
-    summed = _decode(total, num_summands=len(survivors),
-                     clip_bound=_max_weight(weights) * coordinate_range, scale=scale, like=like)
-    return unflatten_arrays(summed / math.fsum(fixed.values()), like)
-
-
 def _decode(total: npt.NDArray[np.uint64], *, num_summands: int, clip_bound: float, scale: float,
             like: NDArrays) -> npt.NDArray[np.float64]:
     size = sum(int(np.size(array)) for array in like)
@@ -186,13 +132,6 @@ def _decode(total: npt.NDArray[np.uint64], *, num_summands: int, clip_bound: flo
                               scale=scale)
     except ValueError as error:
         raise SecAggProtocolError(_DECODE, str(error)) from None
-
-
-def _max_weight(weights: Mapping[str, float]) -> float:
-    values = list(weights.values())
-    if not values or any(isinstance(w, bool) or not (math.isfinite(w) and w > 0) for w in values):
-        raise ValueError("weights must be finite numbers > 0, at least one")
-    return max(values)
 
 
 def rounding_bound(*, num_parameters: int, scale: float) -> float:

@@ -12,13 +12,10 @@ from common.errors import SecAggProtocolError
 from common.secagg.update_vector import (
     coordinate_range,
     decode_unweighted_mean,
-    decode_weighted_mean,
     encode_unweighted,
-    encode_weighted,
     noise_share_stddev,
     tail_multiplier,
     unweighted_scale,
-    weighted_scale,
 )
 
 D = 1000
@@ -91,32 +88,6 @@ def test_an_input_at_the_range_limit_moves_the_mean_by_at_most_range_over_n():
     slack = 1 / scale + 1e-12 * limit
     assert np.max(shift) <= limit / 5 + slack
     assert np.min(shift) >= limit / 5 - slack  # and the bound is what it reaches
-
-
-def test_weighted_mean_divides_by_the_servers_fixed_weights_only():
-    # The encoded vector is w * u; no coordinate says what w was, so the denominator is the
-    # server's own sum of the weights it fixed.
-    rng = np.random.default_rng(3)
-    weights = {"a": 100.0, "b": 300.0, "c": 50.0}
-    limit = 2.0
-    scale = weighted_scale(coordinate_range=limit, weights=weights)
-    updates = {name: [rng.uniform(-1, 1, size=D)] for name in weights}
-    total = np.zeros(D, dtype=np.uint64)
-    for name, update in updates.items():
-        encoded = encode_weighted(update, weight=weights[name], coordinate_range=limit,
-                                  scale=scale, rng=rng)
-        assert encoded.values.shape == (D,)  # no weight coordinate
-        total += encoded.values
-
-    mean = decode_weighted_mean(total, weights=weights, survivors=list(weights),
-                                coordinate_range=limit, scale=scale, like=[np.zeros(D)])[0]
-
-    expected = sum(weights[n] * updates[n][0] for n in weights) / sum(weights.values())
-    # each of the 3 inputs rounds by < 1/scale per coordinate; the mean divides by 450
-    assert np.max(np.abs(mean - expected)) <= 3 / scale / 450.0 + 1e-12
-    with pytest.raises(SecAggProtocolError, match="no fixed weight for survivors \\['d'\\]"):
-        decode_weighted_mean(total, weights=weights, survivors=["a", "d"],
-                             coordinate_range=limit, scale=scale, like=[np.zeros(D)])
 
 
 def test_decoding_errors_are_secagg_protocol_errors():
