@@ -15,7 +15,8 @@ started is stopped at the end, on error and on Ctrl-C (``server.flower_processes
 Layout of OUT: ``bundle/`` (the app bundle, .fab) and ``app/`` (its unpacked copy, which is
 what the run submits and what the hospitals' ``app-sha256`` pins), ``certs/`` (unless ``--certs``), ``flower-home/`` (the admin's, with the
 connection ``fedcare`` in ``config.toml``), ``hospitals/<name>/flower-home/``,
-``hospitals/<name>/worker.sock`` and ``worker.authkey`` (the hospital worker's socket and key,
+``bin/flwr-clientapp`` (first on every party's PATH: fedcare's lean per-message ClientApp
+process, ``client.clientapp_process``), ``hospitals/<name>/worker.sock`` and ``worker.authkey`` (the hospital worker's socket and key,
 0600), with secure aggregation ``hospitals/<name>/signing.key`` (its roster signing key, 0600;
 ``signing.key.pub`` beside it) and ``hospitals/<name>/roster.json`` (its copy of the roster),
 and ``roster.json`` (the server's copy), ``nodes/<name>.toml``
@@ -75,6 +76,10 @@ class DeploymentError(RuntimeError):
 class DeploymentInterrupted(DeploymentError):
     """Ctrl-C or SIGTERM reached deploy-local; every process it started is being stopped."""
 
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.exit_code = 128 + signal.Signals[signal_name].value  # 130 for SIGINT, 143 SIGTERM
+
 
 @dataclass(frozen=True, slots=True)
 class DeploySettings:
@@ -96,6 +101,7 @@ class DeploySettings:
     hospital_workers: bool = True
     timeout_seconds: float = 1800.0
     secure_aggregation: bool = False
+    lean_clientapp: bool = True
     extra_run_config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -149,6 +155,11 @@ class DeployLayout:
     def run_config(self) -> Path:
         """The run config file ``flwr run`` submits."""
         return self.out / "run-config.toml"
+
+    @property
+    def bin(self) -> Path:
+        """Put first on every party's PATH: ``flwr-clientapp``, fedcare's lean entry point."""
+        return self.out / "bin"
 
     @property
     def bundle(self) -> Path:
@@ -579,9 +590,34 @@ def prepare_csv_data(settings: DeploySettings, layout: DeployLayout
 # ----------------------------------------------------------------------------- orchestration
 
 
+LEAN_CLIENTAPP = "fedcare-clientapp"  # console script of client.clientapp_process
+
+
+def install_lean_clientapp(bin_dir: Path, scripts_dir: Path) -> Path:
+    """Link ``bin_dir/flwr-clientapp`` to `scripts_dir`'s ``fedcare-clientapp``; return it.
+
+    A SuperExec starts ``flwr-clientapp`` by PATH for every message: with `bin_dir` first on
+    the SuperNodes' PATH they start fedcare's lean entry point (``client.clientapp_process``).
+
+    Raises
+    ------
+    DeploymentError
+        If `scripts_dir` has no ``fedcare-clientapp`` (fedcare is not installed there).
+    """
+    target = scripts_dir / LEAN_CLIENTAPP
+    if not target.is_file():
+        raise DeploymentError(f"{target} not found: install fedcare (pip install -e .) in this "
+                              "environment, or deploy without the lean ClientApp process")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    link = bin_dir / "flwr-clientapp"
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    return link
+
+
 def interruptible() -> AbstractContextManager[None]:
     """Turn SIGINT and SIGTERM into ``DeploymentInterrupted`` (so `finally` blocks run)."""
-    return raising_on_signals(lambda name: DeploymentInterrupted(f"interrupted by {name}"))
+    return raising_on_signals(DeploymentInterrupted)
 
 
 class LocalDeployment:
@@ -591,8 +627,12 @@ class LocalDeployment:
                  report: Callable[[str], None]) -> None:
         self.settings, self.layout, self.report = settings, layout, report
         self.bin_dir = Path(sys.executable).parent
+        path = [str(self.bin_dir), os.environ.get("PATH", "")]
+        if settings.lean_clientapp:
+            install_lean_clientapp(layout.bin, self.bin_dir)
+            path.insert(0, str(layout.bin))
         env = {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(layout.flower_home),
-               "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+               "PATH": os.pathsep.join(path)}
         self.processes = ProcessSet(env=env, log_dir=layout.logs)
 
     def flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT_SECONDS) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 import uuid
 from pathlib import Path
@@ -72,6 +73,13 @@ def test_deploy_local_csv_three_hospitals_tls_and_authentication(fedcare_cli, tm
         assert (out / "certs" / f"{name}.pub").is_file()
         assert oct((out / "certs" / f"{name}.key").stat().st_mode & 0o777) == "0o600"
     assert len(data_paths) == len(ledgers) == HOSPITALS
+    # Every per-message process was fedcare's lean flwr-clientapp (Flower's own script logs
+    # "Start `flwr-clientapp` process"; the lean one does not import it).
+    assert (out / "bin" / "flwr-clientapp").resolve().name == "fedcare-clientapp"
+    for index in range(HOSPITALS):
+        node_log = (out / "logs" / f"hospital-{index}.log").read_text()
+        assert "Receiving: train message" in node_log
+        assert "Start `flwr-clientapp` process" not in node_log
     admin = tomllib.loads((out / "flower-home" / "config.toml").read_text())
     assert admin["superlink"]["fedcare"]["root-certificates"] == str(out / "certs" / "ca.crt")
 
@@ -91,9 +99,12 @@ def test_deploy_local_interrupted_stops_every_process(tmp_path):
                 break
         assert any("SuperNodes online" in line for line in output), "".join(output)
         proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
         rest, _ = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - sent
         output.append(rest)
-        assert proc.returncode == 1, "".join(output)
+        assert proc.returncode == 130, "".join(output)
+        assert elapsed < 15, f"took {elapsed:.1f} s to stop"
         assert "interrupted by SIGINT" in "".join(output)
         assert wait_until_gone(marker, 20.0) == [], "processes outlived an interrupted run"
     finally:

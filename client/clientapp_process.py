@@ -1,0 +1,103 @@
+"""A lean ``flwr-clientapp``: Flower's per-message ClientApp process, without the SuperNode stack.
+
+A SuperNode's SuperExec starts a fresh ``flwr-clientapp`` process (found by ``PATH``) for every
+message. Flower 1.42's script imports ``flwr.supernode.cli``, whose package imports the whole
+SuperNode (``flower_supernode``: its gRPC servers, the SuperExec, the object store), although
+the process only runs ``flwr.supernode.runtime.run_clientapp.run_clientapp``: about 0.7 s of
+CPU spent on every message for nothing. This entry point parses the same arguments and calls
+the same function, importing only its module; the process then does exactly what Flower's does
+(pull the message and the FAB, install it, load the ClientApp, push the reply and the Context).
+
+Use it by putting an executable named ``flwr-clientapp`` that runs it first on the SuperNode's
+``PATH`` (``fedcare deploy-local`` does: ``<out>/bin/flwr-clientapp`` links to the
+``fedcare-clientapp`` console script). It is pinned to the flwr release it was written against
+(``FLWR_SERIES``): on any other it hands over to Flower's own script, unchanged.
+"""
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+FLWR_SERIES = "1.42."  # the arguments and run_clientapp's signature are those of flwr 1.42.x
+
+
+def flwr_version() -> str:
+    """The installed flwr's version (``flwr`` is imported by every path below anyway)."""
+    import flwr
+
+    return str(flwr.__version__)
+
+
+def flwr_matches() -> bool:
+    """Whether the installed flwr is the release series this entry point was written for."""
+    return flwr_version().startswith(FLWR_SERIES)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The arguments of flwr 1.42's ``flwr-clientapp`` (what the SuperExec passes)."""
+    from flwr.common.args import add_args_flwr_app_common
+    from flwr.supercore.constant import SUPERNODE_DEFAULT_CLIENT_ADDRESS
+
+    parser = argparse.ArgumentParser(prog="flwr-clientapp",
+                                     description="Run a Flower ClientApp (fedcare's lean entry)")
+    parser.add_argument("--runtime-api-address", dest="runtime_api_address",
+                        default=SUPERNODE_DEFAULT_CLIENT_ADDRESS, type=str,
+                        help="Address of the SuperNode's Runtime API.")
+    add_args_flwr_app_common(parser=parser)
+    return parser
+
+
+def forget_own_package() -> None:
+    """Drop this package's modules from ``sys.modules``.
+
+    Flower imports the app's ClientApp (``client.entry``) from the installed FAB by module
+    name; with ``client`` already imported from fedcare's own install, ``client.entry`` would
+    resolve there instead. Forgetting it makes the FAB's copy load, as under Flower's script.
+    """
+    for name in [name for name in sys.modules if name == "client" or name.startswith("client.")]:
+        del sys.modules[name]
+
+
+def load_runtime() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """Import what the process runs, and only that: (token reader, certificate reader,
+    ``run_clientapp``). ``benchmark_deployment`` measures this import against Flower's script's.
+    """
+    from flwr.common.args import try_obtain_flwr_app_token
+    from flwr.supercore.tls import validate_and_resolve_root_certificates
+    from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+    return try_obtain_flwr_app_token, validate_and_resolve_root_certificates, run_clientapp
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """Parse `argv` as ``flwr-clientapp`` does and run the ClientApp task it names."""
+    try_obtain_flwr_app_token, validate_and_resolve_root_certificates, run_clientapp = (
+        load_runtime())
+    args = argument_parser().parse_args(argv)
+    forget_own_package()
+    run_clientapp(
+        runtime_api_address=args.runtime_api_address,
+        token=try_obtain_flwr_app_token(args),
+        insecure=args.insecure,
+        certificates=validate_and_resolve_root_certificates(args.root_certificates,
+                                                            args.insecure),
+        parent_pid=args.parent_pid,
+        runtime_dependency_install=args.runtime_dependency_install,
+    )
+
+
+def main() -> None:
+    """Console script ``fedcare-clientapp``: the lean process on flwr 1.42, Flower's otherwise."""
+    if not flwr_matches():
+        from flwr.supernode.cli import flwr_clientapp
+
+        sys.stderr.write(f"fedcare-clientapp: flwr {flwr_version()} is not {FLWR_SERIES}x; "
+                         "running Flower's own flwr-clientapp\n")
+        flwr_clientapp()
+        return
+    run()
+
+
+if __name__ == "__main__":
+    main()
