@@ -10,10 +10,11 @@ or the run config.
 """
 
 import json
-import os
 from collections.abc import Callable, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from common.quiet import quiet_third_party
+
+quiet_third_party()  # before TensorFlow: Ray workers and flwr run's app processes import this
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp

@@ -172,6 +172,9 @@ def predict(
     Rows failing the schema check are listed as in validate-data (exit 1).
     Unusable inputs exit 2.
     """
+    from common.quiet import quiet_third_party
+
+    quiet_third_party()  # before Keras imports TensorFlow (FEDCARE_VERBOSE=1 keeps its lines)
     from common.data_validation import summarize
     from common.schema import DataSchema, SchemaError
     from common.tasks.csv_preprocessing import CsvPreprocessing, PreprocessingError

@@ -4,10 +4,11 @@
 ``build_server_app`` binds settings and an output directory given by ``fedcare simulate``.
 """
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from common.quiet import quiet_third_party
+
+quiet_third_party()  # before TensorFlow (flwr run's ServerApp process imports this)
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp

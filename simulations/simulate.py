@@ -19,6 +19,7 @@ from pathlib import Path
 
 from client.privacy import HospitalPrivacy
 from common.config import RunConfig
+from common.quiet import quiet_third_party, verbose_requested
 from common.tasks import HospitalData
 from simulations.process_tree import become_subreaper, stop_descendants
 
@@ -26,9 +27,12 @@ from simulations.process_tree import become_subreaper, stop_descendants
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only: skip TensorFlow's GPU probing
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+# Before TensorFlow, Flower and Ray: their start-up noise off (FEDCARE_VERBOSE=1 keeps it).
+# Ray's workers inherit the environment set here, and run it first (common.quiet's
+# RAY_RUNTIME_ENV_HOOK makes it their worker_process_setup_hook).
+quiet_third_party()
 
 
 def backend_config(num_cpus: int | None = None) -> dict[str, dict[str, object]]:
@@ -37,7 +41,8 @@ def backend_config(num_cpus: int | None = None) -> dict[str, dict[str, object]]:
     return {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": logging.ERROR,
-                      "log_to_driver": False},
+                      # The hospitals' (workers') output only with --verbose.
+                      "log_to_driver": verbose_requested()},
     }
 
 
