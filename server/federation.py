@@ -204,7 +204,9 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     stop_reason = ""
     try:
         with RoundProgress(config.num_server_rounds, headline=_headline(task, config),
-                           title=task.name, completed=first_round - 1) as progress:
+                           title=task.name, completed=first_round - 1,
+                           epsilon_budget=config.dp_epsilon if config.private else None
+                           ) as progress:
             for server_round in range(first_round, config.num_server_rounds + 1):
                 timeout = config.round_timeout + (
                     STARTUP_ALLOWANCE_SECONDS if server_round == first_round else 0.0)
