@@ -4,7 +4,9 @@ Each field of ``RunConfig`` carries its kebab-case run-config key in its metadat
 (what ``flwr run`` and the CLI show) and the parser are derived from those fields.
 ``pyproject.toml``'s ``[tool.flwr.app.config]`` restates the defaults for ``flwr run`` (Flower
 needs them there; a test keeps the two equal). Validation happens once, here, at the boundary:
-each bad value raises ``ValueError`` naming the key, the value and the rule.
+each bad value raises ``RunConfigError`` (a ValueError) naming the key, the value and the rule.
+It imports no task module (``common.task_catalog`` holds the facts it checks), so a command
+line validates its flags in well under a second.
 
 The run config is the server's. A hospital never takes a privacy setting from it: ``dp.epsilon``
 and ``dp.delta`` are the budgets ``fedcare simulate`` gives its simulated hospitals.
@@ -15,6 +17,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, get_type_hints
 
+from common.errors import RunConfigError
+from common.task_catalog import SPLIT_TASKS, TASK_FACTS, TaskFacts
 from common.wire.modes import (
     AccountantName,
     Aggregator,
@@ -105,26 +109,27 @@ class RunConfig:
 
         Raises
         ------
-        ValueError
-            Naming the first key whose value is of the wrong type or out of range.
+        RunConfigError
+            A ValueError naming the first key whose value is of the wrong type, out of range
+            or at odds with the others (its ``key`` attribute).
         """
-        from common.tasks import CSV_TASK_NAME, get_task  # the registry imports task modules
-
         unknown = set(run_config) - set(DEFAULTS)
         if unknown:
-            raise ValueError(f"unknown run-config keys: {sorted(unknown)}")
+            raise RunConfigError(min(unknown), f"unknown run-config keys: {sorted(unknown)}")
         values = {f.name: _parse(f.metadata["key"], _TYPES[f.name],
                                  run_config.get(f.metadata["key"], f.default))
                   for f in fields(cls)}
         config = cls(**values)
-        # Task csv has no fixed shape (its schema file gives it) and no hospital limit.
-        task_max = None if config.task == CSV_TASK_NAME else get_task(config.task).max_hospitals
-        config._check_ranges(task_max)
-        if config.task == CSV_TASK_NAME:
+        task = TASK_FACTS.get(config.task)  # facts only: loading the task imports scikit-learn
+        if task is None:
+            raise RunConfigError("task", f"unknown task {config.task!r}; known tasks: "
+                                         f"{', '.join(TASK_FACTS)}")
+        config._check_ranges(task)
+        if not task.simulated:  # task csv: no fixed shape (its schema file gives it)
             config._check_csv()
         return config
 
-    def _check_ranges(self, max_hospitals: int | None) -> None:
+    def _check_ranges(self, task: TaskFacts) -> None:
         rules = [
             (self.num_server_rounds >= 1, "num-server-rounds", "must be >= 1"),
             (self.hospitals >= 1, "hospitals", "must be >= 1"),
@@ -153,58 +158,66 @@ class RunConfig:
         ]
         for ok, key, rule in rules:
             if not ok:
-                raise ValueError(f"{key} {rule}, got {getattr(self, _FIELD_OF[key])!r}")
+                raise RunConfigError(key, f"{key} {rule}, got {getattr(self, _FIELD_OF[key])!r}")
+        if self.partition != Partition.IID and task.real_hospitals:
+            raise RunConfigError(
+                "partition", f"partition {self.partition.value!r} does not apply to task "
+                f"{self.task!r}: its hospitals are real ones ({', '.join(task.real_hospitals)}), "
+                f"each with its own data, so there is nothing to split; only "
+                f"{', '.join(SPLIT_TASKS)} are split (and take dirichlet-alpha)")
         if self.dp_noise_mode == NoiseMode.DISTRIBUTED and not (
                 self.secagg_enabled and self.dp_mode == DpMode.HOSPITAL):
-            raise ValueError(
-                "dp.noise-mode 'distributed' is only private under secure aggregation at "
-                "hospital level (each hospital adds a 1/sqrt(n) share of the noise, so a single "
-                "update is not private on its own); it needs --dp hospital --secure-aggregation"
-            )
+            raise RunConfigError(
+                "dp.noise-mode", "dp.noise-mode 'distributed' is only private under secure "
+                "aggregation at hospital level (each hospital adds a 1/sqrt(n) share of the "
+                "noise, so a single update is not private on its own); it needs --dp hospital "
+                "--secure-aggregation")
         if self.aggregator != Aggregator.MEAN and self.secagg_enabled:
-            raise ValueError(
-                f"aggregator {self.aggregator.value!r} needs every update in the clear (a "
-                "coordinate-wise median or trimmed mean sorts the hospitals' values); secure "
-                "aggregation reveals only their sum: use aggregator 'mean' with "
+            raise RunConfigError(
+                "aggregator", f"aggregator {self.aggregator.value!r} needs every update in the "
+                "clear (a coordinate-wise median or trimmed mean sorts the hospitals' values); "
+                "secure aggregation reveals only their sum: use aggregator 'mean' with "
                 "--secure-aggregation"
             )
         if self.aggregator != Aggregator.MEAN and self.weighting != Weighting.UNIFORM:
-            raise ValueError(f"aggregator {self.aggregator.value!r} is unweighted; it needs "
-                             "weighting 'uniform'")
+            raise RunConfigError("aggregator", f"aggregator {self.aggregator.value!r} is "
+                                 "unweighted; it needs weighting 'uniform'")
         if self.secagg_enabled:
             self._check_secagg()
-        if max_hospitals is not None and self.hospitals > max_hospitals:
-            raise ValueError(
-                f"hospitals must be between 1 and {max_hospitals} for task {self.task!r}, "
-                f"got {self.hospitals}"
-            )
+        if task.max_hospitals is not None and self.hospitals > task.max_hospitals:
+            raise RunConfigError(
+                "hospitals", f"hospitals must be between 1 and {task.max_hospitals} for task "
+                f"{self.task!r}, got {self.hospitals}")
 
     def _check_csv(self) -> None:
         if not self.csv_schema_path:
-            raise ValueError("csv.schema-path is required for task 'csv': the schema file on "
-                             "the server host, from which the server builds the model")
+            raise RunConfigError("csv.schema-path", "csv.schema-path is required for task "
+                                 "'csv': the schema file on the server host, from which the "
+                                 "server builds the model")
         if not re.fullmatch(r"[0-9a-f]{64}", self.csv_schema_sha256):
-            raise ValueError(
-                "csv.schema-sha256 must be the schema's 64-hex-digit SHA-256 for task 'csv' "
-                "(every hospital compares it with its own schema; `fedcare validate-data` "
-                f"prints it), got {self.csv_schema_sha256!r}"
-            )
+            raise RunConfigError(
+                "csv.schema-sha256", "csv.schema-sha256 must be the schema's 64-hex-digit "
+                "SHA-256 for task 'csv' (every hospital compares it with its own schema; "
+                f"`fedcare validate-data` prints it), got {self.csv_schema_sha256!r}")
 
     def _check_secagg(self) -> None:
         from common.secagg.protocol import threshold_problem
 
         if self.secagg_clip_bound <= 0:
-            raise ValueError(f"secagg.clip-bound must be > 0, got {self.secagg_clip_bound!r}")
+            raise RunConfigError("secagg.clip-bound", f"secagg.clip-bound must be > 0, got "
+                                                      f"{self.secagg_clip_bound!r}")
         problem = threshold_problem(threshold=self.effective_threshold,
                                     num_participants=self.hospitals)
-        if problem is not None:
-            raise ValueError(f"secagg.threshold: {problem}")
+        if problem is not None:  # with t = 0 (the smallest majority) only n can be at fault
+            key = "secagg.threshold" if self.secagg_threshold else "hospitals"
+            raise RunConfigError(key, f"{key}: {problem}")
         if self.weighting != Weighting.UNIFORM:
-            raise ValueError("weighting 'examples' is not available with secure aggregation: a "
-                             "weight the hospital encodes itself could steer the mean; use "
-                             "weighting 'uniform'")
+            raise RunConfigError("weighting", "weighting 'examples' is not available with "
+                                 "secure aggregation: a weight the hospital encodes itself "
+                                 "could steer the mean; use weighting 'uniform'")
         if self.honest_contributors > self.effective_threshold:
-            raise ValueError(f"secagg.honest-contributors must be <= the threshold "
+            raise RunConfigError("secagg.honest-contributors",
+                                 f"secagg.honest-contributors must be <= the threshold "
                              f"{self.effective_threshold} (a round has at least t contributors, "
                              f"of which at most t - h collude), got {self.honest_contributors}")
 
@@ -243,21 +256,23 @@ def _parse(key: str, kind: Any, value: Any) -> Any:
             return kind(value)
         except ValueError:
             allowed = tuple(m.value for m in kind)
-            raise ValueError(f"{key} must be one of {allowed}, got {value!r}") from None
+            raise RunConfigError(key, f"{key} must be one of {', '.join(allowed)}, got "
+                                      f"{value!r}") from None
     if kind is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false, got {value!r}")
+            raise RunConfigError(key, f"{key} must be true or false, got {value!r}")
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)  # TOML and --run-config give ints where floats are meant
     if kind is str:
         if not isinstance(value, str):
-            raise ValueError(f"{key} must be a string, got {value!r}")
+            raise RunConfigError(key, f"{key} must be a string, got {value!r}")
         return value
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{key} must be a {kind.__name__}, got {value!r}")
+        article = "an" if kind is int else "a"
+        raise RunConfigError(key, f"{key} must be {article} {kind.__name__}, got {value!r}")
     if kind is float and value != value:
-        raise ValueError(f"{key} must be a number, got {value!r}")
+        raise RunConfigError(key, f"{key} must be a number, got {value!r}")
     return value
 
 

@@ -28,3 +28,15 @@ class SecAggProtocolError(FedcareError):
 
 class UpdateRejectedError(FedcareError):
     """A hospital's reply failed validation and is not aggregated."""
+
+
+class RunConfigError(FedcareError, ValueError):
+    """A run-config value is of the wrong type, out of range or does not fit the others.
+
+    ``key`` is the run-config key at fault; the message starts with it (``"<key> must be
+    ..."``), so a command line can say it in terms of the flag the user typed.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key

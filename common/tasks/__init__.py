@@ -14,12 +14,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from common.tasks.base import CSV_TASK_NAME, HospitalData, TaskSpec
+from common.task_catalog import TASK_FACTS
 
 if TYPE_CHECKING:
     from common.config import RunConfig
 
-TASK_NAMES: tuple[str, ...] = ("heart-disease", "breast-cancer", "diabetes", "digits",
-                               CSV_TASK_NAME)
+TASK_NAMES: tuple[str, ...] = tuple(TASK_FACTS)  # the built-in tasks, then csv
 
 
 @cache

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from common.config import DEFAULTS, RunConfig
+from common.errors import RunConfigError
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -46,7 +47,7 @@ def test_int_accepted_where_float_expected():
         ({"learning-rate": "fast"}, "learning-rate must be a float"),
         ({"server-optimizer": "sgd"}, "server-optimizer must be one of"),
         ({"weighting": "rows"}, "weighting must be one of"),
-        ({"batch-size": True}, "batch-size must be a int"),
+        ({"batch-size": True}, "batch-size must be an int"),
         ({"no-such-key": 1}, "unknown run-config keys"),
         ({"dp.epsilon": 0}, "dp.epsilon must be > 0, got 0"),
         ({"dp.epsilon": -1.0}, "dp.epsilon must be > 0"),
@@ -55,7 +56,7 @@ def test_int_accepted_where_float_expected():
         ({"dp.clipping-norm": 0.0}, "dp.clipping-norm must be > 0"),
         ({"dp.mode": "user"}, "dp.mode must be one of"),
         ({"dp.noise-mode": "distributed"}, "needs --dp hospital --secure-aggregation"),
-        ({"secagg.enabled": True, "hospitals": 2}, "needs at least 3 participants"),
+        ({"secagg.enabled": True, "hospitals": 2}, "hospitals: secure aggregation needs at least 3"),
         ({"secagg.enabled": True, "secagg.threshold": 5}, "must be <= the number of participants"),
         ({"secagg.enabled": True, "secagg.threshold": 2}, "must be >= floor((n + c)/2) + 1"),
         ({"secagg.enabled": "yes"}, "secagg.enabled must be true or false"),
@@ -67,9 +68,37 @@ def test_int_accepted_where_float_expected():
          "secure aggregation reveals only their sum"),
         ({"aggregator": "trimmed-mean", "weighting": "examples"}, "needs weighting 'uniform'"),
         ({"resume": "yes"}, "resume must be true or false"),
+        ({"partition": "dirichlet"}, "does not apply to task 'heart-disease': its hospitals are real"),
     ],
     ids=lambda v: str(v)[:30],
 )
 def test_invalid_run_config_names_key(override, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(RunConfigError, match=re.escape(message)) as raised:
         RunConfig.from_run_config(override)
+    assert str(raised.value).startswith(raised.value.key) or "unknown" in message
+
+
+def test_task_facts_equal_the_loaded_tasks():
+    # The facts flags are checked against, without importing scikit-learn, are the tasks' own.
+    from common.task_catalog import SIMULATED_TASKS, SPLIT_TASKS, TASK_FACTS
+    from common.tasks import CSV_TASK_NAME, TASK_NAMES, TASKS
+
+    assert tuple(TASK_FACTS) == TASK_NAMES and SIMULATED_TASKS == tuple(TASKS)
+    for name, task in TASKS.items():
+        facts = TASK_FACTS[name]
+        assert (facts.default_hospitals, facts.max_hospitals, facts.real_hospitals) == (
+            task.default_hospitals, task.max_hospitals, task.fixed_hospital_names)
+        assert (name in SPLIT_TASKS) == (not task.fixed_hospital_names)
+    assert not TASK_FACTS[CSV_TASK_NAME].simulated
+
+
+def test_checking_a_run_config_imports_no_task_module():
+    import subprocess
+    import sys
+
+    code = ("import sys; from common.config import RunConfig; "
+            "RunConfig.from_run_config({'task': 'digits', 'hospitals': 9}); "
+            "print(sorted(m for m in ('numpy', 'sklearn', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=PYPROJECT.parent).stdout
+    assert out.strip() == "[]"
