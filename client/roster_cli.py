@@ -24,12 +24,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from common.key_files import PRIVATE_MODE, PUBLIC_MODE, PendingFile, write_file, write_files
-from common.secagg.roster import SIGNING_KEY_BYTES, Roster, build_roster, make_signing_key
+
+if TYPE_CHECKING:  # common.secagg.roster imports cryptography: loaded by the commands that use it
+    from common.secagg.roster import Roster
 
 roster_app = typer.Typer(
     help="The consortium roster: hospitals' signing keys (key), the roster (build), its "
@@ -80,6 +82,8 @@ def create_signing_key(path: Path) -> SigningKeyFiles:
         if existing.exists() or existing.is_symlink():
             raise FileExistsError(f"{existing} already exists: a signing key is never "
                                   "overwritten (choose another --out, or remove it yourself)")
+    from common.secagg.roster import make_signing_key
+
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     pair = make_signing_key()
     write_files([PendingFile(path, pair.private_pem, PRIVATE_MODE),
@@ -106,7 +110,7 @@ def read_public_key(path: Path) -> bytes:
         text = ""
     if not _HEX64.fullmatch(text):
         raise ValueError(f"public key file {path} is not a signing public key: it must hold "
-                         f"{SIGNING_KEY_BYTES * 2} hex digits (as `fedcare roster key` writes)")
+                         "64 hex digits (as `fedcare roster key` writes)")
     return bytes.fromhex(text)
 
 
@@ -145,6 +149,8 @@ def make_roster(hospitals: list[str], *, colluding: int, min_threshold: int,
             other = entries[keys.index(keys[position])][1]
             raise ValueError(f"--hospital: {entries[position][1]} and {other} hold the same "
                              "public key (each hospital makes its own with `fedcare roster key`)")
+    from common.secagg.roster import build_roster
+
     try:
         return build_roster(names, keys, colluding, min_threshold, honest)
     except ValueError as error:

@@ -47,7 +47,13 @@ from server.plain_round import run_plain_round
 from server.progress import RoundProgress
 from server.report import write_report
 from server.round_outcome import RoundOutcome
-from server.run_directory import MetricsWriter, metrics_columns, package_versions, write_json_atomic
+from server.run_directory import (
+    MetricsWriter,
+    metrics_columns,
+    package_versions,
+    read_config_sources,
+    write_json_atomic,
+)
 from server.screening import ReplyRules, screen_replies
 from server.secure_round import AdvertisedKeys, run_secure_round
 from server.strategy import FedcareStrategy, FederationError
@@ -428,6 +434,9 @@ def _write_config(run_dir: Path, config: RunConfig, run_id: str, hospitals: list
         payload = {"run_id": run_id, "started_utc": now, "settings": config.as_dict(),
                    "run_config": {k: v for k, v in config.to_run_config().items() if k != "resume"},
                    "hospitals": hospitals, "versions": package_versions()}
+        sources = read_config_sources(run_dir)  # fedcare simulate: default, file or flag
+        if sources is not None:
+            payload["sources"] = sources
     write_json_atomic(path, payload)
 
 

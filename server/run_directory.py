@@ -22,8 +22,8 @@ def default_run_dir(task: str, *, now: datetime | None = None) -> Path:
     return Path("runs") / f"{stamp}-{task}"
 
 
-def prepare_run_dir(out: str | os.PathLike[str] | None, *, task: str, force: bool) -> Path:
-    """Resolve and create the run directory.
+def check_run_dir(out: str | os.PathLike[str] | None, *, task: str, force: bool) -> Path:
+    """Resolve the run directory and check it may be written, without creating it.
 
     Raises
     ------
@@ -37,8 +37,31 @@ def prepare_run_dir(out: str | os.PathLike[str] | None, *, task: str, force: boo
         raise FileExistsError(
             f"--out {path} exists and is not empty; choose another directory or pass --force"
         )
+    return path
+
+
+def prepare_run_dir(out: str | os.PathLike[str] | None, *, task: str, force: bool) -> Path:
+    """Resolve and create the run directory (refused as by ``check_run_dir``)."""
+    path = check_run_dir(out, task=task, force=force)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+SOURCES_FILE = "config-sources.json"
+
+
+def write_config_sources(run_dir: Path, sources: dict[str, str]) -> None:
+    """Record where each setting came from (``default``, ``file PATH``, ``flag --NAME``);
+    config.json takes it over as its ``sources``."""
+    write_json_atomic(run_dir / SOURCES_FILE, sources)
+
+
+def read_config_sources(run_dir: Path) -> dict[str, str] | None:
+    """The sources ``write_config_sources`` recorded, or None (e.g. a run under flwr run)."""
+    try:
+        return dict(json.loads((run_dir / SOURCES_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def package_versions() -> dict[str, str]:

@@ -1,0 +1,99 @@
+"""A bad option of the real `fedcare` command: named by its flag, with what is allowed, exit 2,
+in under 2 s (nothing heavy is imported before the check), and no traceback or run directory."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FEDCARE = Path(sys.executable).with_name("fedcare")
+SECONDS = 2.0  # the issue's target, on this loaded 2-core machine
+BOX = re.compile(r"[│╭╮╰╯─]")  # click's rich error panel
+
+
+def _run(*args: str, home: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {**os.environ, "FEDCARE_HOME": str(home), "COLUMNS": "200"}
+    started = time.monotonic()
+    proc = subprocess.run([str(FEDCARE), *args], capture_output=True, text=True, env=env,
+                          timeout=60, cwd=home)
+    return proc, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["simulate", "--rounds", "0"], ["--rounds must be >= 1, got 0"]),
+        (["simulate", "--epsilon", "-1"], ["--epsilon must be > 0, got -1.0"]),
+        (["simulate", "--delta", "1"], ["--delta must be in (0, 1)"]),
+        (["simulate", "--dp", "foo"],
+         ["'--dp'", "'foo' is not one of 'patient', 'hospital', 'none'"]),
+        (["simulate", "--aggregator", "mode"], ["'--aggregator'", "'median'", "'trimmed-mean'"]),
+        (["simulate", "--task", "mnist"],
+         ["'--task'", "'heart-disease', 'breast-cancer', 'diabetes', 'digits'"]),
+        (["simulate", "--task", "csv"], ["'--task'", "fedcare deploy-local --task csv"]),
+        (["simulate", "--hospitals", "9"],
+         ["--hospitals must be between 1 and 4 for task 'heart-disease', got 9"]),
+        (["simulate", "--task", "digits", "--hospitals", "500"],
+         ["--hospitals must be between 1 and 179 for task 'digits'"]),
+        (["simulate", "--min-hospitals", "7"], ["--min-hospitals must be between 1 and"]),
+        (["simulate", "--partition", "dirichlet"],
+         ["--partition 'dirichlet' does not apply to task 'heart-disease'", "real ones"]),
+        (["simulate", "--alpha", "0.1"],
+         ["--alpha does not apply to task 'heart-disease'", "breast-cancer, diabetes, digits"]),
+        (["simulate", "--task", "digits", "--alpha", "0.1"],
+         ["--alpha applies to a Dirichlet split only", "--partition dirichlet"]),
+        (["simulate", "--noise-mode", "distributed"],
+         ["--noise-mode 'distributed'", "--dp hospital --secure-aggregation"]),
+        (["simulate", "--secure-aggregation", "--hospitals", "2"],
+         ["--hospitals: secure aggregation needs at least 3 participants"]),
+        (["simulate", "--aggregator", "median", "--secure-aggregation"],
+         ["--aggregator 'median' needs every update in the clear"]),
+        (["baseline", "--rounds", "0"], ["--rounds must be >= 1, got 0"]),
+        (["baseline", "--seeds", "0"], ["--seeds must be >= 1, got 0"]),
+        (["baseline", "--task", "breast-cancer", "--hospitals", "99"],
+         ["--hospitals must be between 1 and 56 for task 'breast-cancer'"]),
+        (["deploy-local", "--out", "dl", "--rounds", "0"], ["'--rounds'", "x>=1"]),
+        (["deploy-local", "--out", "dl", "--epsilon", "-1"], ["'--epsilon'", "x>0"]),
+        (["deploy-local", "--out", "dl", "--dp", "foo"], ["'--dp'", "'patient', 'hospital'"]),
+        (["deploy-local", "--out", "dl", "--hospitals", "9"],
+         ["--hospitals must be between 1 and 4 for task 'heart-disease', got 9"]),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0] in (
+        "simulate", "baseline", "deploy-local") else "",
+)
+def test_bad_option_is_named_by_its_flag_with_exit_2_in_under_2_s(args, expected, tmp_path):
+    proc, seconds = _run(*args, home=tmp_path)
+    said = " ".join(BOX.sub(" ", proc.stderr + proc.stdout).split())
+    assert proc.returncode == 2, said
+    for text in expected:
+        assert text in said
+    assert "Traceback" not in said
+    assert "num-server-rounds" not in said and "dp.epsilon" not in said  # the flag, not the key
+    assert seconds < SECONDS, f"{seconds:.2f} s"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run directory, no state
+
+
+def test_a_bad_value_in_a_config_file_names_the_file_and_key(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('num-server-rounds = 5\n[dp]\nepsilon = -2.0\n')
+    proc, seconds = _run("simulate", "--config", str(config), home=tmp_path)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2
+    assert f"{config}: dp.epsilon must be > 0, got -2.0" in said
+    assert seconds < SECONDS, f"{seconds:.2f} s"
+
+
+def test_help_lists_choices_in_panels_quickly(tmp_path):
+    proc, seconds = _run("simulate", "--help", home=tmp_path)
+    assert proc.returncode == 0
+    for panel in ("Task", "Federation", "Privacy", "Secure aggregation", "Reliability",
+                  "Output"):
+        assert re.search(rf"╭─ {panel} ─", proc.stdout), panel
+    for choices in ("[patient|hospital|none]", "[iid|dirichlet]", "[fedavg|fedadam|fedyogi]",
+                    "heart-disease, breast-cancer, diabetes, digits"):
+        assert choices in proc.stdout
+    assert seconds < SECONDS, f"{seconds:.2f} s"
