@@ -144,8 +144,8 @@ def validate_data(
     if table is not None:
         problems += check_table(table, loaded)
     if problems or table is None:  # read_table returns no table only with a problem
-        for problem in sort_problems(problems, loaded):
-            typer.echo(str(problem))
+        for problem in sort_problems(problems, loaded):  # a file-level one: named by the path
+            typer.echo(f"{path}: {problem.detail}" if problem.location == "file" else problem)
         typer.echo(f"{path}: {summarize(problems)}", err=True)
         raise typer.Exit(code=1)
     typer.echo(f"{path}: {table.data_rows} data rows, {len(loaded.columns)} columns, no problems "
@@ -157,8 +157,9 @@ def predict(
     model: Annotated[Path, typer.Option(help="The federation's model.keras.")],
     data: Annotated[Path, typer.Option(help="CSV of new patients (label column optional).")],
     preprocessing: Annotated[Path | None, typer.Option(
-        help="This hospital's preprocessing statistics (<ledger>.preprocessing.json, written "
-             "next to its ledger when it trained).")] = None,
+        help="This hospital's preprocessing statistics, written next to its ledger when it "
+             "trained: the ledger's name with .preprocessing.json for .json (ledger "
+             "hospital-0.json: hospital-0.preprocessing.json).")] = None,
     schema: Annotated[Path | None, typer.Option(
         help="The consortium's schema, checked against the one the hospital trained with.")] = None,
     out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
@@ -181,11 +182,11 @@ def predict(
 
     if preprocessing is None:
         _fail("predict needs --preprocessing: the hospital's own preprocessing statistics of "
-              "task csv, written next to its ledger as <ledger>.preprocessing.json when it "
-              "trained (with --schema to check it). Built-in tasks (heart-disease, "
-              "breast-cancer, diabetes, digits) are research data sets preprocessed inside "
-              "fedcare: load model.keras with keras.saving.load_model and call model.predict "
-              "on features prepared as common/tasks/ does.")
+              "task csv, written next to its ledger when it trained (ledger hospital-0.json: "
+              "hospital-0.preprocessing.json; with --schema to check it). Built-in tasks "
+              "(heart-disease, breast-cancer, diabetes, digits) are research data sets "
+              "preprocessed inside fedcare: load model.keras with keras.saving.load_model and "
+              "call model.predict on features prepared as common/tasks/ does.")
     try:
         fitted = CsvPreprocessing.load(preprocessing)
     except PreprocessingError as error:

@@ -100,3 +100,11 @@ def test_budget_refuses_tampered_ledger(tmp_path):
     path.write_text(path.read_text().replace('"epsilon": 1.0', '"epsilon": 9.0'))
     result = CliRunner().invoke(app, ["budget", str(path)])
     assert result.exit_code == 2 and "rejected" in _words(result)
+
+
+def test_budget_help_describes_the_ledger_path_argument():
+    for command, description in ((["show"], "The hospital's ledger JSON file."),
+                                 (["init"], "The ledger file to create (must not exist).")):
+        result = CliRunner().invoke(app, ["budget", *command, "--help"])
+        assert result.exit_code == 0
+        assert description in _words(result)

@@ -143,3 +143,21 @@ def test_predict_without_preprocessing_says_what_is_supported(example, trained):
     output = " ".join(result.output.split())
     assert result.exit_code == 2
     assert "needs --preprocessing" in output and "Built-in tasks" in output
+
+
+def test_validate_data_names_the_file_not_the_word_file_for_a_file_level_problem(example,
+                                                                                 tmp_path):
+    _, schema_path, data = example
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(data.read_text().splitlines()[:8]) + "\n")  # 7 data rows
+    result = _invoke("validate-data", "--schema", schema_path, short)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert any(line.startswith(f"{short}: 7 data rows, but the schema asks for at least")
+               for line in lines), lines
+    assert not any(line.startswith("file:") for line in lines)
+
+
+def test_predict_help_names_the_preprocessing_file_as_it_is_written():
+    said = " ".join(_invoke("predict", "--help").output.split())
+    assert "hospital-0.preprocessing.json" in said and "<ledger>" not in said
