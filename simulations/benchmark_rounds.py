@@ -15,10 +15,12 @@ import argparse
 import csv
 import statistics
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.config import RunConfig
+from simulations.handler_timing import StartUp
 from simulations.simulate import simulate
 
 
@@ -31,6 +33,7 @@ class Measured:
     handler_sum: float
     handler_max: float
     exchanges: float  # messages per hospital in a steady round
+    start_up: StartUp  # round 1 decomposed
 
 
 def _round_seconds(run_dir: Path) -> list[float]:
@@ -41,7 +44,7 @@ def _round_seconds(run_dir: Path) -> list[float]:
 def measure(config: RunConfig, client: str) -> Measured:
     """Run one simulation with the `client` ("keras" or "null") and time it."""
     from client.app import build_client_app
-    from simulations.handler_timing import handler_seconds, timing_mod
+    from simulations.handler_timing import handler_seconds, start_up, timing_mod
     from simulations.null_client import build_null_app
     from simulations.simulate import SimulatedHospitalPrivacy
 
@@ -54,15 +57,18 @@ def measure(config: RunConfig, client: str) -> Measured:
         else:
             app = build_client_app(SimulatedHospitalPrivacy(config, run_dir / "ledgers"),
                                    mods=[mod])
+        began = time.time()
         simulate(config, run_dir, client_app=app)
         seconds = _round_seconds(run_dir)
         handlers = handler_seconds(timing)
+        first = start_up(timing, began)
     steady_rounds = range(2, len(seconds))  # not round 1 (start-up) nor the last (own evaluate)
     return Measured(
         start=seconds[0], steady=statistics.median(seconds[1:-1]),
         handler_sum=statistics.median(handlers[r][0] for r in steady_rounds),
         handler_max=statistics.median(handlers[r][1] for r in steady_rounds),
-        exchanges=statistics.median(handlers[r][2] for r in steady_rounds) / config.hospitals)
+        exchanges=statistics.median(handlers[r][2] for r in steady_rounds) / config.hospitals,
+        start_up=first)
 
 
 def main() -> None:
@@ -91,6 +97,13 @@ def main() -> None:
     for client, mode, m in rows:
         print(f"{client:<8}{mode:<10}{m.start:>11.2f}{m.steady:>10.3f}{m.handler_sum:>16.4f}"
               f"{m.handler_max:>15.4f}{m.exchanges:>11.1f}")
+    print("\nstart-up (seconds from simulate()): to the first hospital process (ServerApp built, "
+          "Ray started, actors spawned); a process's creation to its first handler (imports, "
+          "actor set-up); the first handler itself")
+    print(f"{'client':<8}{'rounds':<10}{'to workers':>11}{'imports':>10}{'1st handler':>13}")
+    for client, mode, m in rows:
+        print(f"{client:<8}{mode:<10}{m.start_up.to_workers:>11.2f}"
+              f"{m.start_up.worker_imports:>10.2f}{m.start_up.first_handler:>13.2f}")
     null, folded, plain = (m for _, _, m in rows)
     print(f"steady folded/unfolded: {folded.steady / plain.steady:.2f} (target <= 0.6)")
     print(f"steady keras/null (folded): {folded.steady / null.steady:.2f}")

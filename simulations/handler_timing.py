@@ -1,17 +1,21 @@
 """Time spent inside the hospitals' handlers, so that work hiding in Flower's tick is visible.
 
-A Flower mod (benchmarks only) times each message's handler and appends ``round seconds`` to
-a file of its own process in a directory; ``handler_seconds`` sums them per round (all
-hospitals' time) and takes the largest single handler, the round's critical path on a machine
-with a core per hospital.
+A Flower mod (benchmarks only) times each message's handler and appends ``round seconds
+started created`` to a file of its own process in a directory (`started`: the handler's start,
+`created`: the process's creation, both in seconds since the epoch); ``handler_seconds`` sums
+them per round (all hospitals' time) and takes the largest single handler, the round's critical
+path on a machine with a core per hospital; ``start_up`` splits the first round's wait.
 """
 
 import os
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from flwr.app import Context, Message
 
 from common.wire.records import unpack_request
@@ -22,12 +26,13 @@ def timing_mod(directory: Path) -> Callable[[Message, Context, Callable], Messag
     directory.mkdir(parents=True, exist_ok=True)
 
     def mod(msg: Message, context: Context, call_next: Callable) -> Message:
-        started = time.perf_counter()
+        wall, started = time.time(), time.perf_counter()
         reply = call_next(msg, context)
         seconds = time.perf_counter() - started
         server_round = _round(msg)
+        created = psutil.Process(os.getpid()).create_time()
         with open(directory / f"{os.getpid()}.txt", "a") as handle:
-            handle.write(f"{server_round} {seconds:.6f}\n")
+            handle.write(f"{server_round} {seconds:.6f} {wall:.6f} {created:.6f}\n")
         return reply
 
     return mod
@@ -50,6 +55,37 @@ def handler_seconds(directory: Path) -> dict[int, tuple[float, float, int]]:
     per_round: dict[int, list[float]] = defaultdict(list)
     for path in directory.glob("*.txt"):
         for line in path.read_text().splitlines():
-            server_round, seconds = line.split()
+            server_round, seconds, *_ = line.split()
             per_round[int(server_round)].append(float(seconds))
     return {r: (sum(v), max(v), len(v)) for r, v in sorted(per_round.items()) if r > 0}
+
+
+@dataclass(frozen=True, slots=True)
+class StartUp:
+    """Where the first round's wait went (seconds), from the run's start at `began`.
+
+    ``to_workers``: the run's start to the first hospital process's creation (the ServerApp
+    built in this process, Ray started, its actors spawned); ``worker_imports``: a hospital
+    process's creation to its first handler (importing the app: TensorFlow, Keras, fedcare;
+    Flower's actor set-up; median over processes); ``first_handler``: the first message's
+    handler (building and tracing the model; median over processes).
+    """
+
+    to_workers: float
+    worker_imports: float
+    first_handler: float
+
+
+def start_up(directory: Path, began: float) -> StartUp:
+    """Split the first round's wait, from the handler records under `directory`."""
+    firsts = []
+    for path in directory.glob("*.txt"):
+        records = [line.split() for line in path.read_text().splitlines()]
+        if records and len(records[0]) == 4:
+            first = min(records, key=lambda record: float(record[2]))
+            firsts.append((float(first[3]), float(first[2]), float(first[1])))
+    if not firsts:
+        raise ValueError(f"{directory}: no handler records with start times")
+    return StartUp(to_workers=min(created for created, _, _ in firsts) - began,
+                   worker_imports=statistics.median(start - created for created, start, _ in firsts),
+                   first_handler=statistics.median(seconds for _, _, seconds in firsts))
