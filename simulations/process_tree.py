@@ -3,11 +3,19 @@
 Ray's shutdown signals its processes but does not wait for them, and workers whose raylet
 exits first are re-parented away from us. Making this process a child subreaper (Linux) keeps
 every descendant ours, so it can be waited for, and killed if it lingers.
+
+``exit_on_signals`` makes Ctrl-C (SIGINT) and SIGTERM end a command at once, this tree
+included, saying what the interruption kept and lost.
 """
 
 import ctypes
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psutil
 
@@ -42,3 +50,35 @@ def stop_descendants(*, grace_seconds: float = 5.0) -> int:
             pass
     psutil.wait_procs(alive, timeout=grace_seconds)
     return len(children)
+
+
+@contextmanager
+def exit_on_signals(explain: Callable[[], str]) -> Iterator[None]:
+    """Within the block, SIGINT or SIGTERM ends the process at once, with exit status 130 / 143.
+
+    It prints ``fedcare: interrupted by <signal>; <explain()>`` to stderr (what was kept, what
+    was lost, how to go on), stops every descendant, then exits without unwinding: another
+    thread may be blocked (the simulation's server thread waits on Ray), and whatever is kept
+    must already be on disk. The previous handlers are restored when the block ends. Only the
+    main thread can install signal handlers; elsewhere this is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        try:
+            reason = explain()
+        except Exception as error:  # noqa: BLE001 - the process must stop all the same
+            reason = f"({error!r} while describing the state)"
+        sys.stderr.write(f"\nfedcare: interrupted by {signal.Signals(signum).name}; {reason}\n")
+        sys.stderr.flush()
+        stop_descendants(grace_seconds=2.0)
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -10,8 +10,6 @@ requirements, and the flwr version is pinned to 1.42.x so it cannot vanish under
 
 import logging
 import os
-import signal
-import sys
 import hashlib
 import warnings
 from dataclasses import dataclass, replace
@@ -21,7 +19,7 @@ from client.privacy import HospitalPrivacy
 from common.config import RunConfig
 from common.quiet import quiet_third_party, verbose_requested
 from common.tasks import HospitalData
-from simulations.process_tree import become_subreaper, stop_descendants
+from simulations.process_tree import become_subreaper, exit_on_signals, stop_descendants
 
 # No telemetry or usage reports from machines without internet; no runtime installs.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -87,29 +85,6 @@ class SimulatedHospitalPrivacy:
                 "signing_key_path": key_path(run_dir, name)}
 
 
-def stop_on_signals(run_dir: Path) -> dict[int, object]:
-    """Ctrl-C (SIGINT) or SIGTERM stops the simulation at once: the current round is
-    abandoned, every process it started is stopped, the exit status is 130 / 143, and the last
-    checkpoint (written atomically after each round) stays resumable.
-
-    Returns the handlers it replaced (``simulate`` puts them back when the run ends).
-    """
-
-    def stop(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        sys.stderr.write(f"\nfedcare: interrupted by {name}; stopping the simulation. The last "
-                         f"completed round's checkpoint is kept: resume with\n  fedcare "
-                         f"simulate --resume {run_dir}\n")
-        sys.stderr.flush()
-        stop_descendants(grace_seconds=2.0)
-        os._exit(128 + signum)  # the server thread may be waiting on Ray: do not wait for it
-
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, stop)
-    return previous
-
-
 def with_ephemeral_roster(config: RunConfig, run_dir: Path) -> RunConfig:
     """Secure aggregation without a roster of the run's own: the simulator's ephemeral one."""
     if not config.secagg_enabled or config.secagg_roster_path:
@@ -143,18 +118,20 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
     logging.getLogger("flwr").setLevel(logging.WARNING)
     config = with_ephemeral_roster(config, run_dir)
     become_subreaper()
-    previous_handlers = stop_on_signals(run_dir)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            run_simulation(
-                server_app=build_server_app(config, run_dir),
-                client_app=client_app or build_client_app(
-                    SimulatedHospitalPrivacy(config, run_dir / "ledgers")),
-                num_supernodes=config.hospitals,
-                backend_config=backend_config(),
-            )
-    finally:
-        stop_descendants()
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+    # Ctrl-C or SIGTERM abandons the current round; the last checkpoint (written atomically
+    # after each round) stays resumable.
+    with exit_on_signals(lambda: (
+            "stopping the simulation. The last completed round's checkpoint is kept: resume "
+            f"with\n  fedcare simulate --resume {run_dir}")):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                run_simulation(
+                    server_app=build_server_app(config, run_dir),
+                    client_app=client_app or build_client_app(
+                        SimulatedHospitalPrivacy(config, run_dir / "ledgers")),
+                    num_supernodes=config.hospitals,
+                    backend_config=backend_config(),
+                )
+        finally:
+            stop_descendants()
