@@ -4,9 +4,15 @@
 own hospital's statistics, as the federated clients see them); "local-<hospital>" trains on one
 hospital only. Every model is evaluated on every hospital's test set: ``client_avg_*`` is the
 unweighted mean over hospitals, ``pooled_*`` the metric on the union of the test sets.
+
+Baselines keep no checkpoint: Ctrl-C (SIGINT) or SIGTERM stops them at once (exit 130 / 143),
+keeping only the rows of the models already trained (in ``baseline.csv``, rewritten after each
+model, when the run has an output directory).
 """
 
 import csv
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,7 @@ from common.metrics import evaluation_statistics
 from common.models import build_model
 from common.tasks import HospitalData, get_task, load_task_hospitals
 from server.evaluation import summarize_round
+from simulations.process_tree import exit_on_signals
 
 
 def train_centrally(
@@ -48,10 +55,14 @@ def evaluate_everywhere(config: RunConfig, weights: list[np.ndarray],
     return summarize_round(task, stats)
 
 
-def run_baselines(config: RunConfig, *, seeds: list[int]) -> list[dict[str, object]]:
+def run_baselines(config: RunConfig, *, seeds: list[int],
+                  out_dir: Path | None = None) -> list[dict[str, object]]:
     """Return one row per (method, seed): pooled training and each hospital's local training.
 
     Each model trains for ``num_server_rounds * local_epochs`` epochs, the federation's budget.
+    A line on stderr marks each model trained; with `out_dir`, ``baseline.csv`` holds the rows
+    so far after each. SIGINT or SIGTERM ends the process at once (exit 130 / 143), saying
+    which models' rows were kept and what was lost.
     """
     task = get_task(config.task)
     hospitals = load_task_hospitals(task, config.hospitals, seed=config.seed,
@@ -59,23 +70,51 @@ def run_baselines(config: RunConfig, *, seeds: list[int]) -> list[dict[str, obje
     epochs = config.num_server_rounds * config.local_epochs
     training_sets = {"pooled": hospitals} | {f"local-{h.name}": [h] for h in hospitals}
     rows: list[dict[str, object]] = []
-    for seed in seeds:
-        for method, members in training_sets.items():
-            x = np.concatenate([h.x_train for h in members])
-            y = np.concatenate([h.y_train for h in members])
-            weights = train_centrally(config, x, y, epochs=epochs, seed=seed)
-            rows.append({"method": method, "seed": seed,
-                         **evaluate_everywhere(config, weights, hospitals)})
+    total = len(seeds) * len(training_sets)
+    with exit_on_signals(lambda: _interrupted(len(rows), total, out_dir)):
+        for seed in seeds:
+            for method, members in training_sets.items():
+                x = np.concatenate([h.x_train for h in members])
+                y = np.concatenate([h.y_train for h in members])
+                weights = train_centrally(config, x, y, epochs=epochs, seed=seed)
+                row = {"method": method, "seed": seed,
+                       **evaluate_everywhere(config, weights, hospitals)}
+                if out_dir is not None:
+                    write_rows([*rows, row], out_dir / "baseline.csv")
+                rows.append(row)
+                sys.stderr.write(f"baseline: {method} (seed {seed}) trained, "
+                                 f"{len(rows)} of {total} models\n")
+                sys.stderr.flush()
     return rows
+
+
+def _interrupted(done: int, total: int, out_dir: Path | None) -> str:
+    """What an interruption keeps and loses (baselines keep no checkpoint)."""
+    if out_dir is not None and done:
+        kept = (f"the rows of the {done} of {total} models trained so far are kept in "
+                f"{out_dir / 'baseline.csv'}; the model in training and baseline.md are lost")
+    else:
+        kept = (f"{done} of {total} models were trained; baselines keep no checkpoint, so "
+                "nothing is kept")
+    return (f"stopping the baselines. {kept}. Run `fedcare baseline` again for the table "
+            "(--force to reuse the directory)")
+
+
+def write_rows(rows: list[dict[str, object]], path: Path) -> None:
+    """Write baseline rows as CSV atomically (a temporary file renamed over `path`)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def write_baselines(rows: list[dict[str, object]], out_dir: Path, metric_names: tuple[str, ...]) -> str:
     """Write baseline.csv and baseline.md (mean ± sd over seeds); return the markdown table."""
-    columns = list(rows[0])
-    with open(out_dir / "baseline.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, out_dir / "baseline.csv")
     headline = [f"{kind}_{m}" for m in metric_names for kind in ("client_avg", "pooled")]
     lines = ["| method | " + " | ".join(headline) + " |", "|---" * (len(headline) + 1) + "|"]
     for method in dict.fromkeys(str(r["method"]) for r in rows):
