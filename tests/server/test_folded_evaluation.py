@@ -12,7 +12,7 @@ from client.app import build_client_app
 from common.config import RunConfig
 from server.federation import run_federation
 from simulations.simulate import SimulatedHospitalPrivacy
-from tests.in_process_grid import InProcessGrid
+from simulations.in_process_grid import InProcessGrid
 
 NODES = {100 + i: {"partition-id": i, "num-partitions": 4} for i in range(4)}
 

@@ -15,7 +15,7 @@ from common.config import RunConfig
 from server.federation import run_federation
 from simulations.fault_injection import MALFORMATIONS, Fault, fault_mod
 from simulations.simulate import SimulatedHospitalPrivacy
-from tests.in_process_grid import InProcessGrid
+from simulations.in_process_grid import InProcessGrid
 
 HONEST = ("cleveland", "switzerland", "va")
 

@@ -1,18 +1,20 @@
-"""A Flower grid that delivers each message to a real ClientApp in this process (tests only).
+"""A Flower grid that delivers each message to a real ClientApp in this process, without Ray.
 
 It drives fedcare's real driver, rounds and screening against the real ClientApp (with mods,
 e.g. a misbehaving hospital) without Ray or a SuperLink: Flower's own Message objects travel,
 node contexts persist across rounds (secure aggregation keeps state there), and a handler that
-raises comes back as an error reply, as in Flower's engines.
+raises comes back as an error reply, as in Flower's engines. Tests use it, and so does
+``fedcare audit``, whose several federations (the DP run, its control, shadow runs) would each
+pay Ray's start-up (15-25 s here) on the simulation engine.
 """
 
 import itertools
+from collections.abc import Iterable
 from types import SimpleNamespace
+from typing import Any
 
-from flwr.app import Error, Message
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
-
-from tests.wire_messages import context_for
 
 SERVER_NODE = 0
 TaskIdentity.run_id = 1  # Flower 1.42 takes a new message's run and node ids from here
@@ -20,26 +22,34 @@ TaskIdentity.node_id = SERVER_NODE
 TaskIdentity.task_id = 1
 
 
+def node_context(node_config: dict[str, Any], run_config: dict[str, Any]) -> Context:
+    """A hospital's Flower Context, kept for the whole run (as a SuperNode keeps it)."""
+    return Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(),
+                   run_config=run_config)
+
+
 class InProcessGrid:
     """Deliver messages to `client_app` with one persistent Context per node id."""
 
-    def __init__(self, client_app, node_configs: dict[int, dict], run_config: dict,
-                 names: dict[int, str] | None = None) -> None:
+    def __init__(self, client_app: Any, node_configs: dict[int, dict[str, Any]],
+                 run_config: dict[str, Any], names: dict[int, str] | None = None) -> None:
         self.client_app = client_app
-        self.contexts = {node: context_for(config, run_config)
+        self.contexts = {node: node_context(config, run_config)
                          for node, config in node_configs.items()}
         self.names = names or {}
         self.sent: list[Message] = []
         self._ids = itertools.count(1)
 
-    def get_node_ids(self):
+    def get_node_ids(self) -> list[int]:
         return list(self.contexts)
 
-    def get_nodes(self):
+    def get_nodes(self) -> list[SimpleNamespace]:
         return [SimpleNamespace(node_id=node, name=self.names.get(node, ""))
                 for node in self.contexts]
 
-    def send_and_receive(self, messages, *, timeout=None):
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> list[Message]:
+        """Deliver each message to its node's ClientApp in turn; return the replies."""
         replies = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"
