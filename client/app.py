@@ -26,7 +26,7 @@ from client.local_round import RoundResult, train_round
 from client.privacy import HospitalPrivacy, privacy_from_node_config
 from client.replies import declined_reply, evaluate_reply, train_reply
 from client.secure_aggregation import register_secagg_actions, start_round
-from client.training import get_trainer
+from client.training import LocalTrainer, get_trainer
 from common.errors import LedgerError
 from common.metrics import Statistics, evaluation_statistics
 from common.errors import SecAggProtocolError
@@ -41,6 +41,7 @@ from common.wire.replies import DeclinedReply, HospitalIdentity, RoundRef
 from common.wire.settings import RoundSettings
 
 PrivacyProvider = Callable[[Context, HospitalData], HospitalPrivacy]
+TrainingDataHook = Callable[[HospitalData, int], HospitalData]
 
 
 def privacy_from_context(context: Context, hospital: HospitalData) -> HospitalPrivacy:
@@ -114,10 +115,16 @@ def save_preprocessing(admission: Admission, privacy: HospitalPrivacy, seed: int
 
 
 def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
-                     mods: Sequence[Mod] = ()) -> ClientApp:
+                     mods: Sequence[Mod] = (), *,
+                     training_data: TrainingDataHook | None = None,
+                     trainer_for: Callable[[TaskSpec], LocalTrainer] = get_trainer) -> ClientApp:
     """Return the hospital ClientApp, taking privacy settings from `privacy_for`.
 
     `mods` wrap every handler (Flower mods), e.g. the fault drills of simulations/.
+    Simulation hooks (``fedcare audit``): `training_data(data, index)` returns the training
+    data the local round uses, given the hospital's admitted (already preprocessed) data, e.g.
+    with canary records added after its preprocessing was fitted; evaluation keeps the
+    hospital's own test rows. `trainer_for` builds the local trainer (tests swap in a broken one).
     """
     # The hospital's app pin is checked first, before any other mod or handler runs.
     client_app = ClientApp(mods=[verify_app_mod, *mods])
@@ -125,6 +132,8 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
     def local_round(request: Request, settings: RoundSettings, context: Context,
                     admission: Admission) -> tuple[HospitalPrivacy, RoundResult]:
         task, data = admission.task, admission.data
+        if training_data is not None and data is not None:
+            data = training_data(data, admission.index)
         weights = request.weights or []
         d = sum(int(w.size) for w in weights)
         bound = (rounding_bound(num_parameters=d, scale=encoding_scale(settings, d))
@@ -133,7 +142,7 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
         save_preprocessing(admission, privacy, seed=settings.seed)
         try:
             result = train_round(settings, hospital=data, hospital_index=admission.index,  # type: ignore[arg-type]
-                                 privacy=privacy, trainer=get_trainer(task),
+                                 privacy=privacy, trainer=trainer_for(task),  # type: ignore[arg-type]
                                  global_weights=weights,
                                  secure_aggregation=settings.secagg_enabled, rounding_bound=bound)
         except LedgerError as error:
