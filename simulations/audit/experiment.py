@@ -1,0 +1,434 @@
+"""``fedcare audit``'s experiment: the DP run and its non-private control, each attacked.
+
+Per arm (the run as configured, then the same run with ``dp.mode none``):
+
+1. M canary records (``canaries.make_tabular_canaries``, "far" rows with random labels, in the
+   preprocessed feature space) are drawn once; each is included with probability 1/2
+   (``canaries.draw_inclusion``, seeded by the run seed) in hospital 0's training rows, after
+   that hospital's preprocessing was fitted (``client.app.build_client_app``'s
+   ``training_data`` hook). At hospital level, M canary hospitals (``run.CanaryHospitals``,
+   their own coins from seed + 1) also run fedcare's hospital-level round on a crafted update.
+2. One federation (``run.federate``) records every round's global weights and hospital 0's
+   released updates.
+3. Two views, each at confidence ``1 - (1 - confidence) / 2`` so that the larger is a bound at
+   ``confidence``: the server view (patient level: each canary record's clipped gradient at
+   each round's weights against hospital 0's update; hospital level: the canary hospitals'
+   releases against their directions) and the final-model view (each canary record's gain in
+   confidence from the initial to the final model).
+4. Membership inference on hospital 1's real rows (train vs held-out test rows): the
+   loss-threshold attack and online LiRA with S shadow federations in which each of that
+   hospital's rows is in exactly half of the shadows' training data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.hospital import task_split
+from client.training import get_trainer
+from common.config import RunConfig
+from common.tasks import HospitalData, get_task
+from common.wire.modes import DpMode
+from simulations.audit.canaries import (
+    CanaryInclusion,
+    CanaryRecords,
+    OneRunAudit,
+    audit_scores,
+    default_grid,
+    draw_inclusion,
+    make_tabular_canaries,
+)
+from simulations.audit.lower_bound import eps_lower_bound_bonferroni
+from simulations.audit.membership import (
+    DEFAULT_FPRS,
+    MIAMetrics,
+    dp_tpr_bound,
+    lira_online,
+    loss_threshold_score,
+    mia_metrics,
+)
+from simulations.audit.model_view import ModelView, flatten
+from simulations.audit.run import (
+    CanaryHospitals,
+    FederationTrace,
+    TrainerFactory,
+    federate,
+    unit_directions,
+    with_rows,
+)
+from simulations.audit.scores import final_model_scores, server_view_scores
+
+__all__ = ["ArmResult", "AuditPlan", "MIN_CONTROL_EPSILON", "control_config", "run_audit"]
+
+# The control's bound must reach this for the audit to claim any power at all.
+MIN_CONTROL_EPSILON = 0.5
+CANARY_HOSPITAL = 0
+SHADOW_STREAM = 0x5AD0
+VIEWS = ("server", "final_model")
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """What ``fedcare audit`` was asked to do.
+
+    Attributes
+    ----------
+    config : RunConfig
+        The audited run's settings (the control is the same with ``dp.mode none``).
+    canaries : int
+        M, the number of canary records (and, at hospital level, of canary hospitals).
+    confidence : float
+        Joint confidence of each arm's bound.
+    shadows : int
+        Shadow federations per arm for LiRA (even, >= 2).
+    canary_kind : str
+        ``"far"`` or ``"random"`` canary records.
+    """
+
+    config: RunConfig
+    canaries: int
+    confidence: float = 0.95
+    shadows: int = 4
+    canary_kind: str = "far"
+
+    @property
+    def view_confidence(self) -> float:
+        """Each view's confidence: the larger of the two bounds holds at ``confidence``."""
+        return 1.0 - (1.0 - self.confidence) / 2
+
+    @property
+    def mia_hospital(self) -> int:
+        """The hospital whose real rows the membership attacks target (not the canaries')."""
+        return 1 if self.config.hospitals > 1 else 0
+
+    @property
+    def federations(self) -> int:
+        """Federations the audit runs: two arms, each its run and its shadows."""
+        return 2 * (1 + self.shadows)
+
+
+@dataclass(frozen=True, eq=False)
+class ArmResult:
+    """One arm of the audit: accounted epsilon, both views' bounds and the attacks' metrics."""
+
+    name: str
+    config: RunConfig
+    accounted_epsilon: float
+    views: dict[str, OneRunAudit]
+    view_epsilon: dict[str, float]
+    scores: dict[str, np.ndarray] = field(repr=False)
+    ceiling: float
+    mia: dict[str, MIAMetrics]
+    mia_scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False)
+    seconds: float
+    declined: tuple[str, ...] = ()
+
+    @property
+    def epsilon_lower_bound(self) -> float:
+        """The larger of the two views' bounds (at the plan's confidence)."""
+        return max(v.epsilon for v in self.views.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record of every figure of this arm."""
+        accounted = self.accounted_epsilon
+        bound_at = {f"{f:g}": (dp_tpr_bound(f, accounted, self.config.dp_delta)
+                               if math.isfinite(accounted) else None) for f in DEFAULT_FPRS}
+        return {
+            "name": self.name,
+            "dp_mode": self.config.dp_mode.value,
+            "accounted_epsilon": accounted if math.isfinite(accounted) else None,
+            "delta": self.config.dp_delta,
+            "epsilon_lower_bound": self.epsilon_lower_bound,
+            "perfect_attack_ceiling": self.ceiling,
+            "views": {name: {**audit.to_dict(), "accounted_epsilon": (
+                self.view_epsilon[name] if math.isfinite(self.view_epsilon[name]) else None),
+                "scores": self.scores[name].tolist()}
+                for name, audit in self.views.items()},
+            "membership_inference": {
+                **{name: metrics.to_dict() for name, metrics in self.mia.items()},
+                "dp_tpr_bound": bound_at,
+            },
+            "seconds": self.seconds,
+            "declined": list(self.declined),
+        }
+
+
+def control_config(config: RunConfig) -> RunConfig:
+    """The same run without DP (the audit's control)."""
+    return RunConfig.from_run_config({**config.to_run_config(), "dp.mode": DpMode.NONE.value})
+
+
+def _hospitals(config: RunConfig) -> tuple[HospitalData, ...]:
+    return task_split(config.task, config.hospitals, seed=config.seed,
+                      partition=config.partition.value, alpha=config.dirichlet_alpha)
+
+
+def shadow_assignment(rows: int, shadows: int, seed: int) -> np.ndarray:
+    """bool (shadows, rows): each row in exactly half of the shadows, the halves seeded."""
+    if shadows < 2 or shadows % 2:
+        raise ValueError(f"shadows must be an even number >= 2; got {shadows}")
+    rng = np.random.default_rng([seed, SHADOW_STREAM])
+    assignment = np.zeros((shadows, rows), dtype=bool)
+    for j in range(rows):
+        assignment[rng.permutation(shadows)[: shadows // 2], j] = True
+    return assignment
+
+
+def _canary_hook(records: CanaryRecords, inclusion: CanaryInclusion) -> Callable[[HospitalData, int], HospitalData]:
+    x_in, y_in = records.x[inclusion.included], records.y[inclusion.included]
+
+    def hook(data: HospitalData, index: int) -> HospitalData:
+        if index != CANARY_HOSPITAL:
+            return data
+        return with_rows(data, np.concatenate([data.x_train, x_in]),
+                         np.concatenate([data.y_train, y_in]))
+
+    return hook
+
+
+def _shadow_hook(index: int, x: np.ndarray, y: np.ndarray) -> Callable[[HospitalData, int], HospitalData]:
+    def hook(data: HospitalData, hospital: int) -> HospitalData:
+        return with_rows(data, x, y) if hospital == index else data
+
+    return hook
+
+
+@dataclass(frozen=True, eq=False)
+class CanaryAudit:
+    """One federation with canaries, and both views' audits of it."""
+
+    trace: FederationTrace
+    accounted_epsilon: float
+    views: dict[str, OneRunAudit]
+    view_epsilon: dict[str, float]
+    scores: dict[str, np.ndarray] = field(repr=False)
+    ceiling: float
+    declined: tuple[str, ...] = ()
+
+
+def audit_canaries(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    records: CanaryRecords,
+    inclusion: CanaryInclusion,
+    hospital_inclusion: CanaryInclusion | None,
+    confidence: float,
+    trainer_for: TrainerFactory = get_trainer,
+) -> CanaryAudit:
+    """Run one federation with the canaries in and audit it from both views.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The federation's settings.
+    run_dir : pathlib.Path
+        Its run directory.
+    records, inclusion : CanaryRecords, CanaryInclusion
+        The canary records and which of them hospital 0 trains on.
+    hospital_inclusion : CanaryInclusion or None
+        Hospital level: which canary hospitals send their crafted update (None: no canary
+        hospitals, the server view scores the records).
+    confidence : float
+        Each view's confidence (the caller splits its confidence between the views).
+    trainer_for : callable
+        The hospitals' local trainer (tests: a broken one).
+    """
+    task = get_task(config.task)
+    view = ModelView(task)
+    m = inclusion.m
+    canary_hospitals = None
+    hooks = []
+    if hospital_inclusion is not None:
+        shapes = [tuple(w.shape) for w in get_trainer(task).model.get_weights()]
+        canary_hospitals = CanaryHospitals(config, run_dir, unit_directions(
+            m, shapes, config.seed), hospital_inclusion.included)
+        hooks.append(canary_hospitals)
+    trace = federate(config, run_dir, watched=CANARY_HOSPITAL, trainer_for=trainer_for,
+                     training_data=_canary_hook(records, inclusion), on_round=hooks)
+    # Server view.
+    if canary_hospitals is not None:
+        server_scores = canary_hospitals.scores.copy()
+        server_epsilon = canary_hospitals.epsilon_hospital if config.private else math.inf
+    else:
+        own = _hospitals(config)[CANARY_HOSPITAL]
+        gradients, known, updates = [], [], []
+        for seen in trace.rounds:
+            gradients.append(view.clipped_gradients(seen.global_weights, records.x, records.y,
+                                                    clipping_norm=config.dp_clipping_norm))
+            known.append(view.clipped_gradients(seen.global_weights, own.x_train, own.y_train,
+                                                clipping_norm=config.dp_clipping_norm))
+            updates.append(None if seen.update is None else flatten(seen.update))
+        server_scores = server_view_scores(gradients, updates, known)
+        server_epsilon = trace.epsilon_patient if config.private else math.inf
+    # Final-model view.
+    final_scores = final_model_scores(
+        view.confidence(trace.final_weights, records.x, records.y),
+        view.confidence(trace.initial_weights, records.x, records.y))
+    level_epsilon = (trace.epsilon_patient if config.dp_mode == DpMode.PATIENT
+                     else trace.epsilon_hospital)
+    final_epsilon = level_epsilon if config.private else math.inf
+    delta = config.dp_delta
+    views = {
+        "server": audit_scores(server_scores, (hospital_inclusion or inclusion).included,
+                               confidence=confidence, delta=delta),
+        "final_model": audit_scores(final_scores, inclusion.included, confidence=confidence,
+                                    delta=delta),
+    }
+    ceiling = eps_lower_bound_bonferroni(  # every guess right: the most M canaries can show
+        m, [(kp + km, kp + km) for kp, km in default_grid(m)], confidence, delta).epsilon
+    return CanaryAudit(
+        trace=trace,
+        accounted_epsilon=max(server_epsilon, final_epsilon) if config.private else math.inf,
+        views=views, view_epsilon={"server": server_epsilon, "final_model": final_epsilon},
+        scores={"server": server_scores, "final_model": final_scores}, ceiling=ceiling,
+        declined=tuple(canary_hospitals.declined) if canary_hospitals is not None else ())
+
+
+def membership_inference(
+    config: RunConfig,
+    final_weights: list[np.ndarray],
+    *,
+    hospital: int,
+    shadows: int,
+    run_dir: Path,
+    trainer_for: TrainerFactory = get_trainer,
+    federation: Callable[..., FederationTrace] | None = None,
+) -> tuple[dict[str, MIAMetrics], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Loss-threshold and online-LiRA attacks on `hospital`'s rows (train vs held-out).
+
+    Runs `shadows` federations of the same settings in which that hospital trains on a seeded
+    half of its pooled rows (train and held-out), each row in exactly half of them. Returns
+    each attack's metrics and its (member, non-member) scores.
+    """
+    view = ModelView(get_task(config.task))
+    run = federation or (lambda label, path, **kw: federate(config, path,
+                                                            trainer_for=trainer_for, **kw))
+    target = _hospitals(config)[hospital]
+    pooled_x = np.concatenate([target.x_train, target.x_test])
+    pooled_y = np.concatenate([target.y_train, target.y_test])
+    assignment = shadow_assignment(pooled_x.shape[0], shadows, config.seed)
+    shadow_conf = []
+    for s in range(shadows):
+        rows = assignment[s]
+        shadow = run(f"shadow {s + 1} of {shadows}", run_dir / f"shadow-{s}", watched=hospital,
+                     training_data=_shadow_hook(hospital, pooled_x[rows], pooled_y[rows]))
+        shadow_conf.append(view.confidence(shadow.final_weights, pooled_x, pooled_y))
+    scores = {
+        "loss": loss_threshold_score(view.losses(final_weights, pooled_x, pooled_y)),
+        "lira": lira_online(view.confidence(final_weights, pooled_x, pooled_y),
+                            np.stack(shadow_conf), assignment),
+    }
+    n = target.num_train
+    split = {k: (v[:n], v[n:]) for k, v in scores.items()}
+    return {k: mia_metrics(members, nonmembers) for k, (members, nonmembers) in split.items()}, split
+
+
+def run_arm(
+    name: str,
+    config: RunConfig,
+    plan: AuditPlan,
+    out_dir: Path,
+    *,
+    records: CanaryRecords,
+    inclusion: CanaryInclusion,
+    hospital_inclusion: CanaryInclusion | None,
+    trainer_for: TrainerFactory,
+    say: Say,
+    step: list[int],
+) -> ArmResult:
+    """Run one arm (its federation with canaries, then its shadows) and attack it."""
+    step[0] += 1
+    say(f"[{step[0]}/{plan.federations}] {name}: {config.dp_mode.value} level, "
+        f"{config.num_server_rounds} rounds, {inclusion.n_in} of {inclusion.m} canaries in")
+    canary = audit_canaries(config, out_dir / name, records=records, inclusion=inclusion,
+                            hospital_inclusion=hospital_inclusion,
+                            confidence=plan.view_confidence, trainer_for=trainer_for)
+    say(f"      {len(canary.trace.rounds)} rounds in {canary.trace.seconds:.1f} s; bound "
+        f"{max(v.epsilon for v in canary.views.values()):.2f}")
+
+    def federation(label: str, run_dir: Path, **kwargs: Any) -> FederationTrace:
+        step[0] += 1
+        say(f"[{step[0]}/{plan.federations}] {name}: {label}")
+        trace = federate(config, run_dir, trainer_for=trainer_for, **kwargs)
+        say(f"      {len(trace.rounds)} rounds in {trace.seconds:.1f} s")
+        return trace
+
+    mia, split = membership_inference(config, canary.trace.final_weights,
+                                      hospital=plan.mia_hospital, shadows=plan.shadows,
+                                      run_dir=out_dir / f"{name}-shadows",
+                                      federation=federation)
+    return ArmResult(
+        name=name, config=config, accounted_epsilon=canary.accounted_epsilon,
+        views=canary.views, view_epsilon=canary.view_epsilon, scores=canary.scores,
+        ceiling=canary.ceiling, mia=mia, mia_scores=split, seconds=canary.trace.seconds,
+        declined=canary.declined)
+
+
+@dataclass(frozen=True, eq=False)
+class AuditResult:
+    """The whole audit: the plan, the canaries and both arms."""
+
+    plan: AuditPlan
+    records: CanaryRecords
+    inclusion: CanaryInclusion
+    hospital_inclusion: CanaryInclusion | None
+    arms: tuple[ArmResult, ArmResult]
+
+    @property
+    def dp(self) -> ArmResult:
+        """The audited (DP) arm."""
+        return self.arms[0]
+
+    @property
+    def control(self) -> ArmResult:
+        """The non-private control."""
+        return self.arms[1]
+
+    @property
+    def has_power(self) -> bool:
+        """Whether the control's bound is clearly positive (>= MIN_CONTROL_EPSILON)."""
+        return self.control.epsilon_lower_bound >= MIN_CONTROL_EPSILON
+
+
+def run_audit(plan: AuditPlan, out_dir: Path, *, trainer_for: TrainerFactory = get_trainer,
+              say: Say = lambda _: None) -> AuditResult:
+    """Run the audit's federations (DP run, control, their shadows) and attack them.
+
+    Parameters
+    ----------
+    plan : AuditPlan
+        The settings.
+    out_dir : pathlib.Path
+        Every federation's run directory goes under it (ledgers included).
+    trainer_for : callable, default ``client.training.get_trainer``
+        The hospitals' local trainer; only tests pass another (e.g. a build whose DP-SGD adds
+        no noise, to show that the audit catches it).
+    say : callable
+        Receives one line of progress per federation.
+    """
+    config = plan.config
+    task = get_task(config.task)
+    canary_data = _hospitals(config)[CANARY_HOSPITAL]
+    n_classes = 2 if task.kind == "binary" else task.num_outputs
+    records = make_tabular_canaries(plan.canaries, task.num_features, n_classes, config.seed,
+                                    kind=plan.canary_kind, reference_x=canary_data.x_train)
+    inclusion = draw_inclusion(plan.canaries, config.seed)
+    hospital_inclusion = (draw_inclusion(plan.canaries, config.seed + 1)
+                          if config.dp_mode == DpMode.HOSPITAL else None)
+    step = [0]
+    arms = tuple(
+        run_arm(name, arm_config, plan, out_dir, records=records, inclusion=inclusion,
+                hospital_inclusion=(None if hospital_inclusion is None
+                                    else hospital_inclusion),
+                trainer_for=trainer_for, say=say, step=step)
+        for name, arm_config in (("dp", config), ("control", control_config(config))))
+    return AuditResult(plan, records, inclusion, hospital_inclusion, arms)  # type: ignore[arg-type]
