@@ -91,13 +91,11 @@ def run_baselines(config: RunConfig, *, seeds: list[int],
 def _interrupted(done: int, total: int, out_dir: Path | None) -> str:
     """What an interruption keeps and loses (baselines keep no checkpoint)."""
     if out_dir is not None and done:
-        kept = (f"the rows of the {done} of {total} models trained so far are kept in "
-                f"{out_dir / 'baseline.csv'}; the model in training and baseline.md are lost")
-    else:
-        kept = (f"{done} of {total} models were trained; baselines keep no checkpoint, so "
-                "nothing is kept")
-    return (f"stopping the baselines. {kept}. Run `fedcare baseline` again for the table "
-            "(--force to reuse the directory)")
+        return (f"stopping the baselines. The rows of the {done} of {total} models trained so "
+                f"far are kept in {out_dir / 'baseline.csv'}; the model in training and "
+                "baseline.md are lost. Run `fedcare baseline` again (--force) for the table")
+    return (f"stopping the baselines. {done} of {total} models were trained; baselines keep no "
+            "checkpoint, so nothing is kept. Run `fedcare baseline` again for the table")
 
 
 def write_rows(rows: list[dict[str, object]], path: Path) -> None:

@@ -81,5 +81,5 @@ def test_an_interrupted_baseline_keeps_the_rows_of_the_models_trained(tmp_path):
     assert 1 <= len(kept) == trained < 5
     assert kept[0]["method"] == "pooled" and 0 <= float(kept[0]["client_avg_accuracy"]) <= 1
     message = " ".join(err.split())
-    assert (f"the rows of the {trained} of 5 models trained so far are kept in "
+    assert (f"The rows of the {trained} of 5 models trained so far are kept in "
             f"{out / 'baseline.csv'}") in message
