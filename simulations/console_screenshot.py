@@ -73,9 +73,14 @@ def run_in_terminal(argv: Sequence[str], *, columns: int = 80, rows: int = 24,
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     environment = {**(env if env is not None else os.environ), "COLUMNS": str(columns),
                    "LINES": str(rows), "TERM": "xterm"}
-    process = subprocess.Popen(list(argv), stdin=slave, stdout=slave, stderr=slave,
-                               env=environment, cwd=cwd, start_new_session=True)
-    os.close(slave)
+    try:
+        process = subprocess.Popen(list(argv), stdin=slave, stdout=slave, stderr=slave,
+                                   env=environment, cwd=cwd, start_new_session=True)
+    except OSError:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
     returncode: int | None = None
     try:
         deadline = time.monotonic() + timeout

@@ -56,6 +56,9 @@ def test_live_display_fits_80_columns_with_counter_metrics_and_budget():
                              console=console)
     with progress:
         progress.round_done(_row(7, declined=1, rejected=2, seconds=1234.5))
+        raw = console.file.getvalue()  # type: ignore[attr-defined]
+        # The cursor stays visible while the display runs (Ctrl-C exits without unwinding).
+        assert raw.rfind("\x1b[?25h") > raw.rfind("\x1b[?25l")
     lines = _screen(console)
     # Three lines, each within the width (a longer one would wrap: the clock on line 2).
     assert len(lines) == 3, lines
