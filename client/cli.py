@@ -7,7 +7,6 @@ import click
 import typer
 import typer.core
 from rich.console import Console
-from rich.table import Table
 
 hospital_app = typer.Typer(add_completion=False)
 console = Console()
@@ -57,6 +56,8 @@ def budget(
                 if last_hospital else "-"}
     except LedgerError as error:
         _fail(str(error))
+    from rich.table import Table
+
     table = Table(title=f"privacy ledger of {ledger.hospital} ({ledger.accountant.upper()}, "
                         f"budget epsilon {ledger.budget_epsilon:g}, delta {ledger.budget_delta:g})")
     for column in ("level", "entries composed", "epsilon spent", "remaining", "rounds left*"):

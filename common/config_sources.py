@@ -11,7 +11,6 @@ Light on purpose (no task module, no Flower): every check here runs before anyth
 """
 
 import difflib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,8 @@ def read_config_file(path: Path, *, refused: Mapping[str, str] | None = None,
         Naming the file (and the key): unreadable, malformed TOML, a value that is no string,
         number or boolean, an unknown key (with the closest known one) or a refused key.
     """
+    import tomllib  # only with --config: no cost to a command line without one
+
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:

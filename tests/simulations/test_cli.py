@@ -47,3 +47,21 @@ def test_delta_at_least_one_over_rows_warns(capsys):
     assert "delta=0.05 >= 1/rows at switzerland (30 rows)" in err
     warn_delta_vs_rows(RunConfig.from_run_config({"dp.delta": 1e-5}))
     assert "delta" not in capsys.readouterr().err
+
+
+def test_verbose_sets_fedcare_verbose_before_the_run(monkeypatch, tmp_path):
+    import os
+    import sys
+    import types
+
+    monkeypatch.setenv("FEDCARE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FEDCARE_VERBOSE", raising=False)
+    seen = []
+    fake = types.ModuleType("simulations.simulate")
+    fake.simulate = lambda config, run_dir: seen.append(os.environ.get("FEDCARE_VERBOSE"))
+    monkeypatch.setitem(sys.modules, "simulations.simulate", fake)
+    quiet = runner.invoke(app, ["simulate", "--rounds", "1", "--out", str(tmp_path / "a")])
+    loud = runner.invoke(app, ["simulate", "--rounds", "1", "--out", str(tmp_path / "b"),
+                               "--verbose"])
+    assert quiet.exit_code == loud.exit_code == 0
+    assert seen == [None, "1"]
