@@ -57,6 +57,7 @@ from server.run_directory import (
 from server.screening import ReplyRules, screen_replies
 from server.secure_round import AdvertisedKeys, run_secure_round
 from server.strategy import FedcareStrategy, FederationError
+from server.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog
 from server.validation import noise_tolerance
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ class RunState:
 
 
 def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
-    """Run all rounds, writing config.json, metrics.csv, checkpoint/, model.keras and report.md.
+    """Run all rounds, writing config.json, metrics.csv (and its TensorBoard mirror,
+    tensorboard/), checkpoint/, model.keras and report.md.
 
     With ``config.resume`` it continues from the last intact checkpoint in ``run_dir``: same
     run id (so hospitals' ledgers key the repeated round the same way), weights, optimizer
@@ -196,8 +198,10 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
         aggregator=config.aggregator, trim_fraction=config.trim_fraction,
     )
     book = IdentityBook(hospitals=list(hospitals))
+    board = TensorBoardLog(run_dir / TENSORBOARD_DIR, metric_names=task.metric_names,
+                           hospitals=hospitals)
     writer = MetricsWriter(run_dir / "metrics.csv", metrics_columns(task.metric_names, hospitals),
-                           rows=resumed.metrics_rows if resumed else [])
+                           rows=resumed.metrics_rows if resumed else [], on_row=board.write_round)
     first_round = 1
     if resumed:
         state.weights, first_round = resumed.weights, resumed.round + 1
@@ -244,6 +248,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
         _close_pending(state, task, writer, progress, None)  # no more exchanges: row as it is
         raise
     finally:
+        board.close()
         model.set_weights(state.weights)
         model.save(run_dir / "model.keras")
         write_json_atomic(run_dir / "identities.json", book.describe())

@@ -7,6 +7,7 @@ loses at most the round in flight.
 import csv
 import json
 import os
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -90,12 +91,16 @@ class MetricsWriter:
 
     ``rows`` (a resumed run's rows, as written before) start the file over: a round whose row
     was written after the last checkpoint is dropped, so each round appears exactly once.
+    ``on_row`` gets every row the file holds, formatted as in the file, as it is written (the
+    run's TensorBoard log).
     """
 
-    def __init__(self, path: Path, columns: list[str], rows: list[dict[str, Any]] = ()) -> None:
+    def __init__(self, path: Path, columns: list[str], rows: Sequence[dict[str, Any]] = (),
+                 *, on_row: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = path
         self.columns = columns
         self.rows: list[dict[str, Any]] = []  # every row written, formatted as in the file
+        self._on_row = on_row
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="raise")
@@ -107,6 +112,8 @@ class MetricsWriter:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        for formatted in self.rows:
+            self._notify(formatted)
 
     def append(self, row: dict[str, Any]) -> None:
         """Append a row; columns missing from `row` are left empty."""
@@ -116,6 +123,11 @@ class MetricsWriter:
             handle.flush()
             os.fsync(handle.fileno())
         self.rows.append({c: str(v) for c, v in formatted.items()})
+        self._notify(self.rows[-1])
+
+    def _notify(self, row: dict[str, Any]) -> None:
+        if self._on_row is not None:
+            self._on_row(row)
 
 
 def _format(value: Any) -> Any:
