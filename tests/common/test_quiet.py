@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from common.quiet import QUIET_ENVIRONMENT, VERBOSE_VARIABLE
+
 REPO = Path(__file__).resolve().parents[2]
 
 EMIT = textwrap.dedent("""
@@ -33,8 +35,8 @@ EMIT = textwrap.dedent("""
 
 
 def _run(code: str, *, verbose: bool = False, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_CPP_MIN_LOG_LEVEL", "FEDCARE_VERBOSE", "PYTHONWARNINGS")}
+    unset = {*QUIET_ENVIRONMENT, VERBOSE_VARIABLE, "PYTHONWARNINGS"}  # as a fresh shell
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(cwd)])
     if verbose:
         env["FEDCARE_VERBOSE"] = "1"
