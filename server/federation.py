@@ -276,6 +276,7 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
     ledgers are not charged twice), then the run stops with the reasons.
     """
     started = time.perf_counter()
+    logger.debug("round %d: started", server_round)  # benchmark_rounds times start-up by it
     settings = round_settings(config, run_id, server_round)
     rules = rules_for(config, task, run_id, server_round, state)
     last = server_round == config.num_server_rounds

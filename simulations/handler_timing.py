@@ -64,20 +64,23 @@ def handler_seconds(directory: Path) -> dict[int, tuple[float, float, int]]:
 class StartUp:
     """Where the first round's wait went (seconds), from the run's start at `began`.
 
-    ``to_workers``: the run's start to the first hospital process's creation (the ServerApp
-    built in this process, Ray started, its actors spawned); ``worker_imports``: a hospital
-    process's creation to its first handler (importing the app: TensorFlow, Keras, fedcare;
-    Flower's actor set-up; median over processes); ``first_handler``: the first message's
-    handler (building and tracing the model; median over processes).
+    ``server_ready``: the run's start to the ServerApp's first round (this process: Flower's
+    simulation set-up, the task's data, the model built); ``to_workers``: the run's start to
+    the first hospital process's creation (Ray started, its actors spawned); ``worker_imports``:
+    a hospital process's creation to its first handler (importing the app: TensorFlow, Keras,
+    fedcare; Flower's actor set-up; waiting for the first message; median over processes);
+    ``first_handler``: the first message's handler (building and tracing the model; median).
     """
 
+    server_ready: float
     to_workers: float
     worker_imports: float
     first_handler: float
 
 
-def start_up(directory: Path, began: float) -> StartUp:
-    """Split the first round's wait, from the handler records under `directory`."""
+def start_up(directory: Path, began: float, round_one: float) -> StartUp:
+    """Split the first round's wait, from the handler records under `directory` and the
+    ServerApp's first round's start `round_one` (seconds since the epoch)."""
     firsts = []
     for path in directory.glob("*.txt"):
         records = [line.split() for line in path.read_text().splitlines()]
@@ -86,6 +89,6 @@ def start_up(directory: Path, began: float) -> StartUp:
             firsts.append((float(first[3]), float(first[2]), float(first[1])))
     if not firsts:
         raise ValueError(f"{directory}: no handler records with start times")
-    return StartUp(to_workers=min(created for created, _, _ in firsts) - began,
+    return StartUp(server_ready=round_one - began, to_workers=min(created for created, _, _ in firsts) - began,
                    worker_imports=statistics.median(start - created for created, start, _ in firsts),
                    first_handler=statistics.median(seconds for _, _, seconds in firsts))
