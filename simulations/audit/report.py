@@ -137,7 +137,11 @@ def _explanation(result: AuditResult) -> list[str]:
         "(its training rows against its held-out test rows): the loss-threshold attack and "
         "online LiRA (Carlini et al. 2022) with shadow federations; TPR at low FPR next to "
         "the bound e^ε·FPR + δ that the accounted (ε, δ) implies (the dashed line of the "
-        "plots). With n held-out rows, FPRs below 1/n are not resolved.",
+        "plots). With n held-out rows, FPRs below 1/n are not resolved, and these curves "
+        "are estimates without confidence intervals: near FPR 1/n a curve can cross the "
+        "dashed line by chance (the k highest of N scores all belong to members with "
+        "probability about (members / N)^k even when the attack is blind). Only the canary "
+        "bound is a statistical test.",
         "",
         "## What it does not show",
         "",
