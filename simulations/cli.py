@@ -10,8 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-# Quiet TensorFlow's C++ start-up chatter and its GPU probe on these CPU-only machines.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Skip TensorFlow's GPU probe on these CPU-only machines (its log chatter is common.quiet's).
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import click
@@ -353,7 +352,7 @@ def baseline(
         out_dir = prepare_run_dir(out, task=config.task, force=force)
     except FileExistsError as error:
         fail(str(error))
-    rows = run_baselines(config, seeds=list(range(seeds)))
+    rows = run_baselines(config, seeds=list(range(seeds)), out_dir=out_dir)
     table = write_baselines(rows, out_dir, get_task(config.task).metric_names)
     typer.echo(table)
     console.print(f"[green]done[/]: {out_dir}/baseline.md")

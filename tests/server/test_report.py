@@ -19,6 +19,7 @@ from server.report import (
     epsilon_figure,
     expected_spread,
     hospital_bars_figure,
+    README_SPREAD,
     median,
     metrics_vs_round_figure,
     plot_title,
@@ -235,11 +236,18 @@ def test_report_states_the_true_median_coverage_and_the_plots(tmp_path):
 DEFAULTS = {"num_server_rounds": 20, "hospitals": 4, "learning_rate": 0.1}
 
 
+def test_the_spread_the_report_quotes_is_the_readmes():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for mean, sd in README_SPREAD.values():
+        assert f"{mean:.3f} \u00b1 {sd:.3f}" in readme
+
+
 def test_expected_spread_quotes_the_readme_table_for_the_default_settings():
-    final = {"client_avg_accuracy": "0.660"}
+    mean, sd = README_SPREAD[("heart-disease", "patient", 1.0)]
+    final = {"client_avg_accuracy": f"{mean - 2 * sd:.4f}"}
     text = " ".join(expected_spread({**CONFIG, **DEFAULTS}, final, DEFAULTS))
-    assert "README" in text and "0.709 \u00b1 0.031" in text
-    assert "-1.6 standard deviations" in text
+    assert "README" in text and f"{mean:.3f} \u00b1 {sd:.3f}" in text
+    assert "-2.0 standard deviations" in text
     none = " ".join(expected_spread({**CONFIG, **DEFAULTS, "dp_mode": "none"}, final, DEFAULTS))
     assert "0.728 \u00b1 0.012" in none
 
@@ -247,7 +255,7 @@ def test_expected_spread_quotes_the_readme_table_for_the_default_settings():
 def test_expected_spread_says_when_the_table_does_not_apply():
     short = {**CONFIG, **DEFAULTS, "num_server_rounds": 2}
     text = " ".join(expected_spread(short, {"client_avg_accuracy": "0.45"}, DEFAULTS))
-    assert "0.709" in text and "num_server_rounds=2" in text and "does not apply" in text
+    assert "0.727" in text and "num_server_rounds=2" in text and "does not apply" in text
     assert expected_spread({**CONFIG, "task": "digits"}, {}, DEFAULTS) == []
     assert expected_spread({**CONFIG, "dp_epsilon": 3.0}, {}, DEFAULTS) == []
 
