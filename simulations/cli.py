@@ -6,6 +6,7 @@ so ``fedcare --help`` is instant.
 """
 
 import os
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -270,7 +271,7 @@ def simulate(
     sources = _sources(ctx, config_file, SIMULATE_FLAGS, SIMULATE_KEYS, SIMULATE_REFUSED_KEYS)
     if resume is not None:
         return resume_run(resume, {k: v for k, v in sources.values.items() if k != "out-dir"},
-                          other_flags=out is not None or force)
+                          other_flags=out is not None or force, name=sources.where)
     if out is not None:
         sources.add_flag("out-dir", str(out))
     config = resolve_config(sources)
@@ -298,15 +299,17 @@ def simulate(
     console.print(f"[green]done[/]: {run_dir}/report.md")
 
 
-def resume_run(run_dir: Path, given: dict[str, object], *, other_flags: bool) -> None:
-    """Continue the run in `run_dir` from its last intact checkpoint, with its own settings."""
+def resume_run(run_dir: Path, given: dict[str, object], *, other_flags: bool,
+               name: Callable[[str], str] = str) -> None:
+    """Continue the run in `run_dir` from its last intact checkpoint, with its own settings
+    (a given setting that differs is named by `name`: the flag typed, or the file and key)."""
     from simulations.resume import plan_resume
 
     if other_flags:
         fail("--resume continues the run in its own directory: drop --out and --force")
     run_dir = run_dir.expanduser().resolve()
     try:
-        plan = plan_resume(run_dir, given)
+        plan = plan_resume(run_dir, given, name)
     except ValueError as error:
         fail(str(error))
     if plan.finished:

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,18 @@ def stored_run_config(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a fedcare run directory ({error})") from error
 
 
-def conflicting_settings(stored: dict[str, Any], given: dict[str, Any]) -> list[str]:
-    """Settings given on the command line that differ from the run's, as ``key: given vs run``."""
-    return [f"{key}={value!r} (the run has {stored.get(key)!r})"
+def conflicting_settings(stored: dict[str, Any], given: dict[str, Any],
+                         name: Callable[[str], str] = str) -> list[str]:
+    """Settings given that differ from the run's, as ``NAME VALUE (the run has VALUE)``;
+    `name` says how the user set a key (its flag, or the config file and key)."""
+    return [f"{name(key)} {value!r} (the run has {stored.get(key)!r})"
             for key, value in sorted(given.items()) if stored.get(key) != value]
 
 
-def plan_resume(run_dir: Path, given: dict[str, Any]) -> ResumePlan:
-    """Check that `run_dir` can be resumed with the explicitly `given` settings.
+def plan_resume(run_dir: Path, given: dict[str, Any],
+                name: Callable[[str], str] = str) -> ResumePlan:
+    """Check that `run_dir` can be resumed with the explicitly `given` settings (a conflict is
+    named by `name`, e.g. the flag that gave it).
 
     Raises
     ------
@@ -49,7 +54,7 @@ def plan_resume(run_dir: Path, given: dict[str, Any]) -> ResumePlan:
         no intact checkpoint to resume from.
     """
     stored = stored_run_config(run_dir)
-    conflicts = conflicting_settings(stored, given)
+    conflicts = conflicting_settings(stored, given, name)
     if conflicts:
         raise ValueError("--resume takes every setting from the run directory; these differ: "
                          + "; ".join(conflicts))

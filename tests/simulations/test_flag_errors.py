@@ -1,6 +1,7 @@
 """A bad option of the real `fedcare` command: named by its flag, with what is allowed, exit 2,
 in under 2 s (nothing heavy is imported before the check), and no traceback or run directory."""
 
+import json
 import os
 import re
 import subprocess
@@ -9,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from common.config import RunConfig
 
 FEDCARE = Path(sys.executable).with_name("fedcare")
 SECONDS = 2.0  # the issue's target, on this loaded 2-core machine
@@ -105,3 +108,14 @@ def test_help_lists_choices_in_panels_quickly(tmp_path):
                     "heart-disease, breast-cancer, diabetes, digits"):
         assert choices in proc.stdout
     assert seconds < SECONDS, f"{seconds:.2f} s"
+
+
+def test_resume_names_a_conflicting_setting_by_the_flag_typed(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"run_config": {
+        **RunConfig.from_run_config({"num-server-rounds": 4, "seed": 3}).to_run_config()}}))
+    done = subprocess.run([str(FEDCARE), "simulate", "--resume", str(run_dir), "--seed", "5"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--seed 5 (the run has 3)" in " ".join(done.stderr.split())

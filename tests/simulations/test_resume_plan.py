@@ -30,8 +30,11 @@ def test_plan_takes_the_runs_settings_and_resumes_in_place(tmp_path):
 
 
 def test_conflicting_flag_is_named(tmp_path):
-    with pytest.raises(ValueError, match=r"seed=5 \(the run has 3\)"):
+    with pytest.raises(ValueError, match=r"seed 5 \(the run has 3\)"):
         plan_resume(_run_dir(tmp_path, rounds_done=2), given={"seed": 5})
+    flags = {"seed": "--seed"}
+    with pytest.raises(ValueError, match=r"--seed 5 \(the run has 3\)"):
+        plan_resume(_run_dir(tmp_path, rounds_done=2), given={"seed": 5}, name=flags.get)
     assert conflicting_settings({"seed": 3, "task": "x"}, {"seed": 3, "task": "x"}) == []
 
 
