@@ -172,6 +172,7 @@ class RunConfig:
                 "aggregation at hospital level (each hospital adds a 1/sqrt(n) share of the "
                 "noise, so a single update is not private on its own); it needs --dp hospital "
                 "--secure-aggregation")
+        self._check_applies()
         if self.aggregator != Aggregator.MEAN and self.secagg_enabled:
             raise RunConfigError(
                 "aggregator", f"aggregator {self.aggregator.value!r} needs every update in the "
@@ -188,6 +189,22 @@ class RunConfig:
             raise RunConfigError(
                 "hospitals", f"hospitals must be between 1 and {task.max_hospitals} for task "
                 f"{self.task!r}, got {self.hospitals}")
+
+    def _check_applies(self) -> None:
+        """A setting moved from its default where it would do nothing is refused, naming the
+        setting it needs (it would otherwise be recorded as if it had been used)."""
+        needs = [
+            ("secagg.threshold", self.secagg_enabled, "secure aggregation (secagg.enabled)"),
+            ("secagg.honest-contributors", self.secagg_enabled,
+             "secure aggregation (secagg.enabled)"),
+            ("trim-fraction", self.aggregator == Aggregator.TRIMMED_MEAN,
+             "aggregator 'trimmed-mean'"),
+        ]
+        for key, applies, needed in needs:
+            field_name = _FIELD_OF[key]
+            if not applies and getattr(self, field_name) != DEFAULTS[key]:
+                raise RunConfigError(key, f"{key} applies only with {needed}; got "
+                                     f"{getattr(self, field_name)!r} without it")
 
     def _check_csv(self) -> None:
         if not self.csv_schema_path:

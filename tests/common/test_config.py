@@ -102,3 +102,18 @@ def test_checking_a_run_config_imports_no_task_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=PYPROJECT.parent).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("settings", "key"), [
+    ({"secagg.threshold": 3}, "secagg.threshold"),
+    ({"secagg.honest-contributors": 2}, "secagg.honest-contributors"),
+    ({"trim-fraction": 0.2}, "trim-fraction"),
+    ({"aggregator": "median", "trim-fraction": 0.2}, "trim-fraction"),
+])
+def test_a_setting_that_would_do_nothing_is_refused_naming_what_it_needs(settings, key):
+    with pytest.raises(RunConfigError, match=f"{key} applies only with") as caught:
+        RunConfig.from_run_config(settings)
+    assert caught.value.key == key
+    # with what it needs, or at its default, the same setting is accepted
+    RunConfig.from_run_config({**settings, "aggregator": "trimmed-mean"} if key == "trim-fraction"
+                              else {**settings, "secagg.enabled": True, "hospitals": 4})
