@@ -4,18 +4,18 @@ Per arm (the run as configured, then the same run with ``dp.mode none``):
 
 1. M canary records (``canaries.make_tabular_canaries``, "far" rows with random labels, in the
    preprocessed feature space) are drawn once; each is included with probability 1/2
-   (``canaries.draw_inclusion``, seeded by the run seed) in hospital 0's training rows, after
-   that hospital's preprocessing was fitted (``client.app.build_client_app``'s
+   (``canaries.draw_inclusion``, seeded by the run seed) in the training rows of the hospital
+   with the fewest rows, after that hospital's preprocessing was fitted (``client.app.build_client_app``'s
    ``training_data`` hook). At hospital level, M canary hospitals (``run.CanaryHospitals``,
    their own coins from seed + 1) also run fedcare's hospital-level round on a crafted update.
-2. One federation (``run.federate``) records every round's global weights and hospital 0's
+2. One federation (``run.federate``) records every round's global weights and that hospital's
    released updates.
 3. Two views, each at confidence ``1 - (1 - confidence) / 2`` so that the larger is a bound at
    ``confidence``: the server view (patient level: each canary record's clipped gradient at
-   each round's weights against hospital 0's update; hospital level: the canary hospitals'
+   each round's weights against that hospital's update; hospital level: the canary hospitals'
    releases against their directions) and the final-model view (each canary record's gain in
    confidence from the initial to the final model).
-4. Membership inference on hospital 1's real rows (train vs held-out test rows): the
+4. Membership inference on the largest other hospital's real rows (train vs held-out test rows): the
    loss-threshold attack and online LiRA with S shadow federations in which each of that
    hospital's rows is in exactly half of the shadows' training data.
 """
@@ -68,7 +68,6 @@ __all__ = ["ArmResult", "AuditPlan", "MIN_CONTROL_EPSILON", "control_config", "r
 
 # The control's bound must reach this for the audit to claim any power at all.
 MIN_CONTROL_EPSILON = 0.5
-CANARY_HOSPITAL = 0
 SHADOW_STREAM = 0x5AD0
 VIEWS = ("server", "final_model")
 
@@ -105,9 +104,17 @@ class AuditPlan:
         return 1.0 - (1.0 - self.confidence) / 2
 
     @property
+    def canary_hospital(self) -> int:
+        """The hospital that trains on the canary records: the one with the fewest rows."""
+        return canary_hospital(self.config)
+
+    @property
     def mia_hospital(self) -> int:
-        """The hospital whose real rows the membership attacks target (not the canaries')."""
-        return 1 if self.config.hospitals > 1 else 0
+        """The hospital whose real rows the membership attacks target: the one with the most
+        training rows other than the canaries' (the canaries' own if it is the only one)."""
+        sizes = [h.num_train for h in _hospitals(self.config)]
+        others = [i for i in range(len(sizes)) if i != self.canary_hospital]
+        return max(others, key=lambda i: (sizes[i], -i)) if others else self.canary_hospital
 
     @property
     def federations(self) -> int:
@@ -171,6 +178,17 @@ def _hospitals(config: RunConfig) -> tuple[HospitalData, ...]:
                       partition=config.partition.value, alpha=config.dirichlet_alpha)
 
 
+def canary_hospital(config: RunConfig) -> int:
+    """The hospital with the fewest training rows (the lowest index on ties).
+
+    There each record weighs most, and the server-view attack has the fewest other rows to
+    tell the canaries apart from (heart-disease: switzerland, 30 rows, against a 14-parameter
+    model that cannot separate the canaries from cleveland's 199).
+    """
+    sizes = [h.num_train for h in _hospitals(config)]
+    return min(range(len(sizes)), key=lambda i: (sizes[i], i))
+
+
 def shadow_assignment(rows: int, shadows: int, seed: int) -> np.ndarray:
     """bool (shadows, rows): each row in exactly half of the shadows, the halves seeded."""
     if shadows < 2 or shadows % 2:
@@ -182,11 +200,12 @@ def shadow_assignment(rows: int, shadows: int, seed: int) -> np.ndarray:
     return assignment
 
 
-def _canary_hook(records: CanaryRecords, inclusion: CanaryInclusion) -> Callable[[HospitalData, int], HospitalData]:
+def _canary_hook(records: CanaryRecords, inclusion: CanaryInclusion,
+                 hospital: int) -> Callable[[HospitalData, int], HospitalData]:
     x_in, y_in = records.x[inclusion.included], records.y[inclusion.included]
 
     def hook(data: HospitalData, index: int) -> HospitalData:
-        if index != CANARY_HOSPITAL:
+        if index != hospital:
             return data
         return with_rows(data, np.concatenate([data.x_train, x_in]),
                          np.concatenate([data.y_train, y_in]))
@@ -222,6 +241,7 @@ def audit_canaries(
     inclusion: CanaryInclusion,
     hospital_inclusion: CanaryInclusion | None,
     confidence: float,
+    hospital: int = 0,
     trainer_for: TrainerFactory = get_trainer,
 ) -> CanaryAudit:
     """Run one federation with the canaries in and audit it from both views.
@@ -233,12 +253,14 @@ def audit_canaries(
     run_dir : pathlib.Path
         Its run directory.
     records, inclusion : CanaryRecords, CanaryInclusion
-        The canary records and which of them hospital 0 trains on.
+        The canary records and which of them `hospital` trains on.
     hospital_inclusion : CanaryInclusion or None
         Hospital level: which canary hospitals send their crafted update (None: no canary
         hospitals, the server view scores the records).
     confidence : float
         Each view's confidence (the caller splits its confidence between the views).
+    hospital : int
+        The hospital whose training rows get the canaries (its releases are watched).
     trainer_for : callable
         The hospitals' local trainer (tests: a broken one).
     """
@@ -252,14 +274,14 @@ def audit_canaries(
         canary_hospitals = CanaryHospitals(config, run_dir, unit_directions(
             m, shapes, config.seed), hospital_inclusion.included)
         hooks.append(canary_hospitals)
-    trace = federate(config, run_dir, watched=CANARY_HOSPITAL, trainer_for=trainer_for,
-                     training_data=_canary_hook(records, inclusion), on_round=hooks)
+    trace = federate(config, run_dir, watched=hospital, trainer_for=trainer_for,
+                     training_data=_canary_hook(records, inclusion, hospital), on_round=hooks)
     # Server view.
     if canary_hospitals is not None:
         server_scores = canary_hospitals.scores.copy()
         server_epsilon = canary_hospitals.epsilon_hospital if config.private else math.inf
     else:
-        own = _hospitals(config)[CANARY_HOSPITAL]
+        own = _hospitals(config)[hospital]
         gradients, known, updates = [], [], []
         for seen in trace.rounds:
             gradients.append(view.clipped_gradients(seen.global_weights, records.x, records.y,
@@ -351,7 +373,8 @@ def run_arm(
         f"{config.num_server_rounds} rounds, {inclusion.n_in} of {inclusion.m} canaries in")
     canary = audit_canaries(config, out_dir / name, records=records, inclusion=inclusion,
                             hospital_inclusion=hospital_inclusion,
-                            confidence=plan.view_confidence, trainer_for=trainer_for)
+                            confidence=plan.view_confidence, hospital=plan.canary_hospital,
+                            trainer_for=trainer_for)
     say(f"      {len(canary.trace.rounds)} rounds in {canary.trace.seconds:.1f} s; bound "
         f"{max(v.epsilon for v in canary.views.values()):.2f}")
 
@@ -417,7 +440,7 @@ def run_audit(plan: AuditPlan, out_dir: Path, *, trainer_for: TrainerFactory = g
     """
     config = plan.config
     task = get_task(config.task)
-    canary_data = _hospitals(config)[CANARY_HOSPITAL]
+    canary_data = _hospitals(config)[plan.canary_hospital]
     n_classes = 2 if task.kind == "binary" else task.num_outputs
     records = make_tabular_canaries(plan.canaries, task.num_features, n_classes, config.seed,
                                     kind=plan.canary_kind, reference_x=canary_data.x_train)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from simulations.audit.canaries import OneRunAudit
-from simulations.audit.experiment import MIN_CONTROL_EPSILON, ArmResult, AuditResult
+from simulations.audit.experiment import MIN_CONTROL_EPSILON, ArmResult, AuditPlan, AuditResult
 from simulations.audit.lower_bound import canaries_needed
 from simulations.audit.membership import DEFAULT_FPRS, dp_tpr_bound
 from simulations.audit.plots import save_roc_plot
@@ -20,6 +20,12 @@ MAX_CANARIES_SEARCHED = 100_000
 
 def _eps(value: float) -> str:
     return "∞ (none)" if not math.isfinite(value) else f"{value:.2f}"
+
+
+def _name(plan: AuditPlan, index: int) -> str:
+    from common.tasks import get_task
+
+    return get_task(plan.config.task).hospital_names(plan.config.hospitals)[index]
 
 
 def _pct(value: float) -> str:
@@ -85,8 +91,9 @@ def _settings(result: AuditResult) -> list[str]:
         f"{config.dp_clipping_norm:g}, accountant {config.dp_accountant.value}",
         f"- local: {config.local_epochs} epoch(s) / {config.local_steps} steps, batch "
         f"{config.batch_size}, learning rate {config.learning_rate:g}",
-        f"- {plan.canaries} canary records (kind {plan.canary_kind}) in hospital 0's training "
-        f"rows, {result.inclusion.n_in} included (coins seeded by {result.inclusion.seed})",
+        f"- {plan.canaries} canary records (kind {plan.canary_kind}) in the training rows of "
+        f"{_name(plan, plan.canary_hospital)} (the hospital with the fewest), "
+        f"{result.inclusion.n_in} included (coins seeded by {result.inclusion.seed})",
     ]
     if result.hospital_inclusion is not None:
         lines.append(f"- {plan.canaries} canary hospitals, {result.hospital_inclusion.n_in} "
@@ -94,7 +101,7 @@ def _settings(result: AuditResult) -> list[str]:
     lines += [
         f"- confidence {_pct(plan.confidence)} (each view at {_pct(plan.view_confidence)}; each "
         "view's 4 guessing rules Bonferroni-corrected within it)",
-        f"- membership inference on hospital {plan.mia_hospital}'s rows, {plan.shadows} shadow "
+        f"- membership inference on {_name(plan, plan.mia_hospital)}'s rows, {plan.shadows} shadow "
         "federations per arm",
     ]
     return lines
@@ -115,7 +122,7 @@ def _explanation(result: AuditResult) -> list[str]:
               "hospital-level calibration, clipping and noise on a crafted update of norm C "
               "in a random direction), projected on their directions and summed over rounds"
               if hospital else
-              "hospital 0's released update each round, against each canary's clipped gradient "
+              f"{_name(result.plan, result.plan.canary_hospital)}'s released update each round, against each canary's clipped gradient "
               "at that round's global weights (least-squares coefficients, the hospital's other "
               "rows known to the attacker, as DP allows), summed over rounds")
     return [
@@ -133,7 +140,8 @@ def _explanation(result: AuditResult) -> list[str]:
         "accounted ε above it cannot be reached by this audit. " + reach,
         "- **Control**: the same run without DP. Its bound must be clearly positive (here "
         f">= {MIN_CONTROL_EPSILON}); otherwise the audit had no power.",
-        f"- **Membership inference** on hospital {result.plan.mia_hospital}'s real rows "
+        f"- **Membership inference** on {_name(result.plan, result.plan.mia_hospital)}'s real "
+        "rows "
         "(its training rows against its held-out test rows): the loss-threshold attack and "
         "online LiRA (Carlini et al. 2022) with shadow federations; TPR at low FPR next to "
         "the bound e^ε·FPR + δ that the accounted (ε, δ) implies (the dashed line of the "
@@ -209,13 +217,16 @@ def audit_document(result: AuditResult, plots: dict[str, str]) -> dict[str, Any]
         "canaries": {
             "m": plan.canaries,
             "kind": plan.canary_kind,
-            "hospital": 0,
+            "hospital": plan.canary_hospital,
+            "hospital_name": _name(plan, plan.canary_hospital),
             "records": result.records.to_dict(),
             "inclusion": result.inclusion.to_dict(),
             "hospital_inclusion": (result.hospital_inclusion.to_dict()
                                    if result.hospital_inclusion is not None else None),
         },
-        "membership_inference": {"hospital": plan.mia_hospital, "shadows": plan.shadows},
+        "membership_inference": {"hospital": plan.mia_hospital,
+                                 "hospital_name": _name(plan, plan.mia_hospital),
+                                 "shadows": plan.shadows},
         "arms": {arm.name: _arm(arm) for arm in result.arms},
         "plots": plots,
     }

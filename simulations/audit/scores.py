@@ -13,10 +13,14 @@ import numpy as np
 __all__ = ["final_model_scores", "release_scores", "server_view_scores"]
 
 
+# Largest stacked least-squares system solved at once (float64 entries: 160 MB).
+STACKED_ENTRIES_MAX = 20_000_000
+
+
 def server_view_scores(gradients: Sequence[np.ndarray],
                        updates: Sequence[np.ndarray | None],
                        known: Sequence[np.ndarray] | None = None) -> np.ndarray:
-    """Server view of canary records: how much of each round's update their gradients explain.
+    """Server view of canary records: how much of the released updates their gradients explain.
 
     Parameters
     ----------
@@ -34,19 +38,21 @@ def server_view_scores(gradients: Sequence[np.ndarray],
     Returns
     -------
     numpy.ndarray
-        Shape (m,), summed over rounds. Local (DP-)SGD steps against the gradients of the
-        records it trained on, so ``-update_r`` is close to a non-negative combination of the
-        sampled records' gradients plus noise. When the canaries and the known rows give fewer
-        regressors than parameters (m + n < d), each round's score is canary i's least-squares
-        coefficient in ``-update_r ~ sum_i a_i g_i + sum_j b_j h_j``, which separates each
-        canary from the other canaries and from the known rows; otherwise (a model with too
-        few parameters to tell them apart) it is ``-<g_i, update_r>``.
+        Shape (m,). Local (DP-)SGD steps against the gradients of the records it trained on,
+        so ``-update_r`` is close to ``sum_i a_i g_i(w_r) + sum_j b_j h_j(w_r)`` plus noise,
+        with ``a_i > 0`` only for a canary that is in (the same in every round: inclusion does
+        not change). The score is canary i's least-squares coefficient ``a_i``, fitted over all
+        rounds at once when the rounds give more equations than unknowns (R d > m + n, and the
+        system fits in memory), else per round and summed (when m + n < d); it separates each
+        canary from the other canaries and from the known rows. A model too small for either
+        gets ``-sum_r <g_i, update_r>``.
     """
     if len(gradients) != len(updates) or (known is not None and len(known) != len(updates)):
         raise ValueError("gradients, updates and known gradients need one entry per round")
     if not gradients:
         raise ValueError("need at least one round")
-    total = np.zeros(np.asarray(gradients[0]).shape[0])
+    rows: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
     for r, (grads, update) in enumerate(zip(gradients, updates, strict=True)):
         if update is None:
             continue
@@ -55,14 +61,26 @@ def server_view_scores(gradients: Sequence[np.ndarray],
         if grads.ndim != 2 or grads.shape[1] != update.size:
             raise ValueError(f"gradients of shape {grads.shape} do not match an update of "
                              f"{update.size} parameters")
-        m = grads.shape[0]
         regressors = grads if known is None else np.concatenate(
             [grads, np.asarray(known[r], dtype=np.float64)])
-        if regressors.shape[0] < update.size:
-            coefficients, *_ = np.linalg.lstsq(regressors.T, -update, rcond=None)
+        rows.append(regressors.T)
+        targets.append(-update)
+    m = np.asarray(gradients[0]).shape[0]
+    if not rows:
+        return np.zeros(m)
+    d, unknowns = rows[0].shape
+    equations = d * len(rows)
+    if unknowns < equations and equations * unknowns <= STACKED_ENTRIES_MAX:
+        coefficients, *_ = np.linalg.lstsq(np.concatenate(rows), np.concatenate(targets),
+                                           rcond=None)
+        return np.asarray(coefficients[:m], dtype=np.float64)
+    total = np.zeros(m)
+    for design, target in zip(rows, targets, strict=True):
+        if unknowns < d:
+            coefficients, *_ = np.linalg.lstsq(design, target, rcond=None)
             total += coefficients[:m]
         else:
-            total -= grads @ update
+            total += design[:, :m].T @ target
     return total
 
 

@@ -15,7 +15,6 @@ from common.config import RunConfig
 from common.tasks import get_task
 from simulations.audit.canaries import draw_inclusion, make_tabular_canaries
 from simulations.audit.experiment import (
-    CANARY_HOSPITAL,
     _canary_hook,
     _hospitals,
     audit_canaries,
@@ -37,7 +36,7 @@ def _config(**changes):
 def _canaries(config, m, seed=0):
     task = get_task(config.task)
     records = make_tabular_canaries(m, task.num_features, 2, seed,
-                                    reference_x=_hospitals(config)[CANARY_HOSPITAL].x_train)
+                                    reference_x=_hospitals(config)[0].x_train)
     return records, draw_inclusion(m, seed)
 
 
@@ -60,7 +59,7 @@ def test_canaries_join_only_hospital_0s_training_rows_after_its_preprocessing():
     config = _config()
     records, inclusion = _canaries(config, 30)
     hospitals = _hospitals(config)
-    hook = _canary_hook(records, inclusion)
+    hook = _canary_hook(records, inclusion, 0)
     # Act
     with_canaries = hook(hospitals[0], 0)
     other = hook(hospitals[1], 1)

@@ -30,7 +30,7 @@ def test_the_server_view_ranks_every_included_canary_above_every_excluded_one():
     assert scores[included].min() > scores[~included].max()
 
 
-def test_knowing_the_other_rows_separates_canaries_the_plain_dot_product_confuses():
+def test_knowing_the_other_rows_separates_canaries_that_their_gradients_alone_confuse():
     rng = np.random.default_rng(2)
     included = draw_inclusion(40, seed=3).included
     gradients, known, updates = _sgd_rounds(rng, included, n=200, d=300)
