@@ -12,27 +12,10 @@ from client.app import build_client_app
 from common.config import RunConfig
 from server.federation import run_federation
 from simulations.simulate import SimulatedHospitalPrivacy
+from tests.crashing_grid import CrashingGrid
 from simulations.in_process_grid import InProcessGrid
 
 NODES = {100 + i: {"partition-id": i, "num-partitions": 4} for i in range(4)}
-
-
-class CrashingGrid(InProcessGrid):
-    """The server process dies when it is about to send round `crash_round`'s train messages."""
-
-    def __init__(self, *args, crash_round: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.crash_round = crash_round
-
-    def send_and_receive(self, messages, *, timeout=None):
-        from common.wire.records import unpack_request
-
-        messages = list(messages)
-        settings = unpack_request(messages[0].content).settings if messages else None
-        if (settings is not None and settings.server_round == self.crash_round
-                and messages[0].metadata.message_type == "train"):
-            raise KeyboardInterrupt("the server was killed")
-        return super().send_and_receive(messages, timeout=timeout)
 
 
 def _config(mode, **changes):

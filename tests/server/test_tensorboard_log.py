@@ -16,6 +16,7 @@ from common.config import RunConfig  # noqa: E402
 from server.federation import run_federation  # noqa: E402
 from server.run_directory import MetricsWriter, metrics_columns  # noqa: E402
 from server.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, scalar_tags  # noqa: E402
+from tests.crashing_grid import CrashingGrid  # noqa: E402
 from simulations.in_process_grid import InProcessGrid  # noqa: E402
 from simulations.simulate import SimulatedHospitalPrivacy  # noqa: E402
 
@@ -114,24 +115,6 @@ def test_a_resumed_log_starts_over_with_the_checkpoints_rows(tmp_path):
     assert events["loss/pooled"] == [(1, pytest.approx(0.68)), (2, pytest.approx(0.67)),
                                      (3, 0.5)]
     assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1
-
-
-class CrashingGrid(InProcessGrid):
-    """The server process dies when it is about to send round `crash_round`'s train messages."""
-
-    def __init__(self, *args, crash_round: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.crash_round = crash_round
-
-    def send_and_receive(self, messages, *, timeout=None):
-        from common.wire.records import unpack_request
-
-        messages = list(messages)
-        settings = unpack_request(messages[0].content).settings if messages else None
-        if (settings is not None and settings.server_round == self.crash_round
-                and messages[0].metadata.message_type == "train"):
-            raise KeyboardInterrupt("the server was killed")
-        return super().send_and_receive(messages, timeout=timeout)
 
 
 def test_the_driver_writes_one_step_per_round_also_across_a_resume(tmp_path, monkeypatch):
