@@ -13,11 +13,12 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psutil
+
+from common.signals import handling_signals
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,6 @@ def exit_on_signals(explain: Callable[[], str]) -> Iterator[None]:
     must already be on disk. The previous handlers are restored when the block ends. Only the
     main thread can install signal handlers; elsewhere this is a no-op.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def stop(signum: int, _frame: object) -> None:
         try:
@@ -76,9 +74,5 @@ def exit_on_signals(explain: Callable[[], str]) -> Iterator[None]:
         stop_descendants(grace_seconds=2.0)
         os._exit(128 + signum)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handling_signals(stop):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
