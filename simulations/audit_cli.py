@@ -92,6 +92,9 @@ def audit(
     canary_kind: Annotated[str, typer.Option(help="far (outside the data) or random (in-distribution).")] = "far",
 ) -> None:
     """Audit a DP run: canaries, membership inference and a non-private control (audit.md)."""
+    from common.quiet import quiet_third_party
+
+    quiet_third_party()  # before TensorFlow is imported: its start-up chatter stays hidden
     from simulations.audit.canaries import CANARY_KINDS
     from simulations.cli import console, fail
 

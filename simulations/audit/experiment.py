@@ -62,7 +62,11 @@ from simulations.audit.run import (
     unit_directions,
     with_rows,
 )
-from simulations.audit.scores import final_model_scores, server_view_scores
+from simulations.audit.scores import (
+    STACKED_ENTRIES_MAX,
+    final_model_scores,
+    server_view_scores,
+)
 
 __all__ = ["ArmResult", "AuditPlan", "MIN_CONTROL_EPSILON", "control_config", "run_audit"]
 
@@ -282,14 +286,23 @@ def audit_canaries(
         server_epsilon = canary_hospitals.epsilon_hospital if config.private else math.inf
     else:
         own = _hospitals(config)[hospital]
+        d = sum(int(w.size) for w in trace.initial_weights)
+        # All rounds in one fit when it fits in memory; else round by round (digits: 8,970
+        # parameters, hundreds of rows), which server_view_scores sums the same way.
+        stacked = len(trace.rounds) * d * (m + own.num_train) <= STACKED_ENTRIES_MAX
         gradients, known, updates = [], [], []
+        server_scores = np.zeros(m)
         for seen in trace.rounds:
             gradients.append(view.clipped_gradients(seen.global_weights, records.x, records.y,
                                                     clipping_norm=config.dp_clipping_norm))
             known.append(view.clipped_gradients(seen.global_weights, own.x_train, own.y_train,
                                                 clipping_norm=config.dp_clipping_norm))
             updates.append(None if seen.update is None else flatten(seen.update))
-        server_scores = server_view_scores(gradients, updates, known)
+            if not stacked:
+                server_scores += server_view_scores(gradients, updates, known)
+                gradients, known, updates = [], [], []
+        if stacked:
+            server_scores = server_view_scores(gradients, updates, known)
         server_epsilon = trace.epsilon_patient if config.private else math.inf
     # Final-model view.
     final_scores = final_model_scores(
@@ -369,7 +382,7 @@ def run_arm(
 ) -> ArmResult:
     """Run one arm (its federation with canaries, then its shadows) and attack it."""
     step[0] += 1
-    say(f"[{step[0]}/{plan.federations}] {name}: {config.dp_mode.value} level, "
+    say(f"[{step[0]}/{plan.federations}] {name}: dp {config.dp_mode.value}, "
         f"{config.num_server_rounds} rounds, {inclusion.n_in} of {inclusion.m} canaries in")
     canary = audit_canaries(config, out_dir / name, records=records, inclusion=inclusion,
                             hospital_inclusion=hospital_inclusion,
