@@ -89,7 +89,7 @@ def audit(
     canaries: Annotated[int, typer.Option(help="M canary records (and canary hospitals at hospital level).")] = DEFAULT_CANARIES,
     confidence: Annotated[float, typer.Option(help="Confidence of the lower bound.")] = 0.95,
     shadows: Annotated[int, typer.Option(help="Shadow federations per arm for LiRA (even).")] = DEFAULT_SHADOWS,
-    canary_kind: Annotated[str, typer.Option(help="far (outside the data) or random (in-distribution).")] = "far",
+    canary_kind: Annotated[str, typer.Option(help="far (outside the data), random (in-distribution) or axis (one per feature axis, for small models such as heart-disease's).")] = "far",
 ) -> None:
     """Audit a DP run: canaries, membership inference and a non-private control (audit.md)."""
     from common.quiet import quiet_third_party
@@ -117,6 +117,10 @@ def audit(
         fail(f"--canary-kind must be one of {', '.join(CANARY_KINDS)}, got {canary_kind!r}")
     from common.tasks import get_task
 
+    features = get_task(task).num_features
+    if canary_kind == "axis" and canaries > features:
+        fail(f"--canaries must be <= {features} with --canary-kind axis on {task} (one canary "
+             f"per feature axis), got {canaries}")
     count = hospitals if hospitals is not None else DEFAULT_HOSPITALS.get(
         task, get_task(task).default_hospitals)
     values = {

@@ -34,7 +34,8 @@ __all__ = [
 INCLUSION_STREAM = 0xA0D17
 RECORD_STREAM = 0xA0D18
 
-CANARY_KINDS = ("far", "random")
+CANARY_KINDS = ("far", "random", "axis")
+AXIS_DISTANCE = 1000.0  # "axis" canaries: a multiple of the data's largest row norm
 
 
 def _check_seed(seed: int) -> int:
@@ -185,12 +186,17 @@ def make_tabular_canaries(
     seed : int
         The run seed; rows come from ``numpy.random.default_rng([seed, RECORD_STREAM])``,
         independent of the inclusion coins.
-    kind : {"far", "random"}, default "far"
+    kind : {"far", "random", "axis"}, default "far"
         ``"far"``: each row is a uniformly random direction scaled to one common norm
         ``distance * max ||reference_x row||`` (or ``distance * sqrt(n_features)``, the typical
         norm of a z-scored row, without ``reference_x``), so with ``distance > 1`` every canary
         lies outside the ball holding all the data, at least ``(distance - 1) * max norm``
         from any real row. ``"random"``: rows drawn from N(0, I), like z-scored data.
+        ``"axis"``: for a model with fewer parameters than canaries can share (a logistic
+        model), canary ``i`` lies on feature axis ``i mod n_features`` (random sign) at
+        ``AXIS_DISTANCE`` times the data's largest row norm (``distance`` is not used): each
+        canary's gradient then moves its own weight, and moves it far more than the real rows
+        do in a non-private run, so at most ``n_features`` canaries are told apart.
     reference_x : numpy.ndarray, optional
         The hospital's preprocessed training rows, shape (rows, n_features), to place
         ``"far"`` canaries beyond.
@@ -220,7 +226,13 @@ def make_tabular_canaries(
         raise ValueError(f"kind must be one of {CANARY_KINDS}; got {kind!r}")
     rng = np.random.default_rng([seed, RECORD_STREAM])
     gaussian = rng.standard_normal((m, n_features))
-    if kind == "far":
+    if kind == "axis":
+        scale = (float(np.max(np.linalg.norm(np.asarray(reference_x, dtype=np.float64), axis=1)))
+                 if reference_x is not None else float(np.sqrt(n_features)))
+        x = np.zeros((m, n_features))
+        x[np.arange(m), np.arange(m) % n_features] = (
+            np.sign(gaussian[:, 0]) + (gaussian[:, 0] == 0)) * AXIS_DISTANCE * scale
+    elif kind == "far":
         if not (np.isfinite(distance) and distance > 0):
             raise ValueError(f"distance must be finite and > 0; got {distance!r}")
         if reference_x is not None:

@@ -23,8 +23,8 @@ Per arm (the run as configured, then the same run with ``dp.mode none``):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from client.hospital import task_split
 from client.training import get_trainer
 from common.config import RunConfig
 from common.tasks import HospitalData, get_task
+from common.tasks.base import TaskSpec
 from common.wire.modes import DpMode
 from simulations.audit.canaries import (
     CanaryInclusion,
@@ -237,6 +238,33 @@ class CanaryAudit:
     declined: tuple[str, ...] = ()
 
 
+def against_initial_model(records: CanaryRecords, task: TaskSpec, seed: int) -> CanaryRecords:
+    """The canaries relabelled with the class the (public, seeded) initial model finds least
+    likely: every canary then starts with a full-size gradient, which a far "axis" canary
+    would not have if the initial model already fitted it (a saturated logit)."""
+    from common.models import build_model
+
+    view, initial = ModelView(task), build_model(task, seed=seed).get_weights()
+    classes = 2 if task.kind == "binary" else task.num_outputs
+    confidences = np.stack([view.confidence(initial, records.x, np.full(len(records.y), c,
+                                                                         dtype=np.float32))
+                            for c in range(classes)])
+    return replace(records, y=np.argmin(confidences, axis=0).astype(np.float32))
+
+
+def initial_push_scores(directions: np.ndarray, updates: Sequence[np.ndarray | None]
+                        ) -> np.ndarray:
+    """Server view of "axis" canaries: each released update projected on the canary's first
+    push (its unit descent direction at the initial model), summed over rounds. A canary in
+    the training rows moves its own weight far more than the real rows do (unless clipped and
+    noised, as DP-SGD does); one that is out moves nothing."""
+    total = np.zeros(directions.shape[0])
+    for update in updates:
+        if update is not None:
+            total += directions @ np.asarray(update, dtype=np.float64)
+    return total
+
+
 def audit_canaries(
     config: RunConfig,
     run_dir: Path,
@@ -284,6 +312,14 @@ def audit_canaries(
     if canary_hospitals is not None:
         server_scores = canary_hospitals.scores.copy()
         server_epsilon = canary_hospitals.epsilon_hospital if config.private else math.inf
+    elif records.kind == "axis":
+        descent = -view.clipped_gradients(trace.initial_weights, records.x, records.y,
+                                          clipping_norm=math.inf)
+        norms = np.linalg.norm(descent, axis=1, keepdims=True)
+        server_scores = initial_push_scores(descent / np.where(norms > 0, norms, 1.0),
+                                            [None if seen.update is None else flatten(seen.update)
+                                             for seen in trace.rounds])
+        server_epsilon = trace.epsilon_patient if config.private else math.inf
     else:
         own = _hospitals(config)[hospital]
         d = sum(int(w.size) for w in trace.initial_weights)
@@ -431,8 +467,10 @@ class AuditResult:
 
     @property
     def has_power(self) -> bool:
-        """Whether the control's bound is clearly positive (>= MIN_CONTROL_EPSILON)."""
-        return self.control.epsilon_lower_bound >= MIN_CONTROL_EPSILON
+        """Whether the control's bound is clearly positive: >= MIN_CONTROL_EPSILON, or (for
+        canaries too few to prove that much) every guess right, at the canaries' ceiling."""
+        bound = self.control.epsilon_lower_bound
+        return bound >= MIN_CONTROL_EPSILON or (bound > 0 and bound >= 0.999 * self.control.ceiling)
 
 
 def run_audit(plan: AuditPlan, out_dir: Path, *, trainer_for: TrainerFactory = get_trainer,
@@ -457,6 +495,8 @@ def run_audit(plan: AuditPlan, out_dir: Path, *, trainer_for: TrainerFactory = g
     n_classes = 2 if task.kind == "binary" else task.num_outputs
     records = make_tabular_canaries(plan.canaries, task.num_features, n_classes, config.seed,
                                     kind=plan.canary_kind, reference_x=canary_data.x_train)
+    if records.kind == "axis":
+        records = against_initial_model(records, task, config.seed)
     inclusion = draw_inclusion(plan.canaries, config.seed)
     hospital_inclusion = (draw_inclusion(plan.canaries, config.seed + 1)
                           if config.dp_mode == DpMode.HOSPITAL else None)

@@ -41,7 +41,8 @@ def verdict(result: AuditResult) -> str:
                 f"{dp.accounted_epsilon:.2f}: the run leaks more than its accountant says")
     if not result.has_power:
         return (f"NO POWER: the non-private control's bound is {control.epsilon_lower_bound:.2f}"
-                f" (< {MIN_CONTROL_EPSILON}), so this audit could not have caught a leak; its "
+                f" (< {MIN_CONTROL_EPSILON}, below its ceiling {control.ceiling:.2f}), so this audit "
+                "could not have caught a leak; its "
                 "DP figures say nothing about the run")
     if not dp.config.private:
         return "the audited run is not private: both arms are controls"
@@ -122,6 +123,11 @@ def _explanation(result: AuditResult) -> list[str]:
               "hospital-level calibration, clipping and noise on a crafted update of norm C "
               "in a random direction), projected on their directions and summed over rounds"
               if hospital else
+              f"{_name(result.plan, result.plan.canary_hospital)}'s released update each round, "
+              "projected on each canary's first push (its descent direction at the public "
+              "initial model: one canary per feature axis, labelled against that model) and "
+              "summed over rounds"
+              if result.records.kind == "axis" else
               f"{_name(result.plan, result.plan.canary_hospital)}'s released update each round, against each canary's clipped gradient "
               "at that round's global weights (least-squares coefficients, the hospital's other "
               "rows known to the attacker, as DP allows), summed over rounds")
@@ -139,7 +145,8 @@ def _explanation(result: AuditResult) -> list[str]:
         "- **Ceiling**: the bound these canaries would give if every guess were right; an "
         "accounted ε above it cannot be reached by this audit. " + reach,
         "- **Control**: the same run without DP. Its bound must be clearly positive (here "
-        f">= {MIN_CONTROL_EPSILON}); otherwise the audit had no power.",
+        f">= {MIN_CONTROL_EPSILON}, or every guess right when the canaries cannot prove that "
+        "much); otherwise the audit had no power.",
         f"- **Membership inference** on {_name(result.plan, result.plan.mia_hospital)}'s real "
         "rows "
         "(its training rows against its held-out test rows): the loss-threshold attack and "

@@ -30,12 +30,14 @@ def fedcare_home(tmp_path, monkeypatch):
     (["--canaries", "1"], "--canaries must be >= 2"),
     (["--confidence", "1.0"], "--confidence must be in (0, 1)"),
     (["--shadows", "3"], "--shadows must be an even number"),
-    (["--canary-kind", "odd"], "--canary-kind must be one of far, random"),
+    (["--canary-kind", "odd"], "--canary-kind must be one of far, random, axis"),
     (["--epsilon", "-1"], "--epsilon (dp.epsilon)"),
     (["--rounds", "0"], "--rounds (num-server-rounds)"),
     (["--task", "breast-cancer", "--hospitals", "1000"], "breast-cancer"),
+    (["--task", "heart-disease", "--canary-kind", "axis", "--canaries", "20"],
+     "--canaries must be <= 13 with --canary-kind axis"),
 ], ids=["regression-task", "no-dp", "distributed", "canaries", "confidence", "shadows",
-        "canary-kind", "epsilon", "rounds", "too-many-hospitals"])
+        "canary-kind", "epsilon", "rounds", "too-many-hospitals", "axis-canaries"])
 def test_audit_rejects_bad_settings_with_the_flag_named(args, message, tmp_path):
     result = runner.invoke(app, ["audit", *args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
