@@ -77,7 +77,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(fedcare_cli, tmp_path):
     assert not (resumed / "model.keras").exists()
 
     conflict, _ = fedcare_cli("simulate", "--resume", str(resumed), "--rounds", "7")
-    assert conflict.returncode == 2 and "num-server-rounds=7" in _text(conflict)
+    assert conflict.returncode == 2 and "--rounds 7 (the run has 5)" in _text(conflict)
 
     proc, marker = fedcare_cli("simulate", "--resume", str(resumed))
     assert proc.returncode == 0, proc.stderr[-3000:]
