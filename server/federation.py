@@ -42,6 +42,7 @@ from common.wire.settings import RoundSettings
 from common.wire.statistics import StatisticsSpec
 from server.checkpoint import Checkpoint, load_latest_checkpoint, save_checkpoint
 from server.evaluation import epsilon_columns, summarize_round
+from server.exchange import send_and_receive
 from server.identity import IdentityBook, registered_names
 from server.plain_round import run_plain_round
 from server.progress import RoundProgress
@@ -389,7 +390,7 @@ def _evaluate_now(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, sta
     messages = strategy.messages(pack_request(replace(settings, evaluate_received=False),
                                               state.weights),
                                  strategy.select_nodes(grid), MessageType.EVALUATE)
-    screened = screen_replies(grid.send_and_receive(messages, timeout=timeout), rules, book,
+    screened = screen_replies(send_and_receive(grid, messages, timeout=timeout), rules, book,
                               (EvaluateReply, DeclinedReply))
     return screened.statistics
 

@@ -16,6 +16,7 @@ from common.types import NDArrays
 from common.wire.records import pack_request
 from common.wire.replies import DeclinedReply, TrainReply
 from common.wire.settings import RoundSettings
+from server.exchange import send_and_receive
 from server.identity import IdentityBook
 from server.round_outcome import RoundOutcome
 from server.screening import ReplyRules, screen_replies
@@ -31,7 +32,7 @@ def run_plain_round(
     """Train and aggregate one round; return what it produced (and the folded evaluation)."""
     nodes = strategy.select_nodes(grid)
     messages = strategy.messages(pack_request(settings, weights), nodes, MessageType.TRAIN)
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    replies = send_and_receive(grid, messages, timeout=timeout)
     missing = len(messages) - len(replies)
     if missing:
         logger.warning("round %d: %d hospital(s) sent nothing within %.0f s",

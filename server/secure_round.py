@@ -31,6 +31,7 @@ from common.types import NDArrays
 from common.wire.records import pack_request
 from common.wire.replies import DeclinedReply, SecAggStageReply, TrainReply
 from common.wire.settings import RoundSettings
+from server.exchange import send_and_receive
 from server.identity import IdentityBook
 from server.round_outcome import RoundOutcome
 from server.screening import ReplyRules, Screened, screen_replies
@@ -99,7 +100,7 @@ def run_secure_round(
     else:
         messages = strategy.messages(pack_request(settings, weights, secagg=first_request),
                                      nodes, ADVERTISE_ACTION)
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    replies = send_and_receive(grid, messages, timeout=timeout)
     first = screen_replies(replies, rules, book, (TrainReply, DeclinedReply))
     outcome = RoundOutcome(
         server_round=server_round, weights=None, participants=0, declined=first.declined,
@@ -124,7 +125,7 @@ def run_secure_round(
                                                        secagg_next=next_request),
                                           [contributors[name]], STAGE_ACTIONS[str(stage)])[0]
                         for name, request in requests.items() if name in contributors]
-            stage_replies = screen_replies(grid.send_and_receive(messages, timeout=timeout),
+            stage_replies = screen_replies(send_and_receive(grid, messages, timeout=timeout),
                                            rules, book, (SecAggStageReply,))
             _merge(outcome, stage_replies)
             for name, reply in stage_replies.of_kind(SecAggStageReply).items():

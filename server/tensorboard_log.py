@@ -20,10 +20,15 @@ server process has loaded already (Keras builds and saves the model); TensorBoar
 only to look at them.
 """
 
+import logging
 import math
+import queue
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
 ROUND_COLUMNS = ("seconds", "participants", "declined", "rejected")
@@ -72,9 +77,33 @@ class TensorBoardLog:
         # What tf.summary.scalar attaches: TensorBoard's scalars plugin, version 0 (b"").
         self._metadata = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        self._rows: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
 
     def write_round(self, row: dict[str, Any]) -> None:
-        """Write one metrics.csv row's scalars at step = its round, then flush."""
+        """Queue one metrics.csv row's scalars at step = its round; a thread of the log
+        writes and flushes them, off the rounds' critical path (TensorFlow's eager summary ops
+        take about 10 ms a round, which the next round's exchange would otherwise wait for)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="tensorboard-log",
+                                            daemon=True)
+            self._thread.start()
+        self._rows.put(dict(row))
+
+    def wait_written(self) -> None:
+        """Block until every queued row is written and flushed (readable by TensorBoard)."""
+        self._rows.join()
+
+    def _drain(self) -> None:
+        while (row := self._rows.get()) is not None:
+            try:
+                self._write(row)
+            except Exception:  # noqa: BLE001 - the run goes on; metrics.csv has the row
+                logger.exception("TensorBoard: round %s not written", row.get("round"))
+            finally:
+                self._rows.task_done()
+
+    def _write(self, row: dict[str, Any]) -> None:
         tf, step = self._tf, int(row["round"])
         with self._writer.as_default():
             for column, tag in self.tags.items():
@@ -85,5 +114,9 @@ class TensorBoardLog:
         self._writer.flush()
 
     def close(self) -> None:
-        """Flush and close the event file."""
+        """Write what is queued, flush and close the event file."""
+        if self._thread is not None:
+            self._rows.put(None)
+            self._thread.join()
+            self._thread = None
         self._writer.close()

@@ -76,7 +76,8 @@ def test_tensorboard_log_writes_each_row_at_its_round_with_the_csv_values(tmp_pa
     writer = MetricsWriter(tmp_path / "metrics.csv", metrics_columns(METRICS, HOSPITALS),
                            on_row=log.write_round)
     writer.append(_row(1))
-    # Flushed at once: readable while the run goes on (before close).
+    # Written and flushed by the log's thread: readable while the run goes on (before close).
+    log.wait_written()
     assert {tag: steps for tag, steps in _events(tmp_path / TENSORBOARD_DIR).items()} == \
         _expected(_csv_rows(tmp_path), log.tags)
     # Switzerland's one-class test set has no AUC; a deferred round's seconds are unknown.
