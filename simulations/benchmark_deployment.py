@@ -17,11 +17,12 @@ then the per-message process's imports before and after (``python -X importtime`
 the top-level modules' cumulative time, best of 3). With ``--null-floor`` a third deployment
 runs the null ClientApp (``simulations.null_client``: a zero update, no worker) folded.
 
-What the floor is made of (flwr 1.42): the ServerApp's grid sleeps 3 s between pulls for
-replies, a SuperNode sleeps 3 s whenever a pull finds no message, its SuperExec polls for tasks
+What the floor is made of (flwr 1.42): the ServerApp's grid would sleep 3 s between pulls for
+replies (fedcare's ``server.exchange`` pulls every 0.25 s instead), a SuperNode sleeps 3 s
+whenever a pull finds no message, its SuperExec polls for tasks
 (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``: deploy-local sets 0.25 s) and starts a fresh process per
-message, and the SuperNode waits for that process's reply in 0.5 s steps. Only the SuperExec
-interval is configurable; the two 3 s sleeps are hard-coded.
+message, and the SuperNode waits for that process's reply in 0.5 s steps. The SuperNode's 3 s
+sleep is hard-coded.
 
 Usage: ``python -m simulations.benchmark_deployment [--hospitals 4] [--rounds 5] [--dp patient]``.
 """
