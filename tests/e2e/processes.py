@@ -108,3 +108,10 @@ def stop_marked(marker: str, *, grace: float = 10.0, variable: str = MARKER) -> 
     rest = list(set(rest) | set(marked_pids(marker, variable)))
     signal_all(rest, signal.SIGKILL)
     return wait_gone(rest, 5.0)
+
+
+def model_weights(run_dir: Path) -> list:
+    """The weights of a finished run's model.keras (list of numpy arrays)."""
+    import keras
+
+    return keras.saving.load_model(run_dir / "model.keras").get_weights()

@@ -13,18 +13,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from processes import MARKER, kill_marked, wait_until_gone  # noqa: E402
+from processes import MARKER, kill_marked, model_weights, wait_until_gone  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 FEDCARE = Path(sys.executable).with_name("fedcare")
 RUN = ("simulate", "--rounds", "4", "--seed", "3", "--local-steps", "2")
-
-
-def _weights(run_dir: Path) -> list[np.ndarray]:
-    import keras
-
-    return keras.saving.load_model(run_dir / "model.keras").get_weights()
 
 
 def test_sigint_stops_within_seconds_and_the_run_resumes_to_the_same_model(tmp_path):
@@ -57,5 +51,5 @@ def test_sigint_stops_within_seconds_and_the_run_resumes_to_the_same_model(tmp_p
     resumed = subprocess.run([str(FEDCARE), "simulate", "--resume", str(stopped)],
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    for a, b in zip(_weights(stopped), _weights(whole), strict=True):
+    for a, b in zip(model_weights(stopped), model_weights(whole), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -16,18 +16,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from processes import MARKER, kill_marked, wait_until_gone  # noqa: E402
+from processes import MARKER, kill_marked, model_weights, wait_until_gone  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 FEDCARE = Path(sys.executable).with_name("fedcare")
 RUN = ("simulate", "--rounds", "5", "--seed", "1", "--local-steps", "3")
-
-
-def _weights(run_dir: Path) -> list[np.ndarray]:
-    import keras
-
-    return keras.saving.load_model(run_dir / "model.keras").get_weights()
 
 
 def _ledgers(run_dir: Path) -> dict[str, list[tuple]]:
@@ -85,7 +79,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(fedcare_cli, tmp_path):
     assert wait_until_gone(marker, seconds=1.0) == []
 
     assert _rounds(resumed) == ["1", "2", "3", "4", "5"]
-    for expected, got in zip(_weights(whole), _weights(resumed), strict=True):
+    for expected, got in zip(model_weights(whole), model_weights(resumed), strict=True):
         np.testing.assert_array_equal(got, expected)
     assert _ledgers(resumed) == _ledgers(whole)
     assert all(len(entries) == 5 for entries in _ledgers(resumed).values())
