@@ -2,10 +2,16 @@
 
 Layout, under ``<run dir>/checkpoint/``: ``round-NNNN.npz`` (global weights and the server
 optimizer's moment arrays) and ``round-NNNN.json`` (round number, run id, run config, metrics
-rows so far, each hospital's reported epsilon, the SHA-256 of the .npz). Each file is written to
-a temporary name, fsynced and renamed, the .npz first: a manifest exists only for a complete
-.npz. The newest ``KEEP`` rounds are kept; loading walks back from the newest to the first
-whose checksum holds, with a warning for each one skipped.
+rows so far, each hospital's reported epsilon, the SHA-256 of the .npz). Both files are written
+to temporary names and fsynced, renamed (the .npz first) and made durable by one fsync of the
+directory, before ``save_checkpoint`` returns. A crash in between can leave a manifest without
+its .npz, or an older one: the manifest's checksums catch that, and loading walks back from
+the newest round to the first whose checksums hold, with a warning for each one skipped. The
+newest ``KEEP`` rounds are kept.
+
+The manifest's checksum is over its canonical JSON: sorted keys, compact separators (format
+2; format 1 used ``indent=1``, still read). Compact JSON is what Python's C encoder writes:
+about 10x faster than the indenting one, which was most of a small model's checkpoint time.
 """
 
 import hashlib
@@ -26,7 +32,7 @@ from common.types import NDArrays
 logger = logging.getLogger(__name__)
 
 KEEP = 3
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MANIFEST = re.compile(r"^round-(\d{4,})\.json$")
 
 
@@ -66,18 +72,31 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
+def _write_durably(files: dict[Path, bytes]) -> None:
+    """Write each file to a temporary name and fsync it, rename them in order, then fsync
+    their (common) directory once, so every rename survives a power cut."""
+    temporary = {}
+    for path, data in files.items():
+        tmp = temporary[path] = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    for path, tmp in temporary.items():
+        os.replace(tmp, path)
+    directory = os.open(next(iter(files)).parent, os.O_RDONLY)
     try:
-        os.fsync(directory)  # the rename itself survives a power cut
+        os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _canonical(manifest: dict[str, Any]) -> str:
+    """The JSON text a manifest's checksum is over (its format's canonical form)."""
+    indent = 1 if manifest.get("format") == 1 else None
+    separators = None if indent else (",", ":")
+    return json.dumps(manifest, sort_keys=True, indent=indent, separators=separators,
+                      allow_nan=True)
 
 
 def _arrays_bytes(checkpoint: Checkpoint) -> bytes:
@@ -97,7 +116,6 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"round-{checkpoint.round:04d}"
     data = _arrays_bytes(checkpoint)
-    _write_atomic(directory / f"{stem}.npz", data)
     manifest = {
         "format": FORMAT_VERSION,
         "round": checkpoint.round,
@@ -108,11 +126,11 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> Path:
         "extra": checkpoint.extra,
         "arrays_sha256": hashlib.sha256(data).hexdigest(),
     }
-    body = json.dumps(manifest, sort_keys=True, indent=1, allow_nan=True)
-    text = json.dumps({"checksum": hashlib.sha256(body.encode()).hexdigest(), "manifest": manifest},
-                      sort_keys=True, indent=1, allow_nan=True)
+    body = _canonical(manifest)
+    # {"checksum": ..., "manifest": ...} with the canonical body spliced in: one encoding.
+    text = f'{{"checksum":"{hashlib.sha256(body.encode()).hexdigest()}","manifest":{body}}}'
     path = directory / f"{stem}.json"
-    _write_atomic(path, text.encode())
+    _write_durably({directory / f"{stem}.npz": data, path: text.encode()})
     _prune(directory)
     return path
 
@@ -143,7 +161,7 @@ def read_checkpoint(directory: Path, round_number: int) -> Checkpoint:
     try:
         stored = json.loads(stem.with_suffix(".json").read_text())
         manifest = stored["manifest"]
-        body = json.dumps(manifest, sort_keys=True, indent=1, allow_nan=True)
+        body = _canonical(manifest)
         if hashlib.sha256(body.encode()).hexdigest() != stored["checksum"]:
             raise CheckpointError(f"{stem}.json: checksum mismatch (edited or partly written)")
         data = stem.with_suffix(".npz").read_bytes()

@@ -1,5 +1,6 @@
 """The server checkpoint: exact round trip, atomic files, checksums, fallback to the last good."""
 
+import hashlib
 import json
 import logging
 
@@ -56,7 +57,7 @@ def test_latest_wins_and_only_the_newest_are_kept(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["flip-array-byte", "truncate-arrays", "edit-manifest",
-                                    "truncate-manifest", "delete-arrays"])
+                                    "truncate-manifest", "delete-arrays", "stale-arrays"])
 def test_corrupted_latest_falls_back_to_previous_with_warning(tmp_path, caplog, damage):
     save_checkpoint(tmp_path, _checkpoint(1))
     save_checkpoint(tmp_path, _checkpoint(2))
@@ -73,6 +74,8 @@ def test_corrupted_latest_falls_back_to_previous_with_warning(tmp_path, caplog, 
         manifest.write_text(json.dumps(stored))
     elif damage == "truncate-manifest":
         manifest.write_text(manifest.read_text()[:50])
+    elif damage == "stale-arrays":  # the manifest's rename survived a crash, the .npz's not
+        arrays.write_bytes((tmp_path / "round-0001.npz").read_bytes())
     else:
         arrays.unlink()
     with pytest.raises(CheckpointError):
@@ -96,3 +99,27 @@ def test_no_intact_checkpoint_is_an_error(tmp_path):
     (tmp_path / "round-0001.npz").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="no intact checkpoint"):
         load_latest_checkpoint(tmp_path)
+
+
+def test_a_format_1_checkpoint_is_still_read(tmp_path):
+    """Checkpoints written before format 2 (checksum over indent=1 JSON) still resume."""
+    save_checkpoint(tmp_path, _checkpoint(2))
+    path = tmp_path / "round-0002.json"
+    manifest = {**json.loads(path.read_text())["manifest"], "format": 1}
+    body = json.dumps(manifest, sort_keys=True, indent=1, allow_nan=True)
+    path.write_text(json.dumps({"checksum": hashlib.sha256(body.encode()).hexdigest(),
+                                "manifest": manifest}, sort_keys=True, indent=1, allow_nan=True))
+    _assert_same(read_checkpoint(tmp_path, 2), _checkpoint(2))
+    manifest["round"] = 3  # and its checksum still guards it
+    path.write_text(json.dumps({"checksum": hashlib.sha256(body.encode()).hexdigest(),
+                                "manifest": manifest}, sort_keys=True, indent=1, allow_nan=True))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        read_checkpoint(tmp_path, 2)
+
+
+def test_the_manifest_is_canonical_json_with_its_checksum(tmp_path):
+    path = save_checkpoint(tmp_path, _checkpoint(2))
+    stored = json.loads(path.read_text())
+    body = json.dumps(stored["manifest"], sort_keys=True, separators=(",", ":"), allow_nan=True)
+    assert stored["checksum"] == hashlib.sha256(body.encode()).hexdigest()
+    assert stored["manifest"]["format"] == 2
