@@ -14,8 +14,8 @@ Empty and non-finite cells (a round written without its evaluation, the NaN AUC 
 test set, an unbounded epsilon) are left out: TensorBoard draws no point there, metrics.csv
 keeps the cell.
 
-The events are written with TensorFlow's own summary op and the metadata TensorBoard's scalar
-plugin reads (what ``tf.summary.scalar`` writes), so writing needs TensorFlow only, which the
+The events are written with TensorFlow's own summary writer, a round's scalars in one Summary
+proto with the metadata TensorBoard's scalar plugin reads (what ``tf.summary.scalar`` writes), so writing needs TensorFlow only, which the
 server process has loaded already (Keras builds and saves the model); TensorBoard is needed
 only to look at them.
 """
@@ -66,7 +66,7 @@ class TensorBoardLog:
     def __init__(self, log_dir: Path, *, metric_names: Iterable[str],
                  hospitals: Iterable[str]) -> None:
         import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
+        from tensorflow.core.framework import summary_pb2, tensor_pb2, types_pb2
 
         log_dir.mkdir(parents=True, exist_ok=True)
         for stale in log_dir.glob("events.out.tfevents.*"):
@@ -77,6 +77,8 @@ class TensorBoardLog:
         # What tf.summary.scalar attaches: TensorBoard's scalars plugin, version 0 (b"").
         self._metadata = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        self._summary, self._tensor = summary_pb2.Summary, tensor_pb2.TensorProto
+        self._float = types_pb2.DT_FLOAT
         self._rows: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
@@ -104,13 +106,17 @@ class TensorBoardLog:
                 self._rows.task_done()
 
     def _write(self, row: dict[str, Any]) -> None:
-        tf, step = self._tf, int(row["round"])
+        """One Summary proto holding the row's scalars, written by one op (30 eager summary
+        ops a round took about 10 ms of this process's interpreter, beside the rounds)."""
+        summary = self._summary()
+        for column, tag in self.tags.items():
+            value = _finite(row.get(column))
+            if value is not None:  # a float32 scalar tensor, as tf.summary.scalar writes it
+                summary.value.add(tag=tag, metadata=self._metadata,
+                                  tensor=self._tensor(dtype=self._float, float_val=[value]))
         with self._writer.as_default():
-            for column, tag in self.tags.items():
-                value = _finite(row.get(column))
-                if value is not None:
-                    tf.summary.write(tag, tf.constant(value, dtype=tf.float32), step=step,
-                                     metadata=self._metadata)
+            self._tf.summary.experimental.write_raw_pb(summary.SerializeToString(),
+                                                       step=int(row["round"]))
         self._writer.flush()
 
     def close(self) -> None:
