@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-IN_MEMORY_POLL_SECONDS = 0.01
+IN_MEMORY_POLL_SECONDS = 0.002  # a pull here costs about 0.05 ms of this process
 SUPERLINK_POLL_SECONDS = 0.25
 
 
