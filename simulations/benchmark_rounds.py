@@ -70,20 +70,23 @@ def first_round_start() -> Iterator[list[float]]:
 
 def measure(config: RunConfig, client: str) -> Measured:
     """Run one simulation with the `client` ("keras" or "null") and time it."""
-    from client.app import build_client_app
-    from simulations.handler_timing import handler_seconds, start_up, timing_mod
-    from simulations.null_client import build_null_app
+    from simulations.app_recipe import RecipeClientApp
+    from simulations.handler_timing import (
+        handler_seconds,
+        start_up,
+        timed_client_app,
+        timed_null_app,
+    )
     from simulations.simulate import SimulatedHospitalPrivacy
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, timing = Path(tmp) / "run", Path(tmp) / "timing"
         run_dir.mkdir()
-        mod = timing_mod(timing)
         if client == "null":
-            app = build_null_app([mod])
+            app = RecipeClientApp(timed_null_app, timing)
         else:
-            app = build_client_app(SimulatedHospitalPrivacy(config, run_dir / "ledgers"),
-                                   mods=[mod])
+            app = RecipeClientApp(timed_client_app, timing,
+                                  SimulatedHospitalPrivacy(config, run_dir / "ledgers"))
         began = time.time()
         with first_round_start() as round_one:
             simulate(config, run_dir, client_app=app)

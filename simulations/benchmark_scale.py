@@ -197,7 +197,10 @@ def main() -> None:
         parser.error(str(error))  # exits, naming the setting (e.g. too many hospitals)
     client_app = None
     if args.client == "null":
-        from simulations.null_client import app as client_app
+        from simulations.app_recipe import RecipeClientApp
+        from simulations.null_client import build_null_app
+
+        client_app = RecipeClientApp(build_null_app)
     results = []
     for config in configs:
         results.append(measure(config, client_app))

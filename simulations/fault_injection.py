@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from flwr.clientapp import ClientApp
+
 from common.wire.records import ARRAYS, METRICS, REPLY, STATISTICS, pack_reply, unpack_request
 from common.wire.replies import DeclinedReply, HospitalIdentity, RoundRef
 
@@ -113,6 +115,13 @@ MALFORMATIONS: tuple[tuple[str, Malformation], ...] = (
 )
 
 
+def faulty_client_app(privacy_for: Callable, fault: Fault) -> ClientApp:
+    """fedcare's ClientApp with `fault` injected (a ``RecipeClientApp`` recipe)."""
+    from client.app import build_client_app
+
+    return build_client_app(privacy_for, mods=[fault_mod(fault)])
+
+
 def fault_mod(fault: Fault) -> Callable[[Message, Context, Callable], Message]:
     """A Flower mod that injects `fault` around the wrapped handler."""
 
@@ -177,10 +186,10 @@ def _honest_identity(reply: Message) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one drill; return the exit status (0: the federation finished)."""
-    from client.app import build_client_app
     from common.config import RunConfig
     from server.run_directory import prepare_run_dir
     from simulations.privacy_sweep import parse_overrides
+    from simulations.app_recipe import RecipeClientApp
     from simulations.simulate import SimulatedHospitalPrivacy, simulate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -195,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     fault = Fault(args.fault, args.hospital, tuple(args.rounds), args.seconds, args.factor)
     config = RunConfig.from_run_config({**parse_overrides(args.set), "out-dir": str(args.out)})
     run_dir = prepare_run_dir(args.out, task=config.task, force=False)
-    app = build_client_app(SimulatedHospitalPrivacy(config, run_dir / "ledgers"),
-                           mods=[fault_mod(fault)])
+    app = RecipeClientApp(faulty_client_app, SimulatedHospitalPrivacy(config, run_dir / "ledgers"),
+                          fault)
     simulate(config, run_dir, client_app=app)
     print((run_dir / "metrics.csv").read_text().splitlines()[-1])
     return 0

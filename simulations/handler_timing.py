@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
 
 from common.wire.records import unpack_request
 
@@ -36,6 +37,21 @@ def timing_mod(directory: Path) -> Callable[[Message, Context, Callable], Messag
         return reply
 
     return mod
+
+
+def timed_client_app(timing_dir: Path, privacy_for: Callable) -> ClientApp:
+    """fedcare's ClientApp with `privacy_for`, its handlers timed under `timing_dir` (a
+    ``RecipeClientApp`` recipe)."""
+    from client.app import build_client_app
+
+    return build_client_app(privacy_for, mods=[timing_mod(timing_dir)])
+
+
+def timed_null_app(timing_dir: Path) -> ClientApp:
+    """The null ClientApp, its handlers timed under `timing_dir` (a recipe)."""
+    from simulations.null_client import build_null_app
+
+    return build_null_app([timing_mod(timing_dir)])
 
 
 def _round(msg: Message) -> int:

@@ -103,7 +103,8 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
     Parameters
     ----------
     client_app : flwr.clientapp.ClientApp, optional
-        The hospitals' app; fedcare's ClientApp unless a benchmark swaps in another.
+        The hospitals' app; fedcare's ClientApp unless a benchmark swaps in another (ship it
+        as a ``simulations.app_recipe.RecipeClientApp``: Ray pickles it with every message).
 
     Raises
     ------
@@ -114,6 +115,7 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
 
     from client.app import build_client_app
     from server.app import build_server_app
+    from simulations.app_recipe import RecipeClientApp
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     config = with_ephemeral_roster(config, run_dir)
@@ -128,8 +130,8 @@ def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = No
                 warnings.simplefilter("ignore", DeprecationWarning)
                 run_simulation(
                     server_app=build_server_app(config, run_dir),
-                    client_app=client_app or build_client_app(
-                        SimulatedHospitalPrivacy(config, run_dir / "ledgers")),
+                    client_app=client_app or RecipeClientApp(
+                        build_client_app, SimulatedHospitalPrivacy(config, run_dir / "ledgers")),
                     num_supernodes=config.hospitals,
                     backend_config=backend_config(),
                 )

@@ -1,0 +1,54 @@
+"""The hospitals' ClientApp as the simulation engine ships it: by recipe, not by value.
+
+Flower's Ray backend sends the ClientApp to an actor with every message, cloudpickled. A
+ClientApp whose handlers are closures (fedcare's, and any app with mods) pickles by value:
+fedcare's is about 11 KB, and shipping it cost about 4 ms of every message's hand-off to its
+actor here (``simulations.benchmark_app_shipping``), twice per steady round on the critical
+path of a 4-hospital, 2-actor simulation. A ``RecipeClientApp`` pickles as the module-level
+function that builds the app and that function's arguments (a few hundred bytes); each
+process builds the app once, on its first message, and reuses it for every later one.
+
+The arguments must pickle by reference or by small value (settings, paths; module-level
+functions), and building must be deterministic: every process builds its own copy.
+"""
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+_BUILT: dict[bytes, ClientApp] = {}  # this process's apps, by their pickled recipe
+
+
+def built_app(build: Callable[..., ClientApp], *args: Any) -> ClientApp:
+    """Return ``build(*args)``, built once per process for each distinct recipe."""
+    key = pickle.dumps((build, args))
+    app = _BUILT.get(key)
+    if app is None:
+        app = _BUILT[key] = build(*args)
+    return app
+
+
+class RecipeClientApp(ClientApp):
+    """A ClientApp that runs ``build(*args)`` and pickles as ``(build, *args)``.
+
+    Parameters
+    ----------
+    build : callable
+        A module-level function (pickled by reference) returning a ClientApp.
+    *args
+        Its arguments; they are pickled with every message, so keep them small.
+    """
+
+    def __init__(self, build: Callable[..., ClientApp], *args: Any) -> None:
+        super().__init__()
+        self._recipe = (build, *args)
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        """Handle `message` with this process's copy of the app."""
+        return built_app(*self._recipe)(message, context)
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return (RecipeClientApp, self._recipe)
