@@ -2,11 +2,13 @@
 
 Flower's Ray backend sends the ClientApp to an actor with every message, cloudpickled. A
 ClientApp whose handlers are closures (fedcare's, and any app with mods) pickles by value:
-fedcare's is about 11 KB, and shipping it cost about 4 ms of every message's hand-off to its
-actor here (``simulations.benchmark_app_shipping``), twice per steady round on the critical
-path of a 4-hospital, 2-actor simulation. A ``RecipeClientApp`` pickles as the module-level
-function that builds the app and that function's arguments (a few hundred bytes); each
-process builds the app once, on its first message, and reuses it for every later one.
+fedcare's is about 11 KB. ``simulations.benchmark_app_shipping`` measured the hand-off to an idle
+actor at 5.0 ms that way and 3.3 ms by recipe; inside a running simulation (the actors busy,
+the server's threads beside the hand-offs) the call to the actor's start fell from 6-9 ms to
+2-4 ms, twice per steady round on the critical path of a 4-hospital, 2-actor simulation. A
+``RecipeClientApp`` pickles as the module-level function that builds the app and that
+function's arguments (about 1 KB with a run's settings); each process builds the app once, on
+its first message, and reuses it for every later one.
 
 The arguments must pickle by reference or by small value (settings, paths; module-level
 functions), and building must be deterministic: every process builds its own copy.
