@@ -35,6 +35,7 @@ from common.secagg.update_vector import encode_unweighted, rounding_bound
 from common.tasks import HospitalData, TaskSpec
 from common.tasks.csv_preprocessing import preprocessing_path
 from common.types import NDArrays
+from common.weights import arrays_problem
 from common.wire.fields import WireFormatError
 from common.wire.records import Request, node_identity, pack_reply, request_ref, unpack_request
 from common.wire.replies import DeclinedReply, HospitalIdentity, RoundRef
@@ -68,9 +69,17 @@ def _unpack(msg: Message, context: Context) -> tuple[Request, RoundSettings, Adm
     settings = request.settings
     admission = admit(settings=settings, node_config=dict(context.node_config),
                       run_config=dict(context.run_config))
+    identity = HospitalIdentity(admission.name, admission.index)
     if admission.task is None or admission.data is None:
-        identity = HospitalIdentity(admission.name, admission.index)
         raise Refused(_reply(msg, declined_reply(settings, identity, admission.refusal)))
+    if request.weights is not None:
+        # Whatever the server sends: nothing is evaluated or trained on arrays that are not
+        # this task's model (a deviating server's NaN or wrong-shaped weights are declined).
+        problem = arrays_problem(request.weights, get_trainer(admission.task).model.weights)
+        if problem is not None:
+            raise Refused(_reply(msg, declined_reply(
+                settings, identity,
+                f"the server's weights do not fit the {admission.task.name} model: {problem}")))
     return request, settings, admission
 
 

@@ -10,7 +10,27 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["flatten_arrays", "unflatten_arrays"]
+__all__ = ["arrays_problem", "flatten_arrays", "unflatten_arrays"]
+
+
+def arrays_problem(arrays: Sequence[np.ndarray], like: Sequence[object]) -> str | None:
+    """Return why `arrays` do not fit the templates `like`, or None if they do.
+
+    They fit when there are as many, each with its template's shape and dtype (a template is
+    anything with ``.shape`` and ``.dtype``: an array, a Keras variable), and every value is
+    finite. The reason names the first array that does not fit, by its index.
+    """
+    if len(arrays) != len(like):
+        return f"{len(arrays)} arrays, expected {len(like)}"
+    for index, (array, reference) in enumerate(zip(arrays, like, strict=True)):
+        shape, expected = tuple(array.shape), tuple(reference.shape)  # type: ignore[attr-defined]
+        if shape != expected:
+            return f"array {index} has shape {shape}, expected {expected}"
+        if np.dtype(array.dtype) != np.dtype(reference.dtype):  # type: ignore[attr-defined]
+            return f"array {index} has dtype {array.dtype}, expected {np.dtype(reference.dtype)}"  # type: ignore[attr-defined]
+        if not np.all(np.isfinite(array)):
+            return f"array {index} has non-finite values (NaN or Inf)"
+    return None
 
 
 def flatten_arrays(arrays: Sequence[npt.ArrayLike]) -> npt.NDArray[np.float64]:

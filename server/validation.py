@@ -11,6 +11,7 @@ each hospital's own code enforces its clip there.
 import numpy as np
 
 from common.types import NDArrays
+from common.weights import arrays_problem
 
 NORM_TOLERANCE = 1e-5  # relative: float32 rounding of a clipped update
 # Standard deviations of the noise's norm allowed above its mean (false rejection < 1e-15).
@@ -28,15 +29,9 @@ def noise_tolerance(stddev: float, size: int) -> float:
 
 def update_problem(update: NDArrays, like: NDArrays, *, max_norm: float | None) -> str | None:
     """Return why `update` is unusable against the global weights `like`, or None if fine."""
-    if len(update) != len(like):
-        return f"{len(update)} arrays, expected {len(like)}"
-    for index, (array, reference) in enumerate(zip(update, like, strict=True)):
-        if array.shape != reference.shape:
-            return f"array {index} has shape {array.shape}, expected {reference.shape}"
-        if array.dtype != reference.dtype:
-            return f"array {index} has dtype {array.dtype}, expected {reference.dtype}"
-        if not np.all(np.isfinite(array)):
-            return f"array {index} has non-finite values (NaN or Inf)"
+    problem = arrays_problem(update, like)
+    if problem is not None:
+        return problem
     if max_norm is not None:
         norm = float(np.sqrt(sum(np.sum(np.square(a, dtype=np.float64)) for a in update)))
         if norm > max_norm * (1 + NORM_TOLERANCE):

@@ -160,3 +160,28 @@ def test_every_reply_matches_the_manifest_of_its_mode(tmp_path, mode, secure):
         assert reply.num_examples is None and reply.train_loss is None
     if mode == "hospital":
         assert reply.train_loss is None  # hospital level never sends its training loss
+
+
+@pytest.mark.parametrize(("weights", "problem"), [
+    ([WEIGHTS[0][:5], WEIGHTS[1]], "array 0 has shape (5, 1), expected (13, 1)"),
+    ([WEIGHTS[0], np.full_like(WEIGHTS[1], np.nan)], "array 1 has non-finite values"),
+    ([WEIGHTS[0], np.full_like(WEIGHTS[1], np.inf)], "array 1 has non-finite values"),
+    ([WEIGHTS[0].astype(np.float64), WEIGHTS[1]], "array 0 has dtype float64, expected float32"),
+    (WEIGHTS[:1], "1 arrays, expected 2"),
+    ([*WEIGHTS, WEIGHTS[1]], "3 arrays, expected 2"),
+], ids=["shape", "nan", "inf", "dtype", "fewer", "more"])
+@pytest.mark.parametrize("message_type", ["train", "evaluate"])
+def test_weights_that_are_not_the_tasks_model_are_declined_and_nothing_charged(
+        fedcare_home, weights, problem, message_type):
+    settings, config = _settings({})
+    settings = replace(settings, evaluate_received=True)
+    reply = reply_from(build_client_app()(
+        message=request_message(settings, weights, message_type),
+        context=context_for(NODE, config.to_run_config())))
+    assert isinstance(reply, DeclinedReply)
+    assert reply.reason.startswith(
+        f"the server's weights do not fit the heart-disease model: {problem}")
+    assert reply.statistics is None
+    ledger = fedcare_home / "ledgers" / "va.json"
+    assert not ledger.exists() or not PrivacyLedger.read(ledger).entries
+    assert not list(fedcare_home.rglob("*.npz"))  # no release saved
