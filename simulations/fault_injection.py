@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-
 from flwr.clientapp import ClientApp
 
 from common.wire.records import ARRAYS, METRICS, REPLY, STATISTICS, pack_reply, unpack_request
@@ -188,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one drill; return the exit status (0: the federation finished)."""
     from common.config import RunConfig
     from server.run_directory import prepare_run_dir
-    from simulations.privacy_sweep import parse_overrides
     from simulations.app_recipe import RecipeClientApp
+    from simulations.privacy_sweep import parse_overrides
     from simulations.simulate import SimulatedHospitalPrivacy, simulate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
