@@ -10,11 +10,16 @@ the server's threads beside the hand-offs) the call to the actor's start fell fr
 function's arguments (about 1 KB with a run's settings); each process builds the app once, on
 its first message, and reuses it for every later one.
 
-The arguments must pickle by reference or by small value (settings, paths; module-level
-functions), and building must be deterministic: every process builds its own copy.
+The builder must be a module-level function: it is shipped by its module and name (one
+defined in a module run as ``python -m package.module`` is looked up under that import
+name, since a Ray worker's ``__main__`` is another program). The arguments must pickle by
+reference or by small value (settings, paths), and building must be deterministic: every
+process builds its own copy.
 """
 
+import importlib
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +38,32 @@ def built_app(build: Callable[..., ClientApp], *args: Any) -> ClientApp:
     return app
 
 
+def importable(build: Callable[..., ClientApp]) -> Callable[..., ClientApp]:
+    """Return `build` as its module's attribute, importable by name in any process.
+
+    Raises
+    ------
+    ValueError
+        If `build` is not a module-level function (a lambda, a nested function) or cannot be
+        found under its module's import name.
+    """
+    module, name = getattr(build, "__module__", None), getattr(build, "__qualname__", "")
+    if module == "__main__":  # `python -m package.module`: the same code under its real name
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else None
+    found = None
+    if module and "<" not in name:
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            found = None
+    if found is None or getattr(found, "__qualname__", None) != name:
+        raise ValueError(f"a ClientApp recipe needs a module-level builder that other "
+                         f"processes can import; {name or build!r} (module "
+                         f"{getattr(build, '__module__', None)}) is not one")
+    return found
+
+
 class RecipeClientApp(ClientApp):
     """A ClientApp that runs ``build(*args)`` and pickles as ``(build, *args)``.
 
@@ -46,7 +77,12 @@ class RecipeClientApp(ClientApp):
 
     def __init__(self, build: Callable[..., ClientApp], *args: Any) -> None:
         super().__init__()
-        self._recipe = (build, *args)
+        self._recipe = (importable(build), *args)
+        try:
+            pickle.dumps(self._recipe)  # as every process keys its copy (built_app)
+        except (pickle.PicklingError, TypeError, AttributeError) as error:
+            raise ValueError(f"a ClientApp recipe's arguments must pickle by name or value in "
+                             f"any process: {error}") from None
 
     def __call__(self, message: Message, context: Context) -> Message:
         """Handle `message` with this process's copy of the app."""

@@ -211,4 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the module under its import name: the drill's Fault and app builder are pickled to
+    # the hospitals' Ray workers by name, and their ``__main__`` is not this script.
+    from simulations.fault_injection import main as drill
+
+    raise SystemExit(drill())

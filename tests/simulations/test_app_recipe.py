@@ -1,8 +1,11 @@
 """The ClientApp shipped by recipe: small pickles, one build per process, real Messages."""
 
 import pickle
+import sys
+import types
 
 import numpy as np
+import pytest
 import ray.cloudpickle as cloudpickle
 
 from client.app import build_client_app
@@ -56,3 +59,29 @@ def test_the_shipped_app_answers_a_real_message_like_the_app_itself(tmp_path):
     assert all(isinstance(r, TrainReply) for r in replies)
     for a, b in zip(replies[0].update, replies[1].update, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_builder_others_cannot_import_is_refused_at_once():
+    def nested():
+        return build_client_app()
+
+    for build in (nested, lambda: build_client_app()):
+        with pytest.raises(ValueError, match="module-level builder"):
+            RecipeClientApp(build)
+
+
+def test_a_builder_of_a_module_run_as_a_script_ships_under_its_import_name(monkeypatch):
+    """``python -m simulations.fault_injection``: its functions live in ``__main__`` there, but
+    a Ray worker's ``__main__`` is Ray's; the recipe names the module's import name."""
+    as_script = types.FunctionType(counted_app.__code__, counted_app.__globals__, "counted_app")
+    as_script.__module__, as_script.__qualname__ = "__main__", "counted_app"
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(
+        __spec__=types.SimpleNamespace(name=counted_app.__module__)))
+    app = RecipeClientApp(as_script)
+    assert app._recipe[0].__module__ == counted_app.__module__
+    assert pickle.loads(pickle.dumps(app))._recipe[0] is app._recipe[0]
+
+
+def test_arguments_that_other_processes_cannot_unpickle_are_refused_at_once():
+    with pytest.raises(ValueError, match="arguments must pickle"):
+        RecipeClientApp(counted_app, lambda: None)
