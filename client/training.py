@@ -45,7 +45,8 @@ class LocalTrainer:
         # heart-disease prediction, 1.7 of 3.2 for digits).
         model_order = {id(v): i for i, v in enumerate(self.model.weights)}
         self._trainable_positions = [model_order[id(v)] for v in self.model.trainable_variables]
-        self._non_trainable_positions = [model_order[id(v)] for v in self.model.non_trainable_variables]
+        self._non_trainable_positions = [model_order[id(v)]
+                                         for v in self.model.non_trainable_variables]
 
         def specs(variables: list) -> list[tf.TensorSpec]:
             return [tf.TensorSpec(v.shape, v.dtype) for v in variables]

@@ -26,8 +26,9 @@ def arrays_problem(arrays: Sequence[np.ndarray], like: Sequence[object]) -> str 
         shape, expected = tuple(array.shape), tuple(reference.shape)  # type: ignore[attr-defined]
         if shape != expected:
             return f"array {index} has shape {shape}, expected {expected}"
-        if np.dtype(array.dtype) != np.dtype(reference.dtype):  # type: ignore[attr-defined]
-            return f"array {index} has dtype {array.dtype}, expected {np.dtype(reference.dtype)}"  # type: ignore[attr-defined]
+        dtype = np.dtype(reference.dtype)  # type: ignore[attr-defined]
+        if np.dtype(array.dtype) != dtype:
+            return f"array {index} has dtype {array.dtype}, expected {dtype}"
         if not np.all(np.isfinite(array)):
             return f"array {index} has non-finite values (NaN or Inf)"
     return None

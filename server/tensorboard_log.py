@@ -15,9 +15,9 @@ test set, an unbounded epsilon) are left out: TensorBoard draws no point there, 
 keeps the cell.
 
 The events are written with TensorFlow's own summary writer, a round's scalars in one Summary
-proto with the metadata TensorBoard's scalar plugin reads (what ``tf.summary.scalar`` writes), so writing needs TensorFlow only, which the
-server process has loaded already (Keras builds and saves the model); TensorBoard is needed
-only to look at them.
+proto with the metadata TensorBoard's scalar plugin reads (what ``tf.summary.scalar``
+writes), so writing needs TensorFlow only, which the server process has loaded already (Keras
+builds and saves the model); TensorBoard is needed only to look at them.
 """
 
 import logging
