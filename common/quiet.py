@@ -3,7 +3,7 @@ every run, silenced before they are imported; all of it shown with ``--verbose``
 ``FEDCARE_VERBOSE=1``.
 
 Call :func:`quiet_third_party` where a process starts, before the heavy imports: the
-``fedcare`` commands, ``simulations.simulate``, and the ServerApp and ClientApp modules (so Ray
+``fedcare`` commands, ``simulations.engine.simulate``, and the ServerApp and ClientApp modules (so Ray
 workers and ``flwr run``'s app processes, which import them, are quiet too). It is cheap (no
 third-party import) and idempotent. What it does, per source:
 

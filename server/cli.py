@@ -1,29 +1,22 @@
 """Admin commands of the ``fedcare`` CLI: the consortium's certificates (``fedcare certs ...``).
 
-``certs hospital`` is run at the hospital; it sits here so that every key-making command is
-under one ``certs`` group, and it delegates to ``client/auth_keys.py``.
+``certs hospital`` (run at the hospital) is defined in ``client/certs_cli.py``; the ``fedcare``
+root adds it to this group, so that every key-making command is under one ``certs`` group.
 """
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from common.console import console, error_console, fail
 
 certs_app = typer.Typer(
     help="TLS certificates (admin) and SuperNode authentication keys (hospital).",
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-error_console = Console(stderr=True)
-
-
-def fail(message: str) -> NoReturn:
-    """Print an error in red and exit with status 2."""
-    error_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
 
 
 ServerNames = Annotated[list[str], typer.Option(
@@ -108,22 +101,3 @@ def certs_show(
     colour = "red" if days_left < 0 else "yellow" if days_left < 30 else "green"
     state = "EXPIRED" if days_left < 0 else f"{days_left:.0f} days left"
     console.print(f"expiry    [{colour}]{state}[/]")
-
-
-@certs_app.command("hospital")
-def certs_hospital(
-    directory: Annotated[Path, typer.Argument(help="Directory for NAME.key and NAME.pub.")],
-    name: Annotated[str, typer.Argument(help="The hospital's name (names the files).")],
-    force: Annotated[bool, typer.Option(help="Overwrite an existing key pair.")] = False,
-) -> None:
-    """Create a hospital's SuperNode authentication key pair (run at the hospital)."""
-    from client.auth_keys import create_hospital_keys
-
-    try:
-        files = create_hospital_keys(directory, name, force=force)
-    except (ValueError, FileExistsError) as error:
-        fail(str(error))
-    console.print(f"[green]created[/] {files.key} (stays here, 0600; pass it to "
-                  "flower-supernode --auth-supernode-private-key)")
-    console.print(f"send {files.pub} to the consortium admin, who registers it with "
-                  f"`flwr supernode register {files.pub.name} <superlink>`")

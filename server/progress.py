@@ -163,7 +163,7 @@ class RoundProgress:
         if self._live is not None:
             self._live.start()
             # Live hides the cursor until it stops; Ctrl-C ends the process without unwinding
-            # (simulations.process_tree.exit_on_signals), which would leave it hidden.
+            # (simulations.engine.process_tree.exit_on_signals), which would leave it hidden.
             self.console.show_cursor(True)
         return self
 

@@ -1,6 +1,6 @@
 """An in-process grid whose server 'dies' (KeyboardInterrupt) as it sends a chosen round."""
 
-from simulations.in_process_grid import InProcessGrid
+from simulations.engine.in_process_grid import InProcessGrid
 
 
 class CrashingGrid(InProcessGrid):

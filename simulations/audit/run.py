@@ -2,7 +2,7 @@
 
 Each federation is fedcare's real server driver (``server.federation.run_federation``) talking
 to fedcare's real ClientApp through real Flower Messages on an in-process grid
-(``simulations.in_process_grid``): no Ray start-up per run, the same client code as
+(``simulations.engine.in_process_grid``): no Ray start-up per run, the same client code as
 ``fedcare simulate``. The audit's grid records, every round, the global weights the server
 sent and the update one hospital released (what the server sees of it), and hands each
 round's settings and weights to the canary hospitals, which run fedcare's own hospital-level
@@ -32,8 +32,8 @@ from common.wire.replies import DeclinedReply, TrainReply
 from common.wire.settings import RoundSettings
 from common.wire.statistics import StatisticsSpec
 from simulations.audit.scores import release_scores
-from simulations.in_process_grid import InProcessGrid
-from simulations.simulate import SimulatedHospitalPrivacy
+from simulations.engine.in_process_grid import InProcessGrid
+from simulations.engine.simulate import SimulatedHospitalPrivacy
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from flwr.supernode.cli.flower_supernode import _try_setup_client_authentication
 from typer.testing import CliRunner
 
 from client.auth_keys import create_hospital_keys, load_hospital_public_key
-from simulations.cli import app
+from simulations.cli.main import app
 
 
 def test_hospital_key_loads_with_flower_supernode_loader(tmp_path):

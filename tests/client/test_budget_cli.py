@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from common.dp.events import GaussianRoundEvent
 from common.dp.ledger import PrivacyLedger
-from simulations.cli import app
+from simulations.cli.main import app
 
 
 def _words(result):

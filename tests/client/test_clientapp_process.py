@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from client import clientapp_process
-from server.deploy_local import DeploymentError, install_lean_clientapp
+from simulations.deployment.deploy_local import DeploymentError, install_lean_clientapp
 
 REPO = Path(__file__).resolve().parents[2]
 # What flwr 1.42's SubprocessExecutor passes (supercore/superexec/executor/subprocess_executor.py).

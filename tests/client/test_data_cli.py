@@ -13,7 +13,7 @@ from common.tasks.csv_task import (
     load_csv_hospital,
     write_example_hospitals,
 )
-from simulations.cli import app
+from simulations.cli.main import app
 
 
 @pytest.fixture(scope="module")

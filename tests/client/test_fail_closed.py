@@ -130,7 +130,7 @@ def test_every_reply_matches_the_manifest_of_its_mode(tmp_path, mode, secure):
     settings, config = _settings(run)
     node = {**NODE, "dp-mode": mode}
     if secure:  # the hospital pins a consortium roster and holds its signing key
-        from simulations.ephemeral_roster import ensure_roster, key_path
+        from simulations.engine.ephemeral_roster import ensure_roster, key_path
 
         names = TASK.hospital_names(4)
         path, digest = ensure_roster(tmp_path, names, min_threshold=3)

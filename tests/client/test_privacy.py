@@ -88,7 +88,7 @@ def _distributed(threshold=3, h=3, z=2.0, rounds=5):
 def _hospital(tmp_path, *, trusted=True, colluding=0):
     """A hospital-level hospital; `trusted`: it pinned a consortium roster (of 4, c = 0)."""
     from client.privacy import HospitalPrivacy
-    from simulations.ephemeral_roster import ensure_roster, key_path
+    from simulations.engine.ephemeral_roster import ensure_roster, key_path
 
     roster = {}
     if trusted:

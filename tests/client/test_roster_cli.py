@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from client.roster_cli import public_key_path
 from common.secagg.roster import load_roster, load_signing_key
-from simulations.cli import app
+from simulations.cli.main import app
 
 NAMES = ["st-mary", "north", "west end"]
 

@@ -246,7 +246,7 @@ def test_waiting_stops_when_the_check_raises(tmp_path):
 
 
 def _deployment(out: Path):
-    from server.deploy_local import DeployLayout, DeploySettings, LocalDeployment
+    from simulations.deployment.deploy_local import DeployLayout, DeploySettings, LocalDeployment
 
     layout = DeployLayout(out=out)
     settings = DeploySettings(hospitals=1, task="heart-disease", rounds=1, out=out, app_dir=out)
@@ -284,7 +284,7 @@ def test_deploy_local_waits_for_a_ping_not_the_socket_file(tmp_path, monkeypatch
 
 def test_deploy_local_names_the_socket_and_log_of_a_worker_that_never_listens(tmp_path,
                                                                               monkeypatch):
-    import server.deploy_local as deploy_local
+    import simulations.deployment.deploy_local as deploy_local
 
     deployment, layout, _ = _deployment(tmp_path / "out")
     socket_path, key_file = layout.worker_files("hospital-0")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.console_screenshot import run_in_terminal
+from simulations.drills.console_screenshot import run_in_terminal
 
 sys.path.insert(0, str(Path(__file__).parent))
 from processes import MARKER, kill_marked  # noqa: E402

@@ -22,7 +22,7 @@ def _drill(out: Path, *args: str, settings: tuple[str, ...]) -> tuple[subprocess
     marker = uuid.uuid4().hex
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "simulations.fault_injection", *args, "--out", str(out),
+            [sys.executable, "-m", "simulations.drills.fault_injection", *args, "--out", str(out),
              "--set", *settings],
             env={**os.environ, MARKER: marker}, capture_output=True, text=True, timeout=900)
         assert wait_until_gone(marker, seconds=5.0) == []
@@ -86,7 +86,7 @@ def test_malformed_replies_every_round_equal_a_hospital_that_declines(tmp_path):
     import keras
     import numpy as np
 
-    from simulations.fault_injection import MALFORMATIONS
+    from simulations.drills.fault_injection import MALFORMATIONS
 
     settings = (f"num-server-rounds={len(MALFORMATIONS)}", "dp.mode=none", "round-timeout=60")
     runs = {}

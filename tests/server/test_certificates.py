@@ -14,7 +14,7 @@ from server.certificates import (
     read_certificate_info,
     renew_server_certificate,
 )
-from simulations.cli import app
+from simulations.cli.main import app
 
 
 def load_cert(path):

@@ -13,9 +13,9 @@ import pytest
 from client.app import build_client_app
 from common.config import RunConfig
 from server.federation import run_federation
-from simulations.fault_injection import MALFORMATIONS, Fault, fault_mod
-from simulations.simulate import SimulatedHospitalPrivacy
-from simulations.in_process_grid import InProcessGrid
+from simulations.drills.fault_injection import MALFORMATIONS, Fault, fault_mod
+from simulations.engine.simulate import SimulatedHospitalPrivacy
+from simulations.engine.in_process_grid import InProcessGrid
 
 HONEST = ("cleveland", "switzerland", "va")
 
@@ -67,7 +67,7 @@ def test_stolen_statistics_never_replace_the_honest_hospitals_row(runs):
 
 def _raise_from_round(first_bad_round):
     """A mod: every hospital's handler raises from `first_bad_round` on."""
-    from simulations.fault_injection import _round_of
+    from simulations.drills.fault_injection import _round_of
 
     def mod(msg, context, call_next):
         if _round_of(msg) >= first_bad_round:

@@ -15,9 +15,9 @@ from client.app import build_client_app
 from common.config import RunConfig
 from common.secagg.protocol import Key, Stage
 from server.federation import run_federation
-from simulations.fault_injection import Fault, fault_mod
-from simulations.simulate import SimulatedHospitalPrivacy, with_ephemeral_roster
-from simulations.in_process_grid import InProcessGrid
+from simulations.drills.fault_injection import Fault, fault_mod
+from simulations.engine.simulate import SimulatedHospitalPrivacy, with_ephemeral_roster
+from simulations.engine.in_process_grid import InProcessGrid
 
 NODES = {100 + i: {"partition-id": i, "num-partitions": 4} for i in range(4)}
 BAD = 1  # hungary

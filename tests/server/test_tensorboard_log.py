@@ -17,8 +17,8 @@ from server.federation import run_federation  # noqa: E402
 from server.run_directory import MetricsWriter, metrics_columns  # noqa: E402
 from server.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, scalar_tags  # noqa: E402
 from tests.crashing_grid import CrashingGrid  # noqa: E402
-from simulations.in_process_grid import InProcessGrid  # noqa: E402
-from simulations.simulate import SimulatedHospitalPrivacy  # noqa: E402
+from simulations.engine.in_process_grid import InProcessGrid  # noqa: E402
+from simulations.engine.simulate import SimulatedHospitalPrivacy  # noqa: E402
 
 HOSPITALS = ["cleveland", "hungary", "switzerland", "va"]
 METRICS = ("accuracy", "auc")

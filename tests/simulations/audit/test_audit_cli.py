@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from simulations.cli import app
+from simulations.cli.main import app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[3]
@@ -89,7 +89,7 @@ def test_a_small_audit_writes_audit_md_json_and_plots(tmp_path):
 def test_ctrl_c_stops_the_audit_within_seconds_with_exit_130(tmp_path):
     env = {**os.environ, "FEDCARE_HOME": str(tmp_path / "home"), "COLUMNS": "80"}
     process = subprocess.Popen(
-        [sys.executable, "-c", "from simulations.cli import main; main()", "audit",
+        [sys.executable, "-c", "from simulations.cli.main import main; main()", "audit",
          "--rounds", "50", "--out", str(tmp_path / "audit")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -1,0 +1,69 @@
+"""``fedcare baseline``: pooled and local-only training, as FLamby reports them."""
+
+import os
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+
+import click
+import typer
+from click.core import ParameterSource
+from common.console import error_console as console
+from common.console import fail
+
+from common.config import DEFAULTS, RunConfig
+from common.config_sources import ConfigFileError, SettingSources, read_config_file
+from common.errors import RunConfigError
+from common.task_catalog import SIMULATED_TASKS, SPLIT_TASKS, TASK_FACTS, TaskFacts
+from common.wire.modes import (
+    AccountantName,
+    Aggregator,
+    DpMode,
+    NoiseMode,
+    Partition,
+    ServerOptimizerName,
+    Weighting,
+)
+from simulations.cli.run_settings import (
+    SimulatedTaskChoice, _sources, check_out_dir, resolve_config, set_verbose,
+)
+
+
+BASELINE_KEYS = {"task": "task", "rounds": "num-server-rounds", "hospitals": "hospitals"}
+BASELINE_FLAGS = {key: f"--{name}" for name, key in BASELINE_KEYS.items()}
+
+
+def baseline(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option(click_type=SimulatedTaskChoice(), metavar="TASK", help=f"{', '.join(SIMULATED_TASKS)}.")] = DEFAULTS["task"],
+    out: Annotated[Path, typer.Option(help="Directory for baseline.csv and baseline.md.")] = Path("runs/baseline"),
+    hospitals: Annotated[int | None, typer.Option(help="Hospitals (default: the task's).")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 to average over (>= 1).")] = 5,
+    rounds: Annotated[int, typer.Option(help="Epochs = rounds x local epochs, as the federation.")] = DEFAULTS["num-server-rounds"],
+    force: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show third-party logs and warnings (TensorFlow, Flower, Ray).")] = False,
+) -> None:
+    """Pooled and local-only training, evaluated on every hospital's test set (as FLamby)."""
+    set_verbose(verbose)
+    if seeds < 1:
+        fail(f"--seeds must be >= 1, got {seeds}")
+    sources = _sources(ctx, None, BASELINE_FLAGS, BASELINE_KEYS, {})
+    sources.add_default("task", task)
+    config = resolve_config(sources)
+    check_out_dir(out, task=config.task, force=force)
+    from common.tasks import get_task
+    from server.run_directory import prepare_run_dir
+    from simulations.studies.baseline import run_baselines, write_baselines
+
+    try:
+        out_dir = prepare_run_dir(out, task=config.task, force=force)
+    except FileExistsError as error:
+        fail(str(error))
+    rows = run_baselines(config, seeds=list(range(seeds)), out_dir=out_dir)
+    table = write_baselines(rows, out_dir, get_task(config.task).metric_names)
+    typer.echo(table)
+    console.print(f"[green]done[/]: {out_dir}/baseline.md")
+
+

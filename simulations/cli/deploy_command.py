@@ -1,0 +1,90 @@
+"""Admin command ``fedcare deploy-local``: a real SuperLink and SuperNodes on this machine."""
+
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from common.console import error_console as console
+
+from common.task_catalog import TASK_FACTS
+from common.wire.modes import DpMode
+
+
+
+def default_app_dir() -> Path:
+    """The fedcare checkout this command runs from (its pyproject.toml is the Flower app)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def deploy_local(
+    out: Annotated[Path, typer.Option(help="New directory for certificates, Flower homes, ledgers, logs and the run directory (run/).")],
+    hospitals: Annotated[int, typer.Option(min=1, help="Hospitals: one SuperNode process each.")] = 3,
+    task: Annotated[str, typer.Option(click_type=click.Choice(tuple(TASK_FACTS)), help="csv: each hospital's own CSV file.")] = "heart-disease",
+    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 3,
+    certs: Annotated[Path | None, typer.Option(help="Use this directory's ca.crt, server.crt, server.key and <hospital>.key/.pub instead of making new ones.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Task csv: directory with schema.json and hospital-<i>.csv (default: example hospitals from the heart-disease data).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS and no SuperNode authentication (Flower needs TLS for it). Testing only.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the model and splits (hospitals' noise always comes from OS entropy).")] = 0,
+    dp: Annotated[DpMode, typer.Option(help="patient (DP-SGD), hospital (DP-FedAvg) or none.")] = DpMode.PATIENT,
+    epsilon: Annotated[float, typer.Option(click_type=click.FloatRange(0, min_open=True), help="Each hospital's budget epsilon (its node config budget-epsilon).")] = 1.0,
+    delta: Annotated[float, typer.Option(click_type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Each hospital's budget delta.")] = 1e-5,
+    pin: Annotated[bool, typer.Option(help="Pin each hospital to this checkout's code digest (node config app-sha256).")] = True,
+    timeout: Annotated[float, typer.Option(click_type=click.FloatRange(0, min_open=True), help="Seconds to wait for the run to finish.")] = 1800.0,
+    secure_aggregation: Annotated[bool, typer.Option("--secure-aggregation", help="Secure aggregation: each hospital gets a roster signing key and its copy of the consortium roster (c = 0, min threshold = the run's t).")] = False,
+    app: Annotated[Path | None, typer.Option(help="Flower app directory to submit (default: this fedcare checkout).")] = None,
+) -> None:
+    """Deploy for real on this machine: a SuperLink and one SuperNode per hospital, TLS and node authentication."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from simulations.deployment.deploy_local import (
+        DeploymentError,
+        DeploymentInterrupted,
+        DeploySettings,
+        deploy_local as run,
+    )
+
+    most = TASK_FACTS[task].max_hospitals  # before anything heavy: exit 2 naming the flag
+    if most is not None and hospitals > most:
+        console.print(f"[bold red]error:[/] --hospitals must be between 1 and {most} for task "
+                      f"{task!r}, got {hospitals}")
+        raise typer.Exit(code=2)
+    app_dir = app if app is not None else default_app_dir()
+    if not (app_dir / "pyproject.toml").is_file():
+        console.print(f"[bold red]error:[/] {app_dir} has no pyproject.toml: deploy-local submits "
+                      "a fedcare source checkout; pass --app DIR")
+        raise typer.Exit(code=2)
+    if insecure:
+        console.print("[bold yellow]warning:[/] --insecure: plain-text connections and NO "
+                      "SuperNode authentication; any process on this host could join")
+    if dp == "none":
+        console.print("[bold yellow]warning:[/] --dp none: the hospitals' updates are NOT "
+                      "differentially private")
+    settings = DeploySettings(
+        hospitals=hospitals, task=task, rounds=rounds, out=out, app_dir=app_dir, certs=certs,
+        data=data, insecure=insecure, seed=seed, dp_mode=dp.value, budget_epsilon=epsilon,
+        budget_delta=delta, pin_app=pin, timeout_seconds=timeout,
+        secure_aggregation=secure_aggregation)
+    progress = Progress(TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
+    bar = progress.add_task("starting", total=rounds)
+
+    def on_round(rows: list[dict[str, str]]) -> None:
+        if rows:
+            progress.update(bar, completed=len(rows),
+                            description=f"pooled_loss {float(rows[-1]['pooled_loss']):.4f}")
+
+    try:
+        with progress:
+            outcome = run(settings, report=progress.console.print, on_round=on_round)
+    except DeploymentInterrupted as interruption:
+        console.print(f"fedcare deploy-local: {interruption}; every process it started is "
+                      f"stopped. The run directory {out / 'run'} keeps the rounds completed "
+                      f"(metrics.csv, checkpoints); logs: {out / 'logs'}")
+        raise typer.Exit(code=interruption.exit_code) from None
+    except (DeploymentError, ValueError, FileExistsError) as error:
+        console.print(f"[bold red]error:[/] {error}")
+        console.print(f"every process deploy-local started is stopped; logs: {out / 'logs'}")
+        raise typer.Exit(code=1) from None
+    console.print(f"[green]run {outcome.run_id} {outcome.status}[/]: {outcome.rounds_completed} "
+                  f"rounds; report {outcome.run_dir / 'report.md'}, ledgers {out / 'ledgers'}")

@@ -1,0 +1,139 @@
+"""Run a federation of simulated hospitals in this process (Flower's simulation engine, Ray).
+
+``run_simulation`` is Flower's in-process entry point: the ServerApp runs in a thread of this
+process and the ClientApps in Ray actors that are this process's children, so the run owns its
+whole process tree, needs no ~/.flwr state and installs nothing at run time (``flwr run``
+instead starts a detached SuperLink that outlives the command and keeps state in ~/.flwr).
+Flower marks it deprecated in favour of ``flwr run``; it is the one path that meets those
+requirements, and the flwr version is pinned to 1.42.x so it cannot vanish underneath us.
+"""
+
+import logging
+import os
+import hashlib
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from client.privacy import HospitalPrivacy
+from common.config import RunConfig
+from common.quiet import quiet_third_party, verbose_requested
+from common.tasks import HospitalData
+from simulations.engine.process_tree import become_subreaper, exit_on_signals, stop_descendants
+
+# No telemetry or usage reports from machines without internet; no runtime installs.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only: skip TensorFlow's GPU probing
+os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+# Before TensorFlow, Flower and Ray: their start-up noise off (FEDCARE_VERBOSE=1 keeps it).
+# Ray's workers inherit the environment set here, and run it first (common.quiet's
+# RAY_RUNTIME_ENV_HOOK makes it their worker_process_setup_hook).
+quiet_third_party()
+
+
+def backend_config(num_cpus: int | None = None) -> dict[str, dict[str, object]]:
+    """Ray settings: one CPU per simulated hospital, so actors = cores, no dashboard."""
+    cpus = num_cpus or os.cpu_count() or 1
+    return {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": logging.ERROR,
+                      # The hospitals' (workers') output only with --verbose.
+                      "log_to_driver": verbose_requested()},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedHospitalPrivacy:
+    """Privacy settings of every simulated hospital: the run's budget, ledgers in the run dir.
+
+    ``fedcare simulate`` gives its simulated hospitals their settings itself (a deployed
+    hospital takes them from its own node config, never from the run config).
+
+    Simulated hospitals seed their noise from the run seed so runs reproduce; real hospitals
+    (``client.app.privacy_from_context``) draw it from the operating system's entropy.
+    """
+
+    config: RunConfig
+    ledger_dir: Path
+
+    def __call__(self, context: object, hospital: HospitalData) -> HospitalPrivacy:
+        """Return the hospital's settings (the Flower context is not needed here)."""
+        return HospitalPrivacy(
+            mode=self.config.dp_mode,
+            budget_epsilon=self.config.dp_epsilon,
+            budget_delta=self.config.dp_delta,
+            accountant=self.config.dp_accountant,  # type: ignore[arg-type]
+            ledger_path=self.ledger_dir / f"{hospital.name}.json",
+            noise_seed=self.config.seed,
+            # They assume what the run states, and pin the simulator's ephemeral roster.
+            colluding=(self.config.effective_threshold - self.config.honest_contributors
+                       if self.config.secagg_enabled else 0),
+            **self._roster(hospital.name),
+        )
+
+    def _roster(self, name: str) -> dict[str, object]:
+        if not self.config.secagg_enabled:
+            return {}
+        from simulations.engine.ephemeral_roster import ROSTER_FILE, key_path, roster_dir
+
+        run_dir = self.ledger_dir.parent
+        path = roster_dir(run_dir) / ROSTER_FILE
+        return {"roster_path": path,
+                "roster_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "signing_key_path": key_path(run_dir, name)}
+
+
+def with_ephemeral_roster(config: RunConfig, run_dir: Path) -> RunConfig:
+    """Secure aggregation without a roster of the run's own: the simulator's ephemeral one."""
+    if not config.secagg_enabled or config.secagg_roster_path:
+        return config
+    from common.tasks import task_for_config
+    from simulations.engine.ephemeral_roster import ensure_roster
+
+    hospitals = task_for_config(config).hospital_names(config.hospitals)
+    path, digest = ensure_roster(run_dir, hospitals, min_threshold=config.effective_threshold)
+    return replace(config, secagg_roster_path=str(path), secagg_roster_sha256=digest)
+
+
+def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = None) -> None:
+    """Run `config` as a simulation, writing the run directory `run_dir`.
+
+    Parameters
+    ----------
+    client_app : flwr.clientapp.ClientApp, optional
+        The hospitals' app; fedcare's ClientApp unless a benchmark swaps in another (ship it
+        as a ``simulations.engine.app_recipe.RecipeClientApp``: Ray pickles it with every message).
+
+    Raises
+    ------
+    server.strategy.FederationError
+        When the federation cannot complete (the reason is in the message).
+    """
+    from flwr.simulation import run_simulation
+
+    from client.app import build_client_app
+    from server.app import build_server_app
+    from simulations.engine.app_recipe import RecipeClientApp
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    config = with_ephemeral_roster(config, run_dir)
+    become_subreaper()
+    # Ctrl-C or SIGTERM abandons the current round; the last checkpoint (written atomically
+    # after each round) stays resumable.
+    with exit_on_signals(lambda: (
+            "stopping the simulation. The last completed round's checkpoint is kept: resume "
+            f"with\n  fedcare simulate --resume {run_dir}")):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                run_simulation(
+                    server_app=build_server_app(config, run_dir),
+                    client_app=client_app or RecipeClientApp(
+                        build_client_app, SimulatedHospitalPrivacy(config, run_dir / "ledgers")),
+                    num_supernodes=config.hospitals,
+                    backend_config=backend_config(),
+                )
+        finally:
+            stop_descendants()
