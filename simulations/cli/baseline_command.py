@@ -55,7 +55,7 @@ def baseline(
     check_out_dir(out, task=config.task, force=force)
     from common.tasks import get_task
     from server.run_directory import prepare_run_dir
-    from simulations.studies.baseline import run_baselines, write_baselines
+    from simulations.engine.baseline import run_baselines, write_baselines
 
     try:
         out_dir = prepare_run_dir(out, task=config.task, force=force)

@@ -68,7 +68,7 @@ def test_an_interrupted_baseline_keeps_the_rows_of_the_models_trained(tmp_path):
     out = tmp_path / "baseline"
     out.mkdir()
     script = ("import sys; from pathlib import Path; from common.config import RunConfig; "
-              "from simulations.studies.baseline import run_baselines; "
+              "from simulations.engine.baseline import run_baselines; "
               f"run_baselines(RunConfig.from_run_config({{'num-server-rounds': {ROUNDS}}}), "
               "seeds=[0], out_dir=Path(sys.argv[1]))")
     code, err, elapsed = _interrupt([sys.executable, "-c", script, str(out)], signal.SIGINT,

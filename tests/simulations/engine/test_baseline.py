@@ -1,7 +1,7 @@
 import numpy as np
 
 from common.config import RunConfig
-from simulations.studies.baseline import run_baselines
+from simulations.engine.baseline import run_baselines
 
 
 def test_baselines_evaluate_every_model_on_every_hospital():
