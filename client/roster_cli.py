@@ -1,9 +1,13 @@
-"""Consortium roster commands of the ``fedcare`` CLI (``fedcare roster key|build|show``).
+"""Consortium roster commands of ``fedcare`` (``fedcare roster key|fingerprint|build|show``).
 
 Each hospital makes its own Ed25519 signing key pair (``roster key``); only the public key
-file travels to whoever builds the roster (``roster build``), and every hospital checks the
-roster's SHA-256 over the phone (``roster show --sha256``) before pinning it in its node config
-as ``roster-sha256``. The protocol itself is in ``common/secagg/roster.py``.
+file travels to whoever builds the roster (``roster build --built-by``). Before pinning the
+roster (node config ``roster-sha256``), every hospital checks it against every member: its own
+key (``roster show --own-key``), the digest (``roster show --sha256``, agreed on the phone) and
+each other member's key fingerprint, confirmed with that member itself on the phone (the member
+reads it from its own key, ``roster fingerprint``; ``roster show`` prints the list to tick).
+A roster that only its builder has checked could hold keys the builder made. The step-by-step
+procedure is docs/roster-procedure.md; the protocol itself is in ``common/secagg/roster.py``.
 
 File formats
 ------------
@@ -12,7 +16,7 @@ private key (``--out PATH``)
 public key (``PATH.pub``)
     One line: the raw 32-byte Ed25519 public key as 64 lowercase hex digits (the roster's own
     ``signing_key`` encoding), then a newline. Its fingerprint is the SHA-256 of the 32 raw
-    bytes, in hex.
+    bytes, in hex; read out on the phone in 16 groups of 4 hex digits.
 roster (``roster build --out``)
     The roster's canonical JSON (:meth:`common.secagg.roster.Roster.to_bytes`), so the file's
     ``sha256sum`` equals the roster digest the node config pins.
@@ -34,8 +38,8 @@ if TYPE_CHECKING:  # common.secagg.roster imports cryptography: loaded by the co
     from common.secagg.roster import Roster
 
 roster_app = typer.Typer(
-    help="The consortium roster: hospitals' signing keys (key), the roster (build), its "
-         "digest for the phone check (show).",
+    help="The consortium roster: hospitals' signing keys (key, fingerprint), the roster "
+         "(build), every member's fingerprint and its digest for the phone checks (show).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -44,7 +48,7 @@ PUBLIC_SUFFIX = ".pub"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Roster validation names its fields; the commands name their flags.
 _FLAG_OF_FIELD = {"'colluders'": "--colluding", "'min_threshold'": "--min-threshold",
-                  "'honest'": "--honest"}
+                  "'honest'": "--honest", "'built_by'": "--built-by"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,13 @@ def public_key_path(private_key: Path) -> Path:
 def fingerprint(public_key: bytes) -> str:
     """SHA-256 (hex) of a raw 32-byte Ed25519 public key: what hospitals read out by phone."""
     return hashlib.sha256(public_key).hexdigest()
+
+
+def spoken(hex_digits: str) -> str:
+    """``hex_digits`` in groups of 4 (``1a2b 3c4d ...``): the form read out on the phone."""
+    from common.secagg.roster import phone_form
+
+    return phone_form(hex_digits)
 
 
 def create_signing_key(path: Path) -> SigningKeyFiles:
@@ -129,7 +140,7 @@ def parse_hospital(value: str) -> tuple[str, Path]:
 
 
 def make_roster(hospitals: list[str], *, colluding: int, min_threshold: int,
-                honest: int | None) -> Roster:
+                honest: int | None, built_by: str | None = None) -> Roster:
     """Build the roster from ``--hospital NAME=PUBFILE`` values, in their order.
 
     Raises
@@ -152,7 +163,7 @@ def make_roster(hospitals: list[str], *, colluding: int, min_threshold: int,
     from common.secagg.roster import build_roster
 
     try:
-        return build_roster(names, keys, colluding, min_threshold, honest)
+        return build_roster(names, keys, colluding, min_threshold, honest, built_by=built_by)
     except ValueError as error:
         message = str(error)
         for field, flag in _FLAG_OF_FIELD.items():
@@ -195,8 +206,23 @@ def roster_key(
     typer.echo(f"created {files.private_key} (stays at this hospital, 0600; node config "
                "signing-key-path)")
     typer.echo(f"send {files.public_key} to whoever builds the roster; read this fingerprint "
-               "out on the phone:")
+               "out on the phone to the builder and to every other member:")
     typer.echo(f"fingerprint (sha256) {files.fingerprint}")
+    typer.echo(f"read out             {spoken(files.fingerprint)}")
+
+
+@roster_app.command("fingerprint")
+def roster_fingerprint(
+    public_key: Annotated[Path, typer.Argument(
+        help="This hospital's own public key file (`roster key`'s OUT.pub).")],
+) -> None:
+    """Print this hospital's key fingerprint, to read out to each member that calls."""
+    try:
+        key = read_public_key(public_key)
+    except ValueError as error:
+        _fail(str(error))
+    typer.echo(f"fingerprint (sha256) {fingerprint(key)}")
+    typer.echo(f"read out             {spoken(fingerprint(key))}")
 
 
 @roster_app.command("build")
@@ -205,27 +231,72 @@ def roster_build(
         help="NAME=PUBFILE: a hospital's name (its SuperNode's registered name) and its "
              "`roster key` public key file; repeat for each, in roster order.")],
     colluding: Annotated[int, typer.Option(
-        help="c: the most hospitals assumed to collude with the server.")],
+        help="c: the most hospitals assumed to collude with the server or be curious (at "
+             "least 1 from 4 hospitals on is the safe choice).")],
     min_threshold: Annotated[int, typer.Option(
         help="The smallest threshold t any round may use (c < t <= hospitals).")],
     out: Annotated[Path, typer.Option(help="The roster file to write (canonical JSON).")],
     honest: Annotated[int | None, typer.Option(
         help="h, the honest contributors the distributed noise assumes (default: t - c per "
              "round).")] = None,
+    built_by: Annotated[str | None, typer.Option(
+        help="Who builds the roster (recorded in it, so every member knows whom to ask).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing roster file.")] = False,
 ) -> None:
     """Build the consortium roster and print its SHA-256 (the node config's roster-sha256)."""
     try:
         roster = make_roster(hospital, colluding=colluding, min_threshold=min_threshold,
-                             honest=honest)
+                             honest=honest, built_by=built_by)
         write_roster(roster, out, force=force)
     except (ValueError, FileExistsError, OSError) as error:
         _fail(str(error))
     typer.echo(f"wrote {out}: {roster.size} hospitals, c = {roster.colluders}, "
                f"min threshold {roster.min_threshold}")
-    typer.echo("send it to every hospital; each checks this digest on the phone and pins it as "
-               "roster-sha256:")
+    typer.echo("send it to every hospital; each confirms every member's fingerprint with that "
+               "member and this digest with everyone on the phone (`fedcare roster show`), "
+               "then pins it as roster-sha256:")
     typer.echo(roster.hex_digest)
+
+
+def _own_entry(roster: Roster, own_key: Path) -> int:
+    """The roster position (0-based) holding the key in ``own_key``; exit 2 if none does."""
+    try:
+        key = read_public_key(own_key)
+    except ValueError as error:
+        _fail(str(error))
+    if key not in roster.signing_keys:
+        _fail(f"your public key {own_key} (fingerprint {spoken(fingerprint(key))}) is not on "
+              "this roster: do not pin it; ask its builder, by phone, to add your key")
+    return roster.signing_keys.index(key)
+
+
+def show_lines(roster: Roster, *, own: int | None = None) -> list[str]:
+    """Return ``roster show``'s lines.
+
+    Every member's fingerprint (read-out form), c, t, h, the digest, and the members this
+    hospital still confirms by phone (all but ``own``, its own entry, 0-based).
+    """
+    width = max(len(name) for name in roster.names)
+    builder = roster.built_by if roster.built_by is not None else "not recorded"
+    lines = [f"{roster.size} hospitals, built by {builder}"]
+    for position, (name, key) in enumerate(zip(roster.names, roster.signing_keys, strict=True)):
+        mark = "  (yours)" if position == own else ""
+        lines.append(f"{position + 1:>3}  {name:<{width}}  {spoken(fingerprint(key))}{mark}")
+    h = (str(roster.honest) if roster.honest is not None
+         else f"t - c per round ({roster.min_threshold - roster.colluders} at t = "
+              f"{roster.min_threshold})")
+    lines += [f"c (colluding)   {roster.colluders}", f"min threshold   {roster.min_threshold}",
+              f"h (honest)      {h}", f"sha256          {roster.hex_digest}",
+              f"read out        {spoken(roster.hex_digest)}", "",
+              "Before pinning: call each member below yourself, on a number you already had "
+              "(not one from the roster's builder); it reads its fingerprint from its own key "
+              "(`fedcare roster fingerprint KEY.pub`) and you compare it with the line above. "
+              "Compare the sha256 with every member too."]
+    lines += [f"  [ ] {name}" for position, name in enumerate(roster.names) if position != own]
+    if own is None:
+        lines.append("  (your own entry: check it with --own-key YOUR.key.pub)")
+    return lines
 
 
 @roster_app.command("show")
@@ -233,8 +304,11 @@ def roster_show(
     path: Annotated[Path, typer.Argument(help="A roster file.")],
     sha256: Annotated[str | None, typer.Option(
         help="The digest agreed on the phone: exit 2 if the roster's differs.")] = None,
+    own_key: Annotated[Path | None, typer.Option(
+        help="This hospital's own public key file: exit 2 if the roster does not hold it.")
+    ] = None,
 ) -> None:
-    """Show a roster: names, key fingerprints, c, min threshold, h and its SHA-256."""
+    """Show a roster: builder, each member's fingerprint to confirm by phone, c, t, h, SHA-256."""
     from common.secagg.roster import load_roster
 
     expected = None
@@ -246,16 +320,9 @@ def roster_show(
         roster = load_roster(path)
     except (ValueError, LookupError) as error:
         _fail(str(error))
-    width = max(len(name) for name in roster.names)
-    for position, (name, key) in enumerate(zip(roster.names, roster.signing_keys, strict=True)):
-        typer.echo(f"{position + 1:>3}  {name:<{width}}  {fingerprint(key)}")
-    h = (str(roster.honest) if roster.honest is not None
-         else f"t - c per round ({roster.min_threshold - roster.colluders} at t = "
-              f"{roster.min_threshold})")
-    typer.echo(f"c (colluding)   {roster.colluders}")
-    typer.echo(f"min threshold   {roster.min_threshold}")
-    typer.echo(f"h (honest)      {h}")
-    typer.echo(f"sha256          {roster.hex_digest}")
+    own = _own_entry(roster, own_key) if own_key is not None else None
+    for line in show_lines(roster, own=own):
+        typer.echo(line)
     if expected is not None:
         if roster.hex_digest != expected:
             _fail(f"roster {path} has sha256 {roster.hex_digest}, expected {expected}")

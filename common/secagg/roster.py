@@ -1,6 +1,7 @@
 """The consortium roster every hospital pins: names, Ed25519 signing keys and the trust parameters.
 
-A hospital checks a round only against its own pinned copy (compared by SHA-256 over the phone),
+A hospital checks a round only against its own pinned copy (its SHA-256 compared over the phone,
+and every member's key fingerprint confirmed with that member itself: docs/roster-procedure.md),
 so a server cannot add Sybil peers or substitute keys: every key it relays must carry a roster
 member's signature. Protocol ids (Shamir x-coordinates, HKDF and AEAD labels) are roster
 positions, never claimed indices. Bonawitz et al. (CCS 2017), Section 4 (PKI of the active model).
@@ -24,6 +25,9 @@ ROSTER_FORMAT = "fedcare-roster/1"
 SIGNING_KEY_BYTES = 32
 MIN_HOSPITALS = 3
 MAX_NAME_LENGTH = 128
+# From this many hospitals on, c defaults to 1 (one colluding or curious hospital assumed).
+COLLUSION_ASSUMED_FROM = 4
+PHONE_GROUP = 4  # hex digits per group when a fingerprint is read out
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]*(?: [A-Za-z0-9._@:+-]+)*")
 
 
@@ -52,6 +56,10 @@ class Roster:
     honest
         h, the honest-contributor count the distributed noise may assume, if the roster states
         it (1 <= h <= min_threshold - c); ``None`` derives it per round as h = t - c.
+    built_by
+        Who built the roster (a name, as the builder gave it), so that every hospital knows
+        whom to ask about it; ``None`` when not recorded (rosters made before it existed).
+        Recorded only when set, so an older roster's bytes and digest are unchanged.
 
     Raises
     ------
@@ -64,6 +72,7 @@ class Roster:
     colluders: int
     min_threshold: int
     honest: int | None = None
+    built_by: str | None = None
 
     def __post_init__(self) -> None:
         _check_roster(self)
@@ -105,8 +114,11 @@ class Roster:
         return self.honest if self.honest is not None else threshold - self.colluders
 
     def to_json_object(self) -> dict[str, Any]:
-        """Return the roster as the JSON object :meth:`to_bytes` serialises."""
-        return {
+        """Return the roster as the JSON object :meth:`to_bytes` serialises.
+
+        ``built_by`` appears only when recorded.
+        """
+        document: dict[str, Any] = {
             "format": ROSTER_FORMAT,
             "colluders": self.colluders,
             "min_threshold": self.min_threshold,
@@ -116,6 +128,9 @@ class Roster:
                 for name, key in zip(self.names, self.signing_keys, strict=True)
             ],
         }
+        if self.built_by is not None:
+            document["built_by"] = self.built_by
+        return document
 
     def to_bytes(self) -> bytes:
         """Canonical serialisation: JSON, sorted keys, no whitespace, ASCII, no final newline."""
@@ -140,8 +155,12 @@ def build_roster(
     c: int,
     min_threshold: int,
     honest: int | None = None,
+    *,
+    built_by: str | None = None,
 ) -> Roster:
     """Build a roster from names and their Ed25519 public keys (raw 32 bytes or key objects).
+
+    ``built_by`` records who built it (optional).
 
     Raises
     ------
@@ -162,7 +181,45 @@ def build_roster(
         colluders=c,
         min_threshold=min_threshold,
         honest=honest,
+        built_by=built_by,
     )
+
+
+def default_colluders(hospitals: int) -> int:
+    """Return c when nobody states another: 1 from 4 hospitals on, else 0.
+
+    With n >= 4 a round of t contributors holds, besides the victim, at least two others, so a
+    single curious or colluding hospital is a realistic threat: it subtracts its own share
+    from the sum and, with c = 0, faces less noise than the ledger accounts. With 3 hospitals
+    (t = 2) assuming c = 1 would leave h = 1: every hospital adds the whole noise itself.
+    """
+    return 1 if hospitals >= COLLUSION_ASSUMED_FROM else 0
+
+
+def colluders_problem(roster: Roster, *, minimum: int) -> str | None:
+    """Why a hospital that assumes up to ``minimum`` colluding hospitals refuses ``roster``.
+
+    A pure check, to run before any noise is drawn or anything charged: the roster's c is what
+    the consortium (and the server's h = t - c) assumes, so a roster whose c is below the
+    hospital's own stated minimum (node config ``colluding-hospitals``) would let the server
+    plan rounds whose noise and thresholds hold against fewer colluders than the hospital
+    accepts. Returns None when the roster's c >= ``minimum``, else the reason (naming both).
+    """
+    if roster.colluders >= minimum:
+        return None
+    return (f"the consortium roster assumes c = {roster.colluders} colluding hospitals, fewer "
+            f"than this hospital's own minimum of {minimum} (node config "
+            f"colluding-hospitals): it refuses the roster (sha256 {roster.hex_digest})")
+
+
+def phone_form(hex_digits: str) -> str:
+    """Hex digits in space-separated groups of 4, to be read out on the phone."""
+    return " ".join(hex_digits[i:i + PHONE_GROUP] for i in range(0, len(hex_digits), PHONE_GROUP))
+
+
+def key_fingerprint(public_key: bytes) -> str:
+    """SHA-256 (64 hex digits) of a raw 32-byte Ed25519 public key: what members confirm."""
+    return hashlib.sha256(public_key).hexdigest()
 
 
 def roster_from_bytes(data: bytes, *, source: str = "roster") -> Roster:
@@ -184,7 +241,8 @@ def roster_from_bytes(data: bytes, *, source: str = "roster") -> Roster:
     fmt = _field(document, "format", source)
     if fmt != ROSTER_FORMAT:
         raise ValueError(f"{source}: field 'format' must be {ROSTER_FORMAT!r}, got {fmt!r}")
-    unknown = set(document) - {"format", "colluders", "min_threshold", "honest", "hospitals"}
+    unknown = set(document) - {"format", "colluders", "min_threshold", "honest", "hospitals",
+                               "built_by"}
     if unknown:
         raise ValueError(f"{source}: unknown field(s) {sorted(unknown)}")
     hospitals = _field(document, "hospitals", source)
@@ -211,6 +269,7 @@ def roster_from_bytes(data: bytes, *, source: str = "roster") -> Roster:
             colluders=_field(document, "colluders", source),
             min_threshold=_field(document, "min_threshold", source),
             honest=document.get("honest"),
+            built_by=document.get("built_by"),
         )
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
@@ -317,6 +376,12 @@ def _check_roster(roster: Roster) -> None:
             raise ValueError(f"field {where!r} is not an Ed25519 public key") from None
     if len(set(keys)) != len(keys):
         raise ValueError("field 'hospitals': two hospitals share a signing key")
+    builder = roster.built_by
+    if builder is not None and (not isinstance(builder, str)
+                                or not 1 <= len(builder) <= MAX_NAME_LENGTH
+                                or not _NAME.fullmatch(builder)):
+        raise ValueError(f"field 'built_by' must be null or a name of 1 to {MAX_NAME_LENGTH} "
+                         f"letters, digits, single inner spaces or ._@:+-, got {builder!r}")
     c, t_min, h = roster.colluders, roster.min_threshold, roster.honest
     if not _is_int(c) or c < 0:
         raise ValueError(f"field 'colluders' must be an int >= 0, got {c!r}")

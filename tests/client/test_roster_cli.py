@@ -88,7 +88,9 @@ def test_build_then_show_round_trip_with_load_rosters_digest(tmp_path):
     assert shown.exit_code == 0, shown.output
     for name, key in zip(roster.names, roster.signing_keys, strict=True):
         line = next(line for line in shown.stdout.splitlines() if f" {name} " in line)
-        assert line.split()[-1] == hashlib.sha256(key).hexdigest()
+        groups = line.split()[-16:]  # read out on the phone: 16 groups of 4 hex digits
+        assert all(len(group) == 4 for group in groups)
+        assert "".join(groups) == hashlib.sha256(key).hexdigest()
     assert "c (colluding)   1" in shown.stdout and "min threshold   3" in shown.stdout
     assert roster.hex_digest in shown.stdout
 
@@ -173,3 +175,70 @@ def test_show_names_an_unreadable_or_invalid_roster(tmp_path):
     assert invalid.exit_code == 2 and "bad.json" in flat(invalid.output)
     assert "Traceback" not in invalid.output + missing.output
 
+
+
+def _spoken(key: bytes) -> str:
+    digest = hashlib.sha256(key).hexdigest()
+    return " ".join(digest[i:i + 4] for i in range(0, 64, 4))
+
+
+def test_show_lists_every_members_fingerprint_to_confirm_with_that_member(tmp_path):
+    # Arrange: four hospitals, the roster built by "north"
+    names = [*NAMES, "east"]
+    keys = make_keys(tmp_path, names)
+    assert build(tmp_path, keys, "--colluding", "1", "--min-threshold", "3",
+                 "--built-by", "north").exit_code == 0
+    roster = load_roster(tmp_path / "roster.json")
+    # Act: west end checks the roster it received, with its own public key
+    shown = invoke("show", str(tmp_path / "roster.json"),
+                   "--own-key", str(public_key_path(keys["west end"])))
+    # Assert: every member's fingerprint in groups of 4, beside its name; who built it
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert roster.built_by == "north" and "4 hospitals, built by north" in lines[0]
+    for name, key in zip(roster.names, roster.signing_keys, strict=True):
+        assert any(f" {name} " in line and _spoken(key) in line for line in lines), name
+    assert any("west end" in line and line.endswith("(yours)") for line in lines)
+    # ... and a box to tick for each other member, confirmed by phone with that member
+    boxes = [line.split("[ ] ", 1)[1] for line in lines if "[ ] " in line]
+    assert boxes == ["st-mary", "north", "east"]
+    assert f"read out        {' '.join(roster.hex_digest[i:i + 4] for i in range(0, 64, 4))}" \
+        in shown.stdout
+
+
+def test_show_refuses_a_roster_without_this_hospitals_own_key(tmp_path):
+    keys = make_keys(tmp_path)
+    assert build(tmp_path, keys, "--colluding", "0", "--min-threshold", "2").exit_code == 0
+    outsider = tmp_path / "keys" / "outsider.key"
+    assert invoke("key", "--out", str(outsider)).exit_code == 0
+    refused = invoke("show", str(tmp_path / "roster.json"),
+                     "--own-key", str(public_key_path(outsider)))
+    assert refused.exit_code == 2
+    assert f"your public key {public_key_path(outsider)}" in flat(refused.output)
+    assert "is not on this roster: do not pin it" in flat(refused.output)
+    assert "Traceback" not in refused.output
+
+
+def test_fingerprint_prints_what_the_roster_shows_for_that_member(tmp_path):
+    keys = make_keys(tmp_path)
+    assert build(tmp_path, keys, "--colluding", "0", "--min-threshold", "2").exit_code == 0
+    own = invoke("fingerprint", str(public_key_path(keys["north"])))
+    assert own.exit_code == 0, own.output
+    spoken = own.stdout.splitlines()[-1].split(maxsplit=2)[-1]
+    line = next(line for line in invoke("show", str(tmp_path / "roster.json")).stdout
+                .splitlines() if " north " in line)
+    assert line.endswith(spoken) and len(spoken.split()) == 16
+    bad = invoke("fingerprint", str(keys["north"]))  # the private key, not the .pub
+    assert bad.exit_code == 2 and "is not a signing public key" in flat(bad.output)
+
+
+def test_a_roster_without_a_builder_still_loads_and_says_so(tmp_path):
+    keys = make_keys(tmp_path)
+    assert build(tmp_path, keys, "--colluding", "0", "--min-threshold", "2").exit_code == 0
+    data = (tmp_path / "roster.json").read_bytes()
+    assert b"built_by" not in data  # an older roster's bytes, and so its digest, unchanged
+    shown = invoke("show", str(tmp_path / "roster.json"))
+    assert shown.exit_code == 0 and "built by not recorded" in shown.stdout
+    bad = build(tmp_path, keys, "--colluding", "0", "--min-threshold", "2", "--built-by", "a/b",
+                out="other.json")
+    assert bad.exit_code == 2 and "--built-by" in flat(bad.output)
