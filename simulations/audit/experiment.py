@@ -69,10 +69,8 @@ from simulations.audit.scores import (
     server_view_scores,
 )
 
-__all__ = ["ArmResult", "AuditPlan", "MIN_CONTROL_EPSILON", "control_config", "run_audit"]
+__all__ = ["ArmResult", "AuditPlan", "control_config", "control_has_power", "run_audit"]
 
-# The control's bound must reach this for the audit to claim any power at all.
-MIN_CONTROL_EPSILON = 0.5
 SHADOW_STREAM = 0x5AD0
 VIEWS = ("server", "final_model")
 
@@ -171,6 +169,18 @@ class ArmResult:
             "seconds": self.seconds,
             "declined": list(self.declined),
         }
+
+
+def control_has_power(control_bound: float, accounted_epsilon: float) -> bool:
+    """Whether an audit whose non-private control proves ``control_bound`` had power.
+
+    Only a control bound above the accounted epsilon of the run it controls counts: then the
+    same attack on a build that leaked as much as no DP at all would have refuted that
+    epsilon. A control that proves less (say 0.6 against an accounted 1.0) shows that the
+    audit could not have told a private build from a non-private one. An infinite or
+    undefined accounted epsilon (a non-private run) can never be refuted: no power.
+    """
+    return math.isfinite(accounted_epsilon) and control_bound > accounted_epsilon
 
 
 def control_config(config: RunConfig) -> RunConfig:
@@ -467,10 +477,8 @@ class AuditResult:
 
     @property
     def has_power(self) -> bool:
-        """Whether the control's bound is clearly positive: >= MIN_CONTROL_EPSILON, or (for
-        canaries too few to prove that much) every guess right, at the canaries' ceiling."""
-        bound = self.control.epsilon_lower_bound
-        return bound >= MIN_CONTROL_EPSILON or (bound > 0 and bound >= 0.999 * self.control.ceiling)
+        """Whether the control's bound exceeds the audited run's accounted epsilon."""
+        return control_has_power(self.control.epsilon_lower_bound, self.dp.accounted_epsilon)
 
 
 def run_audit(plan: AuditPlan, out_dir: Path, *, trainer_for: TrainerFactory = get_trainer,

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from simulations.audit.canaries import OneRunAudit
-from simulations.audit.experiment import MIN_CONTROL_EPSILON, ArmResult, AuditPlan, AuditResult
-from simulations.audit.lower_bound import canaries_needed
+from simulations.audit.experiment import ArmResult, AuditPlan, AuditResult
+from simulations.audit.lower_bound import canaries_needed, eps_lower_bound
 from simulations.audit.membership import DEFAULT_FPRS, dp_tpr_bound
 from simulations.audit.plots import save_roc_plot
 
-__all__ = ["verdict", "write_audit"]
+__all__ = ["power_requirements", "verdict", "write_audit"]
 
 MAX_CANARIES_SEARCHED = 100_000
+LOWEST_CONFIDENCE = 0.5  # below this a "bound" is a coin toss: never suggested
 
 
 def _eps(value: float) -> str:
@@ -33,27 +34,68 @@ def _pct(value: float) -> str:
 
 
 def verdict(result: AuditResult) -> str:
-    """One sentence: violation, consistent, uninformative, or no power."""
+    """One sentence: violation, not private, no power (and what power takes), or consistent."""
     dp, control = result.dp, result.control
     if dp.config.private and dp.epsilon_lower_bound > dp.accounted_epsilon:
         return (f"VIOLATION: the audit proves epsilon > {dp.epsilon_lower_bound:.2f} at "
                 f"{_pct(result.plan.confidence)} confidence, above the accounted "
                 f"{dp.accounted_epsilon:.2f}: the run leaks more than its accountant says")
-    if not result.has_power:
-        return (f"NO POWER: the non-private control's bound is {control.epsilon_lower_bound:.2f}"
-                f" (< {MIN_CONTROL_EPSILON}, below its ceiling {control.ceiling:.2f}), so this audit "
-                "could not have caught a leak; its "
-                "DP figures say nothing about the run")
     if not dp.config.private:
         return "the audited run is not private: both arms are controls"
-    if dp.ceiling < dp.accounted_epsilon:
-        return (f"consistent but uninformative at this epsilon: the bound "
-                f"{dp.epsilon_lower_bound:.2f} is below the accounted "
-                f"{dp.accounted_epsilon:.2f}, but {result.plan.canaries} canaries can prove at "
-                f"most {dp.ceiling:.2f} even with every guess right")
+    if not result.has_power:
+        return (f"NO POWER: the non-private control proves only epsilon > "
+                f"{control.epsilon_lower_bound:.2f}, not more than the accounted "
+                f"{dp.accounted_epsilon:.2f} of the run it controls, so this audit could not "
+                "have told this run from one with no DP at all; its DP figures say nothing "
+                "about the run. " + power_requirements(
+                    dp.accounted_epsilon, canaries=result.plan.canaries,
+                    confidence=result.plan.view_confidence, delta=dp.config.dp_delta,
+                    ceiling=control.ceiling))
     return (f"consistent: the bound {dp.epsilon_lower_bound:.2f} does not exceed the accounted "
-            f"{dp.accounted_epsilon:.2f}, and the control shows the audit had power "
-            f"({control.epsilon_lower_bound:.2f})")
+            f"{dp.accounted_epsilon:.2f}, and the control proves more than that "
+            f"({control.epsilon_lower_bound:.2f}), so the audit had power")
+
+
+def power_requirements(accounted: float, *, canaries: int, confidence: float, delta: float,
+                       ceiling: float) -> str:
+    """What a control would need to prove more than ``accounted`` (one sentence).
+
+    The canaries a perfect attack (every canary guessed, every guess right) needs at
+    ``confidence`` (each view's) and ``delta`` (``canaries_needed``), and the highest
+    confidence at which the ``canaries`` used, all guessed right, would get there (none at or
+    above 50%: said so). ``ceiling`` is what these canaries prove with every guess right.
+    """
+    needed = canaries_needed(accounted, confidence, delta, max_canaries=MAX_CANARIES_SEARCHED)
+    count = (f"at least {needed:,} canaries (here {canaries}) with every guess right"
+             if needed is not None else
+             f"more canaries than any count up to {MAX_CANARIES_SEARCHED:,} can give (beyond "
+             "about epsilon 8 the delta term outgrows the binomial tail)")
+    reach = _confidence_reaching(accounted, canaries, confidence, delta)
+    lower = (f"; or, with these {canaries} canaries all guessed right, a confidence of at most "
+             f"{_pct(reach)}" if reach is not None else
+             f"; no confidence of {_pct(LOWEST_CONFIDENCE)} or more lets these {canaries} "
+             "canaries get there")
+    return (f"Power here takes a control bound above {accounted:.2f}: at "
+            f"{_pct(confidence)} confidence per view, {count}{lower} (these canaries prove at "
+            f"most {ceiling:.2f} even with every guess right)")
+
+
+def _confidence_reaching(target: float, m: int, confidence: float, delta: float
+                         ) -> float | None:
+    """Return the highest confidence at which m canaries, all guessed right, prove > target.
+
+    Searched in [LOWEST_CONFIDENCE, confidence]; None if even the lowest does not reach it.
+    """
+    if eps_lower_bound(m, m, m, LOWEST_CONFIDENCE, delta) <= target:
+        return None
+    low, high = LOWEST_CONFIDENCE, confidence
+    if eps_lower_bound(m, m, m, high, delta) > target:
+        return high
+    for _ in range(30):  # the bound falls as the confidence rises
+        middle = (low + high) / 2
+        low, high = (middle, high) if eps_lower_bound(m, m, m, middle, delta) > target \
+            else (low, middle)
+    return low
 
 
 def _view_cell(audit: OneRunAudit) -> str:
@@ -144,9 +186,9 @@ def _explanation(result: AuditResult) -> list[str]:
         "confidence in its (random) label from the public initial model to the final model.",
         "- **Ceiling**: the bound these canaries would give if every guess were right; an "
         "accounted ε above it cannot be reached by this audit. " + reach,
-        "- **Control**: the same run without DP. Its bound must be clearly positive (here "
-        f">= {MIN_CONTROL_EPSILON}, or every guess right when the canaries cannot prove that "
-        "much); otherwise the audit had no power.",
+        "- **Control**: the same run without DP. Its bound must exceed the accounted ε of "
+        "the run it controls; otherwise the audit had no power: it could not have told that "
+        "run from one without any DP, whatever its own bound.",
         f"- **Membership inference** on {_name(result.plan, result.plan.mia_hospital)}'s real "
         "rows "
         "(its training rows against its held-out test rows): the loss-threshold attack and "
@@ -217,7 +259,9 @@ def audit_document(result: AuditResult, plots: dict[str, str]) -> dict[str, Any]
     return {
         "verdict": verdict(result),
         "has_power": result.has_power,
-        "min_control_epsilon": MIN_CONTROL_EPSILON,
+        # Power: the control's bound must exceed the audited run's accounted epsilon.
+        "control_must_exceed": (result.dp.accounted_epsilon
+                                if math.isfinite(result.dp.accounted_epsilon) else None),
         "confidence": plan.confidence,
         "view_confidence": plan.view_confidence,
         "settings": plan.config.to_run_config(),
