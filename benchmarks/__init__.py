@@ -1,0 +1,1 @@
+"""Measurements of fedcare (each prints its own figures); not part of the installed package."""

@@ -36,6 +36,7 @@ class HandOffActor:
         import tensorflow  # noqa: F401
 
     def run(self, app_fn, message, cid, context) -> float:  # noqa: ANN001 - Flower's shapes
+        """Build the app as Flower's actor does and return the seconds it took."""
         started = time.time()
         app_fn()
         return started

@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.rounds import _round_seconds
 from common.config import RunConfig
 from server.checkpoint import load_latest_checkpoint, save_checkpoint
-from benchmarks.rounds import _round_seconds
 from simulations.engine.simulate import simulate
 
 

@@ -38,12 +38,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulations.deployment.deploy_local import DeploySettings, completed_rounds, deploy_local, hospital_names
 from benchmarks.deployment_timeline import (
     PARTS,
     deployment_exchanges,
     exchanges_per_round,
     steady_parts,
+)
+from simulations.deployment.deploy_local import (
+    DeploySettings,
+    completed_rounds,
+    deploy_local,
+    hospital_names,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +106,8 @@ def import_seconds(code: str, *, repeats: int = 3) -> float:
                               capture_output=True, text=True, check=True)
         top_level = [int(line.split("|")[1]) for line in done.stderr.splitlines()
                      if line.startswith("import time:") and "|" in line
-                     and not line.split("|")[2].startswith("  ") and line.split("|")[1].strip().isdigit()]
+                     and not line.split("|")[2].startswith("  ")
+                     and line.split("|")[1].strip().isdigit()]
         best = min(best, sum(top_level) / 1e6)
     return best
 

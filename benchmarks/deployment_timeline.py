@@ -134,7 +134,7 @@ def exchanges(superlink: Sequence[LogEvent], nodes: Sequence[Sequence[NodeTask]]
 def exchanges_per_round(run: Sequence[Exchange]) -> list[int]:
     """Exchanges from each train exchange to the next: 1 folded, 2 with a separate evaluate."""
     starts = [k for k, exchange in enumerate(run) if exchange.kind == "train"]
-    return [b - a for a, b in zip(starts, starts[1:])]
+    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
 
 
 def steady_parts(run: Sequence[Exchange], skip_first: int = 1) -> dict[str, float]:

@@ -40,8 +40,9 @@ def timing_mod(directory: Path) -> Callable[[Message, Context, Callable], Messag
 
 
 def timed_client_app(timing_dir: Path, privacy_for: Callable) -> ClientApp:
-    """fedcare's ClientApp with `privacy_for`, its handlers timed under `timing_dir` (a
-    ``RecipeClientApp`` recipe)."""
+    """Fedcare's ClientApp with `privacy_for`, its handlers timed under `timing_dir` (a
+    ``RecipeClientApp`` recipe).
+    """
     from client.app import build_client_app
 
     return build_client_app(privacy_for, mods=[timing_mod(timing_dir)])
@@ -96,7 +97,8 @@ class StartUp:
 
 def start_up(directory: Path, began: float, round_one: float) -> StartUp:
     """Split the first round's wait, from the handler records under `directory` and the
-    ServerApp's first round's start `round_one` (seconds since the epoch)."""
+    ServerApp's first round's start `round_one` (seconds since the epoch).
+    """
     firsts = []
     for path in directory.glob("*.txt"):
         records = [line.split() for line in path.read_text().splitlines()]
@@ -105,6 +107,8 @@ def start_up(directory: Path, began: float, round_one: float) -> StartUp:
             firsts.append((float(first[3]), float(first[2]), float(first[1])))
     if not firsts:
         raise ValueError(f"{directory}: no handler records with start times")
-    return StartUp(server_ready=round_one - began, to_workers=min(created for created, _, _ in firsts) - began,
-                   worker_imports=statistics.median(start - created for created, start, _ in firsts),
-                   first_handler=statistics.median(seconds for _, _, seconds in firsts))
+    return StartUp(
+        server_ready=round_one - began,
+        to_workers=min(created for created, _, _ in firsts) - began,
+        worker_imports=statistics.median(start - created for created, start, _ in firsts),
+        first_handler=statistics.median(seconds for _, _, seconds in firsts))

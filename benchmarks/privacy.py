@@ -13,11 +13,11 @@ import time
 
 import numpy as np
 
+from benchmarks.rounds import measure
 from common.config import RunConfig
 from common.dp.events import GaussianRoundEvent
 from common.models import build_model
 from common.tasks import get_task, load_task_hospitals
-from benchmarks.rounds import measure
 
 MODES = ("none", "patient", "hospital")
 
@@ -74,8 +74,8 @@ def main() -> None:
             results[mode] = (epoch, steady)
         for mode, (epoch, steady) in results.items():
             base_epoch, base_round = results["none"]
-            lines.append(f"{task_name:<14}{mode:<10}{epoch * 1000:>10.2f}{epoch / base_epoch:>8.2f}x"
-                         f"{steady:>12.3f}{steady / base_round:>8.2f}x")
+            lines.append(f"{task_name:<14}{mode:<10}{epoch * 1000:>10.2f}"
+                         f"{epoch / base_epoch:>8.2f}x{steady:>12.3f}{steady / base_round:>8.2f}x")
     print(f"{'task':<14}{'dp':<10}{'epoch ms':>10}{'ratio':>9}{'round s':>12}{'ratio':>9}")
     print("\n".join(lines))
 

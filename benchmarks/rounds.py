@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from common.config import RunConfig
 from benchmarks.handler_timing import StartUp
+from common.config import RunConfig
 from simulations.engine.simulate import simulate
 
 
@@ -47,7 +47,8 @@ def _round_seconds(run_dir: Path) -> list[float]:
 @contextmanager
 def first_round_start() -> Iterator[list[float]]:
     """Within the block, the driver's "round 1: started" debug record's time is appended to
-    the yielded list (the ServerApp runs in a thread of this process)."""
+    the yielded list (the ServerApp runs in a thread of this process).
+    """
     times: list[float] = []
 
     class RoundOne(logging.Handler):
@@ -70,13 +71,13 @@ def first_round_start() -> Iterator[list[float]]:
 
 def measure(config: RunConfig, client: str) -> Measured:
     """Run one simulation with the `client` ("keras" or "null") and time it."""
-    from simulations.engine.app_recipe import RecipeClientApp
     from benchmarks.handler_timing import (
         handler_seconds,
         start_up,
         timed_client_app,
         timed_null_app,
     )
+    from simulations.engine.app_recipe import RecipeClientApp
     from simulations.engine.simulate import SimulatedHospitalPrivacy
 
     with tempfile.TemporaryDirectory() as tmp:

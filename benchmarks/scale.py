@@ -80,11 +80,13 @@ class RunWatcher:
         self._thread = threading.Thread(target=self._run, name="run-watcher", daemon=True)
 
     def __enter__(self) -> "RunWatcher":
+        """Start sampling the run's processes."""
         self._started = time.perf_counter()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop sampling, after one last sample."""
         self._stop.set()
         self._thread.join()
         self._sample()
@@ -197,8 +199,8 @@ def main() -> None:
         parser.error(str(error))  # exits, naming the setting (e.g. too many hospitals)
     client_app = None
     if args.client == "null":
-        from simulations.engine.app_recipe import RecipeClientApp
         from benchmarks.null_client import build_null_app
+        from simulations.engine.app_recipe import RecipeClientApp
 
         client_app = RecipeClientApp(build_null_app)
     results = []

@@ -12,8 +12,9 @@ The digits MLP has 8,970 parameters (about 10^4).
 import argparse
 from dataclasses import replace
 
-from common.config import RunConfig
 from benchmarks.rounds import measure
+from common.config import RunConfig
+
 
 def main() -> None:
     """Print plain vs secure steady rounds."""

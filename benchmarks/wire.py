@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     bare = TrainReply(reply.hospital, reply.answers, update=reply.update, privacy=reply.privacy)
     bare_content = pack_reply(bare)
     rows = [
-        ("pack settings + weights", _median_us(lambda: pack_request(settings, weights), args.repeats)),
+        ("pack settings + weights",
+         _median_us(lambda: pack_request(settings, weights), args.repeats)),
         ("unpack settings + weights", _median_us(lambda: unpack_request(request_content),
                                                  args.repeats)),
         ("pack reply", _median_us(lambda: pack_reply(reply), args.repeats)),

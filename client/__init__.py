@@ -1,0 +1,1 @@
+"""The hospital's side: the ClientApp, local training, privacy and the hospital's commands."""

@@ -1,4 +1,6 @@
-"""Hospital command ``fedcare app-digest``: the value a hospital pins in node config ``app-sha256``."""
+"""Hospital command ``fedcare app-digest``: the value a hospital pins in node config
+``app-sha256``.
+"""
 
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +13,8 @@ def app_digest(
         help="A fedcare checkout or unpacked release (default: the installed fedcare).")] = None,
 ) -> None:
     """Print the code digest to pin in the SuperNode's node config as app-sha256."""
-    from client.app_pinning import APP_SHA256, app_digest as digest_of, installed_app_dir
+    from client.app_pinning import APP_SHA256, installed_app_dir
+    from client.app_pinning import app_digest as digest_of
 
     try:
         digest = digest_of(directory if directory is not None else installed_app_dir())

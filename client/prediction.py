@@ -50,7 +50,7 @@ def encode_new_patients(
     if problems or table is None:
         return None, sort_problems(problems, schema)
     x = preprocessing.transform(parse_features(table.frame, schema))
-    labels = table.frame[schema.label.name] if schema.label.name in table.frame else None
+    labels = table.frame.get(schema.label.name)
     return EncodedPatients(x=x, rows=table.frame.index.to_numpy(), given_labels=labels), []
 
 

@@ -66,7 +66,8 @@ class LocalTrainer:
             return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, pred))
         return tf.reduce_mean(tf.square((pred[:, 0] - y) / self.task.target_scale))
 
-    def _epoch(self, x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
+    def _epoch(self, x: tf.Tensor, y: tf.Tensor, order: tf.Tensor,
+               batch_size: tf.Tensor) -> tf.Tensor:
         n = tf.shape(order)[0]
         num_batches = (n + batch_size - 1) // batch_size
         total = tf.constant(0.0)
@@ -158,7 +159,8 @@ class LocalTrainer:
 
     def predict(self, weights: NDArrays, x: np.ndarray) -> np.ndarray:
         """Return the model's outputs for `x` under `weights` (model order); the model's own
-        variables are left as they are."""
+        variables are left as they are.
+        """
         expected = len(self._trainable_positions) + len(self._non_trainable_positions)
         if len(weights) != expected:
             raise ValueError(f"expected {expected} weight arrays, got {len(weights)}")

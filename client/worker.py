@@ -13,8 +13,8 @@ or budget; without it the relayed ``Context.node_config`` is used, as by the Cli
 
 One connection at a time (a hospital's messages are sequential); a handler error becomes the
 error reply Flower itself would make. A readiness ping (``client.worker_link.wait_for_worker``)
-is answered only once the socket listens and the accept loop runs. The socket and key files are mode 0600; SIGTERM or
-SIGINT stops the worker and removes the socket file.
+is answered only once the socket listens and the accept loop runs. The socket and key files are
+mode 0600; SIGTERM or SIGINT stops the worker and removes the socket file.
 """
 
 import logging

@@ -175,7 +175,8 @@ def call_worker(socket_path: Path, authkey: bytes, message: Message, context: Co
 
 def _bounded_connection(socket_path: Path, seconds: float) -> Connection:
     """A connection to `socket_path` whose connect, reads and writes each give up after
-    `seconds` (``multiprocessing.connection.Client`` would block without limit)."""
+    `seconds` (``multiprocessing.connection.Client`` would block without limit).
+    """
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(seconds)
         sock.connect(str(socket_path))

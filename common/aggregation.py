@@ -61,7 +61,8 @@ def trimmed_mean(updates: list[NDArrays], trim_fraction: float) -> NDArrays:
     k = int(np.floor(trim_fraction * len(updates)))
     result = []
     for layer in range(len(updates[0])):
-        stacked = np.sort(np.stack([np.asarray(u[layer], dtype=np.float64) for u in updates]), axis=0)
+        stacked = np.sort(np.stack([np.asarray(u[layer], dtype=np.float64) for u in updates]),
+                          axis=0)
         kept = stacked[k:len(updates) - k]
         result.append(kept.mean(axis=0).astype(np.asarray(updates[0][layer]).dtype))
     return result

@@ -192,7 +192,8 @@ class RunConfig:
 
     def _check_applies(self) -> None:
         """A setting moved from its default where it would do nothing is refused, naming the
-        setting it needs (it would otherwise be recorded as if it had been used)."""
+        setting it needs (it would otherwise be recorded as if it had been used).
+        """
         needs = [
             ("secagg.threshold", self.secagg_enabled, "secure aggregation (secagg.enabled)"),
             ("secagg.honest-contributors", self.secagg_enabled,

@@ -3,8 +3,8 @@ every run, silenced before they are imported; all of it shown with ``--verbose``
 ``FEDCARE_VERBOSE=1``.
 
 Call :func:`quiet_third_party` where a process starts, before the heavy imports: the
-``fedcare`` commands, ``simulations.engine.simulate``, and the ServerApp and ClientApp modules (so Ray
-workers and ``flwr run``'s app processes, which import them, are quiet too). It is cheap (no
+``fedcare`` commands, ``simulations.engine.simulate``, and the ServerApp and ClientApp modules (so
+Ray workers and ``flwr run``'s app processes, which import them, are quiet too). It is cheap (no
 third-party import) and idempotent. What it does, per source:
 
 - TensorFlow's C++ layer: ``TF_CPP_MIN_LOG_LEVEL=3`` hides its logging once TensorFlow is
@@ -37,7 +37,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import ModuleType
 from typing import Any
 
@@ -101,7 +101,8 @@ def quiet_third_party(verbose: bool | None = None) -> bool:
 
 def with_quiet_ray_workers(runtime_env: dict[str, Any] | None) -> dict[str, Any]:
     """Ray's runtime-env hook (``RAY_RUNTIME_ENV_HOOK``): the workers of this ``ray.init``
-    run :func:`quiet_third_party` before anything else (a setup hook already set is kept)."""
+    run :func:`quiet_third_party` before anything else (a setup hook already set is kept).
+    """
     runtime_env = dict(runtime_env or {})
     runtime_env.setdefault("worker_process_setup_hook", f"{__name__}.quiet_third_party")
     return runtime_env
@@ -143,10 +144,8 @@ def stderr_fd_silenced() -> Iterator[None]:
         os.dup2(devnull, 2)
         yield
     finally:
-        try:
+        with suppress(OSError, ValueError):
             sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)

@@ -39,14 +39,17 @@ class ServerOptimizer:
             return [w + self.learning_rate * d for w, d in zip(weights, mean_update, strict=True)]
         m = self.state.get("m") or [np.zeros_like(d) for d in mean_update]
         v = self.state.get("v") or [np.full_like(d, self.tau**2) for d in mean_update]
-        m = [self.beta_1 * mi + (1 - self.beta_1) * d for mi, d in zip(m, mean_update, strict=True)]
+        m = [self.beta_1 * mi + (1 - self.beta_1) * d
+             for mi, d in zip(m, mean_update, strict=True)]
         if self.name == "fedadam":
-            v = [self.beta_2 * vi + (1 - self.beta_2) * d**2 for vi, d in zip(v, mean_update, strict=True)]
+            v = [self.beta_2 * vi + (1 - self.beta_2) * d**2
+                 for vi, d in zip(v, mean_update, strict=True)]
         elif self.name == "fedyogi":
             v = [vi - (1 - self.beta_2) * d**2 * np.sign(vi - d**2)
                  for vi, d in zip(v, mean_update, strict=True)]
         else:
-            raise ValueError(f"server optimizer must be fedavg, fedadam or fedyogi, got {self.name!r}")
+            raise ValueError("server optimizer must be fedavg, fedadam or fedyogi, "
+                             f"got {self.name!r}")
         self.state = {"m": m, "v": v}
         return [
             (w + self.learning_rate * mi / (np.sqrt(vi) + self.tau)).astype(w.dtype)

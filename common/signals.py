@@ -1,4 +1,6 @@
-"""SIGINT and SIGTERM as exceptions, so `finally` blocks (stopping processes, closing sockets) run."""
+"""SIGINT and SIGTERM as exceptions, so `finally` blocks (stopping processes, closing sockets)
+run.
+"""
 
 import signal
 import threading
@@ -10,7 +12,8 @@ from contextlib import contextmanager
 def handling_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM go to `handler(signum, frame)`; the previous
     handlers are restored after. Only the main thread can install signal handlers; elsewhere
-    this is a no-op."""
+    this is a no-op.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -29,8 +29,10 @@ def main(source: Path) -> None:
             "md5": hashlib.md5(raw).hexdigest(),
             "lines": raw.decode("ascii").splitlines(),
         }
-    target = Path(__file__).resolve().parents[1] / "common" / "tasks" / "data" / "heart_disease.json"
-    target.write_text(json.dumps({"source": "UCI Heart Disease (CC BY 4.0)", "hospitals": hospitals}, indent=0))
+    target = (Path(__file__).resolve().parents[1] / "common" / "tasks" / "data"
+              / "heart_disease.json")
+    document = {"source": "UCI Heart Disease (CC BY 4.0)", "hospitals": hospitals}
+    target.write_text(json.dumps(document, indent=0))
     print(f"wrote {target}")
 
 

@@ -10,12 +10,12 @@ from common.quiet import quiet_third_party
 
 quiet_third_party()  # before TensorFlow (flwr run's ServerApp process imports this)
 
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
+from flwr.app import Context  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from flwr.serverapp import Grid, ServerApp  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 
-from common.config import RunConfig
-from server.federation import run_federation
-from server.run_directory import prepare_run_dir
+from common.config import RunConfig  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from server.federation import run_federation  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from server.run_directory import prepare_run_dir  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 
 
 def build_server_app(config: RunConfig, run_dir: Path) -> ServerApp:

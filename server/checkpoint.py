@@ -74,7 +74,8 @@ class Checkpoint:
 
 def _write_durably(files: dict[Path, bytes]) -> None:
     """Write each file to a temporary name and fsync it, rename them in order, then fsync
-    their (common) directory once, so every rename survives a power cut."""
+    their (common) directory once, so every rename survives a power cut.
+    """
     temporary = {}
     for path, data in files.items():
         tmp = temporary[path] = path.with_name(f".{path.name}.tmp")

@@ -3,7 +3,6 @@
 import math
 from collections.abc import Mapping
 
-
 from common.metrics import Statistics, majority_rate, metrics_from_statistics, sum_statistics
 from common.tasks.base import TaskSpec
 

@@ -9,6 +9,7 @@ round is one exchange; the driver files them under the previous round.
 """
 
 import logging
+
 from flwr.app import MessageType
 from flwr.serverapp import Grid
 
@@ -39,7 +40,7 @@ def run_plain_round(
                        settings.server_round, missing, timeout)
     screened = screen_replies(replies, rules, book, (TrainReply, DeclinedReply))
     updates = []
-    for name, reply in screened.of_kind(TrainReply).items():
+    for reply in screened.of_kind(TrainReply).values():
         if not isinstance(reply, TrainReply) or reply.update is None:
             continue  # cannot happen: the manifest makes plain train replies carry an update
         count = reply.num_examples if reply.num_examples is not None else 1

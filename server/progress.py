@@ -30,7 +30,8 @@ METRIC_LABELS = {"auc": "AUC", "rmse": "RMSE", "mae": "MAE", "r2": "R2", "f1": "
 
 def metric_label(key: str) -> str:
     """``pooled_loss`` -> ``pooled loss``, ``client_avg_auc`` -> ``AUC`` (the hospitals' mean:
-    the headline metric), ``epsilon_patient_max`` -> ``eps``."""
+    the headline metric), ``epsilon_patient_max`` -> ``eps``.
+    """
     if key.startswith("epsilon_"):
         return "eps"
     if key.startswith("client_avg_"):
@@ -80,8 +81,10 @@ def headline_items(row: dict[str, Any], headline: Iterable[str],
 
 
 def round_items(row: dict[str, Any]) -> list[str]:
-    """Who took part in the round and how long it took."""
+    """Who took part in the round (or that it was aborted) and how long it took."""
     items = []
+    if row.get("aborted") in (1, "1"):
+        items.append("aborted: model unchanged")
     if isinstance(row.get("participants"), int):
         items.append(f"{row['participants']} hospitals")
     for key in ("declined", "rejected"):
@@ -95,7 +98,8 @@ def round_items(row: dict[str, Any]) -> list[str]:
 def pack_items(items: list[str], width: int, *, first_prefix: str = "",
                indent: str = INDENT) -> list[str]:
     """Lay `items` out on lines of at most `width` columns, joined by `` · ``, never
-    breaking an item (an item longer than a line is cut with an ellipsis)."""
+    breaking an item (an item longer than a line is cut with an ellipsis).
+    """
     lines: list[str] = []
     current = indent + first_prefix
     fresh = True
@@ -159,6 +163,7 @@ class RoundProgress:
                       if self.console.is_terminal else None)
 
     def __enter__(self) -> "RoundProgress":
+        """Start the live display (on a terminal) and the clock."""
         self._started = time.monotonic()
         if self._live is not None:
             self._live.start()
@@ -168,6 +173,7 @@ class RoundProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop the live display."""
         if self._live is not None:
             self._live.stop()
 
@@ -190,6 +196,7 @@ class RoundProgress:
         return f"round {self.completed}/{self.num_rounds}"
 
     def elapsed(self, now: float | None = None) -> float:
+        """Seconds since the progress started (at `now`, default the monotonic clock)."""
         return (now or time.monotonic()) - self._started
 
     def eta(self, now: float | None = None) -> float | None:
@@ -229,6 +236,7 @@ class RoundProgress:
                 + [Text(line, style="dim") for line in pack_items(round_items(row), width)])
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """Render the progress to the width rich gives."""
         width = options.max_width
         now = time.monotonic()
         clock = f"{format_duration(self.elapsed(now))}  ETA {format_duration(self.eta(now))}"

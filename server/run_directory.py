@@ -53,7 +53,8 @@ SOURCES_FILE = "config-sources.json"
 
 def write_config_sources(run_dir: Path, sources: dict[str, str]) -> None:
     """Record where each setting came from (``default``, ``file PATH``, ``flag --NAME``);
-    config.json takes it over as its ``sources``."""
+    config.json takes it over as its ``sources``.
+    """
     write_json_atomic(run_dir / SOURCES_FILE, sources)
 
 
@@ -119,7 +120,8 @@ class MetricsWriter:
         """Append a row; columns missing from `row` are left empty."""
         formatted = {c: _format(row.get(c, "")) for c in self.columns}
         with open(self.path, "a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=self.columns, extrasaction="raise").writerow(formatted)
+            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="raise")
+            writer.writerow(formatted)
             handle.flush()
             os.fsync(handle.fileno())
         self.rows.append({c: str(v) for c, v in formatted.items()})
@@ -142,7 +144,8 @@ def metrics_columns(metric_names: tuple[str, ...], hospitals: list[str]) -> list
     leaves out NaN, e.g. the AUC of a one-class test set) and ``<hospital>_m`` for every
     hospital; then ``declined`` (hospitals that declined the round) and
     ``epsilon_patient_max, epsilon_hospital_max`` (the most any hospital has spent so far at
-    each level), ``rejected`` (updates that failed validation); then per hospital
+    each level), ``rejected`` (updates that failed validation), ``aborted`` (1: a secure round
+    whose sum was not averaged in, the model unchanged); then per hospital
     ``test_rows_<hospital>`` (its test-set size), for classification ``majority_rate_pooled``
     and ``majority_rate_<hospital>`` (accuracy of always predicting the most frequent class),
     and ``epsilon_<hospital>`` (what it has spent so far at the run's DP level).
@@ -151,7 +154,7 @@ def metrics_columns(metric_names: tuple[str, ...], hospitals: list[str]) -> list
     for metric in metric_names:
         columns += [f"pooled_{metric}", f"client_avg_{metric}", f"client_avg_{metric}_hospitals"]
         columns += [f"{hospital}_{metric}" for hospital in hospitals]
-    columns += ["declined", "epsilon_patient_max", "epsilon_hospital_max", "rejected"]
+    columns += ["declined", "epsilon_patient_max", "epsilon_hospital_max", "rejected", "aborted"]
     columns += [f"test_rows_{hospital}" for hospital in hospitals]
     if "accuracy" in metric_names:
         columns += ["majority_rate_pooled", *(f"majority_rate_{h}" for h in hospitals)]

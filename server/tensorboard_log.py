@@ -85,7 +85,8 @@ class TensorBoardLog:
     def write_round(self, row: dict[str, Any]) -> None:
         """Queue one metrics.csv row's scalars at step = its round; a thread of the log
         writes and flushes them, off the rounds' critical path (TensorFlow's eager summary ops
-        take about 10 ms a round, which the next round's exchange would otherwise wait for)."""
+        take about 10 ms a round, which the next round's exchange would otherwise wait for).
+        """
         if self._thread is None:
             self._thread = threading.Thread(target=self._drain, name="tensorboard-log",
                                             daemon=True)
@@ -107,7 +108,8 @@ class TensorBoardLog:
 
     def _write(self, row: dict[str, Any]) -> None:
         """One Summary proto holding the row's scalars, written by one op (30 eager summary
-        ops a round took about 10 ms of this process's interpreter, beside the rounds)."""
+        ops a round took about 10 ms of this process's interpreter, beside the rounds).
+        """
         summary = self._summary()
         for column, tag in self.tags.items():
             value = _finite(row.get(column))

@@ -33,7 +33,8 @@ def module_name(path: Path) -> str:
 def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
     """Every module a source file imports, absolute, with its line: ``import a.b`` gives
     ``a.b``, ``from a import b`` gives ``a`` and ``a.b`` (b may be a module), and relative
-    imports are resolved against the file's own package."""
+    imports are resolved against the file's own package.
+    """
     package = module_name(path).split(".")
     if path.name != "__init__.py":
         package = package[:-1]
@@ -57,7 +58,8 @@ def within(module: str, packages: tuple[str, ...]) -> bool:
 def offenders(folders: tuple[str, ...], forbidden: tuple[str, ...], *,
               allowed_in: tuple[str, ...] = ()) -> list[str]:
     """``file:line: module`` for each import of a `forbidden` module by a file under `folders`,
-    except in the modules `allowed_in`."""
+    except in the modules `allowed_in`.
+    """
     found = []
     for folder in folders:
         for path in sorted((ROOT / folder).rglob("*.py")):

@@ -7,8 +7,16 @@ table): every field goes through ``common.wire.records``' pack and unpack functi
 import re
 from pathlib import Path
 
-from common.wire.records import ARRAYS, CONFIG, METRICS, PRIVACY, REPLY, SECAGG, SECAGG_NEXT
-from common.wire.records import STATISTICS
+from common.wire.records import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    PRIVACY,
+    REPLY,
+    SECAGG,
+    SECAGG_NEXT,
+    STATISTICS,
+)
 from common.wire.settings import FIELD_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -154,7 +154,8 @@ class SecureRandom:
         values = values[:count]
         return values[0] if shape is None else values.reshape(shape)
 
-    def normal(self, loc: npt.ArrayLike = 0.0, scale: npt.ArrayLike = 1.0, size: Size = None) -> Any:
+    def normal(self, loc: npt.ArrayLike = 0.0, scale: npt.ArrayLike = 1.0,
+               size: Size = None) -> Any:
         """Return N(loc, scale^2) draws; ``loc`` and ``scale`` broadcast like NumPy's."""
         scale_array = np.asarray(scale, dtype=np.float64)
         if np.any(scale_array < 0) or not np.all(np.isfinite(scale_array)):

@@ -110,12 +110,13 @@ class SecAggClient:
 
     def to_record(self) -> dict[str, Any]:
         """Return the state as a ConfigRecord-compatible dict (holds round secrets, not the
-        signing key)."""
+        signing key).
+        """
         return self.state.to_record()
 
     @property
     def name(self) -> str:
-        """This hospital's roster name."""
+        """The roster name of this hospital."""
         return self.state.name
 
     @property
@@ -177,10 +178,7 @@ class SecAggClient:
             raise SecAggProtocolError(
                 stage, f"malformed request ({type(error).__name__}: {error})"
             ) from None
-        if stage in _NEXT_STAGE:
-            self.state.expected = _NEXT_STAGE[stage]
-        else:
-            self.state.expected = ""
+        self.state.expected = _NEXT_STAGE.get(stage, "")
         return {Key.STAGE: stage, Key.ROUND: round_number, **reply}
 
     def _close(self) -> None:

@@ -13,8 +13,8 @@ from functools import cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from common.tasks.base import CSV_TASK_NAME, HospitalData, TaskSpec
 from common.task_catalog import TASK_FACTS
+from common.tasks.base import CSV_TASK_NAME, HospitalData, TaskSpec
 
 if TYPE_CHECKING:
     from common.config import RunConfig

@@ -111,7 +111,8 @@ class AuditGrid(InProcessGrid):
         self.updates: dict[int, NDArrays | None] = {}
         self.last_privacy: tuple[float, float] = (0.0, 0.0)
 
-    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+    def send_and_receive(self, messages: Iterable[Any], *,
+                         timeout: float | None = None) -> list[Any]:
         """Deliver the messages; record the round's weights and the watched hospital's reply."""
         messages = list(messages)
         rounds: dict[int, int] = {}
@@ -225,7 +226,8 @@ class CraftedTrainer:
     def __init__(self, update: np.ndarray) -> None:
         self.update = update
 
-    def fit(self, weights: NDArrays, x: np.ndarray, y: np.ndarray, **_: Any) -> tuple[NDArrays, float]:
+    def fit(self, weights: NDArrays, x: np.ndarray, y: np.ndarray,
+            **_: Any) -> tuple[NDArrays, float]:
         """Return the weights moved by the crafted update, and a loss of 0."""
         moved = _split(self.update, weights)
         return [w + u for w, u in zip(weights, moved, strict=True)], 0.0

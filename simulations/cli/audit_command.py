@@ -1,13 +1,14 @@
 """``fedcare audit``: attack a DP run and its non-private control; put a proven lower bound on
-epsilon beside the accountant's (issue 14). The experiment is ``simulations.audit``."""
+epsilon beside the accountant's (issue 14). The experiment is ``simulations.audit``.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -34,7 +35,8 @@ AUDIT_FLAGS = {
 
 def validated(values: dict[str, object], fail: Callable[[str], NoReturn]) -> RunConfig:
     """The run's settings through the same validation as a Flower run config (``RunConfig``);
-    a bad value exits 2 with the flag named."""
+    a bad value exits 2 with the flag named.
+    """
     try:
         return RunConfig.from_run_config(values)
     except ValueError as error:
@@ -95,9 +97,9 @@ def audit(
     from common.quiet import quiet_third_party
 
     quiet_third_party()  # before TensorFlow is imported: its start-up chatter stays hidden
-    from simulations.audit.canaries import CANARY_KINDS
     from common.console import error_console as console
     from common.console import fail
+    from simulations.audit.canaries import CANARY_KINDS
 
     if task not in AUDIT_TASKS:
         fail(f"--task {task!r}: the audit needs one of {', '.join(AUDIT_TASKS)} (a "

@@ -1,35 +1,21 @@
 """``fedcare baseline``: pooled and local-only training, as FLamby reports them."""
 
-import os
-from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
-
-import click
 import typer
-from click.core import ParameterSource
+
+from common.config import DEFAULTS
 from common.console import error_console as console
 from common.console import fail
-
-from common.config import DEFAULTS, RunConfig
-from common.config_sources import ConfigFileError, SettingSources, read_config_file
-from common.errors import RunConfigError
-from common.task_catalog import SIMULATED_TASKS, SPLIT_TASKS, TASK_FACTS, TaskFacts
-from common.wire.modes import (
-    AccountantName,
-    Aggregator,
-    DpMode,
-    NoiseMode,
-    Partition,
-    ServerOptimizerName,
-    Weighting,
-)
+from common.task_catalog import SIMULATED_TASKS
 from simulations.cli.run_settings import (
-    SimulatedTaskChoice, _sources, check_out_dir, resolve_config, set_verbose,
+    SimulatedTaskChoice,
+    _sources,
+    check_out_dir,
+    resolve_config,
+    set_verbose,
 )
-
 
 BASELINE_KEYS = {"task": "task", "rounds": "num-server-rounds", "hospitals": "hospitals"}
 BASELINE_FLAGS = {key: f"--{name}" for name, key in BASELINE_KEYS.items()}

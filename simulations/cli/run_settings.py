@@ -6,31 +6,24 @@ by the same ``RunConfig`` a Flower run config goes through; a bad value exits 2 
 """
 
 import os
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
-
+from typing import Annotated
 
 import click
 import typer
 from click.core import ParameterSource
-from common.console import error_console as console
-from common.console import fail
 
 from common.config import DEFAULTS, RunConfig
 from common.config_sources import ConfigFileError, SettingSources, read_config_file
+from common.console import error_console as console
+from common.console import fail
 from common.errors import RunConfigError
 from common.task_catalog import SIMULATED_TASKS, SPLIT_TASKS, TASK_FACTS, TaskFacts
 from common.wire.modes import (
-    AccountantName,
-    Aggregator,
-    DpMode,
-    NoiseMode,
     Partition,
-    ServerOptimizerName,
-    Weighting,
 )
+
 
 def set_verbose(verbose: bool) -> None:
     """--verbose: let third-party logs through (read by common.quiet before heavy imports)."""
@@ -107,7 +100,8 @@ def check_out_dir(out: Path | None, *, task: str, force: bool) -> None:
 
 def warn_delta_vs_rows(config: RunConfig) -> None:
     """Check the task can be split so (exit 2 naming why); at patient level, warn when delta
-    >= 1/rows at a hospital: then delta no longer protects each patient."""
+    >= 1/rows at a hospital: then delta no longer protects each patient.
+    """
     from common.tasks import get_task, load_task_hospitals
 
     task = get_task(config.task)

@@ -1,22 +1,15 @@
 """``fedcare simulate``: a federation of simulated hospitals on this machine (the researcher's)."""
 
-import os
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
-
-import click
 import typer
-from click.core import ParameterSource
+
+from common.config import DEFAULTS
 from common.console import error_console as console
 from common.console import fail
-
-from common.config import DEFAULTS, RunConfig
-from common.config_sources import ConfigFileError, SettingSources, read_config_file
-from common.errors import RunConfigError
-from common.task_catalog import SIMULATED_TASKS, SPLIT_TASKS, TASK_FACTS, TaskFacts
+from common.task_catalog import SIMULATED_TASKS
 from common.wire.modes import (
     AccountantName,
     Aggregator,
@@ -27,9 +20,23 @@ from common.wire.modes import (
     Weighting,
 )
 from simulations.cli.run_settings import (
-    CSV_IN_DEPLOYMENT, FEDERATION, OUTPUT, PRIVACY, RELIABILITY, SECAGG, SIMULATE_FLAGS,
-    SIMULATE_KEYS, SIMULATE_REFUSED_KEYS, SIMULATOR_SET, TASK, ConfigOption,
-    SimulatedTaskChoice, VerboseOption, _sources, check_out_dir, resolve_config, set_verbose,
+    FEDERATION,
+    OUTPUT,
+    PRIVACY,
+    RELIABILITY,
+    SECAGG,
+    SIMULATE_FLAGS,
+    SIMULATE_KEYS,
+    SIMULATE_REFUSED_KEYS,
+    SIMULATOR_SET,
+    TASK,
+    ConfigOption,
+    SimulatedTaskChoice,
+    VerboseOption,
+    _sources,
+    check_out_dir,
+    resolve_config,
+    set_verbose,
     warn_delta_vs_rows,
 )
 
@@ -105,7 +112,8 @@ def simulate(
 def resume_run(run_dir: Path, given: dict[str, object], *, other_flags: bool,
                name: Callable[[str], str] = str) -> None:
     """Continue the run in `run_dir` from its last intact checkpoint, with its own settings
-    (a given setting that differs is named by `name`: the flag typed, or the file and key)."""
+    (a given setting that differs is named by `name`: the flag typed, or the file and key).
+    """
     from simulations.engine.resume import plan_resume
 
     if other_flags:

@@ -1,0 +1,1 @@
+"""The local deployment launcher: a real SuperLink and SuperNodes on this machine."""

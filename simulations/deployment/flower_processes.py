@@ -8,6 +8,7 @@ carrying the marker (Flower's SuperExec starts itself in a new session, so proce
 would miss it): SIGTERM, a grace period, then SIGKILL.
 """
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -57,7 +58,8 @@ class ProcessSet:
     def start(self, name: str, argv: list[str], *, cwd: Path,
               extra_env: dict[str, str] | None = None) -> StartedProcess:
         """Start `argv` in `cwd` (environment: ours plus `extra_env`), output to
-        ``<log_dir>/<name>.log``."""
+        ``<log_dir>/<name>.log``.
+        """
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         env = {**self.env, **(extra_env or {}), MARKER_VARIABLE: self.marker}
@@ -105,22 +107,16 @@ class ProcessSet:
         """
         targets = self._targets()
         for process in targets:
-            try:
+            with contextlib.suppress(psutil.Error):
                 process.terminate()
-            except psutil.Error:
-                pass
         _, alive = psutil.wait_procs(targets, timeout=grace_seconds)
         # A SuperExec or ClientApp may have been started while we waited: catch those too.
         alive = [*alive, *[p for p in self._targets() if p.pid not in {a.pid for a in alive}]]
         for process in alive:
-            try:
+            with contextlib.suppress(psutil.Error):
                 process.kill()
-            except psutil.Error:
-                pass
         _, still = psutil.wait_procs(alive, timeout=5.0)
         for started in self.started:  # reap our direct children
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 started.popen.wait(timeout=0.1)
-            except subprocess.TimeoutExpired:
-                pass
         return [p.pid for p in still]

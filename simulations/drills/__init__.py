@@ -1,0 +1,1 @@
+"""Drills (fault injection, console screenshots); run from a source checkout, not installed."""

@@ -9,6 +9,7 @@ plus the final screen), monospace on a dark background.
 """
 
 import argparse
+import contextlib
 import fcntl
 import os
 import pty
@@ -55,6 +56,7 @@ class TerminalCapture:
 
     @property
     def text(self) -> str:
+        """The screen's lines, joined by newlines."""
         return "\n".join(self.lines)
 
 
@@ -101,10 +103,8 @@ def run_in_terminal(argv: Sequence[str], *, columns: int = 80, rows: int = 24,
         except subprocess.TimeoutExpired:
             returncode = None
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if process.poll() is None:
             process.wait()
         os.close(master)
@@ -130,7 +130,7 @@ def _colour(name: str, bold: bool) -> str:
 def _line_runs(line: Mapping[int, "pyte.screens.Char"], columns: int) -> list[Run]:
     runs: list[Run] = []
     for x in range(columns):
-        char = line[x] if x in line else None
+        char = line.get(x)
         data = char.data if char is not None else " "
         style = (_colour(char.fg, char.bold), bool(char.bold)) if char is not None \
             else (FOREGROUND, False)
@@ -144,7 +144,8 @@ def _line_runs(line: Mapping[int, "pyte.screens.Char"], columns: int) -> list[Ru
 def render_png(lines: Sequence[str | list[Run]], path: Path, *, columns: int = 80,
                title: str = "", max_lines: int = 60) -> None:
     """Draw `lines` (the last `max_lines`; plain or as colour runs) as a `columns`-wide
-    terminal, monospace on a dark background."""
+    terminal, monospace on a dark background.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

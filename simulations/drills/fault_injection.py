@@ -1,4 +1,4 @@
-"""Fault drills: run a simulation in which one hospital misbehaves, to see the federation cope.
+r"""Fault drills: run a simulation in which one hospital misbehaves, to see the federation cope.
 
 A Flower mod wraps the hospital ClientApp of one hospital (by partition id) and, in the chosen
 rounds, makes its train handler raise, hang, exit its process, scale its update (a poisoning
@@ -7,7 +7,7 @@ attacker), decline, or send a malformed reply — a different one each round, in
 reply, a claimed noise level with a huge update, bad statistics). Everything else is fedcare's
 real client and server. Usage::
 
-    python -m simulations.drills.fault_injection --fault hang --hospital 1 --rounds 2 --seconds 30 \\
+    python -m simulations.drills.fault_injection --fault hang --hospital 1 --rounds 2 --seconds 30 \
         --out runs/drill --set num-server-rounds=3 round-timeout=10
 
 Prints the run directory's last metrics row; exits non-zero if the federation failed.
@@ -115,7 +115,7 @@ MALFORMATIONS: tuple[tuple[str, Malformation], ...] = (
 
 
 def faulty_client_app(privacy_for: Callable, fault: Fault) -> ClientApp:
-    """fedcare's ClientApp with `fault` injected (a ``RecipeClientApp`` recipe)."""
+    """Fedcare's ClientApp with `fault` injected (a ``RecipeClientApp`` recipe)."""
     from client.app import build_client_app
 
     return build_client_app(privacy_for, mods=[fault_mod(fault)])
@@ -165,7 +165,8 @@ STATE_PREFIX = "drill-previous"
 
 def _remember(context: Context, kind: str, content: RecordDict) -> None:
     """Keep this node's last honest reply of `kind` in its Context (it outlives the process that
-    handled it: Ray may serve the node from another worker next round)."""
+    handled it: Ray may serve the node from another worker next round).
+    """
     for name in [k for k in context.state if k.startswith(f"{STATE_PREFIX}/{kind}/")]:
         del context.state[name]
     for name, record in content.items():
@@ -188,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     from common.config import RunConfig
     from server.run_directory import prepare_run_dir
     from simulations.engine.app_recipe import RecipeClientApp
-    from simulations.studies.privacy_sweep import parse_overrides
     from simulations.engine.simulate import SimulatedHospitalPrivacy, simulate
+    from simulations.studies.privacy_sweep import parse_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fault", choices=FAULTS, required=True)

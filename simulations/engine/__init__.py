@@ -1,0 +1,1 @@
+"""The simulation engine: simulated hospitals run federated, pooled or local-only."""

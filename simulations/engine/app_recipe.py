@@ -89,4 +89,5 @@ class RecipeClientApp(ClientApp):
         return built_app(*self._recipe)(message, context)
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        """Pickle as the recipe (builder and arguments), never the built app."""
         return (RecipeClientApp, self._recipe)

@@ -110,7 +110,8 @@ def write_rows(rows: list[dict[str, object]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_baselines(rows: list[dict[str, object]], out_dir: Path, metric_names: tuple[str, ...]) -> str:
+def write_baselines(rows: list[dict[str, object]], out_dir: Path,
+                    metric_names: tuple[str, ...]) -> str:
     """Write baseline.csv and baseline.md (mean ± sd over seeds); return the markdown table."""
     write_rows(rows, out_dir / "baseline.csv")
     headline = [f"{kind}_{m}" for m in metric_names for kind in ("client_avg", "pooled")]

@@ -41,9 +41,11 @@ class InProcessGrid:
         self._ids = itertools.count(1)
 
     def get_node_ids(self) -> list[int]:
+        """The simulated hospitals' node ids."""
         return list(self.contexts)
 
     def get_nodes(self) -> list[SimpleNamespace]:
+        """Each node's id and hospital name, as Flower's grid lists them."""
         return [SimpleNamespace(node_id=node, name=self.names.get(node, ""))
                 for node in self.contexts]
 

@@ -8,6 +8,7 @@ every descendant ours, so it can be waited for, and killed if it lingers.
 included, saying what the interruption kept and lost.
 """
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -38,17 +39,13 @@ def stop_descendants(*, grace_seconds: float = 5.0) -> int:
     """
     children = psutil.Process().children(recursive=True)
     for child in children:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(children, timeout=grace_seconds)
     for child in alive:
         logger.warning("killing process %d that outlived the simulation", child.pid)
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=grace_seconds)
     return len(children)
 

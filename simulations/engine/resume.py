@@ -1,8 +1,8 @@
 """Resuming a run from its directory: its stored settings, what conflicts, whether it finished."""
 
 import json
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ def stored_run_config(run_dir: Path) -> dict[str, Any]:
 def conflicting_settings(stored: dict[str, Any], given: dict[str, Any],
                          name: Callable[[str], str] = str) -> list[str]:
     """Settings given that differ from the run's, as ``NAME VALUE (the run has VALUE)``;
-    `name` says how the user set a key (its flag, or the config file and key)."""
+    `name` says how the user set a key (its flag, or the config file and key).
+    """
     return [f"{name(key)} {value!r} (the run has {stored.get(key)!r})"
             for key, value in sorted(given.items()) if stored.get(key) != value]
 

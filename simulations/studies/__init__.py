@@ -1,0 +1,1 @@
+"""Studies (privacy sweeps); run from a source checkout, not installed."""

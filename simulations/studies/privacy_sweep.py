@@ -1,10 +1,10 @@
-"""Privacy-utility sweep: final accuracy/AUC and epsilon spent, over DP settings and seeds.
+r"""Privacy-utility sweep: final accuracy/AUC and epsilon spent, over DP settings and seeds.
 
 Each setting is ``none`` or ``<level>:<epsilon>`` (level ``patient`` or ``hospital``); each runs
 the real simulation once per seed and keeps its run directory under ``--out``. Prints a
 markdown table of mean ± sd over seeds. Example::
 
-    python -m simulations.studies.privacy_sweep --task heart-disease --settings none patient:1 \\
+    python -m simulations.studies.privacy_sweep --task heart-disease --settings none patient:1 \
         --seeds 5 --out runs/sweep
 """
 

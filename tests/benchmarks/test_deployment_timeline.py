@@ -73,7 +73,8 @@ def test_folded_rounds_make_one_exchange_each_unfolded_two():
     unfolded = ["train", "evaluate"] * 3
     for kinds, expected in ((folded, [1] * 4), (unfolded, [2, 2])):
         pushes = [10.0 * k for k in range(len(kinds))]
-        node = node_tasks(read_events(node_log([(kind, t + 1) for kind, t in zip(kinds, pushes)])))
+        starts = [(kind, t + 1) for kind, t in zip(kinds, pushes, strict=True)]
+        node = node_tasks(read_events(node_log(starts)))
         superlink = read_events(superlink_log(pushes, [t + 5 for t in pushes]))
         run = exchanges(superlink, [node])
         assert exchanges_per_round(run) == expected

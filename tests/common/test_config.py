@@ -56,7 +56,8 @@ def test_int_accepted_where_float_expected():
         ({"dp.clipping-norm": 0.0}, "dp.clipping-norm must be > 0"),
         ({"dp.mode": "user"}, "dp.mode must be one of"),
         ({"dp.noise-mode": "distributed"}, "needs --dp hospital --secure-aggregation"),
-        ({"secagg.enabled": True, "hospitals": 2}, "hospitals: secure aggregation needs at least 3"),
+        ({"secagg.enabled": True, "hospitals": 2},
+         "hospitals: secure aggregation needs at least 3"),
         ({"secagg.enabled": True, "secagg.threshold": 5}, "must be <= the number of participants"),
         ({"secagg.enabled": True, "secagg.threshold": 2}, "must be >= floor((n + c)/2) + 1"),
         ({"secagg.enabled": "yes"}, "secagg.enabled must be true or false"),
@@ -68,7 +69,8 @@ def test_int_accepted_where_float_expected():
          "secure aggregation reveals only their sum"),
         ({"aggregator": "trimmed-mean", "weighting": "examples"}, "needs weighting 'uniform'"),
         ({"resume": "yes"}, "resume must be true or false"),
-        ({"partition": "dirichlet"}, "does not apply to task 'heart-disease': its hospitals are real"),
+        ({"partition": "dirichlet"},
+         "does not apply to task 'heart-disease': its hospitals are real"),
     ],
     ids=lambda v: str(v)[:30],
 )
@@ -83,7 +85,7 @@ def test_task_facts_equal_the_loaded_tasks():
     from common.task_catalog import SIMULATED_TASKS, SPLIT_TASKS, TASK_FACTS
     from common.tasks import CSV_TASK_NAME, TASK_NAMES, TASKS
 
-    assert tuple(TASK_FACTS) == TASK_NAMES and SIMULATED_TASKS == tuple(TASKS)
+    assert tuple(TASK_FACTS) == TASK_NAMES and tuple(TASKS) == SIMULATED_TASKS
     for name, task in TASKS.items():
         facts = TASK_FACTS[name]
         assert (facts.default_hospitals, facts.max_hospitals, facts.real_hospitals) == (

@@ -59,7 +59,8 @@ def test_regression_metrics_match_sklearn_and_pool_exactly():
 
 
 def test_auc_is_nan_for_one_class_test_set():
-    m = metrics_from_statistics("binary", evaluation_statistics("binary", np.ones(5), np.full(5, 0.7)))
+    statistics = evaluation_statistics("binary", np.ones(5), np.full(5, 0.7))
+    m = metrics_from_statistics("binary", statistics)
     assert np.isnan(m["auc"]) and m["accuracy"] == 1.0
 
 

@@ -1,5 +1,6 @@
 """Find and stop the processes a test started, by an environment marker they all inherit."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -57,10 +58,8 @@ def wait_until_gone(marker: str, seconds: float) -> list[int]:
 def signal_all(pids: list[int], sig: int) -> None:
     """Send `sig` to each pid that still exists."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def kill_marked(marker: str) -> None:

@@ -1,6 +1,7 @@
 """End to end: a hospital that raises, hangs past the deadline or exits does not stop the
 federation, and one that scales its update by 20 is stopped by update clipping (and, without
-it, measurably hurts the model: the attack has power)."""
+it, measurably hurts the model: the attack has power).
+"""
 
 import csv
 import os
@@ -17,7 +18,8 @@ from processes import MARKER, kill_marked, wait_until_gone  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def _drill(out: Path, *args: str, settings: tuple[str, ...]) -> tuple[subprocess.CompletedProcess, list[dict]]:
+def _drill(out: Path, *args: str, settings: tuple[str, ...]
+           ) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """Run a fault drill in its own process tree; return it and metrics.csv's rows."""
     marker = uuid.uuid4().hex
     try:
@@ -82,7 +84,8 @@ def _honest_columns(rows: list[dict], honest: tuple[str, ...]) -> list[list[str]
 def test_malformed_replies_every_round_equal_a_hospital_that_declines(tmp_path):
     """Ray simulation, one hospital sends a different malformed reply each round (bad counts,
     strings, a broken or stolen identity, a replay, a claimed noise level, bad statistics):
-    all rounds finish, and the honest hospitals' results equal the run where it declines."""
+    all rounds finish, and the honest hospitals' results equal the run where it declines.
+    """
     import keras
     import numpy as np
 

@@ -1,5 +1,6 @@
 """End to end: Ctrl-C stops ``fedcare simulate`` at once, nothing keeps running, and the run
-resumes from its last checkpoint to the same model as an uninterrupted run."""
+resumes from its last checkpoint to the same model as an uninterrupted run.
+"""
 
 import os
 import signal

@@ -1,6 +1,7 @@
 """End to end: a simulation killed with SIGKILL mid-run and resumed ends exactly as an
 uninterrupted run with the same seed: same final model, each round once in metrics.csv, and
-the same ledger entries (no round charged twice or missed)."""
+the same ledger entries (no round charged twice or missed).
+"""
 
 import csv
 import json
@@ -36,7 +37,7 @@ def _rounds(run_dir: Path) -> list[str]:
 
 
 def _text(proc: subprocess.CompletedProcess) -> str:
-    """stderr with rich's line wrapping undone."""
+    """Stderr with rich's line wrapping undone."""
     return " ".join(proc.stderr.split())
 
 

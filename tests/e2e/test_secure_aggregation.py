@@ -37,7 +37,8 @@ def test_secure_aggregation_ends_with_the_plain_model(fedcare_cli, tmp_path):
     for plain, secure in zip(_weights(outs["plain"]), _weights(outs["secure"]), strict=True):
         np.testing.assert_allclose(secure, plain, rtol=0, atol=1e-6)
     assert _last_row(outs["secure"])["participants"] == "4"
-    assert "secure aggregation: the server saw only the sum" in (outs["secure"] / "report.md").read_text()
+    report = (outs["secure"] / "report.md").read_text()
+    assert "secure aggregation: the server saw only the sum" in report
 
 
 def test_distributed_noise_epsilon_equals_opacus_for_the_effective_noise(fedcare_cli, tmp_path):

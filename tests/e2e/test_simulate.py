@@ -35,7 +35,8 @@ def _opacus_epsilon(ledger_path: Path) -> float:
     for entry in data["entries"]:
         assert entry["level"] == "patient"
         for _ in range(entry["steps"]):
-            accountant.step(noise_multiplier=entry["noise_multiplier"], sample_rate=entry["sample_rate"])
+            accountant.step(noise_multiplier=entry["noise_multiplier"],
+                            sample_rate=entry["sample_rate"])
     return accountant.get_epsilon(delta=data["budget"]["delta"])
 
 
@@ -65,7 +66,8 @@ def test_simulate_two_rounds_reproducible_and_leaves_no_process(fedcare_cli, tmp
         assert [r["round"] for r in rows] == ["1", "2"]
         assert float(rows[1]["pooled_loss"]) < float(rows[0]["pooled_loss"])
         assert list(rows[0])[:4] == ["round", "seconds", "participants", "pooled_loss"]
-        assert {"client_avg_accuracy", "client_avg_auc", "cleveland_accuracy", "va_auc"} <= set(rows[0])
+        columns = {"client_avg_accuracy", "client_avg_auc", "cleveland_accuracy", "va_auc"}
+        assert columns <= set(rows[0])
         for name in ("config.json", "report.md", "metrics_vs_round.png", "hospital_metrics.png"):
             assert (out / name).is_file()
 

@@ -25,7 +25,8 @@ def _checkpoint(round_number: int, seed: int = 0) -> Checkpoint:
                       weights=weights, optimizer_state=moments,
                       metrics_rows=[{"round": str(r), "pooled_loss": "0.5"}
                                     for r in range(1, round_number + 1)],
-                      extra={"epsilon_spent": {"va": {"patient": 0.25, "budget_epsilon": float("inf")}},
+                      extra={"epsilon_spent": {"va": {"patient": 0.25,
+                                                      "budget_epsilon": float("inf")}},
                              "pending": None})
 
 

@@ -1,5 +1,6 @@
 """fedcare's exchange: Flower's push, then pulls with a short sleep, until the replies or the
-deadline; fedcare's in-process grids are called as they are."""
+deadline; fedcare's in-process grids are called as they are.
+"""
 
 from types import SimpleNamespace
 

@@ -11,9 +11,9 @@ import pytest
 from client.app import build_client_app
 from common.config import RunConfig
 from server.federation import run_federation
+from simulations.engine.in_process_grid import InProcessGrid
 from simulations.engine.simulate import SimulatedHospitalPrivacy
 from tests.crashing_grid import CrashingGrid
-from simulations.engine.in_process_grid import InProcessGrid
 
 NODES = {100 + i: {"partition-id": i, "num-partitions": 4} for i in range(4)}
 

@@ -14,8 +14,8 @@ from client.app import build_client_app
 from common.config import RunConfig
 from server.federation import run_federation
 from simulations.drills.fault_injection import MALFORMATIONS, Fault, fault_mod
-from simulations.engine.simulate import SimulatedHospitalPrivacy
 from simulations.engine.in_process_grid import InProcessGrid
+from simulations.engine.simulate import SimulatedHospitalPrivacy
 
 HONEST = ("cleveland", "switzerland", "va")
 
@@ -123,4 +123,5 @@ def test_a_failure_inside_the_driver_still_writes_the_outputs(tmp_path, monkeypa
         run_federation(InProcessGrid(app, nodes, config.to_run_config()), config, tmp_path)
     assert (tmp_path / "model.keras").is_file()
     assert "the run failed: disk full" in (tmp_path / "report.md").read_text()
-    assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 2
+    with open(tmp_path / "metrics.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 2

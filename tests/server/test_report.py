@@ -16,10 +16,10 @@ from matplotlib.patches import Rectangle
 from common.metrics import evaluation_statistics
 from server.evaluation import epsilon_columns, summarize_round
 from server.report import (
+    README_SPREAD,
     epsilon_figure,
     expected_spread,
     hospital_bars_figure,
-    README_SPREAD,
     median,
     metrics_vs_round_figure,
     plot_title,

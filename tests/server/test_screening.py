@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,7 +47,10 @@ def _identity(index):
     return HospitalIdentity(HOSPITALS[index], index)
 
 
-def _train(index=0, *, scale=0.1, examples=10, answers=RoundRef(RUN, ROUND), **parts):
+THIS_ROUND = RoundRef(RUN, ROUND)
+
+
+def _train(index=0, *, scale=0.1, examples=10, answers=THIS_ROUND, **parts):
     """A train reply: non-DP (example count, loss) unless `examples` is None (DP: privacy)."""
     return TrainReply(_identity(index), answers,
                       update=[np.full(w.shape, scale, np.float32) for w in WEIGHTS],

@@ -5,7 +5,6 @@ malformed masked input, another's identity, lying unmask shares) cannot stop the
 the result equals the sum of the updates that should be in it.
 """
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,8 +15,8 @@ from common.config import RunConfig
 from common.secagg.protocol import Key, Stage
 from server.federation import run_federation
 from simulations.drills.fault_injection import Fault, fault_mod
-from simulations.engine.simulate import SimulatedHospitalPrivacy, with_ephemeral_roster
 from simulations.engine.in_process_grid import InProcessGrid
+from simulations.engine.simulate import SimulatedHospitalPrivacy, with_ephemeral_roster
 
 NODES = {100 + i: {"partition-id": i, "num-partitions": 4} for i in range(4)}
 BAD = 1  # hungary

@@ -1,5 +1,6 @@
 """A run's TensorBoard events, as TensorBoard's own event reader sees them: one step per round,
-the metrics.csv values, each round once after a resume."""
+the metrics.csv values, each round once after a resume.
+"""
 
 import csv
 import math
@@ -16,9 +17,9 @@ from common.config import RunConfig  # noqa: E402
 from server.federation import run_federation  # noqa: E402
 from server.run_directory import MetricsWriter, metrics_columns  # noqa: E402
 from server.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, scalar_tags  # noqa: E402
-from tests.crashing_grid import CrashingGrid  # noqa: E402
 from simulations.engine.in_process_grid import InProcessGrid  # noqa: E402
 from simulations.engine.simulate import SimulatedHospitalPrivacy  # noqa: E402
+from tests.crashing_grid import CrashingGrid  # noqa: E402
 
 HOSPITALS = ["cleveland", "hungary", "switzerland", "va"]
 METRICS = ("accuracy", "auc")
@@ -40,7 +41,8 @@ def _csv_rows(run_dir) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _expected(rows: list[dict[str, str]], tags: dict[str, str]) -> dict[str, list[tuple[int, float]]]:
+def _expected(rows: list[dict[str, str]], tags: dict[str, str]
+              ) -> dict[str, list[tuple[int, float]]]:
     """What the events should hold: each finite metrics.csv cell at its round (float32)."""
     import numpy as np
 
@@ -56,7 +58,8 @@ def _expected(rows: list[dict[str, str]], tags: dict[str, str]) -> dict[str, lis
 def _row(round_: int, **cells) -> dict[str, object]:
     """A metrics.csv row as the driver files it (a real round of heart-disease, 4 hospitals)."""
     row: dict[str, object] = {
-        "round": round_, "seconds": 0.52 + round_, "participants": 4, "pooled_loss": 0.69 - 0.01 * round_,
+        "round": round_, "seconds": 0.52 + round_, "participants": 4,
+        "pooled_loss": 0.69 - 0.01 * round_,
         "declined": 0, "rejected": 0, "epsilon_patient_max": 0.4 * round_,
         "epsilon_hospital_max": 0.0}
     for metric in METRICS:

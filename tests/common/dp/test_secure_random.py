@@ -39,7 +39,7 @@ def test_words_are_the_chacha20_keystream_and_segments_never_reuse_a_nonce(monke
 def test_uniforms_fit_uniform_ks_and_chi_square():
     values = SecureRandom().random(N)
 
-    assert values.dtype == np.float64 and 0.0 <= values.min() and values.max() < 1.0
+    assert values.dtype == np.float64 and values.min() >= 0.0 and values.max() < 1.0
     assert stats.kstest(values, "uniform").pvalue > ALPHA
     counts = np.bincount((values * 1000).astype(int), minlength=1000)
     assert stats.chisquare(counts).pvalue > ALPHA

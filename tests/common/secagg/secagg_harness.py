@@ -32,7 +32,8 @@ class Consortium:
         self.names = [f"{prefix}-{chr(ord('a') + i)}" for i in range(n)]
         pairs = [make_signing_key() for _ in self.names]
         self.signing_keys = {
-            name: load_signing_key(pair.private_pem) for name, pair in zip(self.names, pairs)
+            name: load_signing_key(pair.private_pem)
+            for name, pair in zip(self.names, pairs, strict=True)
         }
         threshold = threshold if threshold is not None else (n + c) // 2 + 1
         self.roster = build_roster(

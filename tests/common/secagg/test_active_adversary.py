@@ -1,7 +1,8 @@
 """A server that deviates, driving the real client state machines: substituted keys, Sybil peers,
 another roster, different settings for different hospitals, two survivor sets, and a second
 unmasking. Each time the honest hospitals refuse, and the recovery the server attempts with what
-it collected (and what a colluding hospital gives it) misses the victim's update."""
+it collected (and what a colluding hospital gives it) misses the victim's update.
+"""
 
 import os
 
@@ -71,7 +72,8 @@ def _share_keys_request(names, ads, threshold):
 
 def _server_guess(con, victim, masked, *, seed=None, known_pair_keys=()):
     """What the server can strip off the victim's masked vector: its self mask, if it rebuilt
-    the seed, and the pairwise masks it knows (a colluder's, or rebuilt ones)."""
+    the seed, and the pairwise masks it knows (a colluder's, or rebuilt ones).
+    """
     guess = masked.copy()
     me = con.roster.index(victim)
     if seed is not None:

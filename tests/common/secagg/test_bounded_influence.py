@@ -1,6 +1,7 @@
 """Bounded influence: the encoding carries no weight coordinate, its per-coordinate range is
 C + k sigma_share with an honest cut below 1e-9 per round, and an input at the range limit moves
-the securely aggregated mean by at most range/n per coordinate."""
+the securely aggregated mean by at most range/n per coordinate.
+"""
 
 import math
 

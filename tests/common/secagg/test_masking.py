@@ -1,5 +1,6 @@
 """Masking: masks cancel in the sum, dropped hospitals' masks are removable, one masked update
-looks uniform, and different keys give different masks."""
+looks uniform, and different keys give different masks.
+"""
 
 import hashlib
 

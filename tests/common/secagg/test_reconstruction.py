@@ -1,5 +1,6 @@
 """Robust reconstruction: with lying holders among the shares, the secret matching its check is
-found by leaving holders out, and the liars are named."""
+found by leaving holders out, and the liars are named.
+"""
 
 import hashlib
 import os

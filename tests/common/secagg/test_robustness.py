@@ -1,7 +1,8 @@
 """One misbehaving hospital cannot stop the round: garbage share ciphertexts, lying unmask
 shares, a malformed input, a bad signature or another's identity get it excluded (or its shares
 discarded), and the unmasked sum is exactly the plain sum of the updates it should hold. Any
-malformed message raises SecAggProtocolError, never another exception."""
+malformed message raises SecAggProtocolError, never another exception.
+"""
 
 import logging
 import os
@@ -244,7 +245,6 @@ def test_malformed_messages_raise_only_secagg_protocol_errors(seed):
     rng = np.random.default_rng(seed)
     con, clients, server, updates = _round(n=5, c=1, threshold=4, seed=seed)
     while server.stage is not None:
-        stage = server.stage
         for name, request in server.requests().items():
             mutated = _mutations(request, rng) if rng.random() < 0.3 else request
             try:

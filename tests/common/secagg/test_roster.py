@@ -1,5 +1,6 @@
 """The consortium roster: canonical bytes and digest, validation naming file and field, loading
-with a pinned digest, and signing keys whose public half is what the roster pins."""
+with a pinned digest, and signing keys whose public half is what the roster pins.
+"""
 
 import hashlib
 import json

@@ -1,5 +1,6 @@
 """The client and server state machines: exact sums, dropout recovery, aborts, tampering, stage
-order, fresh keys every round, and bad input rejected with messages that say why."""
+order, fresh keys every round, and bad input rejected with messages that say why.
+"""
 
 import numpy as np
 import pytest

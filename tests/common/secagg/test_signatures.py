@@ -1,5 +1,6 @@
 """Signed advertisements, survivor sets and seed commitments: each bound field matters, and the
-settings digest changes with every privacy-relevant setting."""
+settings digest changes with every privacy-relevant setting.
+"""
 
 import dataclasses
 import os

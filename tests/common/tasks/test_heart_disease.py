@@ -19,7 +19,8 @@ UCI_MD5 = {  # MD5SUMS published with the UCI files
 
 
 def test_vendored_files_reproduce_uci_bytes():
-    data = json.loads(resources.files("common.tasks").joinpath("data/heart_disease.json").read_text())
+    path = resources.files("common.tasks").joinpath("data/heart_disease.json")
+    data = json.loads(path.read_text())
     for name, expected in UCI_MD5.items():
         raw = ("\n".join(data["hospitals"][name]["lines"]) + "\n").encode("ascii")
         assert hashlib.md5(raw).hexdigest() == expected

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from client.hospital import load_hospital
-from common.tasks import HospitalData, get_task
+from common.tasks import HospitalData
 
 # task, hospitals, seed, partition, alpha -> digest of the hospitals' digests, in order
 BEFORE = {

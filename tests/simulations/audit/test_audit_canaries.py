@@ -1,6 +1,7 @@
 """Canary inclusion (seeded, balanced, recorded), canary rows, the guessing rule and the audit."""
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -163,7 +164,7 @@ def test_default_grid_is_small_and_feasible():
     for m in (2, 3, 10, 101, 1000):
         grid = default_grid(m)
         assert 1 <= len(grid) <= 4 and len(set(grid)) == len(grid)
-        assert all(1 <= kp and kp + km <= m for kp, km in grid)
+        assert all(kp >= 1 and kp + km <= m for kp, km in grid)
         assert max(kp + km for kp, km in grid) == 2 * (m // 2)
 
 
@@ -197,7 +198,7 @@ def test_audit_bound_grows_with_the_attack_signal():
         for shift in (0.0, 1.0, 2.0, 4.0, 8.0)
     ]
     assert bounds[0] < 0.5
-    assert all(b2 >= b1 for b1, b2 in zip(bounds, bounds[1:]))
+    assert all(b2 >= b1 for b1, b2 in pairwise(bounds))
     perfect = audit_scores(inclusion.included.astype(float), inclusion).epsilon
     assert bounds[-1] > 0.9 * perfect
     assert perfect <= eps_lower_bound(400, 400, 400, 1 - 0.05 / 4)

@@ -1,5 +1,6 @@
 """``fedcare audit``: user errors exit 2 naming the flag; a small audit writes every figure;
-Ctrl-C stops it within seconds with exit 130."""
+Ctrl-C stops it within seconds with exit 130.
+"""
 
 import json
 import os

@@ -2,6 +2,7 @@
 
 import math
 from fractions import Fraction
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -103,14 +104,14 @@ def test_delta_correction_only_lowers_the_bound():
 def test_more_correct_guesses_give_a_larger_bound():
     m, r = 200, 100
     bounds = [eps_lower_bound(m, r, v) for v in range(50, r + 1)]
-    assert all(b2 >= b1 for b1, b2 in zip(bounds, bounds[1:]))
+    assert all(b2 >= b1 for b1, b2 in pairwise(bounds))
     assert bounds[-1] > bounds[len(bounds) // 2] > 0.0
 
 
 def test_higher_confidence_gives_a_smaller_bound():
     m, r, v = 200, 100, 90
     bounds = [eps_lower_bound(m, r, v, c) for c in (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)]
-    assert all(b2 < b1 for b1, b2 in zip(bounds, bounds[1:]))
+    assert all(b2 < b1 for b1, b2 in pairwise(bounds))
 
 
 @pytest.mark.parametrize("m, r", [(10, 10), (100, 40), (1000, 1000)])
@@ -167,7 +168,7 @@ def test_canaries_needed_large_targets_match_the_issue(target, quoted):
 
 def test_perfect_attack_bound_rises_with_canaries_for_small_m():
     bounds = [eps_lower_bound(m, m, m) for m in range(1, 200)]
-    assert all(b2 > b1 or b2 == b1 == 0.0 for b1, b2 in zip(bounds, bounds[1:]))
+    assert all(b2 > b1 or b2 == b1 == 0.0 for b1, b2 in pairwise(bounds))
 
 
 def test_unreachable_target_gives_none():

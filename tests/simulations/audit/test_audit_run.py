@@ -12,15 +12,15 @@ import pytest
 
 from client.training import get_trainer
 from common.config import RunConfig
+from common.models import build_model
 from common.tasks import get_task
 from simulations.audit.canaries import draw_inclusion, make_tabular_canaries
-from common.models import build_model
 from simulations.audit.experiment import (
-    against_initial_model,
-    canary_hospital,
     _canary_hook,
     _hospitals,
+    against_initial_model,
     audit_canaries,
+    canary_hospital,
     shadow_assignment,
 )
 from simulations.audit.membership import roc_auc

@@ -1,5 +1,6 @@
 """`fedcare simulate --config FILE`: the file `flwr run . --run-config FILE` takes, flags over
-it, and the run directory saying where each setting came from."""
+it, and the run directory saying where each setting came from.
+"""
 
 import json
 import sys

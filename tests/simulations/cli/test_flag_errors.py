@@ -1,5 +1,6 @@
 """A bad option of the real `fedcare` command: named by its flag, with what is allowed, exit 2,
-in under 2 s (nothing heavy is imported before the check), and no traceback or run directory."""
+in under 2 s (nothing heavy is imported before the check), and no traceback or run directory.
+"""
 
 import json
 import os
@@ -21,7 +22,8 @@ BOX = re.compile(r"[│╭╮╰╯─]")  # click's rich error panel
 def _run(*args: str, home: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run `fedcare ARGS`; its wall time is the better of two runs if the first is over the
     bound (other work on this machine can stall one start-up; the command's own cost is what
-    is measured)."""
+    is measured).
+    """
     env = {**os.environ, "FEDCARE_HOME": str(home), "COLUMNS": "200"}
     times = []
     for _ in range(2):

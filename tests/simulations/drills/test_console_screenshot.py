@@ -1,5 +1,6 @@
 """The terminal capture behind the console test and screenshots: what a terminal of the given
-width shows, the command's own process group stopped, and a PNG of it."""
+width shows, the command's own process group stopped, and a PNG of it.
+"""
 
 import os
 import sys

@@ -71,8 +71,9 @@ def test_a_builder_others_cannot_import_is_refused_at_once():
 
 
 def test_a_builder_of_a_module_run_as_a_script_ships_under_its_import_name(monkeypatch):
-    """``python -m simulations.drills.fault_injection``: its functions live in ``__main__`` there, but
-    a Ray worker's ``__main__`` is Ray's; the recipe names the module's import name."""
+    """``python -m simulations.drills.fault_injection``: its functions live in ``__main__``
+    there, but a Ray worker's ``__main__`` is Ray's; the recipe names the module's import name.
+    """
     as_script = types.FunctionType(counted_app.__code__, counted_app.__globals__, "counted_app")
     as_script.__module__, as_script.__qualname__ = "__main__", "counted_app"
     monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(

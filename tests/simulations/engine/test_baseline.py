@@ -13,7 +13,8 @@ def test_baselines_evaluate_every_model_on_every_hospital():
     for row in rows:
         for hospital in ("cleveland", "hungary", "switzerland", "va"):
             assert 0.0 <= float(row[f"{hospital}_accuracy"]) <= 1.0
-        accuracies = [float(row[f"{h}_accuracy"]) for h in ("cleveland", "hungary", "switzerland", "va")]
+        hospitals = ("cleveland", "hungary", "switzerland", "va")
+        accuracies = [float(row[f"{h}_accuracy"]) for h in hospitals]
         assert float(row["client_avg_accuracy"]) == np.mean(accuracies)
     # Switzerland's 30 training rows are all positive: alone it learns "always disease".
     swiss = next(r for r in rows if r["method"] == "local-switzerland")

@@ -1,5 +1,6 @@
 """Ctrl-C (SIGINT) or SIGTERM stops ``fedcare baseline`` at once: exit 130 / 143, a message
-saying what was kept, nothing left running."""
+saying what was kept, nothing left running.
+"""
 
 import csv
 import os
@@ -24,7 +25,8 @@ ROUNDS = "300"
 
 def _interrupt(argv: list[str], sig: int, tmp_path: Path) -> tuple[int, str, float]:
     """Start `argv` in its own process group, send `sig` to the group once the first model is
-    trained; return its exit status, its stderr and the seconds it took to stop."""
+    trained; return its exit status, its stderr and the seconds it took to stop.
+    """
     marker = uuid.uuid4().hex
     log = tmp_path / "stderr.log"
     with open(log, "w") as err:
