@@ -30,8 +30,8 @@ from client.training import LocalTrainer, get_trainer
 from common.errors import LedgerError
 from common.metrics import Statistics, evaluation_statistics
 from common.errors import SecAggProtocolError
-from common.secagg.round_settings import encoding_range, encoding_scale, signed_settings
-from common.secagg.update_vector import encode_unweighted, rounding_bound
+from common.secagg.round_settings import encode_round_update, encoding_scale, signed_settings
+from common.secagg.update_vector import rounding_bound
 from common.tasks import HospitalData, TaskSpec
 from common.tasks.csv_preprocessing import preprocessing_path
 from common.types import NDArrays
@@ -205,10 +205,9 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
         d = sum(int(w.size) for w in request.weights)
         rng = privacy.noise_rng(server_round=settings.server_round,
                                 hospital_index=admission.index, stream=1)
-        # No weight coordinate: every update counts once, cut to the range the round's own
-        # settings give (each cut counted); the scale is the same for every hospital.
-        encoded = encode_unweighted(result.update, coordinate_range=encoding_range(settings, d),
-                                    scale=encoding_scale(settings, d), rng=rng)
+        # No weight coordinate: every update counts once, clipped to the run's update bound
+        # and cut to the range the round's own settings give (each cut counted).
+        encoded = encode_round_update(result.update, settings, rng=rng)
         try:
             payload = start_round(context, privacy, request.secagg, encoded.values,
                                   _identity(admission),

@@ -1,7 +1,9 @@
 """The round driver: the one place that runs a federation's rounds and writes its outputs.
 
 Each round runs (``server.plain_round`` or ``server.secure_round``) and returns a
-``RoundOutcome``; the driver retries a round once when too few hospitals could take part, turns
+``RoundOutcome``; the driver retries a plain round once when too few hospitals could take
+part (a secure round is never re-run: an aborted one is filed as such, in metrics.csv's
+``aborted`` column and the report, and the run goes on with the next round number), turns
 outcomes into metrics.csv rows, checkpoints, and moves the progress bar. Round r's model is
 evaluated by round r+1's train message (``fold-evaluation``, always under secure aggregation),
 so its row waits here until then, and is saved with the checkpoint; the last round gets an
@@ -29,6 +31,7 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.models import build_model
+from common.secagg.messages import MIN_PARTICIPANTS
 from common.secagg.roster import Roster, load_roster
 from common.server_optimizers import ServerOptimizer
 from common.tasks import task_for_config
@@ -151,6 +154,7 @@ class RunState:
     aborted_rounds: list[str] = field(default_factory=list)
     pending: dict[str, Any] | None = None  # a row waiting for its evaluation (secure rounds)
     advertised: AdvertisedKeys | None = None
+    short_rounds: int = 0  # secure rounds in a row aborted for too few contributors
 
     def keep_privacy(self, reports: dict[str, PrivacyReport]) -> None:
         """Keep each hospital's latest privacy report (for the columns and the report)."""
@@ -269,12 +273,14 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
                config: RunConfig, task: TaskSpec, run_id: str, server_round: int,
                timeout: float, writer: MetricsWriter, progress: RoundProgress,
                roster: Roster | None) -> None:
-    """Run one round (retrying once when too few hospitals took part) and file its rows.
+    """Run one round (a plain one retried once when too few hospitals took part); file its rows.
 
     A hospital that fails, hangs past ``round-timeout`` or sends a rejected reply is left out
     of the round; the round counts if at least ``min-hospitals`` updates are usable. Otherwise
-    the round is tried once more (hospitals that already replied resend the same update; their
-    ledgers are not charged twice), then the run stops with the reasons.
+    a plain round is tried once more (hospitals that already replied resend the same update;
+    their ledgers are not charged twice), then the run stops with the reasons. A secure round
+    without a usable sum is filed as aborted, the model unchanged, and the run goes on
+    (``_secure_round_moves_on`` says when it stops instead).
     """
     started = time.perf_counter()
     logger.debug("round %d: started", server_round)  # benchmark_rounds times start-up by it
@@ -296,9 +302,13 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
         state.keep_privacy(outcome.privacy)
         _file_evaluation(outcome, state, task, writer, progress, started)
         if outcome.participants >= config.min_hospitals and outcome.weights is not None:
+            state.short_rounds = 0
+            break
+        if config.secagg_enabled and _secure_round_moves_on(outcome, config, state):
+            outcome = _as_aborted(outcome, config)
             break
         transient = outcome.missing or outcome.failed or outcome.aborted or outcome.rejected
-        if attempt == 1 and transient:
+        if attempt == 1 and transient and not config.secagg_enabled:
             logger.warning("round %d: %d usable update(s), fewer than the minimum of %d (%s); "
                            "trying the round once more", server_round, outcome.participants,
                            config.min_hospitals, outcome.shortfall())
@@ -310,12 +320,12 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
         raise FederationStopped(
             f"stopped in round {server_round}: {outcome.participants} hospital(s) took part, "
             f"fewer than the minimum of {config.min_hospitals} ({outcome.shortfall()})")
-    if outcome.weights is None:  # unreachable: the loop breaks only with weights
-        raise FederationError(f"round {server_round}: no usable update")
-    state.weights = outcome.weights
+    if outcome.weights is not None:  # else an aborted secure round: the model stays
+        state.weights = outcome.weights
     if outcome.aborted:
         state.aborted_rounds.append(f"round {server_round}: {outcome.aborted}")
     row: dict[str, Any] = {"round": server_round, "participants": outcome.participants,
+                           "aborted": int(bool(outcome.aborted)),
                            **_privacy_columns(state, outcome, config.dp_mode)}
     if folded and not last:
         state.pending = {**row, "started": started}  # evaluated with the next round's replies
@@ -324,6 +334,38 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
     evaluation = _evaluate_now(grid, strategy, book, state, settings, rules, timeout)
     row["seconds"] = time.perf_counter() - started
     _finish(row, evaluation, task, writer, progress)
+
+
+def _secure_round_moves_on(outcome: RoundOutcome, config: RunConfig, state: RunState) -> bool:
+    """Whether a secure round without a usable sum is filed as aborted and the run goes on.
+
+    A secure round is never re-run under its number: its hospitals released (and were charged)
+    for it, and a second sum over a subset would give the difference. With enough
+    contributors the protocol itself failed (a sum that could not be unmasked or decoded, one
+    beyond its norm bound, dropouts below t): the run always goes on. With too few, the next
+    round number is their one more try when something transient (a hospital missing, failed or
+    rejected) caused it; otherwise, or a second time in a row, the run stops.
+    """
+    needed = max(config.effective_threshold, MIN_PARTICIPANTS, config.min_hospitals)
+    if outcome.contributors >= needed:
+        state.short_rounds = 0
+        return True
+    if (outcome.missing or outcome.failed or outcome.rejected) and state.short_rounds == 0:
+        state.short_rounds = 1
+        logger.warning("round %d: %d hospital(s) could take part, fewer than the %d needed (%s);"
+                       " trying again in round %d", outcome.server_round, outcome.contributors,
+                       needed, outcome.shortfall(), outcome.server_round + 1)
+        return True
+    return False
+
+
+def _as_aborted(outcome: RoundOutcome, config: RunConfig) -> RoundOutcome:
+    """The outcome of a secure round filed as aborted: nothing of it is averaged in."""
+    why = outcome.aborted or (
+        f"{outcome.participants} hospital(s)' sum, fewer than min-hospitals "
+        f"{config.min_hospitals}: not averaged in" if outcome.weights is not None
+        else outcome.shortfall())
+    return replace(outcome, weights=None, participants=0, aborted=why)
 
 
 def consortium_roster(config: RunConfig, hospitals: list[str]) -> Roster:

@@ -399,8 +399,9 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
     if stop_reason:
         lines += [f"**The run stopped early**: {stop_reason}", ""]
     if aborted_rounds:
-        lines += ["**Secure aggregation aborted these rounds** (nothing was unmasked; the global "
-                  "model stayed as it was):", "", *[f"- {why}" for why in aborted_rounds], ""]
+        lines += ["**Secure aggregation aborted these rounds** (nothing of them was averaged in; "
+                  "the global model stayed as it was; the hospitals' charges for them stand):",
+                  "", *[f"- {why}" for why in aborted_rounds], ""]
     if not rows:
         lines += ["No round completed.", ""]
         (run_dir / "report.md").write_text("\n".join(lines))

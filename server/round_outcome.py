@@ -21,6 +21,9 @@ class RoundOutcome:
         The new global weights; None when no usable update came (or secure aggregation aborted).
     participants : int
         Hospitals whose updates went into the new weights.
+    contributors : int
+        Secure rounds: hospitals whose first reply entered the protocol (their ledgers are
+        charged for the round, whether or not it completes); 0 in plain rounds.
     declined, rejected : dict
         Hospital (or ``node <id>``) -> reason.
     failed : list of str
@@ -28,7 +31,8 @@ class RoundOutcome:
     missing : int
         Hospitals that sent nothing before the deadline.
     aborted : str
-        Why secure aggregation aborted ('' when it did not).
+        Why secure aggregation aborted ('' when it did not): nothing of the round is averaged
+        in, and it is never re-run (the driver moves on to the next round number).
     privacy : dict
         Each replying hospital's privacy report (epsilon spent, budget).
     evaluation : dict
@@ -40,6 +44,7 @@ class RoundOutcome:
     server_round: int
     weights: NDArrays | None
     participants: int
+    contributors: int = 0
     declined: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)

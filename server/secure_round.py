@@ -13,8 +13,15 @@ keys). A hospital whose messages fail authentication or reconstruction is exclud
 protocol and the round goes on while t remain. Every reply is screened
 (``server.screening``); the protocol's names are the hospitals' bound identities, never what a
 reply claims. The server learns only the survivors' sum: each hospital's own code enforces its
-clip (no norm proof on masked input: a crafted input moves the mean by at most range/n per
-coordinate).
+clip, and nothing proves it on a masked input, so the server checks the decoded sum of n inputs
+per coordinate (n x range) and in L2 norm (n x (C + noise bound + rounding),
+``common.secagg.round_settings.sum_norm_bound``): the mean then moves by at most
+C + noise bound + rounding, and one hospital moves it by at most twice that
+(docs/reliability-influence.md). A round whose sum cannot be rebuilt, decoded or fails that
+check is aborted: nothing of it is averaged in, no hospital is blamed (the sum does not tell
+whose input was at fault), the hospitals' charges for it stand, and the driver moves on to the
+next round number with fresh keys (it never re-runs a round over a subset: two sums over
+overlapping sets would give their difference).
 """
 
 import logging
@@ -23,9 +30,21 @@ from dataclasses import dataclass, field, replace
 from flwr.serverapp import Grid
 
 from common.errors import SecAggProtocolError
-from common.secagg.protocol import Advertisement, Key, Roster, SecAggServer, Stage
-from common.secagg.protocol import parse_advertisement
-from common.secagg.round_settings import encoding_range, encoding_scale, signed_settings
+from common.secagg.protocol import (
+    Advertisement,
+    Key,
+    Roster,
+    SecAggResult,
+    SecAggServer,
+    Stage,
+    parse_advertisement,
+)
+from common.secagg.round_settings import (
+    encoding_range,
+    encoding_scale,
+    signed_settings,
+    sum_norm_bound,
+)
 from common.secagg.update_vector import decode_unweighted_mean
 from common.types import NDArrays
 from common.wire.records import pack_request
@@ -108,7 +127,9 @@ def run_secure_round(
         missing=len(messages) - len(replies), privacy=first.privacy,
         evaluation=first.statistics, evaluated_round=server_round - 1 if server_round > 1 else None)
     contributors = {name: first.nodes[name] for name in first.of_kind(TrainReply)}
+    outcome = replace(outcome, contributors=len(contributors))
     next_keys = AdvertisedKeys(server_round + 1)
+    result: SecAggResult | None = None
     try:
         if server is None:
             server = _server(settings, roster, d, sorted(contributors), None)
@@ -139,13 +160,19 @@ def run_secure_round(
             logger.warning("round %d: secure aggregation: %s", server_round, event)
         for name, reason in result.excluded.items():
             outcome.rejected[name] = f"excluded from secure aggregation: {reason}"
+        n = len(result.survivors)
         mean = decode_unweighted_mean(
-            result.total, num_summands=len(result.survivors),
-            coordinate_range=encoding_range(settings, d), scale=encoding_scale(settings, d),
-            like=weights)
+            result.total, num_summands=n, coordinate_range=encoding_range(settings, d),
+            scale=encoding_scale(settings, d), like=weights,
+            max_sum_norm=sum_norm_bound(settings, d, n))
     except (SecAggProtocolError, ValueError) as error:
-        logger.warning("round %d: secure aggregation aborted: %s", server_round, error)
-        return SecureRound(replace(outcome, aborted=str(error)))
+        logger.warning("round %d: secure aggregation aborted (nothing of it is averaged in; "
+                       "the run goes on with round %d): %s", server_round, server_round + 1,
+                       error)
+        # Unmasked but not decodable: the next round's keys, advertised with the unmask
+        # replies, are as good as fresh ones (signed for that round, never used).
+        return SecureRound(replace(outcome, aborted=str(error)),
+                           next_keys if result is not None else None)
     if result.dropped:
         logger.warning("round %d: hospitals %s dropped after sharing keys; their masks were "
                        "removed", server_round, list(result.dropped))

@@ -2,8 +2,14 @@
 
 No weight coordinate travels: every hospital sends ``u`` and the server divides by the
 survivor count (weighting by examples is refused under secure aggregation: a weight the
-hospital encodes could steer the mean). So each hospital's influence is bounded to range/n per coordinate (range = C + k sigma_share); a masked input beyond it is
-not detectable (no range proof). Bonawitz et al. (CCS 2017), Section 3 (encoding the inputs).
+hospital encodes could steer the mean). An honest input is the update (L2 norm <= C) plus its
+noise, cut to [-range, range] per coordinate (range = C + k sigma_share) and rounded. There is
+no proof on a masked input, so one hospital's input can be any value the decoder accepts; the
+server checks the decoded sum per coordinate (at most n x range) and in L2 norm (at most
+n x (C + noise bound + rounding bound), ``decode_unweighted_mean``'s ``max_sum_norm``). That
+bounds the mean's L2 norm by C + noise bound + rounding bound, and one hospital's effect on it
+by twice that (docs/reliability-influence.md); a sum beyond either check aborts the round, and
+it does not tell whose input was at fault. Bonawitz et al. (CCS 2017), Section 3 (encoding).
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from common.types import NDArrays
 from common.weights import flatten_arrays, unflatten_arrays
 
 FAILURE_PROBABILITY = 1e-9  # chance, per hospital and round, that an honest coordinate is cut
+# Standard deviations of a Gaussian noise vector's norm allowed above sqrt(d) sigma: an honest
+# hospital's noise exceeds the bound with probability below exp(-8**2 / 2) ~ 1e-14 per round.
+NOISE_NORM_SIGMAS = 8.0
 _DECODE = "decode"
 
 
@@ -88,6 +97,17 @@ def coordinate_range(
     return clip_norm + k * noise_stddev
 
 
+def noise_norm_bound(*, noise_stddev: float, num_parameters: int) -> float:
+    """A bound on ||N(0, sigma^2 I_d)||_2 exceeded with probability below 1e-14.
+
+    The norm of d-dimensional Gaussian noise is sigma chi_d, with mean below sigma sqrt(d), and
+    (Lipschitz concentration) P(norm > sigma (sqrt(d) + s)) <= exp(-s^2 / 2); s = 8.
+    """
+    if not (math.isfinite(noise_stddev) and noise_stddev >= 0):
+        raise ValueError(f"noise_stddev must be a finite number >= 0, got {noise_stddev!r}")
+    return noise_stddev * (math.sqrt(num_parameters) + NOISE_NORM_SIGMAS)
+
+
 def unweighted_scale(*, coordinate_range: float, num_hospitals: int) -> float:
     """The fixed-point scale for ``num_hospitals`` inputs in [-range, range] (no wrap mod 2**64)."""
     return choose_scale(coordinate_range, num_hospitals)
@@ -108,16 +128,29 @@ def decode_unweighted_mean(
     coordinate_range: float,
     scale: float,
     like: NDArrays,
+    max_sum_norm: float | None = None,
 ) -> NDArrays:
     """The mean of ``num_summands`` unweighted inputs (the survivor count the server knows).
+
+    ``max_sum_norm`` is the L2 norm no sum of honest inputs exceeds (the server passes
+    ``common.secagg.round_settings.sum_norm_bound``); None checks the coordinates only.
 
     Raises
     ------
     SecAggProtocolError
-        If the sum cannot be decoded (wrong length, or out of range: not an unmasked sum).
+        If the sum cannot be decoded (wrong length, or out of range: not an unmasked sum), or
+        its L2 norm exceeds ``max_sum_norm`` (some input was beyond its bound; the sum does not
+        tell whose).
     """
     summed = _decode(total, num_summands=num_summands, clip_bound=coordinate_range, scale=scale,
                      like=like)
+    if max_sum_norm is not None:
+        norm = float(np.linalg.norm(summed))
+        if not norm <= max_sum_norm:
+            raise SecAggProtocolError(
+                _DECODE, f"the sum's L2 norm {norm:.6g} exceeds {max_sum_norm:.6g}, the most "
+                f"{num_summands} honest inputs (each at most C + noise + rounding) can sum to: "
+                "an input was beyond its bound (the sum does not tell whose)")
     return unflatten_arrays(summed / num_summands, like)
 
 
