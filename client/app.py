@@ -22,6 +22,7 @@ from flwr.clientapp.typing import Mod
 
 from client.admission import Admission, admit
 from client.app_pinning import verify_app_mod
+from client.identity_proof import identity_proof_mod, remember_signing_key
 from client.local_round import RoundResult, train_round
 from client.privacy import HospitalPrivacy, privacy_from_node_config
 from client.replies import declined_reply, evaluate_reply, train_reply
@@ -135,8 +136,9 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
     with canary records added after its preprocessing was fitted; evaluation keeps the
     hospital's own test rows. `trainer_for` builds the local trainer (tests swap in a broken one).
     """
-    # The hospital's app pin is checked first, before any other mod or handler runs.
-    client_app = ClientApp(mods=[verify_app_mod, *mods])
+    # The hospital's app pin is checked first, before any other mod or handler runs; every
+    # reply's identity is signed last, around the handler (client.identity_proof).
+    client_app = ClientApp(mods=[verify_app_mod, *mods, identity_proof_mod])
 
     def local_round(request: Request, settings: RoundSettings, context: Context,
                     admission: Admission) -> tuple[HospitalPrivacy, RoundResult]:
@@ -148,6 +150,7 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
         bound = (rounding_bound(num_parameters=d, scale=encoding_scale(settings, d))
                  if settings.secagg_enabled else 0.0)
         privacy = privacy_for(context, data)  # type: ignore[arg-type]
+        remember_signing_key(context, admission.name, privacy.signing_key_path)
         save_preprocessing(admission, privacy, seed=settings.seed)
         try:
             result = train_round(settings, hospital=data, hospital_index=admission.index,  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ model after round r. However the run ends — all rounds,
 too few hospitals, a failure — it saves ``model.keras`` (the last completed round's weights;
 loads with plain Keras), keeps the metrics so far and writes the report with the reason, and
 ``identities.json`` (which node was which hospital, and whether the SuperLink's registered
-name or the first reply fixed it).
+name, an identity proof with the roster key or, unproved, the first reply fixed it).
 """
 
 import json
@@ -182,7 +182,9 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     """
     task = task_for_config(config)  # task csv: built from the schema at csv.schema-path
     hospitals = task.hospital_names(config.hospitals)
-    roster = consortium_roster(config, hospitals) if config.secagg_enabled else None
+    # The roster's keys also prove which hospital an unnamed (simulated) node is.
+    roster = (consortium_roster(config, hospitals)
+              if config.secagg_enabled or config.secagg_roster_path else None)
     resumed = load_latest_checkpoint(run_dir / CHECKPOINT_DIR) if config.resume else None
     if resumed is not None:
         _check_same_settings(config, resumed)
@@ -202,7 +204,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
         weighted=config.weighting == Weighting.EXAMPLES and not config.private,
         aggregator=config.aggregator, trim_fraction=config.trim_fraction,
     )
-    book = IdentityBook(hospitals=list(hospitals))
+    book = IdentityBook(hospitals=list(hospitals), roster=roster)
     board = TensorBoardLog(run_dir / TENSORBOARD_DIR, metric_names=task.metric_names,
                            hospitals=hospitals)
     writer = MetricsWriter(run_dir / "metrics.csv", metrics_columns(task.metric_names, hospitals),

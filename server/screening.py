@@ -2,7 +2,8 @@
 
 A reply is unpacked by the wire format, checked against the request it must answer (run id and
 round: a replayed reply from another round is refused), against the manifest of the run's mode,
-against the identity bound to the node that sent it, and, for a visible update, against bounds
+against the identity bound to the node that sent it (or, at a node's first contact, the proof
+of the identity it claims: ``server.identity``), and, for a visible update, against bounds
 that come from the run's own settings (shapes and dtypes of the global weights, finiteness, the
 norm bound, the example-count limit), never from a number the reply states. Each refusal is
 logged with the node or hospital and the reason and counted in the round's ``rejected``.
@@ -97,9 +98,14 @@ def screen_replies(messages: Iterable[Message], rules: ReplyRules, book: Identit
             _reject(out, rules, book.name_of(node), f"malformed reply: {error}")
             continue
         unpacked.append((node, reply))
-    accepted, refused = book.resolve((node, reply.hospital) for node, reply in unpacked)
+    accepted, refused = book.resolve(((node, reply.hospital) for node, reply in unpacked),
+                                     rules.answers)
+    declines = {node: reply.reason for node, reply in unpacked
+                if isinstance(reply, DeclinedReply)}
     for node, reason in refused.items():
-        _reject(out, rules, f"node {node}", f"identity refused: {reason}")
+        # A refused decline keeps its reason (for the report), filed under its node only.
+        said = f"; its reply declined: {declines[node]}" if node in declines else ""
+        _reject(out, rules, f"node {node}", f"identity refused: {reason}{said}")
     for node, reply in unpacked:
         if node not in accepted:
             continue

@@ -2,10 +2,10 @@
 
 Server -> hospital: the global weights (``arrays``), the round settings (``config``) and, under
 secure aggregation, a stage request (``secagg``, ``secagg-next``). Hospital -> server: a reply
-header (``reply``: kind, identity, the request it answers, a decline's reason) and the parts the
-manifest allows (``arrays``, ``privacy``, ``metrics``, ``statistics``, ``secagg``,
-``secagg-next``). Unpacking validates every field and raises ``WireFormatError`` naming it; a
-record or key that the format does not define is refused too.
+header (``reply``: kind, identity and, optionally, its proof, the request it answers, a
+decline's reason) and the parts the manifest allows (``arrays``, ``privacy``, ``metrics``,
+``statistics``, ``secagg``, ``secagg-next``). Unpacking validates every field and raises
+``WireFormatError`` naming it; a record or key that the format does not define is refused too.
 """
 
 from collections.abc import Mapping
@@ -16,6 +16,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.app.typing import MetricRecordValues
 
+from common.identity_proof import PROOF_BYTES
 from common.wire.fields import (
     MAX_TEXT,
     WireFormatError,
@@ -51,6 +52,7 @@ from common.wire.statistics import StatisticsSpec, validate_statistics
 
 ARRAYS, CONFIG, SECAGG, SECAGG_NEXT = "arrays", "config", "secagg", "secagg-next"
 REPLY, PRIVACY, METRICS, STATISTICS = "reply", "privacy", "metrics", "statistics"
+IDENTITY_PROOF = "identity-proof"  # optional, in the reply header (common.identity_proof)
 MAX_EXAMPLES_ON_WIRE = 10**12  # a type bound only; the run's max-examples is the real one
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
@@ -128,6 +130,8 @@ def pack_reply(reply: Reply) -> RecordDict:
     header: dict[str, Any] = {"kind": _kind(reply).value, "name": reply.hospital.name,
                               "index": reply.hospital.index, "run-id": reply.answers.run_id,
                               "server-round": reply.answers.server_round}
+    if reply.hospital.proof is not None:
+        header[IDENTITY_PROOF] = bytes(reply.hospital.proof)
     content = RecordDict()
     if isinstance(reply, DeclinedReply):
         header["reason"] = reply.reason[:MAX_TEXT]
@@ -171,12 +175,13 @@ def unpack_reply(content: RecordDict, *, statistics: StatisticsSpec) -> Reply:
     """
     header = _config(content, REPLY)
     kind = read_enum(header, "kind", ReplyKind)
-    allowed_keys = {"kind", "name", "index", "run-id", "server-round"} | (
+    allowed_keys = {"kind", "name", "index", "run-id", "server-round", IDENTITY_PROOF} | (
         {"reason"} if kind == ReplyKind.DECLINED else set())
     _only(header, allowed_keys, REPLY)
     hospital = HospitalIdentity(
         name=read_text(header, "name", pattern=NAME_PATTERN, max_length=64),
-        index=read_int(header, "index", minimum=0, maximum=MAX_HOSPITALS - 1))
+        index=read_int(header, "index", minimum=0, maximum=MAX_HOSPITALS - 1),
+        proof=_identity_proof(header))
     answers = RoundRef(run_id=read_text(header, "run-id", pattern=RUN_ID_PATTERN),
                        server_round=read_int(header, "server-round", minimum=1,
                                              maximum=MAX_ROUNDS))
@@ -213,6 +218,39 @@ def unpack_reply(content: RecordDict, *, statistics: StatisticsSpec) -> Reply:
         encoding_clipped=(read_int(metrics, "encoding-clipped", minimum=0)
                           if "encoding-clipped" in metrics else None),
         statistics=stats, secagg=_payload(content, SECAGG))
+
+
+def reply_claim(content: RecordDict) -> tuple[HospitalIdentity, RoundRef] | None:
+    """The identity and the request a packed reply states (None: its header is unreadable).
+
+    A hospital signs what its reply claims (``client.identity_proof``); what the server then
+    accepts is decided by ``unpack_reply`` and the server's identity book, never by this.
+    """
+    if REPLY not in content or not isinstance(content[REPLY], ConfigRecord):
+        return None
+    header = dict(content[REPLY])
+    try:
+        return (HospitalIdentity(read_text(header, "name", pattern=NAME_PATTERN, max_length=64),
+                                 read_int(header, "index", minimum=0,
+                                          maximum=MAX_HOSPITALS - 1)),
+                RoundRef(read_text(header, "run-id", pattern=RUN_ID_PATTERN),
+                         read_int(header, "server-round", minimum=1, maximum=MAX_ROUNDS)))
+    except WireFormatError:
+        return None
+
+
+def attach_identity_proof(content: RecordDict, proof: bytes) -> None:
+    """Put `proof` (``PROOF_BYTES``) into a packed reply's header, in place.
+
+    Raises
+    ------
+    WireFormatError
+        If the content has no reply header or the proof has the wrong length.
+    """
+    if len(proof) != PROOF_BYTES:
+        raise WireFormatError(IDENTITY_PROOF, f"must be {PROOF_BYTES} bytes, got {len(proof)}")
+    header = _record(content, REPLY, ConfigRecord)
+    header[IDENTITY_PROOF] = proof
 
 
 def pack_statistics(statistics: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -303,6 +341,20 @@ def _arrays(content: RecordDict, name: str) -> NDArrays:
             raise WireFormatError(f"{name}[{position}]", f"has dtype {array.dtype}, expected "
                                   "a float type")
     return arrays
+
+
+def _identity_proof(header: Mapping[str, object]) -> bytes | None:
+    """The header's identity proof: absent, or exactly ``PROOF_BYTES`` bytes."""
+    if IDENTITY_PROOF not in header:
+        return None
+    proof = header[IDENTITY_PROOF]
+    if not isinstance(proof, bytes):
+        raise WireFormatError(f"{REPLY}.{IDENTITY_PROOF}",
+                              f"must be bytes, got {type(proof).__name__}")
+    if len(proof) != PROOF_BYTES:
+        raise WireFormatError(f"{REPLY}.{IDENTITY_PROOF}",
+                              f"must be {PROOF_BYTES} bytes, got {len(proof)}")
+    return proof
 
 
 def _privacy(content: RecordDict) -> PrivacyReport:

@@ -1,8 +1,9 @@
 """What a hospital may send back, per reply kind, and the per-mode manifest of optional parts.
 
-Unit of privacy and what leaves: a reply carries the hospital's identity, which request it
-answers (run id and round: a replayed reply from another round is refused), and only the parts
-the run's mode allows (``MANIFEST``). The manifest is the declared list of everything that may
+Unit of privacy and what leaves: a reply carries the hospital's identity (with a signature
+proving it, when the hospital holds a roster key), which request it answers (run id and round:
+a replayed reply from another round is refused), and only the parts the run's mode allows
+(``MANIFEST``). The manifest is the declared list of everything that may
 leave a hospital; ``check_manifest`` enforces it where a reply is built and where it is read.
 
 Decisions for the borderline parts (the report's privacy statement lists the uncovered ones):
@@ -17,7 +18,7 @@ Decisions for the borderline parts (the report's privacy statement lists the unc
 - the noise level is never sent: the server derives every bound from the run's settings.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 import numpy as np
@@ -39,10 +40,17 @@ class ReplyKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class HospitalIdentity:
-    """Who a hospital says it is: its name (ledger, roster, SuperNode) and its index."""
+    """Who a hospital says it is: its name (ledger, roster, SuperNode) and its index.
+
+    ``proof`` (optional, 64 bytes): the hospital's Ed25519 signature, with its roster key, over
+    the run, the round, its name and the node id its reply leaves from
+    (``common.identity_proof``); how a simulated node proves which hospital it is. It is not
+    part of the identity: two identities with the same name and index are equal.
+    """
 
     name: str
     index: int
+    proof: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from client.privacy import HospitalPrivacy
 from common.config import RunConfig
 from common.quiet import quiet_third_party, verbose_requested
+from common.secagg.roster import MIN_HOSPITALS
 from common.tasks import HospitalData
 from simulations.engine.process_tree import become_subreaper, exit_on_signals, stop_descendants
 
@@ -74,7 +75,7 @@ class SimulatedHospitalPrivacy:
         )
 
     def _roster(self, name: str) -> dict[str, object]:
-        if not self.config.secagg_enabled:
+        if not self.config.secagg_roster_path:  # the key also proves who replies: any run
             return {}
         from simulations.engine.ephemeral_roster import ROSTER_FILE, key_path, roster_dir
 
@@ -86,8 +87,13 @@ class SimulatedHospitalPrivacy:
 
 
 def with_ephemeral_roster(config: RunConfig, run_dir: Path) -> RunConfig:
-    """Secure aggregation without a roster of the run's own: the simulator's ephemeral one."""
-    if not config.secagg_enabled or config.secagg_roster_path:
+    """A run without a roster of its own gets the simulator's ephemeral one.
+
+    Secure aggregation pins it, and in every run each simulated hospital proves with its key
+    which hospital its node is (``server.identity``). A run of fewer than 3 hospitals (the
+    smallest roster) gets none: its nodes' first replies fix who they are, unproved.
+    """
+    if config.secagg_roster_path or config.hospitals < MIN_HOSPITALS:
         return config
     from common.tasks import task_for_config
     from simulations.engine.ephemeral_roster import ensure_roster
