@@ -158,6 +158,7 @@ def distributed_round_event(request: "RoundSettings", privacy: HospitalPrivacy,
             "distributed noise needs a pinned consortium roster, so that the server cannot add "
             "peers of its own to the sum; this hospital has none: use dp.noise-mode 'local'")
     from client.secure_aggregation import pinned_roster
+    from common.secagg.roster import colluders_problem
 
     roster = pinned_roster(privacy)
     t, h, z = request.secagg_threshold, request.honest_contributors, request.noise_multiplier
@@ -167,6 +168,8 @@ def distributed_round_event(request: "RoundSettings", privacy: HospitalPrivacy,
             f"the run assumes {h} honest contributors, but with threshold t={t} and up to "
             f"c={c} colluding hospitals (this hospital's assumption) only t - c = {t - c} are "
             "guaranteed")
+    if (refusal := colluders_problem(roster, minimum=privacy.colluding)) is not None:
+        raise PrivacyBudgetExceededError(refusal)  # a roster with c below its own minimum
     if not z > 0:
         raise PrivacyBudgetExceededError("the run states no noise multiplier for distributed noise")
     planned = (z, 1.0, request.planned_rounds)

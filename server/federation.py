@@ -44,6 +44,7 @@ from common.wire.replies import DeclinedReply, EvaluateReply, PrivacyReport
 from common.wire.settings import RoundSettings
 from common.wire.statistics import StatisticsSpec
 from server.checkpoint import Checkpoint, load_latest_checkpoint, save_checkpoint
+from server.collusion import secure_trust, with_roster_honest
 from server.evaluation import epsilon_columns, summarize_round
 from server.exchange import send_and_receive
 from server.identity import IdentityBook, registered_names
@@ -185,6 +186,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     # The roster's keys also prove which hospital an unnamed (simulated) node is.
     roster = (consortium_roster(config, hospitals)
               if config.secagg_enabled or config.secagg_roster_path else None)
+    config = with_roster_honest(config, roster)  # distributed noise: h = t - c, as a number
     resumed = load_latest_checkpoint(run_dir / CHECKPOINT_DIR) if config.resume else None
     if resumed is not None:
         _check_same_settings(config, resumed)
@@ -261,7 +263,9 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
         write_json_atomic(run_dir / "identities.json", book.describe())
         write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict(),
                      epsilon=state.epsilon_spent, stop_reason=stop_reason,
-                     aborted_rounds=state.aborted_rounds)
+                     aborted_rounds=state.aborted_rounds,
+                     trust=secure_trust(config, roster,
+                                        float(distributed_noise(config)["noise_multiplier"])))
     return state.weights
 
 

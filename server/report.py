@@ -14,7 +14,9 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from common.dp.accounting import AccountantName  # noqa: E402
 from common.tasks.base import TaskSpec  # noqa: E402
+from server.collusion import SecureTrust, statement_lines  # noqa: E402
 
 
 METRIC_LABELS = {"loss": "loss", "accuracy": "accuracy", "auc": "AUC", "mae": "MAE",
@@ -246,20 +248,31 @@ UNIT_OF_PRIVACY = {
 }
 
 
-def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, float]]) -> list[str]:
-    """The report's privacy statement: unit, each hospital's epsilon and delta, exclusions."""
+def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, float]],
+                      trust: SecureTrust | None = None, rounds: int = 0) -> list[str]:
+    """The report's privacy statement: unit, each hospital's epsilon and delta, exclusions.
+
+    With secure aggregation, ``trust`` gives t, c and h as numbers (``server.collusion``) and
+    ``rounds`` the completed rounds the curious-participant epsilon is computed over.
+    """
     mode = str(config.get("dp_mode"))
     unit = UNIT_OF_PRIVACY.get(mode, "")
     if mode == "hospital" and config.get("dp_noise_mode") == "distributed":
-        honest = config.get("secagg_honest_contributors") or config.get("secagg_threshold") or "t"
+        numbers = (f"h = {trust.honest} (t = {trust.threshold}, c = {trust.colluders}, "
+                   f"h = t - c = {trust.threshold - trust.colluders} at most)"
+                   if trust is not None else "h (not recorded)")
         unit = ("one hospital's whole data set (DP-FedAvg, distributed noise: every hospital adds "
-                f"the same 1/sqrt(h) share of the run's noise, h = {honest}, so only the "
+                f"the same 1/sqrt(h) share of the run's noise, {numbers}, so only the "
                 "secure-aggregation sum is private; accounted as a Gaussian mechanism on the sum "
                 "with sensitivity 2(C + r), replacing one hospital's data, r the worst-case "
                 "rounding error). **Assumption**: every round has at least h honest contributors "
-                "(each hospital checked h <= t - c, t the threshold, c the colluding hospitals it "
-                "and the roster assume)")
-    secure = _secure_aggregation_lines(config)
+                "(each hospital checked h <= t - c, t the threshold, c the roster's colluding "
+                "hospitals, which no hospital accepts below its own minimum)")
+    secure = _secure_aggregation_lines(config, trust)
+    if trust is not None and mode != "none":
+        accountant: AccountantName = "prv" if config.get("dp_accountant") == "prv" else "rdp"
+        secure = statement_lines(trust, rounds=rounds, delta=float(str(config.get("dp_delta"))),
+                                 accountant=accountant) + secure
     if mode == "none":
         return ["## Privacy", "", "**No differential privacy**: the updates that left the "
                 "hospitals were not clipped or noised and are not private.", "", *secure]
@@ -297,17 +310,21 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
     return lines
 
 
-def _secure_aggregation_lines(config: dict[str, object]) -> list[str]:
+def _secure_aggregation_lines(config: dict[str, object],
+                              trust: SecureTrust | None = None) -> list[str]:
     """What secure aggregation guarantees in this run (empty without it)."""
     if not config.get("secagg_enabled"):
         return []
     digest = str(config.get("secagg_roster_sha256") or "")
+    c = f"c = {trust.colluders}" if trust is not None else "c"
+    t = f" of at least t = {trust.threshold} hospitals" if trust is not None else ""
     return [
         "Secure aggregation (Bonawitz et al. 2017, active-adversary version): the server "
-        "learned only the sum of each round's signed survivor set, even if it deviated, as long "
-        "as at most the roster's c hospitals colluded with it; every key was signed with a key "
-        f"on the consortium roster (sha256 {digest or 'unknown'}), whose fingerprint check is "
-        "the trust anchor. Not covered: a hospital's input within the encoding's range can "
+        f"learned only the sum of each round's signed survivor set{t}, even if it deviated, "
+        f"as long as at most the roster's {c} hospitals colluded with it; every key was "
+        f"signed with a key on the consortium roster (sha256 {digest or 'unknown'}); every "
+        "hospital confirming each member's key fingerprint with that member is the trust "
+        "anchor. Not covered: a hospital's input within the encoding's range can "
         "move the mean by up to range/n per coordinate (no norm proof on masked input), and "
         "the server learns who took part.", ""]
 
@@ -392,8 +409,12 @@ def median(values: list[float]) -> float:
 
 def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config: dict[str, object],
                  epsilon: dict[str, dict[str, float]] | None = None, stop_reason: str = "",
-                 aborted_rounds: list[str] | None = None) -> Path:
-    """Write report.md and its plots from the run directory's metrics.csv; return its path."""
+                 aborted_rounds: list[str] | None = None,
+                 trust: SecureTrust | None = None) -> Path:
+    """Write report.md and its plots from the run directory's metrics.csv; return its path.
+
+    ``trust``: a secure run's t, c, h and distributed z, for the privacy statement.
+    """
     rows = _read_rows(run_dir / "metrics.csv")
     lines = [f"# fedcare run: {task.name}", ""]
     if stop_reason:
@@ -455,7 +476,7 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
         f"median of the rest {median(_values(rows[1:], 'seconds')):.3f} s.",
         "",
     ]
-    lines += privacy_statement(config, epsilon or {})
+    lines += privacy_statement(config, epsilon or {}, trust, rounds=len(rows))
     if config.get("dp_mode") != "none":
         save_figure(epsilon_figure(rows, hospitals, config, epsilon, title),
                     run_dir / "epsilon_vs_round.png")

@@ -8,7 +8,7 @@ import typer
 from common.console import error_console as console
 
 from common.task_catalog import TASK_FACTS
-from common.wire.modes import DpMode
+from common.wire.modes import DpMode, NoiseMode
 
 
 
@@ -31,7 +31,15 @@ def deploy_local(
     delta: Annotated[float, typer.Option(click_type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Each hospital's budget delta.")] = 1e-5,
     pin: Annotated[bool, typer.Option(help="Pin each hospital to this checkout's code digest (node config app-sha256).")] = True,
     timeout: Annotated[float, typer.Option(click_type=click.FloatRange(0, min_open=True), help="Seconds to wait for the run to finish.")] = 1800.0,
-    secure_aggregation: Annotated[bool, typer.Option("--secure-aggregation", help="Secure aggregation: each hospital gets a roster signing key and its copy of the consortium roster (c = 0, min threshold = the run's t).")] = False,
+    secure_aggregation: Annotated[bool, typer.Option(
+        "--secure-aggregation",
+        help="Secure aggregation: each hospital gets a roster signing key and its copy of the "
+             "consortium roster (c = 1 colluding hospital assumed from 4 hospitals on, else 0; "
+             "min threshold = the run's t).")] = False,
+    noise_mode: Annotated[NoiseMode, typer.Option(
+        help="--dp hospital: local (each update private) or distributed (needs "
+             "--secure-aggregation; each hospital adds 1/sqrt(h) of the noise, h = t - c).")
+    ] = NoiseMode.LOCAL,
     app: Annotated[Path | None, typer.Option(help="Flower app directory to submit (default: this fedcare checkout).")] = None,
 ) -> None:
     """Deploy for real on this machine: a SuperLink and one SuperNode per hospital, TLS and node authentication."""
@@ -60,11 +68,17 @@ def deploy_local(
     if dp == "none":
         console.print("[bold yellow]warning:[/] --dp none: the hospitals' updates are NOT "
                       "differentially private")
+    if noise_mode == NoiseMode.DISTRIBUTED and not (dp == DpMode.HOSPITAL and secure_aggregation):
+        console.print("[bold red]error:[/] --noise-mode distributed needs --dp hospital and "
+                      "--secure-aggregation (only the secure sum carries the whole noise)")
+        raise typer.Exit(code=2)
     settings = DeploySettings(
         hospitals=hospitals, task=task, rounds=rounds, out=out, app_dir=app_dir, certs=certs,
         data=data, insecure=insecure, seed=seed, dp_mode=dp.value, budget_epsilon=epsilon,
         budget_delta=delta, pin_app=pin, timeout_seconds=timeout,
-        secure_aggregation=secure_aggregation)
+        secure_aggregation=secure_aggregation,
+        extra_run_config=({"dp.noise-mode": noise_mode.value}
+                          if noise_mode != NoiseMode.LOCAL else {}))
     progress = Progress(TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
     bar = progress.add_task("starting", total=rounds)

@@ -216,6 +216,7 @@ class RosterFiles:
     server_copy: Path
     hospital_copies: dict[str, Path]  # name -> that hospital's copy
     signing_keys: dict[str, Path]  # name -> that hospital's private signing key
+    colluders: int = 0  # the roster's c: each hospital states it as its own minimum
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +304,9 @@ def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name
 
     With ``settings.hospital_workers`` it names the hospital's worker (``worker-socket``,
     ``worker-authkey-file``); with a `roster`, the hospital's copy of it, its digest and the
-    hospital's signing key (``roster-path``, ``roster-sha256``, ``signing-key-path``).
+    hospital's signing key (``roster-path``, ``roster-sha256``, ``signing-key-path``) and the
+    roster's c as the hospital's own minimum (``colluding-hospitals``: it refuses a roster
+    with fewer).
     """
     config: dict[str, object] = {
         "partition-id": index,
@@ -331,12 +334,27 @@ def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name
         config["roster-path"] = str(roster.hospital_copies[name].resolve())
         config["roster-sha256"] = roster.sha256
         config["signing-key-path"] = str(roster.signing_keys[name].resolve())
+        config["colluding-hospitals"] = roster.colluders
     return config
+
+
+def deployed_colluders(hospitals: int, *, threshold: int, honest: int | None) -> int:
+    """Return the c deploy-local's roster assumes, within 0 <= c < t.
+
+    t - h if the run states h, else ``default_colluders`` (1 from 4 hospitals on).
+    """
+    from common.secagg.roster import default_colluders
+
+    c = threshold - honest if honest else default_colluders(hospitals)
+    return max(0, min(c, threshold - 1))
 
 
 def prepare_roster(layout: DeployLayout, names: list[str], *, threshold: int,
                    honest: int | None = None) -> RosterFiles:
-    """Make each hospital's signing key and the roster of `names` (c = 0, min threshold t).
+    """Make each hospital's signing key and the roster of `names` (min threshold t).
+
+    Collusion is assumed: c = ``deployed_colluders`` (1 from 4 hospitals on, or t - h when
+    the run states h), so the server's distributed noise divides by h = t - c.
 
     Every hospital gets its own signing key (0600) and its own copy of the roster in its
     directory; the server's copy is ``layout.roster``. As ``fedcare roster key`` and ``fedcare
@@ -367,8 +385,10 @@ def prepare_roster(layout: DeployLayout, names: list[str], *, threshold: int,
         for name in names:
             layout.hospital_dir(name).mkdir(mode=0o700, parents=True, exist_ok=True)
             keys[name] = create_signing_key(layout.signing_key(name))
+        colluders = deployed_colluders(len(names), threshold=threshold, honest=honest)
         roster = build_roster(names, [read_public_key(files.public_key)
-                                      for files in keys.values()], 0, threshold, honest)
+                                      for files in keys.values()], colluders, threshold, honest,
+                              built_by="fedcare deploy-local")
         write_roster(roster, layout.roster)
         for name in names:
             write_roster(roster, layout.hospital_roster(name))
@@ -376,7 +396,8 @@ def prepare_roster(layout: DeployLayout, names: list[str], *, threshold: int,
         raise DeploymentError(f"cannot make the consortium roster: {error}") from None
     return RosterFiles(sha256=roster.hex_digest, server_copy=layout.roster,
                        hospital_copies={name: layout.hospital_roster(name) for name in names},
-                       signing_keys={name: files.private_key for name, files in keys.items()})
+                       signing_keys={name: files.private_key for name, files in keys.items()},
+                       colluders=roster.colluders)
 
 
 def create_ledgers(node_configs: dict[str, dict[str, object]]) -> None:

@@ -68,22 +68,22 @@ class SimulatedHospitalPrivacy:
             accountant=self.config.dp_accountant,  # type: ignore[arg-type]
             ledger_path=self.ledger_dir / f"{hospital.name}.json",
             noise_seed=self.config.seed,
-            # They assume what the run states, and pin the simulator's ephemeral roster.
-            colluding=(self.config.effective_threshold - self.config.honest_contributors
-                       if self.config.secagg_enabled else 0),
+            # They pin the simulator's ephemeral roster and assume the c it states.
             **self._roster(hospital.name),
         )
 
     def _roster(self, name: str) -> dict[str, object]:
         if not self.config.secagg_roster_path:  # the key also proves who replies: any run
             return {}
+        from common.secagg.roster import roster_from_bytes
         from simulations.engine.ephemeral_roster import ROSTER_FILE, key_path, roster_dir
 
         run_dir = self.ledger_dir.parent
         path = roster_dir(run_dir) / ROSTER_FILE
-        return {"roster_path": path,
-                "roster_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                "signing_key_path": key_path(run_dir, name)}
+        data = path.read_bytes()
+        return {"roster_path": path, "roster_sha256": hashlib.sha256(data).hexdigest(),
+                "signing_key_path": key_path(run_dir, name),
+                "colluding": roster_from_bytes(data, source=str(path)).colluders}
 
 
 def with_ephemeral_roster(config: RunConfig, run_dir: Path) -> RunConfig:
@@ -96,10 +96,12 @@ def with_ephemeral_roster(config: RunConfig, run_dir: Path) -> RunConfig:
     if config.secagg_roster_path or config.hospitals < MIN_HOSPITALS:
         return config
     from common.tasks import task_for_config
-    from simulations.engine.ephemeral_roster import ensure_roster
+    from simulations.engine.ephemeral_roster import ensure_roster, simulated_colluders
 
     hospitals = task_for_config(config).hospital_names(config.hospitals)
-    path, digest = ensure_roster(run_dir, hospitals, min_threshold=config.effective_threshold)
+    # c >= 1 from 4 hospitals on (or t - h for a run that states h): collusion assumed.
+    path, digest = ensure_roster(run_dir, hospitals, min_threshold=config.effective_threshold,
+                                 colluders=simulated_colluders(config))
     return replace(config, secagg_roster_path=str(path), secagg_roster_sha256=digest)
 
 

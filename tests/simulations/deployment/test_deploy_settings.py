@@ -196,9 +196,11 @@ def test_secure_deployment_pins_one_roster_of_the_runs_hospitals(tmp_path: Path)
     assert parsed.secagg_roster_path == str(layout.roster.resolve())
     server_copy = load_roster(parsed.secagg_roster_path,
                               expected_sha256=parsed.secagg_roster_sha256)
-    # the run's names in order, c = 0, min threshold = the smallest majority of 4 hospitals
+    # the run's names in order, c = 1 (collusion assumed from 4 hospitals on), min threshold =
+    # the smallest majority of 4 hospitals; h = t - c per round
     assert server_copy.names == tuple(names) == ("cleveland", "hungary", "switzerland", "va")
-    assert (server_copy.colluders, server_copy.min_threshold, server_copy.honest) == (0, 3, None)
+    assert (server_copy.colluders, server_copy.min_threshold, server_copy.honest) == (1, 3, None)
+    assert server_copy.built_by == "fedcare deploy-local"
     assert server_copy.min_threshold == parsed.effective_threshold
     for name, node in nodes.items():
         hospital = NodeConfig.from_node_config(node)  # known keys, existing files
@@ -207,6 +209,7 @@ def test_secure_deployment_pins_one_roster_of_the_runs_hospitals(tmp_path: Path)
         assert load_roster(hospital.roster_path, expected_sha256=hospital.roster_sha256
                            ) == server_copy
         assert hospital.roster_sha256 == roster.sha256 == parsed.secagg_roster_sha256
+        assert hospital.colluding_hospitals == server_copy.colluders  # its own stated minimum
         key_file = hospital.signing_key_path
         assert key_file == layout.signing_key(name).resolve()
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
