@@ -9,11 +9,23 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from common.config import DEFAULTS, RunConfig
+from common.config import RunConfig
+from common.wire.modes import DpMode, NoiseMode
+from simulations.cli.run_options import (
+    RUN_OPTIONS,
+    option_flags,
+    pick,
+    reworded,
+    run_config_values,
+    with_run_options,
+)
+
+if TYPE_CHECKING:
+    from simulations.audit.experiment import AuditPlan
 
 DEFAULT_CANARIES = 100
 DEFAULT_SHADOWS = 4
@@ -22,15 +34,25 @@ DEFAULT_HOSPITALS = {"breast-cancer": 3, "digits": 3}  # else the task's own
 AUDIT_TASKS = ("heart-disease", "breast-cancer", "digits")
 
 
-# Each run-config key the audit sets, and the flag that sets it (errors name the flag).
-AUDIT_FLAGS = {
-    "task": "--task", "num-server-rounds": "--rounds", "hospitals": "--hospitals",
-    "seed": "--seed", "partition": "--partition", "dirichlet-alpha": "--alpha",
-    "local-epochs": "--local-epochs", "batch-size": "--batch-size", "learning-rate": "--lr",
-    "local-steps": "--local-steps", "dp.mode": "--dp", "dp.epsilon": "--epsilon",
-    "dp.delta": "--delta", "dp.clipping-norm": "--clip", "dp.noise-mode": "--noise-mode",
-    "dp.accountant": "--accountant", "dp.update-clipping-norm": "--update-clip",
+# The run-config options of an audited run, in the audit's own terms.
+AUDIT_OPTIONS = {
+    "task": reworded("task", "heart-disease, breast-cancer or digits (classification).",
+                     default="breast-cancer"),
+    "rounds": reworded("rounds", "Federated rounds of each federation.", default=DEFAULT_ROUNDS),
+    "hospitals": reworded("hospitals", "Hospitals (default: 3 for split tasks, else the "
+                          "task's)."),
+    "seed": reworded("seed", "Seed of the model, split, canaries and coins."),
+    **pick("partition", "alpha", "local_epochs", "batch_size", "lr", "local_steps"),
+    "dp": reworded("dp", "patient (DP-SGD) or hospital (DP-FedAvg, local noise)."),
+    "epsilon": reworded("epsilon", "Each hospital's privacy budget epsilon."),
+    "delta": reworded("delta", "Each hospital's delta."),
+    "clip": RUN_OPTIONS["clip"],
+    "noise_mode": reworded("noise_mode", "local (each update private); distributed is not "
+                           "audited."),
+    "accountant": reworded("accountant", "Opacus accountant (rdp or prv)."),
+    "update_clip": reworded("update_clip", "Norm each update is clipped to (patient DP)."),
 }
+AUDIT_FLAGS = option_flags(AUDIT_OPTIONS)
 
 
 def validated(values: dict[str, object], fail: Callable[[str], NoReturn]) -> RunConfig:
@@ -68,30 +90,32 @@ def stop_on_signals(out_dir: Path) -> dict[int, object]:
     return previous
 
 
+AUDIT, OUTPUT = "Audit", "Output"
+OutOption = Annotated[Path | None, typer.Option(
+    help="Directory for audit.md, audit.json, plots and runs (default runs/<UTC time>-<task>).",
+    rich_help_panel=OUTPUT)]
+ForceOption = Annotated[bool, typer.Option(help="Write into a non-empty --out.",
+                                           rich_help_panel=OUTPUT)]
+CanariesOption = Annotated[int, typer.Option(
+    help="M canary records (and canary hospitals at hospital level).", rich_help_panel=AUDIT)]
+ConfidenceOption = Annotated[float, typer.Option(help="Confidence of the lower bound.",
+                                                 rich_help_panel=AUDIT)]
+ShadowsOption = Annotated[int, typer.Option(help="Shadow federations per arm for LiRA (even).",
+                                            rich_help_panel=AUDIT)]
+CanaryKindOption = Annotated[str, typer.Option(
+    help="far (outside the data), random (in-distribution) or axis (one per feature axis, for "
+         "small models such as heart-disease's).", rich_help_panel=AUDIT)]
+
+
+@with_run_options(AUDIT_OPTIONS)
 def audit(
-    task: Annotated[str, typer.Option(help="heart-disease, breast-cancer or digits (classification).")] = "breast-cancer",
-    rounds: Annotated[int, typer.Option(help="Federated rounds of each federation.")] = DEFAULT_ROUNDS,
-    hospitals: Annotated[int | None, typer.Option(help="Hospitals (default: 3 for split tasks, else the task's).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the model, split, canaries and coins.")] = DEFAULTS["seed"],
-    out: Annotated[Path | None, typer.Option(help="Directory for audit.md, audit.json, plots and runs (default runs/<UTC time>-<task>).")] = None,
-    force: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
-    partition: Annotated[str, typer.Option(help="iid or dirichlet (split tasks).")] = DEFAULTS["partition"],
-    alpha: Annotated[float, typer.Option(help="Dirichlet alpha (smaller: more skew).")] = DEFAULTS["dirichlet-alpha"],
-    local_epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = DEFAULTS["local-epochs"],
-    batch_size: Annotated[int, typer.Option(help="Local batch size.")] = DEFAULTS["batch-size"],
-    lr: Annotated[float, typer.Option(help="Local SGD learning rate.")] = DEFAULTS["learning-rate"],
-    local_steps: Annotated[int, typer.Option(help="Local steps per round (0: use --local-epochs).")] = DEFAULTS["local-steps"],
-    dp: Annotated[str, typer.Option(help="patient (DP-SGD) or hospital (DP-FedAvg, local noise).")] = DEFAULTS["dp.mode"],
-    epsilon: Annotated[float, typer.Option(help="Each hospital's privacy budget epsilon.")] = DEFAULTS["dp.epsilon"],
-    delta: Annotated[float, typer.Option(help="Each hospital's delta.")] = DEFAULTS["dp.delta"],
-    clip: Annotated[float, typer.Option(help="Clip C: per-example (patient) or per-update (hospital).")] = DEFAULTS["dp.clipping-norm"],
-    noise_mode: Annotated[str, typer.Option(help="local (each update private); distributed is not audited.")] = DEFAULTS["dp.noise-mode"],
-    accountant: Annotated[str, typer.Option(help="rdp or prv (Opacus accountants).")] = DEFAULTS["dp.accountant"],
-    update_clip: Annotated[float, typer.Option(help="Norm each update is clipped to (patient DP).")] = DEFAULTS["dp.update-clipping-norm"],
-    canaries: Annotated[int, typer.Option(help="M canary records (and canary hospitals at hospital level).")] = DEFAULT_CANARIES,
-    confidence: Annotated[float, typer.Option(help="Confidence of the lower bound.")] = 0.95,
-    shadows: Annotated[int, typer.Option(help="Shadow federations per arm for LiRA (even).")] = DEFAULT_SHADOWS,
-    canary_kind: Annotated[str, typer.Option(help="far (outside the data), random (in-distribution) or axis (one per feature axis, for small models such as heart-disease's).")] = "far",
+    canaries: CanariesOption = DEFAULT_CANARIES,
+    confidence: ConfidenceOption = 0.95,
+    shadows: ShadowsOption = DEFAULT_SHADOWS,
+    canary_kind: CanaryKindOption = "far",
+    out: OutOption = None,
+    force: ForceOption = False,
+    **run_options: Any,
 ) -> None:
     """Audit a DP run: canaries, membership inference and a non-private control (audit.md)."""
     from common.quiet import quiet_third_party
@@ -99,62 +123,17 @@ def audit(
     quiet_third_party()  # before TensorFlow is imported: its start-up chatter stays hidden
     from common.console import error_console as console
     from common.console import fail
-    from simulations.audit.canaries import CANARY_KINDS
-
-    if task not in AUDIT_TASKS:
-        fail(f"--task {task!r}: the audit needs one of {', '.join(AUDIT_TASKS)} (a "
-             "classification task bundled with fedcare)")
-    if dp not in ("patient", "hospital"):
-        fail(f"--dp {dp!r}: the audit attacks a DP run, so --dp must be patient or hospital "
-             "(its non-private control is run as well)")
-    if dp == "hospital" and noise_mode != "local":
-        fail(f"--noise-mode {noise_mode!r}: the audit sees each hospital's update on its own, "
-             "so it audits local noise only")
-    if isinstance(canaries, bool) or canaries < 2:
-        fail(f"--canaries must be >= 2, got {canaries}")
-    if not 0.0 < confidence < 1.0:
-        fail(f"--confidence must be in (0, 1), got {confidence}")
-    if shadows < 2 or shadows % 2:
-        fail(f"--shadows must be an even number >= 2, got {shadows}")
-    if canary_kind not in CANARY_KINDS:
-        fail(f"--canary-kind must be one of {', '.join(CANARY_KINDS)}, got {canary_kind!r}")
-    from common.tasks import get_task
-
-    features = get_task(task).num_features
-    if canary_kind == "axis" and canaries > features:
-        fail(f"--canaries must be <= {features} with --canary-kind axis on {task} (one canary "
-             f"per feature axis), got {canaries}")
-    count = hospitals if hospitals is not None else DEFAULT_HOSPITALS.get(
-        task, get_task(task).default_hospitals)
-    values = {
-        "task": task, "num-server-rounds": rounds, "hospitals": count, "seed": seed,
-        "partition": partition, "dirichlet-alpha": alpha, "local-epochs": local_epochs,
-        "batch-size": batch_size, "learning-rate": lr, "local-steps": local_steps,
-        "dp.mode": dp, "dp.epsilon": epsilon, "dp.delta": delta, "dp.clipping-norm": clip,
-        "dp.noise-mode": noise_mode, "dp.accountant": accountant,
-        "dp.update-clipping-norm": update_clip,
-    }
-    config = validated(values, fail)
-    from common.tasks import load_task_hospitals
-
-    try:
-        load_task_hospitals(get_task(task), config.hospitals, seed=config.seed,
-                            partition=config.partition.value, alpha=config.dirichlet_alpha)
-    except ValueError as error:
-        fail(str(error))
-    from server.run_directory import prepare_run_dir
-
-    try:
-        out_dir = prepare_run_dir(out, task=config.task, force=force)
-    except FileExistsError as error:
-        fail(str(error))
     from simulations.audit.experiment import AuditPlan, run_audit
     from simulations.audit.report import verdict, write_audit
 
+    config = audited_config(run_options, fail)
     plan = AuditPlan(config, canaries, confidence, shadows, canary_kind)
-    console.print(f"fedcare audit: {config.task}, {config.hospitals} hospitals, dp {dp}, "
-                  f"epsilon {epsilon:g}, {canaries} canaries, {plan.federations} "
-                  f"federations of {rounds} rounds -> {out_dir}")
+    check_plan(plan, fail)
+    out_dir = run_directory(out, config, force=force, fail=fail)
+    console.print(f"fedcare audit: {config.task}, {config.hospitals} hospitals, dp "
+                  f"{config.dp_mode}, epsilon {config.dp_epsilon:g}, {canaries} canaries, "
+                  f"{plan.federations} federations of {config.num_server_rounds} rounds "
+                  f"-> {out_dir}")
     previous = stop_on_signals(out_dir)
     try:
         result = run_audit(plan, out_dir, say=console.print)
@@ -168,3 +147,61 @@ def audit(
         console.print(f"  {arm.name:8} accounted eps {accounted:>6}  lower bound "
                       f"{arm.epsilon_lower_bound:.2f}  LiRA AUC {arm.mia['lira'].auc:.3f}")
     console.print(f"[green]done[/]: {md}")
+
+
+def audited_config(run_options: dict[str, Any], fail: Callable[[str], NoReturn]) -> RunConfig:
+    """The audited run's settings: refused before anything runs unless the audit can attack
+    them (a DP run with local noise on a bundled classification task), then validated.
+    """
+    from common.tasks import get_task
+
+    task, dp, noise_mode = run_options["task"], run_options["dp"], run_options["noise_mode"]
+    if task not in AUDIT_TASKS:
+        fail(f"--task {task!r}: the audit needs one of {', '.join(AUDIT_TASKS)} (a "
+             "classification task bundled with fedcare)")
+    if dp not in (DpMode.PATIENT, DpMode.HOSPITAL):
+        fail(f"--dp {dp.value!r}: the audit attacks a DP run, so --dp must be patient or "
+             "hospital (its non-private control is run as well)")
+    if dp == DpMode.HOSPITAL and noise_mode != NoiseMode.LOCAL:
+        fail(f"--noise-mode {noise_mode.value!r}: the audit sees each hospital's update on its "
+             "own, so it audits local noise only")
+    values = run_config_values(AUDIT_OPTIONS, run_options)
+    if run_options["hospitals"] is None:
+        values["hospitals"] = DEFAULT_HOSPITALS.get(task, get_task(task).default_hospitals)
+    return validated(values, fail)
+
+
+def check_plan(plan: AuditPlan, fail: Callable[[str], NoReturn]) -> None:
+    """Refuse an audit plan the experiment cannot carry out, naming the flag."""
+    from common.tasks import get_task
+    from simulations.audit.canaries import CANARY_KINDS
+
+    if isinstance(plan.canaries, bool) or plan.canaries < 2:
+        fail(f"--canaries must be >= 2, got {plan.canaries}")
+    if not 0.0 < plan.confidence < 1.0:
+        fail(f"--confidence must be in (0, 1), got {plan.confidence}")
+    if plan.shadows < 2 or plan.shadows % 2:
+        fail(f"--shadows must be an even number >= 2, got {plan.shadows}")
+    if plan.canary_kind not in CANARY_KINDS:
+        fail(f"--canary-kind must be one of {', '.join(CANARY_KINDS)}, got {plan.canary_kind!r}")
+    features = get_task(plan.config.task).num_features
+    if plan.canary_kind == "axis" and plan.canaries > features:
+        fail(f"--canaries must be <= {features} with --canary-kind axis on {plan.config.task} "
+             f"(one canary per feature axis), got {plan.canaries}")
+
+
+def run_directory(out: Path | None, config: RunConfig, *, force: bool,
+                  fail: Callable[[str], NoReturn]) -> Path:
+    """Check the task splits as asked (exit 2 naming why), then make the audit's directory."""
+    from common.tasks import get_task, load_task_hospitals
+    from server.run_directory import prepare_run_dir
+
+    try:
+        load_task_hospitals(get_task(config.task), config.hospitals, seed=config.seed,
+                            partition=config.partition, alpha=config.dirichlet_alpha)
+    except ValueError as error:
+        fail(str(error))
+    try:
+        return prepare_run_dir(out, task=config.task, force=force)
+    except FileExistsError as error:
+        fail(str(error))

@@ -5,38 +5,44 @@ from typing import Annotated
 
 import typer
 
-from common.config import DEFAULTS
 from common.console import error_console as console
 from common.console import fail
 from common.task_catalog import SIMULATED_TASKS
+from simulations.cli.run_options import reworded, with_run_options
 from simulations.cli.run_settings import (
     SimulatedTaskChoice,
-    _sources,
     check_out_dir,
+    gather_sources,
     resolve_config,
     set_verbose,
 )
 
-BASELINE_KEYS = {"task": "task", "rounds": "num-server-rounds", "hospitals": "hospitals"}
-BASELINE_FLAGS = {key: f"--{name}" for name, key in BASELINE_KEYS.items()}
+BASELINE_OPTIONS = {
+    "task": reworded("task", f"{', '.join(SIMULATED_TASKS)}.", panel=None,
+                     click_type=SimulatedTaskChoice(), metavar="TASK"),
+    "hospitals": reworded("hospitals", "Hospitals (default: the task's).", panel=None),
+    "rounds": reworded("rounds", "Epochs = rounds x local epochs, as the federation.",
+                       panel=None),
+}
 
 
+@with_run_options(BASELINE_OPTIONS)
 def baseline(
     ctx: typer.Context,
-    task: Annotated[str, typer.Option(click_type=SimulatedTaskChoice(), metavar="TASK", help=f"{', '.join(SIMULATED_TASKS)}.")] = DEFAULTS["task"],
-    out: Annotated[Path, typer.Option(help="Directory for baseline.csv and baseline.md.")] = Path("runs/baseline"),
-    hospitals: Annotated[int | None, typer.Option(help="Hospitals (default: the task's).")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for baseline.csv and baseline.md.")] = (
+        Path("runs/baseline")),
     seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 to average over (>= 1).")] = 5,
-    rounds: Annotated[int, typer.Option(help="Epochs = rounds x local epochs, as the federation.")] = DEFAULTS["num-server-rounds"],
     force: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show third-party logs and warnings (TensorFlow, Flower, Ray).")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Show third-party logs and warnings (TensorFlow, Flower, Ray).")] = False,
+    **run_options: object,
 ) -> None:
     """Pooled and local-only training, evaluated on every hospital's test set (as FLamby)."""
     set_verbose(verbose)
     if seeds < 1:
         fail(f"--seeds must be >= 1, got {seeds}")
-    sources = _sources(ctx, None, BASELINE_FLAGS, BASELINE_KEYS, {})
-    sources.add_default("task", task)
+    sources = gather_sources(ctx, BASELINE_OPTIONS)
+    sources.add_default("task", run_options["task"])
     config = resolve_config(sources)
     check_out_dir(out, task=config.task, force=force)
     from common.tasks import get_task

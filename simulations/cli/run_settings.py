@@ -6,6 +6,7 @@ by the same ``RunConfig`` a Flower run config goes through; a bad value exits 2 
 """
 
 import os
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -20,9 +21,8 @@ from common.console import error_console as console
 from common.console import fail
 from common.errors import RunConfigError
 from common.task_catalog import SIMULATED_TASKS, SPLIT_TASKS, TASK_FACTS, TaskFacts
-from common.wire.modes import (
-    Partition,
-)
+from common.wire.modes import DpMode, Partition
+from simulations.cli.run_options import OUTPUT, RunOption, option_flags, option_keys
 
 
 def set_verbose(verbose: bool) -> None:
@@ -111,28 +111,12 @@ def warn_delta_vs_rows(config: RunConfig) -> None:
     except ValueError as error:  # a split the data cannot give (named by the task)
         fail(str(error))
     for hospital in hospitals:
-        if config.dp_mode == "patient" and config.dp_delta >= 1.0 / hospital.num_train:
+        if config.dp_mode == DpMode.PATIENT and config.dp_delta >= 1.0 / hospital.num_train:
             console.print(f"[bold yellow]warning:[/] delta={config.dp_delta:g} >= 1/rows at "
                           f"{hospital.name} ({hospital.num_train} rows): a mechanism could "
                           "then reveal a whole patient record with probability delta")
 
 
-# Each simulate option's run-config key (what --resume compares with the run's own settings).
-SIMULATE_KEYS = {
-    "task": "task", "rounds": "num-server-rounds", "hospitals": "hospitals", "seed": "seed",
-    "partition": "partition", "alpha": "dirichlet-alpha", "local_epochs": "local-epochs",
-    "batch_size": "batch-size", "lr": "learning-rate", "server_optimizer": "server-optimizer",
-    "server_lr": "server-learning-rate", "weighting": "weighting", "local_steps": "local-steps",
-    "min_hospitals": "min-hospitals", "dp": "dp.mode", "epsilon": "dp.epsilon",
-    "delta": "dp.delta", "clip": "dp.clipping-norm", "noise_mode": "dp.noise-mode",
-    "accountant": "dp.accountant", "secure_aggregation": "secagg.enabled",
-    "secagg_threshold": "secagg.threshold", "aggregator": "aggregator",
-    "trim_fraction": "trim-fraction", "round_timeout": "round-timeout",
-    "clip_updates": "clip-updates", "update_clip": "dp.update-clipping-norm",
-}
-# Run-config key -> the flag that sets it (errors name the flag the user would type).
-SIMULATE_FLAGS = {key: "--" + name.replace("_", "-") for name, key in SIMULATE_KEYS.items()}
-SIMULATE_FLAGS["out-dir"] = "--out"
 # Keys a --config file may not set for `fedcare simulate`, and why.
 SIMULATE_REFUSED_KEYS = {
     "resume": "continue a run with `fedcare simulate --resume DIR`",
@@ -145,22 +129,22 @@ SIMULATE_REFUSED_KEYS = {
 SIMULATOR_SET = {"secagg.roster-path": "fedcare simulate (ephemeral roster)",
                  "secagg.roster-sha256": "fedcare simulate (ephemeral roster)"}
 
-TASK, FEDERATION, PRIVACY, SECAGG = "Task", "Federation", "Privacy", "Secure aggregation"
-RELIABILITY, OUTPUT = "Reliability", "Output"
 
-
-def _sources(ctx: typer.Context, config_file: Path | None, flags: dict[str, str],
-             keys: dict[str, str], refused: dict[str, str]) -> SettingSources:
-    """The --config file's keys, then every flag the user typed (flags win)."""
-    sources = SettingSources(flags=flags)
+def gather_sources(ctx: typer.Context, options: Mapping[str, RunOption], *,
+                   config_file: Path | None = None, refused: Mapping[str, str] | None = None,
+                   flags: Mapping[str, str] | None = None) -> SettingSources:
+    """The --config file's keys (but the `refused` ones), then every one of the `options` the
+    user typed (flags win); `flags` names the command's other flags that set a key.
+    """
+    sources = SettingSources(flags={**option_flags(options), **(flags or {})})
     if config_file is not None:
-        flag_keys = {flag.removeprefix("--"): key for key, flag in flags.items()}
+        flag_keys = {flag.removeprefix("--"): key for key, flag in sources.flags.items()}
         try:
-            values = read_config_file(config_file, refused=refused, flag_keys=flag_keys)
+            values = read_config_file(config_file, refused=refused or {}, flag_keys=flag_keys)
         except ConfigFileError as error:
             fail(str(error))
         sources.add_file(config_file.expanduser().resolve(), values)
-    for name, key in keys.items():
+    for name, key in option_keys(options).items():
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
             sources.add_flag(key, _plain(ctx.params[name]))
     return sources

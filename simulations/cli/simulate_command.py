@@ -6,79 +6,53 @@ from typing import Annotated
 
 import typer
 
-from common.config import DEFAULTS
+from common.config import RunConfig
+from common.config_sources import SettingSources
 from common.console import error_console as console
 from common.console import fail
 from common.task_catalog import SIMULATED_TASKS
-from common.wire.modes import (
-    AccountantName,
-    Aggregator,
-    DpMode,
-    NoiseMode,
-    Partition,
-    ServerOptimizerName,
-    Weighting,
+from simulations.cli.run_options import (
+    OUTPUT,
+    RELIABILITY,
+    RUN_OPTIONS,
+    reworded,
+    with_run_options,
 )
 from simulations.cli.run_settings import (
-    FEDERATION,
-    OUTPUT,
-    PRIVACY,
-    RELIABILITY,
-    SECAGG,
-    SIMULATE_FLAGS,
-    SIMULATE_KEYS,
     SIMULATE_REFUSED_KEYS,
     SIMULATOR_SET,
-    TASK,
     ConfigOption,
     SimulatedTaskChoice,
     VerboseOption,
-    _sources,
     check_out_dir,
+    gather_sources,
     resolve_config,
     set_verbose,
     warn_delta_vs_rows,
 )
 
+# Every run-config option, the task's limited to what a simulation runs.
+SIMULATE_OPTIONS = {**RUN_OPTIONS, "task": reworded(
+    "task", f"{', '.join(SIMULATED_TASKS)} (csv: see deploy-local).",
+    click_type=SimulatedTaskChoice(), metavar="TASK")}
 
-def simulate(
-    ctx: typer.Context,
-    task: Annotated[str, typer.Option(click_type=SimulatedTaskChoice(), metavar="TASK", help=f"{', '.join(SIMULATED_TASKS)} (csv: see deploy-local).", rich_help_panel=TASK)] = DEFAULTS["task"],
-    hospitals: Annotated[int | None, typer.Option(help="Hospitals (default: the task's).", rich_help_panel=TASK)] = None,
-    partition: Annotated[Partition, typer.Option(help="Split tasks (not heart-disease): how rows are dealt to hospitals.", rich_help_panel=TASK)] = Partition(DEFAULTS["partition"]),
-    alpha: Annotated[float, typer.Option(help="--partition dirichlet: alpha (smaller: more label skew).", rich_help_panel=TASK)] = DEFAULTS["dirichlet-alpha"],
-    seed: Annotated[int, typer.Option(help="Seed of the model, split, shuffles and simulated noise.", rich_help_panel=TASK)] = DEFAULTS["seed"],
-    rounds: Annotated[int, typer.Option(help="Federated rounds (>= 1).", rich_help_panel=FEDERATION)] = DEFAULTS["num-server-rounds"],
-    local_epochs: Annotated[int, typer.Option(help="Local epochs per round.", rich_help_panel=FEDERATION)] = DEFAULTS["local-epochs"],
-    local_steps: Annotated[int, typer.Option(help="Local steps per round (0: use --local-epochs).", rich_help_panel=FEDERATION)] = DEFAULTS["local-steps"],
-    batch_size: Annotated[int, typer.Option(help="Local batch size.", rich_help_panel=FEDERATION)] = DEFAULTS["batch-size"],
-    lr: Annotated[float, typer.Option(help="Local SGD learning rate.", rich_help_panel=FEDERATION)] = DEFAULTS["learning-rate"],
-    server_optimizer: Annotated[ServerOptimizerName, typer.Option(help="How the server applies the mean update.", rich_help_panel=FEDERATION)] = ServerOptimizerName(DEFAULTS["server-optimizer"]),
-    server_lr: Annotated[float, typer.Option(help="Server learning rate.", rich_help_panel=FEDERATION)] = DEFAULTS["server-learning-rate"],
-    weighting: Annotated[Weighting, typer.Option(help="uniform: each hospital equal; examples: by training rows (not with DP).", rich_help_panel=FEDERATION)] = Weighting(DEFAULTS["weighting"]),
-    aggregator: Annotated[Aggregator, typer.Option(help="mean, or the robust median / trimmed-mean (not with secure aggregation).", rich_help_panel=FEDERATION)] = Aggregator(DEFAULTS["aggregator"]),
-    trim_fraction: Annotated[float, typer.Option(help="trimmed-mean: fraction cut from each end per coordinate, in [0, 0.5).", rich_help_panel=FEDERATION)] = DEFAULTS["trim-fraction"],
-    dp: Annotated[DpMode, typer.Option(help="patient (DP-SGD), hospital (DP-FedAvg) or none.", rich_help_panel=PRIVACY)] = DpMode(DEFAULTS["dp.mode"]),
-    epsilon: Annotated[float, typer.Option(help="Each hospital's privacy budget epsilon (> 0).", rich_help_panel=PRIVACY)] = DEFAULTS["dp.epsilon"],
-    delta: Annotated[float, typer.Option(help="Each hospital's delta, in (0, 1).", rich_help_panel=PRIVACY)] = DEFAULTS["dp.delta"],
-    clip: Annotated[float, typer.Option(help="Clip C: per-example (patient) or per-update (hospital).", rich_help_panel=PRIVACY)] = DEFAULTS["dp.clipping-norm"],
-    noise_mode: Annotated[NoiseMode, typer.Option(help="local (each update private) or distributed (--dp hospital --secure-aggregation).", rich_help_panel=PRIVACY)] = NoiseMode(DEFAULTS["dp.noise-mode"]),
-    accountant: Annotated[AccountantName, typer.Option(help="Opacus accountant.", rich_help_panel=PRIVACY)] = AccountantName(DEFAULTS["dp.accountant"]),
-    update_clip: Annotated[float, typer.Option(help="Norm each update is clipped to (patient DP, --clip-updates).", rich_help_panel=PRIVACY)] = DEFAULTS["dp.update-clipping-norm"],
-    clip_updates: Annotated[bool, typer.Option("--clip-updates", help="--dp none: hospitals clip updates to --update-clip; larger ones are rejected.", rich_help_panel=PRIVACY)] = DEFAULTS["clip-updates"],
-    secure_aggregation: Annotated[bool, typer.Option("--secure-aggregation", help="The server sees only the sum of the updates.", rich_help_panel=SECAGG)] = DEFAULTS["secagg.enabled"],
-    secagg_threshold: Annotated[int, typer.Option(help="Shares needed to unmask (0: smallest majority).", rich_help_panel=SECAGG)] = DEFAULTS["secagg.threshold"],
-    min_hospitals: Annotated[int, typer.Option(help="Stop when fewer hospitals can take part.", rich_help_panel=RELIABILITY)] = DEFAULTS["min-hospitals"],
-    round_timeout: Annotated[float, typer.Option(help="Seconds a round waits for hospitals before going on without them.", rich_help_panel=RELIABILITY)] = DEFAULTS["round-timeout"],
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint, with its own settings.", rich_help_panel=RELIABILITY)] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<UTC time>-<task>).", rich_help_panel=OUTPUT)] = None,
-    force: Annotated[bool, typer.Option(help="Write into a non-empty --out.", rich_help_panel=OUTPUT)] = False,
-    verbose: VerboseOption = False,
-    config_file: ConfigOption = None,
-) -> None:
+ResumeOption = Annotated[Path | None, typer.Option(
+    help="Continue the run in this directory from its last checkpoint, with its own settings.",
+    rich_help_panel=RELIABILITY)]
+OutOption = Annotated[Path | None, typer.Option(
+    help="Run directory (default runs/<UTC time>-<task>).", rich_help_panel=OUTPUT)]
+ForceOption = Annotated[bool, typer.Option(help="Write into a non-empty --out.",
+                                           rich_help_panel=OUTPUT)]
+
+
+@with_run_options(SIMULATE_OPTIONS)
+def simulate(ctx: typer.Context, resume: ResumeOption = None, out: OutOption = None,
+             force: ForceOption = False, verbose: VerboseOption = False,
+             config_file: ConfigOption = None, **run_options: object) -> None:
     """Simulate a federation of hospitals on this machine and write a run directory."""
     set_verbose(verbose)
-    sources = _sources(ctx, config_file, SIMULATE_FLAGS, SIMULATE_KEYS, SIMULATE_REFUSED_KEYS)
+    sources = gather_sources(ctx, SIMULATE_OPTIONS, config_file=config_file,
+                             refused=SIMULATE_REFUSED_KEYS, flags={"out-dir": "--out"})
     if resume is not None:
         return resume_run(resume, {k: v for k, v in sources.values.items() if k != "out-dir"},
                           other_flags=out is not None or force, name=sources.where)
@@ -91,22 +65,29 @@ def simulate(
         console.print("[bold yellow]warning:[/] --dp none: the hospitals' updates are NOT "
                       "differentially private")
     warn_delta_vs_rows(config)  # before the run directory exists: a bad split makes none
-    from server.run_directory import prepare_run_dir, write_config_sources
-
-    try:
-        run_dir = prepare_run_dir(run_out, task=config.task, force=force)
-    except FileExistsError as error:
-        fail(str(error))
-    recorded = sources.record([k for k in config.to_run_config() if k != "resume"])
-    if config.secagg_enabled:
-        recorded.update({k: v for k, v in SIMULATOR_SET.items() if not sources.given(k)})
-    write_config_sources(run_dir, recorded)
+    run_dir = _run_directory(run_out, config, sources, force=force)
     from simulations.engine.simulate import simulate as run
 
     console.print(f"fedcare: {config.hospitals} hospitals, {config.num_server_rounds} rounds of "
                   f"{config.task}, dp {config.dp_mode} -> {run_dir}")
     run(config, run_dir)
     console.print(f"[green]done[/]: {run_dir}/report.md")
+
+
+def _run_directory(out: Path | None, config: RunConfig, sources: SettingSources, *,
+                   force: bool) -> Path:
+    """Make the run directory and record where each setting came from (config sources)."""
+    from server.run_directory import prepare_run_dir, write_config_sources
+
+    try:
+        run_dir = prepare_run_dir(out, task=config.task, force=force)
+    except FileExistsError as error:
+        fail(str(error))
+    recorded = sources.record([k for k in config.to_run_config() if k != "resume"])
+    if config.secagg_enabled:
+        recorded.update({k: v for k, v in SIMULATOR_SET.items() if not sources.given(k)})
+    write_config_sources(run_dir, recorded)
+    return run_dir
 
 
 def resume_run(run_dir: Path, given: dict[str, object], *, other_flags: bool,
