@@ -14,7 +14,7 @@ was first compiled at changes nothing about later calls.
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -90,7 +90,7 @@ class DpSgdTrainer:
         if not optimizer.built:
             optimizer.build(self._variables)
         self._num_parameters = sum(int(np.prod(v.shape)) for v in self._variables)
-        self._compiled: dict[tuple, dict[str, Callable]] = {}
+        self._compiled: dict[tuple[int, ...], dict[str, Any]] = {}
 
     def set_privacy(self, *, l2_norm_clip: float, noise_multiplier: float) -> None:
         """Set C and z for the next steps; both enter the compiled step as tensors (no retrace)."""
@@ -231,19 +231,20 @@ class DpSgdTrainer:
 
     def per_example_norms(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Return each record's unclipped gradient L2 norm, shape (rows,) (not private)."""
-        return self._clipped_and_norms(x, y)[1].numpy()
+        return np.asarray(self._clipped_and_norms(x, y)[1].numpy())
 
-    def _clipped_and_norms(self, x: np.ndarray, y: np.ndarray) -> tuple:
+    def _clipped_and_norms(self, x: np.ndarray, y: np.ndarray) -> tuple[list[Any], Any]:
         features, labels = validate_records(x, y)
         run = self._functions(features.shape[1:])["clipped_sum"]
-        return run(features, labels, tf.constant(self._clip, tf.float32))
+        sums, norms = run(features, labels, tf.constant(self._clip, tf.float32))
+        return list(sums), norms
 
-    def _functions(self, feature_shape: tuple) -> dict[str, Callable]:
+    def _functions(self, feature_shape: tuple[int, ...]) -> dict[str, Any]:
         if feature_shape not in self._compiled:
             self._compiled[feature_shape] = self._compile(feature_shape)
         return self._compiled[feature_shape]
 
-    def _compile(self, feature_shape: tuple) -> dict[str, Callable]:
+    def _compile(self, feature_shape: tuple[int, ...]) -> dict[str, Any]:
         x_spec = tf.TensorSpec([None, *feature_shape], tf.float32)
         y_spec = tf.TensorSpec([None], tf.float32)
         scalar = tf.TensorSpec([], tf.float32)
@@ -251,10 +252,11 @@ class DpSgdTrainer:
         shapes = [list(v.shape) for v in self._variables]
         sizes = [int(np.prod(shape)) for shape in shapes]
 
-        def epoch(x, y, masks, noise, clip, stddev, expected_batch):
+        def epoch(x: Any, y: Any, masks: Any, noise: Any, clip: Any, stddev: Any,
+                  expected_batch: Any) -> Any:
             steps = tf.shape(masks)[0]
 
-            def body(step):
+            def body(step: Any) -> tuple[Any]:
                 index = tf.where(masks[step])[:, 0]
                 sums, _ = clipped(tf.gather(x, index), tf.gather(y, index), clip)
                 draws = tf.split(noise[step], sizes)
@@ -290,10 +292,10 @@ def make_plain_epoch_fn(
     if not optimizer.built:
         optimizer.build(variables)
 
-    def run(x, y, order, batch_size):
+    def run(x: Any, y: Any, order: Any, batch_size: Any) -> Any:
         rows = tf.shape(x)[0]
 
-        def body(start):
+        def body(start: Any) -> tuple[Any]:
             index = order[start:tf.minimum(start + batch_size, rows)]
             with tf.GradientTape() as tape:
                 mean = tf.reduce_mean(loss_fn(tf.gather(y, index),
@@ -304,7 +306,7 @@ def make_plain_epoch_fn(
         return tf.while_loop(lambda start: start < rows, body, (tf.constant(0),),
                              parallel_iterations=1)[0]
 
-    compiled: dict[tuple, Callable] = {}
+    compiled: dict[tuple[int, ...], Any] = {}
 
     def epoch(x: np.ndarray, y: np.ndarray, *, batch_size: int, rng: np.random.Generator) -> None:
         features, labels = validate_records(x, y)

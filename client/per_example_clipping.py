@@ -100,7 +100,8 @@ def dense_chain(model: keras.Model, variables: list[Any]) -> list[DenseLink] | N
     if not layers or not all(type(layer) is keras.layers.Dense for layer in layers):
         return None
     index = {id(v): i for i, v in enumerate(variables)}
-    chain, seen = [], set()
+    chain: list[DenseLink] = []
+    seen: set[int] = set()
     for layer in layers:
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             return None
@@ -128,7 +129,8 @@ def make_clipped_sum(
     return lambda x, y, clip: _vectorized_clipped_sum(model, loss_fn, variables, x, y, clip)
 
 
-def _dense_clipped_sum(chain, loss_fn, num_variables, x, y, clip):  # noqa: ANN001, ANN202
+def _dense_clipped_sum(chain: list[DenseLink], loss_fn: LossFn, num_variables: int, x: Any,
+                       y: Any, clip: Any) -> tuple[list[Any], Any]:
     # For a Dense layer z = a W + b, record i's gradient is outer(a_i, g_i) for W and g_i for
     # b, with g_i = dL_i/dz_i; its squared norm is (||a_i||^2 + 1) ||g_i||^2. One backward pass
     # to the pre-activations gives every g_i, and A^T diag(c) G is the clipped sum for W.
@@ -160,8 +162,9 @@ def _dense_clipped_sum(chain, loss_fn, num_variables, x, y, clip):  # noqa: ANN0
     return sums, norms
 
 
-def _vectorized_clipped_sum(model, loss_fn, variables, x, y, clip):  # noqa: ANN001, ANN202
-    def one(record):  # noqa: ANN001, ANN202
+def _vectorized_clipped_sum(model: keras.Model, loss_fn: LossFn, variables: list[Any], x: Any,
+                            y: Any, clip: Any) -> tuple[list[Any], Any]:
+    def one(record: tuple[Any, Any]) -> Any:
         xi, yi = record
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(loss_fn(yi[None], model(xi[None], training=True)))

@@ -10,12 +10,13 @@ import logging
 import math
 import sys
 from functools import cached_property, lru_cache
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from client.dp_sgd import DpSgdTrainer
+from client.dp_sgd import DpSgdTrainer, LossName
 from common.dp.events import GaussianRoundEvent
 from common.models import build_model
 from common.tasks.base import TaskSpec
@@ -48,7 +49,7 @@ class LocalTrainer:
         self._non_trainable_positions = [model_order[id(v)]
                                          for v in self.model.non_trainable_variables]
 
-        def specs(variables: list) -> list[tf.TensorSpec]:
+        def specs(variables: list[Any]) -> list[tf.TensorSpec]:
             return [tf.TensorSpec(v.shape, v.dtype) for v in variables]
 
         self._predict = tf.function(
@@ -130,8 +131,10 @@ class LocalTrainer:
     @cached_property
     def dp_sgd(self) -> DpSgdTrainer:
         """DP-SGD on this trainer's model and optimizer (compiled on first use)."""
-        loss = {"binary": "binary_crossentropy", "multiclass": "sparse_categorical_crossentropy",
-                "regression": "mse"}[self.task.kind]
+        losses: dict[str, LossName] = {"binary": "binary_crossentropy",
+                                       "multiclass": "sparse_categorical_crossentropy",
+                                       "regression": "mse"}
+        loss = losses[self.task.kind]
         return DpSgdTrainer(self.model, loss=loss, optimizer=self.optimizer,
                             l2_norm_clip=1.0, noise_multiplier=0.0)
 
@@ -164,9 +167,9 @@ class LocalTrainer:
         expected = len(self._trainable_positions) + len(self._non_trainable_positions)
         if len(weights) != expected:
             raise ValueError(f"expected {expected} weight arrays, got {len(weights)}")
-        return self._predict([weights[i] for i in self._trainable_positions],
-                             [weights[i] for i in self._non_trainable_positions],
-                             tf.constant(x)).numpy()
+        return np.asarray(self._predict([weights[i] for i in self._trainable_positions],
+                                        [weights[i] for i in self._non_trainable_positions],
+                                        tf.constant(x)).numpy())
 
 
 def ray_actor_cpus() -> int | None:

@@ -222,8 +222,10 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
                                     "`fedcare certs init` wrote (it holds the CA key)")
     ca_cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey) or (
-            ca_key.public_key().public_numbers() != ca_cert.public_key().public_numbers()):
+    ca_public = ca_cert.public_key()
+    if (not isinstance(ca_key, ec.EllipticCurvePrivateKey)
+            or not isinstance(ca_public, ec.EllipticCurvePublicKey)
+            or ca_key.public_key().public_numbers() != ca_public.public_numbers()):
         raise ValueError(f"{key_path} is not the private key of {cert_path}")
     return ca_cert, ca_key
 

@@ -101,7 +101,8 @@ def _canonical(manifest: dict[str, Any]) -> str:
 
 
 def _arrays_bytes(checkpoint: Checkpoint) -> bytes:
-    arrays = {f"weights_{i:04d}": w for i, w in enumerate(checkpoint.weights)}
+    # Any: numpy's stub would match a dict's values against savez's allow_pickle keyword.
+    arrays: dict[str, Any] = {f"weights_{i:04d}": w for i, w in enumerate(checkpoint.weights)}
     for name, state in checkpoint.optimizer_state.items():
         arrays.update({f"optimizer_{name}_{i:04d}": a for i, a in enumerate(state)})
     buffer = io.BytesIO()

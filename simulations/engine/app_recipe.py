@@ -51,7 +51,7 @@ def importable(build: Callable[..., ClientApp]) -> Callable[..., ClientApp]:
     if module == "__main__":  # `python -m package.module`: the same code under its real name
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         module = spec.name if spec is not None else None
-    found = None
+    found: Callable[..., ClientApp] | None = None
     if module and "<" not in name:
         try:
             found = getattr(importlib.import_module(module), name, None)
