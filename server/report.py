@@ -18,7 +18,6 @@ from common.dp.accounting import AccountantName  # noqa: E402
 from common.tasks.base import TaskSpec  # noqa: E402
 from server.collusion import SecureTrust, statement_lines  # noqa: E402
 
-
 METRIC_LABELS = {"loss": "loss", "accuracy": "accuracy", "auc": "AUC", "mae": "MAE",
                  "r2": "R\u00b2"}
 NA_HATCH = "//"
@@ -68,7 +67,8 @@ def plot_title(task: TaskSpec, config: dict[str, object],
 
 def coverage_text(rows: list[dict[str, str]], metric: str, total: int) -> str:
     """How many hospitals the client average of `metric` covers over `rows`, e.g. ``3/4``
-    (``3-4/4`` if it varied); empty if every hospital was always covered or it is unknown."""
+    (``3-4/4`` if it varied); empty if every hospital was always covered or it is unknown.
+    """
     counts = [int(v) for v in _values(rows, f"client_avg_{metric}_hospitals") if math.isfinite(v)]
     if not counts or (min(counts) == max(counts) == total):
         return ""
@@ -78,7 +78,8 @@ def coverage_text(rows: list[dict[str, str]], metric: str, total: int) -> str:
 
 def _chance_line(ax: Axes, metric: str, row: dict[str, str]) -> None:
     """Draw the chance level of `metric` (AUC 0.5; accuracy: the pooled majority-class rate;
-    R\u00b2 0: predicting the mean), labelled with what it is."""
+    R\u00b2 0: predicting the mean), labelled with what it is.
+    """
     if metric == "auc":
         ax.axhline(0.5, color="0.35", ls=":", lw=1.2, label="chance (AUC 0.5)")
     elif metric == "accuracy":
@@ -154,7 +155,8 @@ def hospital_bars_figure(final: dict[str, str], task: TaskSpec, hospitals: list[
             known = np.isfinite(rates)
             if known.any():
                 ax.hlines(rates[known], x[known] - 0.4, x[known] + 0.4, colors="black",
-                          linestyles=":", lw=1.5, label="chance: the hospital's majority-class rate")
+                          linestyles=":", lw=1.5,
+                          label="chance: the hospital's majority-class rate")
         else:
             _chance_line(ax, metric, final)
         ax.set_ylim(low, top if bounded else None)
@@ -182,7 +184,8 @@ def epsilon_figure(rows: list[dict[str, str]], hospitals: list[str], config: dic
     rounds = _values(rows, "round")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     per_hospital = [h for h in hospitals
-                    if any(math.isfinite(v) or math.isinf(v) for v in _values(rows, f"epsilon_{h}"))]
+                    if any(math.isfinite(v) or math.isinf(v)
+                           for v in _values(rows, f"epsilon_{h}"))]
     curves = ({h: _values(rows, f"epsilon_{h}") for h in per_hospital} if per_hospital else
               {"max over hospitals (per-hospital values not recorded)":
                _values(rows, f"epsilon_{mode}_max")})
@@ -212,7 +215,7 @@ def epsilon_figure(rows: list[dict[str, str]], hospitals: list[str], config: dic
             ax.axhline(budget, ls="--", color="0.3",
                        label=f"budget \u03b5 = {budget:g} (every hospital)")
     else:
-        for index, (name, budget) in enumerate(budgets.items()):
+        for name, budget in budgets.items():
             color = colors[list(curves).index(name) % len(colors)] if name in curves else "0.3"
             if math.isinf(budget):
                 ax.plot([], [], ls="--", color=color, label=f"{name} budget: unbounded (+inf)")
@@ -258,8 +261,8 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
     mode = str(config.get("dp_mode"))
     unit = UNIT_OF_PRIVACY.get(mode, "")
     if mode == "hospital" and config.get("dp_noise_mode") == "distributed":
-        numbers = (f"h = {trust.honest} (t = {trust.threshold}, c = {trust.colluders}, "
-                   f"h = t - c = {trust.threshold - trust.colluders} at most)"
+        numbers = (f"h = {trust.honest} (t = {trust.threshold}, c = {trust.colluders}: "
+                   f"h <= t - c = {trust.threshold - trust.colluders})"
                    if trust is not None else "h (not recorded)")
         unit = ("one hospital's whole data set (DP-FedAvg, distributed noise: every hospital adds "
                 f"the same 1/sqrt(h) share of the run's noise, {numbers}, so only the "
@@ -402,7 +405,8 @@ def _average_cell(final: dict[str, str], metric: str, total: int) -> str:
 
 def median(values: list[float]) -> float:
     """The median of the finite `values` (mean of the two middle ones for an even count);
-    NaN if there is none."""
+    NaN if there is none.
+    """
     finite = [v for v in values if math.isfinite(v)]
     return float(np.median(finite)) if finite else float("nan")
 

@@ -75,6 +75,7 @@ class Roster:
     built_by: str | None = None
 
     def __post_init__(self) -> None:
+        """Check every field (ValueError naming the field)."""
         _check_roster(self)
 
     @property
@@ -110,7 +111,7 @@ class Roster:
         return sorted(names, key=self.index)
 
     def honest_contributors(self, threshold: int) -> int:
-        """h for a round with threshold t: the stated h, else t - c."""
+        """H for a round with threshold t: the stated h, else t - c."""
         return self.honest if self.honest is not None else threshold - self.colluders
 
     def to_json_object(self) -> dict[str, Any]:

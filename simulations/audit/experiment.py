@@ -5,9 +5,10 @@ Per arm (the run as configured, then the same run with ``dp.mode none``):
 1. M canary records (``canaries.make_tabular_canaries``, "far" rows with random labels, in the
    preprocessed feature space) are drawn once; each is included with probability 1/2
    (``canaries.draw_inclusion``, seeded by the run seed) in the training rows of the hospital
-   with the fewest rows, after that hospital's preprocessing was fitted (``client.app.build_client_app``'s
-   ``training_data`` hook). At hospital level, M canary hospitals (``run.CanaryHospitals``,
-   their own coins from seed + 1) also run fedcare's hospital-level round on a crafted update.
+   with the fewest rows, after that hospital's preprocessing was fitted
+   (``client.app.build_client_app``'s ``training_data`` hook). At hospital level, M canary
+   hospitals (``run.CanaryHospitals``, their own coins from seed + 1) also run fedcare's
+   hospital-level round on a crafted update.
 2. One federation (``run.federate``) records every round's global weights and that hospital's
    released updates.
 3. Two views, each at confidence ``1 - (1 - confidence) / 2`` so that the larger is a bound at
@@ -114,7 +115,8 @@ class AuditPlan:
     @property
     def mia_hospital(self) -> int:
         """The hospital whose real rows the membership attacks target: the one with the most
-        training rows other than the canaries' (the canaries' own if it is the only one)."""
+        training rows other than the canaries' (the canaries' own if it is the only one).
+        """
         sizes = [h.num_train for h in _hospitals(self.config)]
         others = [i for i in range(len(sizes)) if i != self.canary_hospital]
         return max(others, key=lambda i: (sizes[i], -i)) if others else self.canary_hospital
@@ -205,7 +207,7 @@ def canary_hospital(config: RunConfig) -> int:
 
 
 def shadow_assignment(rows: int, shadows: int, seed: int) -> np.ndarray:
-    """bool (shadows, rows): each row in exactly half of the shadows, the halves seeded."""
+    """Bool (shadows, rows): each row in exactly half of the shadows, the halves seeded."""
     if shadows < 2 or shadows % 2:
         raise ValueError(f"shadows must be an even number >= 2; got {shadows}")
     rng = np.random.default_rng([seed, SHADOW_STREAM])
@@ -228,7 +230,8 @@ def _canary_hook(records: CanaryRecords, inclusion: CanaryInclusion,
     return hook
 
 
-def _shadow_hook(index: int, x: np.ndarray, y: np.ndarray) -> Callable[[HospitalData, int], HospitalData]:
+def _shadow_hook(index: int, x: np.ndarray, y: np.ndarray
+                 ) -> Callable[[HospitalData, int], HospitalData]:
     def hook(data: HospitalData, hospital: int) -> HospitalData:
         return with_rows(data, x, y) if hospital == index else data
 
@@ -251,7 +254,8 @@ class CanaryAudit:
 def against_initial_model(records: CanaryRecords, task: TaskSpec, seed: int) -> CanaryRecords:
     """The canaries relabelled with the class the (public, seeded) initial model finds least
     likely: every canary then starts with a full-size gradient, which a far "axis" canary
-    would not have if the initial model already fitted it (a saturated logit)."""
+    would not have if the initial model already fitted it (a saturated logit).
+    """
     from common.models import build_model
 
     view, initial = ModelView(task), build_model(task, seed=seed).get_weights()
@@ -267,7 +271,8 @@ def initial_push_scores(directions: np.ndarray, updates: Sequence[np.ndarray | N
     """Server view of "axis" canaries: each released update projected on the canary's first
     push (its unit descent direction at the initial model), summed over rounds. A canary in
     the training rows moves its own weight far more than the real rows do (unless clipped and
-    noised, as DP-SGD does); one that is out moves nothing."""
+    noised, as DP-SGD does); one that is out moves nothing.
+    """
     total = np.zeros(directions.shape[0])
     for update in updates:
         if update is not None:
@@ -410,7 +415,8 @@ def membership_inference(
     }
     n = target.num_train
     split = {k: (v[:n], v[n:]) for k, v in scores.items()}
-    return {k: mia_metrics(members, nonmembers) for k, (members, nonmembers) in split.items()}, split
+    metrics = {k: mia_metrics(members, nonmembers) for k, (members, nonmembers) in split.items()}
+    return metrics, split
 
 
 def run_arm(

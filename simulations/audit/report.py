@@ -170,9 +170,10 @@ def _explanation(result: AuditResult) -> list[str]:
               "initial model: one canary per feature axis, labelled against that model) and "
               "summed over rounds"
               if result.records.kind == "axis" else
-              f"{_name(result.plan, result.plan.canary_hospital)}'s released update each round, against each canary's clipped gradient "
-              "at that round's global weights (least-squares coefficients, the hospital's other "
-              "rows known to the attacker, as DP allows), summed over rounds")
+              f"{_name(result.plan, result.plan.canary_hospital)}'s released update each round, "
+              "against each canary's clipped gradient at that round's global weights "
+              "(least-squares coefficients, the hospital's other rows known to the attacker, "
+              "as DP allows), summed over rounds")
     return [
         "## What this audit shows",
         "",

@@ -8,9 +8,9 @@ Flower marks it deprecated in favour of ``flwr run``; it is the one path that me
 requirements, and the flwr version is pinned to 1.42.x so it cannot vanish underneath us.
 """
 
+import hashlib
 import logging
 import os
-import hashlib
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
