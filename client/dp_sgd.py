@@ -30,6 +30,7 @@ from client.per_example_clipping import (
 )
 from common.dp.events import GaussianRoundEvent
 from common.dp.secure_random import RandomSource, require_rng
+from common.wire.modes import PrivacyLevel
 
 __all__ = ["DpSgdTrainer", "LossName", "make_plain_epoch_fn", "per_example_loss_fn"]
 
@@ -172,7 +173,7 @@ class DpSgdTrainer:
         masks = rng.random((steps, rows)) < sample_rate  # Poisson: each record independently
         self._run(features, labels, masks, sample_rate, rng, clip=clip, noise_multiplier=z)
         return GaussianRoundEvent(
-            noise_multiplier=z, sample_rate=sample_rate, steps=steps, level="patient"
+            noise_multiplier=z, sample_rate=sample_rate, steps=steps, level=PrivacyLevel.PATIENT
         )
 
     def run_steps(

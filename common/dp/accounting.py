@@ -11,11 +11,12 @@ import functools
 import math
 from collections.abc import Iterable, Sequence
 from numbers import Real
-from typing import Any, Literal, cast, get_args
+from typing import Any
 
 import numpy as np
 
 from common.dp.events import GaussianRoundEvent
+from common.wire.modes import AccountantName, PrivacyLevel
 
 __all__ = [
     "ACCOUNTANTS",
@@ -29,8 +30,7 @@ __all__ = [
     "validate_epsilon",
 ]
 
-AccountantName = Literal["rdp", "prv"]
-ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)
+ACCOUNTANTS: tuple[str, ...] = tuple(name.value for name in AccountantName)
 HistoryItem = GaussianRoundEvent | tuple[float, float, int]
 Entry = tuple[float, float, int]
 
@@ -60,7 +60,7 @@ def validate_delta(value: object, name: str = "delta") -> float:
 def _validate_accountant(accountant: object) -> AccountantName:
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-    return cast(AccountantName, str(accountant))  # one of ACCOUNTANTS, checked above
+    return AccountantName(accountant)
 
 
 def merge_history(history: Iterable[HistoryItem]) -> tuple[Entry, ...]:
@@ -99,7 +99,7 @@ def _merge(items: tuple[HistoryItem, ...]) -> tuple[Entry, ...]:
         if not isinstance(item, GaussianRoundEvent):
             z, q, steps = item
             item = GaussianRoundEvent(
-                noise_multiplier=z, sample_rate=q, steps=steps, level="patient"
+                noise_multiplier=z, sample_rate=q, steps=steps, level=PrivacyLevel.PATIENT
             )
         key = (item.noise_multiplier, item.sample_rate)
         totals[key] = totals.get(key, 0) + item.steps
@@ -109,7 +109,7 @@ def _merge(items: tuple[HistoryItem, ...]) -> tuple[Entry, ...]:
 def _make_accountant(accountant: str) -> Any:
     from opacus.accountants import PRVAccountant, RDPAccountant
 
-    return RDPAccountant() if accountant == "rdp" else PRVAccountant()
+    return RDPAccountant() if accountant == AccountantName.RDP else PRVAccountant()
 
 
 @functools.lru_cache(maxsize=512)
@@ -118,7 +118,7 @@ def _epsilon(merged: tuple[Entry, ...], delta: float, accountant: str) -> float:
         return 0.0
     if any(z == 0 for z, _, _ in merged):
         return math.inf
-    if accountant == "rdp":
+    if accountant == AccountantName.RDP:
         # Bit-for-bit RDPAccountant.get_epsilon, with each (z, q) curve computed once.
         return _fast_rdp_epsilon(merged, delta)
     engine = _make_accountant(accountant)
@@ -128,7 +128,8 @@ def _epsilon(merged: tuple[Entry, ...], delta: float, accountant: str) -> float:
 
 
 def epsilon_from_history(
-    history: Iterable[HistoryItem], *, delta: float, accountant: AccountantName = "rdp"
+    history: Iterable[HistoryItem], *, delta: float,
+    accountant: AccountantName = AccountantName.RDP
 ) -> float:
     """Return the epsilon that Opacus's accountant gives for a history at ``delta``.
 
@@ -173,7 +174,7 @@ def max_repetitions(
     *,
     budget_epsilon: float,
     delta: float,
-    accountant: AccountantName = "rdp",
+    accountant: AccountantName = AccountantName.RDP,
     limit: int = 10_000,
 ) -> int:
     """Return how many more copies of ``event`` fit in the budget, at most ``limit``.
@@ -197,7 +198,7 @@ def max_repetitions(
         return _epsilon(history_with(k), delta, accountant)
 
     def probe(k: int) -> float:
-        if accountant == "rdp" and z > 0:
+        if accountant == AccountantName.RDP and z > 0:
             return _fast_rdp_epsilon(history_with(k), delta)
         return exact(k)
 
@@ -223,7 +224,7 @@ def calibrate_noise_multiplier(
     target_delta: float,
     sample_rate: float,
     steps: int,
-    accountant: AccountantName = "rdp",
+    accountant: AccountantName = AccountantName.RDP,
     epsilon_tolerance: float = 0.01,
 ) -> float:
     """Return the smallest noise multiplier (to Opacus's search precision) meeting a target.
@@ -242,7 +243,8 @@ def calibrate_noise_multiplier(
     delta = validate_delta(target_delta, "target_delta")
     # The event's own checks name sample_rate and steps in their messages.
     shape = GaussianRoundEvent(
-        noise_multiplier=1.0, sample_rate=sample_rate, steps=steps, level="patient"
+        noise_multiplier=1.0, sample_rate=sample_rate, steps=steps,
+        level=PrivacyLevel.PATIENT,
     )
     tolerance = validate_epsilon(epsilon_tolerance, "epsilon_tolerance")
     name = _validate_accountant(accountant)

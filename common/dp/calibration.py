@@ -17,7 +17,9 @@ from common.dp.accounting import (
     calibrate_noise_multiplier,
     epsilon_from_history,
 )
+from common.dp.events import LEVELS
 from common.errors import PrivacyBudgetExceededError
+from common.wire.modes import PrivacyLevel
 
 if TYPE_CHECKING:
     from common.dp.ledger import PrivacyLedger
@@ -33,7 +35,7 @@ def calibrate_to_remaining_budget(
     delta: float,
     sample_rate: float,
     steps: int,
-    accountant: AccountantName = "rdp",
+    accountant: AccountantName = AccountantName.RDP,
 ) -> float:
     """Return z such that epsilon(prior_history + [(z, sample_rate, steps)]) <= budget_epsilon.
 
@@ -83,7 +85,7 @@ def calibrate_to_remaining_budget(
 def calibrate_for_ledger(
     ledger: "PrivacyLedger",
     *,
-    level: str,
+    level: PrivacyLevel,
     sample_rate: float,
     steps: int,
     exclude_run: str | int | None = None,
@@ -113,14 +115,15 @@ def calibrate_for_ledger(
     """
     from common.dp.ledger import UNBOUNDED_REASON
 
-    if level not in ("patient", "hospital"):
+    if level not in LEVELS:
         raise ValueError(f"level must be 'patient' or 'hospital', got {level!r}")
-    if level == "hospital" and ledger.is_hospital_level_unbounded():
+    if level == PrivacyLevel.HOSPITAL and ledger.is_hospital_level_unbounded():
         raise PrivacyBudgetExceededError(UNBOUNDED_REASON)
-    levels = ("patient",) if level == "patient" else ("hospital", "patient")
+    levels = ((PrivacyLevel.PATIENT,) if level == PrivacyLevel.PATIENT
+              else (PrivacyLevel.HOSPITAL, PrivacyLevel.PATIENT))
     return max(
         calibrate_to_remaining_budget(
-            ledger.history(at, exclude_run=exclude_run),  # type: ignore[arg-type]
+            ledger.history(at, exclude_run=exclude_run),
             budget_epsilon=ledger.budget_epsilon, delta=ledger.budget_delta,
             sample_rate=sample_rate if at == level else 1.0, steps=steps,
             accountant=ledger.accountant,  # type: ignore[arg-type]

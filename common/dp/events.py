@@ -15,14 +15,15 @@ composition (``common.dp.ledger``).
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Literal, get_args
 
-__all__ = ["LEVELS", "NOISE_MODES", "GaussianRoundEvent", "Level", "NoiseMode"]
+from common.wire.modes import NoiseMode, PrivacyLevel
 
-Level = Literal["patient", "hospital"]
-LEVELS: tuple[str, ...] = get_args(Level)
-NoiseMode = Literal["local", "distributed"]
-NOISE_MODES: tuple[str, ...] = get_args(NoiseMode)
+__all__ = ["LEVELS", "NOISE_MODES", "GaussianRoundEvent", "Level", "NoiseMode", "PrivacyLevel"]
+
+# The enums of common.wire.modes; ``Level`` is PrivacyLevel's short name in accounting code.
+Level = PrivacyLevel
+LEVELS: tuple[str, ...] = tuple(level.value for level in PrivacyLevel)
+NOISE_MODES: tuple[str, ...] = tuple(mode.value for mode in NoiseMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +81,17 @@ class GaussianRoundEvent:
         object.__setattr__(self, "steps", int(self.steps))
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
-        if self.level == "patient":
+        object.__setattr__(self, "level", PrivacyLevel(self.level))
+        if self.level == PrivacyLevel.PATIENT:
             if self.noise_mode is not None:
                 raise ValueError(f"noise_mode is for hospital-level events only, got "
                                  f"{self.noise_mode!r} at patient level")
         elif self.noise_mode is None:
-            object.__setattr__(self, "noise_mode", "local")
+            object.__setattr__(self, "noise_mode", NoiseMode.LOCAL)
         elif self.noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
+        else:
+            object.__setattr__(self, "noise_mode", NoiseMode(self.noise_mode))
 
     def as_opacus_entry(self) -> tuple[float, float, int]:
         """Return ``(noise_multiplier, sample_rate, steps)``, one entry of an Opacus history."""

@@ -15,6 +15,13 @@ class DpMode(StrEnum):
     NONE = "none"
 
 
+class PrivacyLevel(StrEnum):
+    """The unit of privacy a release protects: one patient's record or one hospital's data."""
+
+    PATIENT = "patient"
+    HOSPITAL = "hospital"
+
+
 class NoiseMode(StrEnum):
     """Hospital level: each update fully noised (local) or a share of the sum's noise."""
 
