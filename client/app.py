@@ -10,6 +10,7 @@ or the run config.
 """
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 
 from common.quiet import quiet_third_party
@@ -26,7 +27,7 @@ from client.identity_proof import identity_proof_mod, remember_signing_key
 from client.local_round import RoundResult, train_round
 from client.privacy import HospitalPrivacy, privacy_from_node_config
 from client.replies import declined_reply, evaluate_reply, train_reply
-from client.secure_aggregation import register_secagg_actions, start_round
+from client.secure_aggregation import check_secure_round, register_secagg_actions, start_round
 from client.training import LocalTrainer, get_trainer
 from common.errors import LedgerError
 from common.metrics import Statistics, evaluation_statistics
@@ -41,6 +42,8 @@ from common.wire.fields import WireFormatError
 from common.wire.records import Request, node_identity, pack_reply, request_ref, unpack_request
 from common.wire.replies import DeclinedReply, HospitalIdentity, RoundRef
 from common.wire.settings import RoundSettings
+
+logger = logging.getLogger(__name__)
 
 PrivacyProvider = Callable[[Context, HospitalData], HospitalPrivacy]
 TrainingDataHook = Callable[[HospitalData, int], HospitalData]
@@ -66,10 +69,15 @@ def _unpack(msg: Message, context: Context) -> tuple[Request, RoundSettings, Adm
         if request.settings is None:
             raise WireFormatError("config", "missing")
     except WireFormatError as error:
-        raise Refused(_malformed(msg, context, error)) from None
+        raise Refused(_refused(msg, context, f"the server's message is malformed: {error}")) \
+            from None
     settings = request.settings
-    admission = admit(settings=settings, node_config=dict(context.node_config),
-                      run_config=dict(context.run_config))
+    try:
+        admission = admit(settings=settings, node_config=dict(context.node_config),
+                          run_config=dict(context.run_config))
+    except ValueError as error:  # e.g. the round's hospital count is not this federation's
+        raise Refused(_refused(msg, context, "this hospital cannot take part in a round with "
+                               f"these settings: {error}")) from None
     identity = HospitalIdentity(admission.name, admission.index)
     if admission.task is None or admission.data is None:
         raise Refused(_reply(msg, declined_reply(settings, identity, admission.refusal)))
@@ -84,10 +92,10 @@ def _unpack(msg: Message, context: Context) -> tuple[Request, RoundSettings, Adm
     return request, settings, admission
 
 
-def _malformed(msg: Message, context: Context, error: WireFormatError) -> Message:
-    """Decline a malformed request: the node's own identity, the request's id if readable."""
+def _refused(msg: Message, context: Context, reason: str) -> Message:
+    """Decline before admission: the node's own identity, the request's id if readable."""
     reply = DeclinedReply(node_identity(dict(context.node_config)), request_ref(msg.content),
-                          f"the server's message is malformed: {error}")
+                          reason)
     return Message(content=pack_reply(reply), reply_to=msg)
 
 
@@ -97,6 +105,11 @@ def _reply(msg: Message, reply: object) -> Message:
 
 def _identity(admission: Admission) -> HospitalIdentity:
     return HospitalIdentity(admission.name, admission.index)
+
+
+def _refusal(reason: str) -> RoundResult:
+    """A local round that declined before releasing anything, with the reason."""
+    return RoundResult(None, float("nan"), reason, 0.0, 0.0)
 
 
 def _statistics(weights: NDArrays, task: TaskSpec, data: HospitalData) -> Statistics:
@@ -147,20 +160,31 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
             data = training_data(data, admission.index)
         weights = request.weights or []
         d = sum(int(w.size) for w in weights)
-        bound = (rounding_bound(num_parameters=d, scale=encoding_scale(settings, d))
-                 if settings.secagg_enabled else 0.0)
         privacy = privacy_for(context, data)  # type: ignore[arg-type]
         remember_signing_key(context, admission.name, privacy.signing_key_path)
         save_preprocessing(admission, privacy, seed=settings.seed)
         try:
+            roster, bound = None, 0.0
+            if settings.secagg_enabled:
+                # Check, then draw: no noise is drawn and nothing charged before the round's
+                # settings pass the pinned roster's rules and its first stage is checked.
+                roster = check_secure_round(context, privacy, request.secagg or {}, settings,
+                                            _identity(admission), d)
+                bound = rounding_bound(num_parameters=d, scale=encoding_scale(settings, d))
             result = train_round(settings, hospital=data, hospital_index=admission.index,  # type: ignore[arg-type]
                                  privacy=privacy, trainer=trainer_for(task),  # type: ignore[arg-type]
-                                 global_weights=weights,
-                                 secure_aggregation=settings.secagg_enabled, rounding_bound=bound)
+                                 global_weights=weights, secure_aggregation=settings.secagg_enabled,
+                                 rounding_bound=bound, roster=roster)
+        except SecAggProtocolError as error:
+            result = _refusal("secure aggregation refused before any noise was drawn or epsilon "
+                              f"charged: {error}")
         except LedgerError as error:
             # Fail closed: no update; the server learns why (the hospital's admin must act).
-            result = RoundResult(None, float("nan"), f"its privacy ledger is unusable: {error}",
-                                 0.0, 0.0)
+            result = _refusal(f"its privacy ledger is unusable: {error}")
+        except (ValueError, OverflowError, ZeroDivisionError) as error:
+            # A settings value no check above names: still a decline, never an error reply.
+            logger.warning("declining a round whose settings cannot be applied", exc_info=True)
+            result = _refusal(f"the round's settings cannot be applied: {error}")
         return privacy, result
 
     @client_app.train()

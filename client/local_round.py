@@ -1,10 +1,20 @@
-"""One hospital's part of one round, without Flower: check the budget, train, privatize, charge.
+"""One hospital's part of one round, without Flower: check, draw, save, charge, return.
 
-Order matters for privacy: the noised update is saved beside the ledger, the ledger is charged
-(on disk), then the update is returned, so a crash between charging and sending can only
-over-count. A round already charged is never charged again and no newly noised update is
-released for it: a repeated request (a server resumed from its checkpoint) gets the saved one,
-if it asks with the same global weights, and a decline otherwise.
+Order matters for privacy. Under the round's lock (``ReleaseStore.round_lock``, held across
+processes) the hospital reads its ledger, checks the request against the release saved for the
+round and against its budget, and only then trains and draws noise; it saves the noised update
+beside the ledger, charges the ledger (on disk), and returns the update, so a crash between
+charging and sending can only over-count. A refusal before the draw costs no epsilon.
+
+A release belongs to the request it was made for (``client.release_store.ReleaseKey``: run,
+round, level, noise mode, secure or not, the shaping settings, the weights, the roster, t, c,
+h). A request with the saved release's key (a server resumed from its checkpoint) gets that
+very release again, charged once. Any other request for the round is declined, naming what
+differs: e.g. a release made for a secure round, which carries only its share of distributed
+noise, never leaves in the clear. A release made for a secure round enters at most one secure
+aggregation (two sums over different survivor sets give it by subtraction), so every second
+secure request for the round is declined. A round charged without a saved release is declined.
+A retry is a new round number, with a fresh, charged release.
 """
 
 import logging
@@ -21,11 +31,13 @@ from client.privacy import (
     plan_round_event,
     privatize_update,
 )
-from client.release_store import Release, ReleaseStore, weights_digest
+from client.release_store import Release, ReleaseKey, ReleaseStore, SavedRelease, release_key
 from client.training import LocalTrainer
 from common.dp.clipping import clip_to_norm, compute_update
+from common.dp.events import GaussianRoundEvent
 from common.dp.ledger import UNBOUNDED_REASON, PrivacyLedger
-from common.errors import PrivacyBudgetExceededError
+from common.errors import LedgerError, PrivacyBudgetExceededError
+from common.secagg.roster import Roster
 from common.tasks import HospitalData
 from common.types import NDArrays
 from common.wire.modes import DpMode, NoiseMode
@@ -71,12 +83,16 @@ def train_round(
     global_weights: NDArrays,
     secure_aggregation: bool = False,
     rounding_bound: float = 0.0,
+    roster: Roster | None = None,
 ) -> RoundResult:
     """Run the hospital's local round and return what may leave the hospital.
 
     `secure_aggregation` says whether the update will leave only masked; distributed noise
-    (a 1/sqrt(t) share per hospital) is refused otherwise, since the update alone would not be
+    (a 1/sqrt(h) share per hospital) is refused otherwise, since the update alone would not be
     private. `rounding_bound` is the worst-case L2 error of secure aggregation's encoding.
+    `roster` is the pinned roster a secure round was checked against (its c counts in the
+    release's key); the caller checks the round against it before calling
+    (``client.secure_aggregation.check_secure_round``).
 
     Raises
     ------
@@ -93,56 +109,103 @@ def train_round(
     # comes from the hospital's own generator.
     shuffle_rng = np.random.default_rng([request.seed, request.server_round, hospital_index])
     if privacy.mode == DpMode.NONE:
-        weights, loss = trainer.fit(global_weights, hospital.x_train, hospital.y_train,
-                                    epochs=request.local_epochs, steps=request.local_steps,
-                                    batch_size=request.batch_size,
-                                    learning_rate=request.learning_rate, rng=shuffle_rng)
-        update = compute_update(weights, global_weights)
-        if request.clip_updates:
-            update, _ = clip_to_norm(update, clipping_norm=request.update_clipping_norm)
-        return RoundResult(update, loss, "", *_spent(None))
-
+        return _round_without_dp(request, hospital=hospital, trainer=trainer,
+                                 global_weights=global_weights, shuffle_rng=shuffle_rng)
+    # A missing ledger is refused before anything is made on disk (the lock's directory).
     ledger, refusal = open_ledger(privacy, hospital.name)
     if ledger is None:
         return _decline(refusal, None)
     store = ReleaseStore(privacy.ledger_path)
-    # One release per round: a concurrent request for the same round waits here, then finds
-    # the saved release (check, noise draw, save and charge happen under the lock).
+    key = release_key(request, level=privacy.mode, secure=secure_aggregation,
+                      weights=global_weights,
+                      roster_digest=(privacy.roster_sha256 or "").strip().lower(),
+                      colluders=max(privacy.colluding, roster.colluders if roster else 0))
+    # One release per round: a concurrent request for the same round waits here; the ledger
+    # is read again inside the lock, so it sees what the first request saved and charged.
     with store.round_lock(request.run_id, request.server_round, privacy.mode):
-        return _private_round(request, hospital=hospital, hospital_index=hospital_index,
+        ledger, refusal = open_ledger(privacy, hospital.name)
+        if ledger is None:
+            return _decline(refusal, None)
+        return _private_round(request, key, hospital=hospital, hospital_index=hospital_index,
                               privacy=privacy, trainer=trainer, global_weights=global_weights,
                               ledger=ledger, store=store, rounding_bound=rounding_bound,
-                              shuffle_rng=shuffle_rng, secure_aggregation=secure_aggregation)
+                              shuffle_rng=shuffle_rng)
+
+
+def _round_without_dp(request: RoundSettings, *, hospital: HospitalData, trainer: LocalTrainer,
+                      global_weights: NDArrays, shuffle_rng: np.random.Generator) -> RoundResult:
+    """A non-private round: train, optionally clip; a non-finite update is declined."""
+    weights, loss = trainer.fit(global_weights, hospital.x_train, hospital.y_train,
+                                epochs=request.local_epochs, steps=request.local_steps,
+                                batch_size=request.batch_size,
+                                learning_rate=request.learning_rate, rng=shuffle_rng)
+    update = compute_update(weights, global_weights)
+    if not _finite(update):
+        return _decline(f"local training diverged (a non-finite update) at learning-rate "
+                        f"{request.learning_rate:g}", None)
+    if request.clip_updates:
+        update, _ = clip_to_norm(update, clipping_norm=request.update_clipping_norm)
+    return RoundResult(update, loss, "", *_spent(None))
 
 
 def _private_round(
-    request: RoundSettings, *, hospital: HospitalData, hospital_index: int,
+    request: RoundSettings, key: ReleaseKey, *, hospital: HospitalData, hospital_index: int,
     privacy: HospitalPrivacy, trainer: LocalTrainer, global_weights: NDArrays,
     ledger: PrivacyLedger, store: ReleaseStore, rounding_bound: float,
-    shuffle_rng: np.random.Generator, secure_aggregation: bool,
+    shuffle_rng: np.random.Generator,
 ) -> RoundResult:
     """The DP round under the round lock: saved release, plan, budget, train, save, charge."""
-    level = privacy.mode
-    digest = weights_digest(global_weights)
-    saved = store.load(request.run_id, request.server_round, level, digest=digest)
-    if saved is not None and secure_aggregation:
-        # Two sums over overlapping sets would give their difference: this hospital's update.
-        return _decline(f"round {request.server_round} of run {request.run_id} was already "
-                        "released into a secure aggregation; a saved release is never put "
-                        "into a second one", ledger)
+    saved = store.load(request.run_id, request.server_round, key.level)
+    charged = any(e.run == request.run_id and e.round == request.server_round
+                  and e.event.level == key.level for e in ledger.entries)
+    refusal = _saved_release_refusal(key, saved, charged=charged)
+    if refusal:
+        return _decline(refusal, ledger)
     if saved is not None:
-        # Asked again for a round already computed: resend that very update (charged once).
+        # The identical request again (e.g. a resumed server): that very update, charged once.
         try:
-            ledger.charge(request.run_id, request.server_round, saved.event)
+            ledger.charge(request.run_id, request.server_round, saved.release.event)
         except PrivacyBudgetExceededError as error:
             return _decline(str(error), ledger)
-        return _result(saved, global_weights, ledger)
-    if any(e.run == request.run_id and e.round == request.server_round and e.event.level == level
-           for e in ledger.entries):
-        return _decline(f"round {request.server_round} of run {request.run_id} is already "
-                        "charged; a second noised update would go unaccounted", ledger)
+        return _result(saved.release, global_weights, ledger)
+    event = _plan(request, privacy=privacy, hospital=hospital, ledger=ledger)
+    if isinstance(event, str):
+        return _decline(event, ledger)
+    noise_rng = privacy.noise_rng(server_round=request.server_round, hospital_index=hospital_index)
+    release = _draw_release(request, event, hospital=hospital, trainer=trainer,
+                            global_weights=global_weights, rounding_bound=rounding_bound,
+                            shuffle_rng=shuffle_rng, noise_rng=noise_rng)
+    store.save(key, release)
+    return _charge(key, release, ledger=ledger, store=store, global_weights=global_weights)
+
+
+def _saved_release_refusal(key: ReleaseKey, saved: SavedRelease | None, *,
+                           charged: bool) -> str:
+    """Why a request with `key` gets neither the saved release nor a new one ('' if it may)."""
+    where = f"round {key.server_round} of run {key.run_id}"
+    if saved is not None and key.secure and saved.key.secure:
+        return (f"{where} was already released into a secure aggregation; a saved release is "
+                "never put into a second one (two sums over different survivor sets give its "
+                "update by subtraction); a retry is a new round number")
+    if saved is not None:
+        differences = saved.key.differences(key)
+        if not differences:
+            return ""
+        has = "is already charged for" if charged else "already has"
+        return (f"{where} {has} a release made for another request; it is sent for no other "
+                "request, and no second release is made for the round (it would go "
+                f"unaccounted): this request differs in {'; '.join(differences)}")
+    if charged:
+        return f"{where} is already charged; a second noised update would go unaccounted"
+    return ""
+
+
+def _plan(request: RoundSettings, *, privacy: HospitalPrivacy, hospital: HospitalData,
+          ledger: PrivacyLedger) -> GaussianRoundEvent | str:
+    """The round's event, calibrated and checked against the budget, or why to decline."""
+    level = privacy.mode
     if level == "hospital" and ledger.is_hospital_level_unbounded():
-        return _decline(UNBOUNDED_REASON, ledger)
+        return UNBOUNDED_REASON
     if level == "patient":
         sample_rate = min(1.0, request.batch_size / hospital.num_train)
         steps = dp_sgd_steps(rows=hospital.num_train, batch_size=request.batch_size,
@@ -164,26 +227,35 @@ def _private_round(
                                      planned_rounds=request.planned_rounds,
                                      sample_rate=sample_rate, steps_per_round=steps)
     except PrivacyBudgetExceededError as error:
-        return _decline(str(error), ledger)
+        return str(error)
     if level == "hospital" and event.noise_multiplier > request.max_noise_multiplier:
-        return _decline(f"hospital-level noise multiplier {event.noise_multiplier:.4g} would "
-                        f"exceed the run's dp.max-noise-multiplier "
-                        f"{request.max_noise_multiplier:.4g}", ledger)
+        return (f"hospital-level noise multiplier {event.noise_multiplier:.4g} would exceed the "
+                f"run's dp.max-noise-multiplier {request.max_noise_multiplier:.4g}")
     if ledger.would_exceed(event):
-        return _decline(f"{level}-level epsilon would reach {ledger.projected_epsilon(event):.4g}"
-                        f" > budget {ledger.budget_epsilon:.4g}", ledger)
+        return (f"{level}-level epsilon would reach {ledger.projected_epsilon(event):.4g} > "
+                f"budget {ledger.budget_epsilon:.4g}")
+    return event
 
-    noise_rng = privacy.noise_rng(server_round=request.server_round, hospital_index=hospital_index)
-    if level == "patient":
+
+def _draw_release(request: RoundSettings, event: GaussianRoundEvent, *, hospital: HospitalData,
+                  trainer: LocalTrainer, global_weights: NDArrays, rounding_bound: float,
+                  shuffle_rng: np.random.Generator, noise_rng: np.random.Generator) -> Release:
+    """Train and privatize: the noise of the round is drawn here, once.
+
+    A non-finite update (diverged training) counts as the zero update: what leaves is then
+    still the mechanism's output for an update within the clip, so the guarantee holds and
+    nothing data-dependent shows in whether the hospital replies.
+    """
+    if event.level == "patient":
         weights, applied = trainer.fit_dp_sgd(
-            global_weights, hospital.x_train, hospital.y_train, steps=steps,
+            global_weights, hospital.x_train, hospital.y_train, steps=event.steps,
             batch_size=request.batch_size, learning_rate=request.learning_rate,
             clipping_norm=request.clipping_norm, noise_multiplier=event.noise_multiplier,
             rng=noise_rng)
         if applied != event:
             raise RuntimeError(f"DP-SGD applied {applied}, but {event} was planned")
         # Post-processing: bounds what the server sees, for its validation.
-        update, _ = clip_to_norm(compute_update(weights, global_weights),
+        update, _ = clip_to_norm(_finite_or_zero(compute_update(weights, global_weights)),
                                  clipping_norm=request.update_clipping_norm)
         loss, stddev = float("nan"), 0.0
     else:
@@ -195,13 +267,45 @@ def _private_round(
                                        noise_mode=request.noise_mode,
                                        honest_contributors=request.honest_contributors or 1,
                                        rounding_bound=rounding_bound)
-        update = privatize_update(compute_update(weights, global_weights),
+        update = privatize_update(_finite_or_zero(compute_update(weights, global_weights)),
                                   clipping_norm=request.clipping_norm, stddev=stddev, rng=noise_rng)
-    release = Release(update=[u.astype(g.dtype) for u, g in zip(update, global_weights, strict=True)],
-                      event=event, train_loss=loss, noise_stddev=stddev)
-    store.save(request.run_id, request.server_round, release, digest=digest)
-    ledger.charge(request.run_id, request.server_round, event)  # on disk before release
+    return Release(update=[u.astype(g.dtype) for u, g in zip(update, global_weights, strict=True)],
+                   event=event, train_loss=loss, noise_stddev=stddev)
+
+
+def _charge(key: ReleaseKey, release: Release, *, ledger: PrivacyLedger, store: ReleaseStore,
+            global_weights: NDArrays) -> RoundResult:
+    """Charge the saved release (on disk) and return it; a failed charge discards it.
+
+    A charge that finds the round already charged (by a request that did not hold the lock)
+    sends nothing: the release just saved is discarded, never a second one for the round.
+    """
+    where = f"round {key.server_round} of run {key.run_id}"
+    try:
+        added = ledger.charge(key.run_id, key.server_round, release.event)  # before release
+    except PrivacyBudgetExceededError as error:
+        store.discard(key)
+        return _decline(str(error), ledger)
+    except LedgerError:
+        store.discard(key)
+        raise
+    if not added:
+        store.discard(key)
+        return _decline(f"{where} was charged meanwhile for another request; a second noised "
+                        "update would go unaccounted", ledger)
     return _result(release, global_weights, ledger)
+
+
+def _finite(update: NDArrays) -> bool:
+    return all(bool(np.all(np.isfinite(u))) for u in update)
+
+
+def _finite_or_zero(update: NDArrays) -> NDArrays:
+    """The update, or zeros of its shapes if any value is not finite (diverged training)."""
+    if _finite(update):
+        return update
+    logger.warning("local training diverged (non-finite update): the zero update is privatized")
+    return [np.zeros_like(u) for u in update]
 
 
 def _result(release: Release, global_weights: NDArrays, ledger: PrivacyLedger) -> RoundResult:

@@ -11,6 +11,12 @@ consistency check: it signs the survivor set before any share is revealed) and `
 answer the later stages. One protocol client per run lives only in the node's in-memory
 ``Context.state`` (its round counter refuses to re-run a round, and a second unmasking of a
 round over another survivor set); key material is never logged or written.
+
+``check_secure_round`` runs before the hospital draws any noise or charges its ledger: the
+pinned roster and signing key, the round's hospital count, t and h against the roster's rules
+(the protocol's own ``threshold_problem``), the encoding derived from the settings, and the
+first stage's request (run, round, roster digest, settings digest, keys advertised for the
+round). A refusal there costs no epsilon and saves no release.
 """
 
 from collections.abc import Callable
@@ -22,6 +28,8 @@ from flwr.app import ConfigRecord, Context, Message
 
 from client.privacy import HospitalPrivacy
 from common.errors import SecAggProtocolError
+from common.secagg.client_state import ClientState
+from common.secagg.messages import MIN_PARTICIPANTS
 from common.secagg.protocol import (
     Key,
     Roster,
@@ -30,9 +38,11 @@ from common.secagg.protocol import (
     Stage,
     load_roster,
     load_signing_key,
+    threshold_problem,
     vector_from_bytes,
     vector_to_bytes,
 )
+from common.secagg.round_settings import honest_contributors, signed_settings
 from common.wire.actions import (
     SECAGG_ADVERTISE,
     SECAGG_CHECK,
@@ -43,6 +53,7 @@ from common.wire.actions import (
 from common.wire.fields import WireFormatError
 from common.wire.records import pack_reply, unpack_request
 from common.wire.replies import HospitalIdentity, RoundRef, SecAggPayload, SecAggStageReply
+from common.wire.settings import RoundSettings
 
 STATE_CLIENT = "secagg-client"
 STATE_INPUT = "secagg-input"
@@ -86,6 +97,112 @@ def _key(privacy: HospitalPrivacy):  # type: ignore[no-untyped-def]
         return _signing_key(Path(path))
     except (OSError, ValueError) as error:
         raise SecAggProtocolError("roster", f"signing key {path}: {error}") from None
+
+
+def roster_rules_problem(settings: RoundSettings, roster: Roster, *,
+                         colluding: int = 0) -> str | None:
+    """Why the round's hospital count, t or h breaks the pinned roster's rules (None: they hold).
+
+    n (``hospitals``) must be at least 3 and at most the roster's members; t
+    (``secagg-threshold``) must pass the protocol's own rule, ``threshold_problem`` (t <= n,
+    t >= the roster's smallest threshold, t >= floor((n + c)/2) + 1), with c the larger of the
+    roster's and the hospital's own (node config ``colluding-hospitals``); h (the divisor of
+    distributed noise, ``honest-contributors``; 1 in other modes) must be at most t - c and at
+    most the h the roster states. Each reason starts with the wire field at fault.
+    """
+    n, t = settings.hospitals, settings.secagg_threshold
+    c = max(colluding, roster.colluders)
+    if not MIN_PARTICIPANTS <= n <= roster.size:
+        return (f"hospitals: the round counts {n} hospitals; this hospital's pinned roster "
+                f"allows {MIN_PARTICIPANTS} to its {roster.size} members")
+    problem = threshold_problem(t, n, c, min_threshold=roster.min_threshold)
+    if problem is not None:
+        return f"secagg-threshold: {problem}"
+    h = honest_contributors(settings)
+    if h > t - c or (roster.honest is not None and h > roster.honest):
+        stated = "" if roster.honest is None else f" and the roster states h={roster.honest}"
+        return (f"honest-contributors: the round divides the noise by h={h}, but with t={t} "
+                f"and c={c} only t - c = {t - c} honest contributors are guaranteed{stated}")
+    return None
+
+
+def check_secure_round(context: Context, privacy: HospitalPrivacy, request: SecAggPayload,
+                       settings: RoundSettings, identity: HospitalIdentity,
+                       num_parameters: int) -> Roster:
+    """Check a secure round before any noise is drawn or epsilon charged; return the roster.
+
+    Checks the pinned roster and signing key, that this hospital is on the roster,
+    ``roster_rules_problem``, that the encoding (range, scale) derives from the settings,
+    and the round's first stage request (``_check_first_stage``).
+
+    Raises
+    ------
+    SecAggProtocolError
+        With the reason (naming the field at fault) when the hospital must refuse the round.
+    """
+    roster = pinned_roster(privacy)
+    _key(privacy)
+    if identity.name not in roster.names:
+        raise SecAggProtocolError("roster", f"this hospital ({identity.name!r}) is not on its "
+                                  "pinned roster")
+    problem = roster_rules_problem(settings, roster, colluding=privacy.colluding)
+    if problem is not None:
+        raise SecAggProtocolError("settings", problem)
+    try:
+        signed = signed_settings(settings, num_parameters)
+    except (ValueError, OverflowError, ZeroDivisionError) as error:
+        raise SecAggProtocolError("settings", "the encoding cannot be derived from the round's "
+                                  "clipping-norm, update-clipping-norm, noise-multiplier, "
+                                  f"max-noise-multiplier and hospitals: {error}") from None
+    _check_first_stage(context, request, settings, roster, signed)
+    return roster
+
+
+def _check_first_stage(context: Context, request: SecAggPayload, settings: RoundSettings,
+                       roster: Roster, signed: SecAggSettings) -> None:
+    """The round's first stage, as far as it can be checked before training.
+
+    Advertise-keys must name the run, the round, this hospital's pinned roster and the digest
+    of the settings it accepts, for a round this node has not begun (or only advertised keys
+    for); share-keys must follow keys this node advertised for this very round under the same
+    settings (signed with the previous round's unmask). Anything else is refused.
+    """
+    stage, number = request.get(Key.STAGE), request.get(Key.ROUND)
+    if stage not in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS):
+        raise SecAggProtocolError(str(stage), "a secure round starts with advertise-keys or "
+                                  "share-keys")
+    if number != settings.server_round:
+        raise SecAggProtocolError(str(stage), f"the stage request is for round {number!r}, the "
+                                  f"settings for round {settings.server_round}")
+    state = _state_of_run(context, settings.run_id)
+    advertised = (state is not None and state.round_number == settings.server_round
+                  and state.expected == Stage.SHARE_KEYS and not state.closed)
+    if stage == Stage.SHARE_KEYS:
+        if not advertised or state is None or state.settings_digest != signed.digest():
+            raise SecAggProtocolError(stage, f"this hospital advertised no keys for round "
+                                      f"{settings.server_round} under these settings")
+        return
+    if state is not None and state.round_number >= settings.server_round and not advertised:
+        raise SecAggProtocolError(stage, f"round {settings.server_round} was already begun at "
+                                  f"this hospital (it is at round {state.round_number}): a "
+                                  "round is answered at most once")
+    expected = {Key.RUN_ID: settings.run_id, Key.ROSTER_DIGEST: roster.digest,
+                Key.SETTINGS_DIGEST: signed.digest()}
+    for key, value in expected.items():
+        if request.get(key) != value:
+            raise SecAggProtocolError(stage, f"the request's {key} does not match this "
+                                      "hospital's run, pinned roster and accepted settings")
+
+
+def _state_of_run(context: Context, run_id: str) -> ClientState | None:
+    """The node's protocol state for run `run_id`, if it has one (and it is readable)."""
+    if STATE_CLIENT not in context.state:
+        return None
+    try:
+        state = ClientState.from_record(dict(context.state[STATE_CLIENT]))
+    except SecAggProtocolError:
+        return None
+    return state if state.run_id == run_id else None
 
 
 def _text(context: Context, record: str, key: str) -> str:
@@ -165,7 +282,8 @@ def start_round(context: Context, privacy: HospitalPrivacy, request: SecAggPaylo
 def _unused_advertisement(client: SecAggClient, request: SecAggPayload,
                           server_round: int) -> bool:
     """Whether `request` re-asks advertise-keys for the round the client advertised for and
-    has answered nothing else of (it still expects share-keys)."""
+    has answered nothing else of (it still expects share-keys).
+    """
     return (request.get(Key.STAGE) == Stage.ADVERTISE_KEYS
             and client.round_number == server_round
             and client.state.expected == Stage.SHARE_KEYS and not client.state.closed)

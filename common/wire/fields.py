@@ -42,14 +42,14 @@ def _raw(fields: Mapping[str, object], key: str) -> object:
 def read_int(fields: Mapping[str, object], key: str, *, minimum: int,
              maximum: int = 2**62) -> int:
     """Return an integer field in [minimum, maximum]."""
-    value = _raw(fields, key)
+    received = value = _raw(fields, key)
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer() and math.isfinite(value):
             value = int(value)
         else:
             raise WireFormatError(key, f"must be an integer, got {value!r}")
-    if not minimum <= value <= maximum:
-        raise WireFormatError(key, f"must be in [{minimum}, {maximum}], got {value!r}")
+    if not minimum <= value <= maximum:  # the value as received (1e300, not its 301 digits)
+        raise WireFormatError(key, f"must be in [{minimum}, {maximum}], got {received!r}")
     return value
 
 

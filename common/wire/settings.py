@@ -23,6 +23,13 @@ RUN_ID_PATTERN = r"[0-9A-Za-z_-]{1,64}"
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 MAX_ROUNDS = 1_000_000
 MAX_HOSPITALS = 100_000
+# Upper bounds far above any sensible run, low enough that nothing derived from them (noise
+# stddev 2 z C, the encoding's range C + k sigma and scale) overflows or loses all precision.
+MAX_NORM = 1e6  # an L2 norm in model-weight units (clips, secure aggregation's clip bound)
+MAX_LEARNING_RATE = 1e3
+MAX_DIRICHLET_ALPHA = 1e6
+MAX_NOISE_MULTIPLIER = 1e6
+MAX_SEED = 2**62  # numpy's generators take seeds >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,26 +100,31 @@ def settings_from_fields(raw: Mapping[str, object]) -> RoundSettings:
         planned_rounds=read_int(raw, k["planned_rounds"], minimum=1, maximum=MAX_ROUNDS),
         task=read_text(raw, k["task"], pattern=NAME_PATTERN, max_length=64),
         hospitals=read_int(raw, k["hospitals"], minimum=1, maximum=MAX_HOSPITALS),
-        seed=read_int(raw, k["seed"], minimum=-(2**62)),
+        seed=read_int(raw, k["seed"], minimum=0, maximum=MAX_SEED),
         partition=read_enum(raw, k["partition"], Partition),
-        dirichlet_alpha=read_float(raw, k["dirichlet_alpha"], minimum=0, strict_minimum=True),
+        dirichlet_alpha=read_float(raw, k["dirichlet_alpha"], minimum=0, strict_minimum=True,
+                                   maximum=MAX_DIRICHLET_ALPHA),
         local_epochs=read_int(raw, k["local_epochs"], minimum=1, maximum=10_000),
         local_steps=read_int(raw, k["local_steps"], minimum=0, maximum=10_000_000),
         batch_size=read_int(raw, k["batch_size"], minimum=1, maximum=10_000_000),
-        learning_rate=read_float(raw, k["learning_rate"], minimum=0, strict_minimum=True),
+        learning_rate=read_float(raw, k["learning_rate"], minimum=0, strict_minimum=True,
+                                 maximum=MAX_LEARNING_RATE),
         dp_mode=read_enum(raw, k["dp_mode"], DpMode),
-        clipping_norm=read_float(raw, k["clipping_norm"], minimum=0, strict_minimum=True),
+        clipping_norm=read_float(raw, k["clipping_norm"], minimum=0, strict_minimum=True,
+                                 maximum=MAX_NORM),
         update_clipping_norm=read_float(raw, k["update_clipping_norm"], minimum=0,
-                                        strict_minimum=True),
+                                        strict_minimum=True, maximum=MAX_NORM),
         max_noise_multiplier=read_float(raw, k["max_noise_multiplier"], minimum=0,
-                                        strict_minimum=True, maximum=1e6),
+                                        strict_minimum=True, maximum=MAX_NOISE_MULTIPLIER),
         clip_updates=read_bool(raw, k["clip_updates"]),
         noise_mode=read_enum(raw, k["noise_mode"], NoiseMode),
         weighting=read_enum(raw, k["weighting"], Weighting),
         secagg_enabled=read_bool(raw, k["secagg_enabled"]),
         secagg_threshold=read_int(raw, k["secagg_threshold"], minimum=0, maximum=MAX_HOSPITALS),
-        secagg_clip_bound=read_float(raw, k["secagg_clip_bound"], minimum=0, strict_minimum=True),
-        noise_multiplier=read_float(raw, k["noise_multiplier"], minimum=0, maximum=1e6),
+        secagg_clip_bound=read_float(raw, k["secagg_clip_bound"], minimum=0, strict_minimum=True,
+                                     maximum=MAX_NORM),
+        noise_multiplier=read_float(raw, k["noise_multiplier"], minimum=0,
+                                    maximum=MAX_NOISE_MULTIPLIER),
         honest_contributors=read_int(raw, k["honest_contributors"], minimum=0,
                                      maximum=MAX_HOSPITALS),
         evaluate_received=read_bool(raw, k["evaluate_received"]),

@@ -3,17 +3,20 @@
 import multiprocessing
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from client.release_store import Release, ReleaseStore
+from client.release_store import Release, ReleaseKey, ReleaseStore
 from common.dp.events import GaussianRoundEvent
 from common.dp.ledger import PrivacyLedger
 
 EVENT = GaussianRoundEvent(1.0, 1.0, 1, "hospital")
-DIGEST = "d" * 64
+KEY = ReleaseKey(run_id="run", server_round=1, level="hospital", noise_mode="local",
+                 secure=False, settings=(("clipping-norm", 0.5),), weights_digest="d" * 64,
+                 roster_digest="", threshold=0, colluders=0, honest=0)
 
 
 def _answer(ledger_path: str, use_lock: bool) -> list[float]:
@@ -22,13 +25,13 @@ def _answer(ledger_path: str, use_lock: bool) -> list[float]:
     ledger = PrivacyLedger.open(Path(ledger_path), hospital="va")
 
     def release() -> list[float]:
-        saved = store.load("run", 1, "hospital", digest=DIGEST)
+        saved = store.load("run", 1, "hospital")
         if saved is not None:
-            ledger.charge("run", 1, saved.event)
-            return saved.update[0].tolist()
+            ledger.charge("run", 1, saved.release.event)
+            return saved.release.update[0].tolist()
         time.sleep(0.3)  # the noise draw and training take a while
         update = [np.random.default_rng().normal(size=4)]
-        store.save("run", 1, Release(update, EVENT, float("nan"), 1.0), digest=DIGEST)
+        store.save(KEY, Release(update, EVENT, float("nan"), 1.0))
         ledger.charge("run", 1, EVENT)
         return update[0].tolist()
 
@@ -119,6 +122,8 @@ def test_saved_release_keeps_its_noise_mode(ledger_path):
     store = ReleaseStore(ledger_path)
     event = GaussianRoundEvent(1.0, 1.0, 1, "hospital", noise_mode="distributed")
 
-    store.save("run", 2, Release([np.zeros(3)], event, float("nan"), 0.5), digest=DIGEST)
+    key = replace(KEY, server_round=2, noise_mode="distributed")
+    store.save(key, Release([np.zeros(3)], event, float("nan"), 0.5))
 
-    assert store.load("run", 2, "hospital", digest=DIGEST).event == event
+    saved = store.load("run", 2, "hospital")
+    assert saved.release.event == event and saved.key == key
