@@ -42,6 +42,7 @@ from common.secagg.protocol import (
     vector_from_bytes,
     vector_to_bytes,
 )
+from common.secagg.roster import colluders_problem
 from common.secagg.round_settings import honest_contributors, signed_settings
 from common.wire.actions import (
     SECAGG_ADVERTISE,
@@ -131,7 +132,8 @@ def check_secure_round(context: Context, privacy: HospitalPrivacy, request: SecA
                        num_parameters: int) -> Roster:
     """Check a secure round before any noise is drawn or epsilon charged; return the roster.
 
-    Checks the pinned roster and signing key, that this hospital is on the roster,
+    Checks the pinned roster and signing key, that this hospital is on the roster, that the
+    roster's c is at least the hospital's own minimum (``colluders_problem``),
     ``roster_rules_problem``, that the encoding (range, scale) derives from the settings,
     and the round's first stage request (``_check_first_stage``).
 
@@ -145,6 +147,9 @@ def check_secure_round(context: Context, privacy: HospitalPrivacy, request: SecA
     if identity.name not in roster.names:
         raise SecAggProtocolError("roster", f"this hospital ({identity.name!r}) is not on its "
                                   "pinned roster")
+    refusal = colluders_problem(roster, minimum=privacy.colluding)
+    if refusal is not None:  # a roster assuming fewer colluders than this hospital accepts
+        raise SecAggProtocolError("roster", refusal)
     problem = roster_rules_problem(settings, roster, colluding=privacy.colluding)
     if problem is not None:
         raise SecAggProtocolError("settings", problem)
