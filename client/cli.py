@@ -1,12 +1,21 @@
-"""Hospital commands of the ``fedcare`` CLI (run at the hospital, on its own files)."""
+"""Hospital commands of the ``fedcare`` CLI (run at the hospital, on its own files).
 
+Each command imports what it computes with inside its body: showing a ledger, checking a
+data file, reading a roster or a certificate loads no TensorFlow, torch or Opacus.
+"""
+
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import click
 import typer
 import typer.core
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from common.dp.ledger import PrivacyLedger
 
 hospital_app = typer.Typer(add_completion=False)
 console = Console()
@@ -27,52 +36,128 @@ budget_app = typer.Typer(cls=_BudgetGroup, add_completion=False, no_args_is_help
                               "(budget init PATH).")
 
 HeadOption = Annotated[Path | None, typer.Option(
-    "--head", help="The ledger's head file (node config ledger-head-path), ideally on another "
-                   "volume; default: .<name>.head beside the ledger.")]
+    "--head", help="The ledger's head file (node config ledger-head-path), apart from the "
+                   "ledger's directory; default: the one the ledger records.")]
+InitHeadOption = Annotated[Path | None, typer.Option(
+    "--head", help="Where to keep the ledger's head file (node config ledger-head-path), "
+                   "apart from the ledger's directory, ideally on another volume or with "
+                   "another party; the ledger records it. Default: "
+                   "$FEDCARE_HOME/heads/HOSPITAL.head (~/.fedcare).")]
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    """A ledger's epsilon spent per level (inf: unbounded) and rounds like the last left."""
+
+    patient: float
+    hospital: float
+    rounds_left: int | None  # None: not known (no entry yet, or not recorded)
 
 
 @budget_app.command("show")
 def budget(
     path: Annotated[Path, typer.Argument(help="The hospital's ledger JSON file.")],
     head: HeadOption = None,
+    recompute: Annotated[bool, typer.Option(
+        "--recompute", help="Recompute every figure with Opacus from the ledger's history "
+                            "and say whether the recorded figures agree (exit 1 if not).")
+                         ] = False,
 ) -> None:
     """Show a hospital's privacy ledger: both levels' epsilon spent, remaining, rounds left.
 
-    The patient level composes every entry (a hospital-level release protects each patient
-    too); after a patient-level entry the hospital level is unbounded.
+    The figures are the ones recorded with the last entry, computed by Opacus when it was
+    charged (no accountant is loaded to show them); ``--recompute`` recomputes them. The
+    patient level composes every entry (a hospital-level release protects each patient too);
+    after a patient-level entry the hospital level is unbounded.
     """
     from common.dp.ledger import PrivacyLedger
     from common.errors import LedgerError
 
+    default_head = None
+    if not path.is_file():  # deleted, or never made: its head file (if any) tells which
+        from client.privacy import default_head_path
+
+        default_head = default_head_path(path.stem)
     try:
-        ledger = PrivacyLedger.read(path, head_path=head)
-        spent = {level: ledger.epsilon_spent(level) for level in ("patient", "hospital")}
-        unbounded = ledger.is_hospital_level_unbounded()
-        last = ledger.entries[-1].event if ledger.entries else None
-        last_hospital = next((e.event for e in reversed(ledger.entries)
-                              if e.event.level == "hospital"), None)
-        left = {"patient": ledger.rounds_left(last) if last else "-",
-                "hospital": (0 if unbounded else ledger.rounds_left(last_hospital))
-                if last_hospital else "-"}
+        ledger = PrivacyLedger.read(path, head_path=head, default_head_path=default_head)
+        shown, why = _recorded_figures(ledger)
+        if recompute or shown is None:
+            recomputed = _opacus_figures(ledger)
     except LedgerError as error:
         _fail(str(error))
+    if recompute:
+        _print_budget(ledger, recomputed, "recomputed by Opacus from the ledger's history")
+        _compare(shown, why, recomputed)
+    elif shown is None:
+        _print_budget(ledger, recomputed, f"recomputed by Opacus: {why}")
+    else:
+        _print_budget(ledger, shown, why)
+
+
+def _recorded_figures(ledger: "PrivacyLedger") -> tuple[_Figures | None, str]:
+    """The figures recorded with the last entry, or None and why they cannot be shown."""
+    after = ledger.recorded_figures
+    if not ledger.entries:
+        return _Figures(0.0, 0.0, None), "no entries yet"
+    if after is None:
+        return None, "the last entry records no figures (charged by an older fedcare)"
+    if (after.delta, after.budget_epsilon) != (ledger.budget_delta, ledger.budget_epsilon):
+        return None, "the budget was lowered after the last charge"
+    how = f"recorded at charge time (Opacus, delta {after.delta:g})"
+    return _Figures(after.patient, after.hospital, after.rounds_left), how
+
+
+def _opacus_figures(ledger: "PrivacyLedger") -> _Figures:
+    """Every figure computed by Opacus from the ledger's recorded history (imports Opacus)."""
+    last = ledger.entries[-1].event if ledger.entries else None
+    return _Figures(ledger.epsilon_spent("patient"), ledger.epsilon_spent("hospital"),
+                    ledger.rounds_left(last) if last is not None else None)
+
+
+def _compare(recorded: _Figures | None, why: str, recomputed: _Figures) -> None:
+    """Say whether the recorded figures equal Opacus's; exit 1 if any differs."""
+    if recorded is None:
+        console.print(f"no recorded figures to compare: {why}")
+        return
+    pairs = (("patient-level epsilon", recorded.patient, recomputed.patient),
+             ("hospital-level epsilon", recorded.hospital, recomputed.hospital))
+    wrong = [f"{name}: recorded {mine:.6g}, Opacus {theirs:.6g}" for name, mine, theirs in pairs
+             if not (mine == theirs or math.isclose(mine, theirs, rel_tol=1e-9))]
+    if recorded.rounds_left is not None and recorded.rounds_left != recomputed.rounds_left:
+        wrong.append(f"rounds left: recorded {recorded.rounds_left}, Opacus "
+                     f"{recomputed.rounds_left}")
+    if wrong:
+        _fail("the recorded figures DISAGREE with Opacus on the ledger's history: "
+              + "; ".join(wrong), code=1)
+    checked = "both levels' epsilon" + (", rounds left" if recorded.rounds_left is not None
+                                        else "")
+    console.print(f"the recorded figures agree with Opacus ({checked})")
+
+
+def _print_budget(ledger: "PrivacyLedger", figures: _Figures, source: str) -> None:
+    """Print the ledger's table: spent, remaining and rounds left per level."""
     from rich.table import Table
 
     table = Table(title=f"privacy ledger of {ledger.hospital} ({ledger.accountant.upper()}, "
                         f"budget epsilon {ledger.budget_epsilon:g}, delta {ledger.budget_delta:g})")
     for column in ("level", "entries composed", "epsilon spent", "remaining", "rounds left*"):
         table.add_column(column, justify="right")
+    left = "-" if figures.rounds_left is None else str(figures.rounds_left)
+    unbounded = math.isinf(figures.hospital)
     hospital_entries = sum(e.event.level == "hospital" for e in ledger.entries)
-    table.add_row("patient", str(len(ledger.entries)), f"{spent['patient']:.4f}",
-                  f"{ledger.remaining('patient'):.4f}", str(left["patient"]))
-    if unbounded:
-        table.add_row("hospital", str(hospital_entries), "unbounded", "-", "0")
-    else:
-        table.add_row("hospital", str(hospital_entries), f"{spent['hospital']:.4f}",
-                      f"{ledger.remaining('hospital'):.4f}", str(left["hospital"]))
+    for level, count, spent in (("patient", len(ledger.entries), figures.patient),
+                                ("hospital", hospital_entries, figures.hospital)):
+        if math.isinf(spent):
+            table.add_row(level, str(count), "unbounded", "-", "0")
+        else:
+            table.add_row(level, str(count), f"{spent:.4f}",
+                          f"{max(0.0, ledger.budget_epsilon - spent):.4f}", left)
     console.print(table)
+    console.print(f"figures {source}; head file {ledger.head_path}")
     console.print("patient level: every entry (hospital-level releases at sample rate 1); "
-                  "* more rounds like the last one charged (same noise, sample rate, steps)")
+                  "* more rounds like the last one charged (same noise, sample rate, steps)"
+                  + ("; - : not recorded (PRV), see --recompute"
+                     if ledger.entries and figures.rounds_left is None else ""))
     if unbounded:
         console.print("hospital level: unbounded, since this ledger holds patient-level "
                       "releases; hospital-level runs are declined")
@@ -85,25 +170,29 @@ def budget_init(
                                                 "whole life (> 0).")] = 1.0,
     delta: Annotated[float, typer.Option(help="The budget's delta, in (0, 1).")] = 1e-5,
     accountant: Annotated[str, typer.Option(help="Opacus accountant: rdp or prv.")] = "rdp",
-    head: HeadOption = None,
+    head: InitHeadOption = None,
     hospital: Annotated[str | None, typer.Option(
         help="The hospital's name, as its node config gives it; default: the file name "
              "without its extension.")] = None,
 ) -> None:
-    """Create a hospital's privacy ledger with its budget (once; it is never recreated).
+    """Create a hospital's privacy ledger with its budget, and its head file apart from it.
 
-    fedcare refuses to train against a configured ledger that is missing: this command is
-    the deliberate act that starts a budget. Defaults are fedcare's strictest built-in
-    budget (epsilon 1, delta 1e-5, RDP).
+    fedcare refuses to train against a ledger that is missing: this command is the
+    deliberate act that starts a budget, once. The head file (printed) is kept outside the
+    ledger's directory, so deleting or restoring that directory is refused rather than taken
+    for a fresh budget. Defaults are fedcare's strictest built-in budget (epsilon 1, delta
+    1e-5, RDP).
     """
+    from client.privacy import default_head_path
     from common.dp.ledger import PrivacyLedger
     from common.errors import LedgerError
 
     name = hospital if hospital is not None else path.stem
+    head_file = head if head is not None else default_head_path(name)
     try:
         ledger = PrivacyLedger.create(path, hospital=name, budget_epsilon=epsilon,
                                       budget_delta=delta, accountant=accountant,  # type: ignore[arg-type]
-                                      head_path=head)
+                                      head_path=head_file)
     except LedgerError as error:
         _fail(f"budget init {path}: {error}")
     except ValueError as error:  # name the options the user typed
@@ -112,12 +201,25 @@ def budget_init(
         _fail(f"budget init {path}: {message.replace('accountant must', '--accountant must')}")
     typer.echo(f"{ledger.path}: privacy ledger of hospital {ledger.hospital!r}, budget epsilon "
                f"{ledger.budget_epsilon:g}, delta {ledger.budget_delta:g} "
-               f"({ledger.accountant.upper()}), head file {ledger.head_path}")
+               f"({ledger.accountant.upper()})")
+    typer.echo(f"head file {ledger.head_path} (recorded in the ledger; node config "
+               "ledger-head-path may name it). Keep it where deleting or restoring the ledger's "
+               "directory does not reach: another volume, or another party")
+    if ledger.path.resolve().parent in ledger.head_path.resolve().parents:
+        Console(stderr=True).print(
+            "[bold yellow]warning:[/] the head file is inside the ledger's directory: deleting "
+            "or restoring that directory would reset the budget unnoticed", highlight=False)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    """Print an error to stderr and exit with `code` (2: unusable input)."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    """Print an error to stderr and exit with `code` (2: unusable input).
+
+    Unwrapped, so that the paths it names can be copied whole.
+    """
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                               soft_wrap=True)
     raise typer.Exit(code=code)
 
 
@@ -227,20 +329,28 @@ def predict(
 
 
 def hospital_worker(
-    socket: Annotated[Path, typer.Option(help="Unix socket to listen on (created 0600), e.g. in the hospital's own directory; node config worker-socket names it.")],
-    authkey_file: Annotated[Path | None, typer.Option(help="Key file (hex, 0600) the relay must prove it holds; made if absent. Default: SOCKET.authkey.")] = None,
-    node_config: Annotated[Path | None, typer.Option(help="The SuperNode's node config file (.toml): used instead of the relayed one, so the shipped code cannot change data, ledger or budget.")] = None,
+    socket: Annotated[Path, typer.Option(
+        help="Unix socket to listen on (created 0600), e.g. in the hospital's own directory; "
+             "node config worker-socket names it.")],
+    authkey_file: Annotated[Path | None, typer.Option(
+        help="Key file (hex, 0600) the relay must prove it holds; made if absent. Default: "
+             "SOCKET.authkey.")] = None,
+    node_config: Annotated[Path | None, typer.Option(
+        help="The SuperNode's node config file (.toml): used instead of the relayed one, so "
+             "the shipped code cannot change data, ledger or budget.")] = None,
 ) -> None:
-    """Serve this hospital's ClientApp from one long-running process (start before flower-supernode).
+    """Serve this hospital's ClientApp from one long-running process (before the SuperNode).
 
     Loads fedcare's ClientApp (TensorFlow) once; Flower's per-message process relays each
-    message here (node config worker-socket). Stops on SIGTERM or Ctrl-C.
+    message here (node config worker-socket). Start it before flower-supernode. Stops on
+    SIGTERM or Ctrl-C.
     """
     import logging
 
     from client.worker_link import default_authkey_file
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     own_config = None
     if node_config is not None:
         from flwr.common.config import parse_config_args

@@ -18,12 +18,16 @@ schema-path       path to a file           its copy of the consortium's schema (
 ledger-path       path to a file           its privacy ledger, made by ``fedcare budget init``
                                            (missing: the hospital refuses to train); default
                                            ``$FEDCARE_HOME/ledgers/<name>.json``
-                                           (``~/.fedcare``), made on first use; the
+                                           (``~/.fedcare``; made on first use only for a
+                                           ``flwr run .`` simulated node); the
                                            preprocessing statistics go next to it
-ledger-head-path  path to a file           the ledger's hash-chain head, on another volume:
-                                           an older ledger copy restored is then refused
-budget-epsilon    number > 0               lowers its ledger's epsilon (a ledger made on first
-                                           use starts with it; default 1)
+ledger-head-path  path to a file           the ledger's hash-chain head, apart from the
+                                           ledger's directory (another volume is best);
+                                           default: the one the ledger records, else
+                                           ``$FEDCARE_HOME/heads/<name>.head``. Deleting or
+                                           restoring the ledger alone is then refused
+budget-epsilon    number > 0               lowers its ledger's epsilon (a simulated node's
+                                           ledger made on first use starts with it; default 1)
 budget-delta      number in (0, 1)         likewise its delta (default 1e-5)
 dp-mode           patient, hospital, none  the DP level it applies; it declines runs asking
                                            another (default ``patient``)
@@ -103,10 +107,10 @@ class NodeConfig:
         if unknown:
             raise ValueError(f"node config has unknown keys {unknown}; known keys: "
                              f"{', '.join(NODE_CONFIG_KEYS)}")
-        if "partition-id" not in node_config:
+        partition_id = _integer(node_config, "partition-id", minimum=0)
+        if partition_id is None:
             raise ValueError("node config has no 'partition-id': this node does not know "
                              "which hospital it is")
-        partition_id = _integer(node_config, "partition-id", minimum=0)
         num_partitions = _integer(node_config, "num-partitions", minimum=1)
         if num_partitions is not None and partition_id >= num_partitions:
             raise ValueError(f"node config partition-id must be < num-partitions="

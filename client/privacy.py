@@ -226,6 +226,15 @@ def default_ledger_path(hospital: str) -> Path:
     return fedcare_home() / "ledgers" / f"{hospital}.json"
 
 
+def default_head_path(hospital: str) -> Path:
+    """The built-in head file of `hospital`'s ledger: ``$FEDCARE_HOME/heads/<hospital>.head``.
+
+    A directory apart from ``ledgers/``, so that deleting or restoring the ledger directory
+    leaves the head that exposes it (``common.dp.ledger.PrivacyLedger``).
+    """
+    return fedcare_home() / "heads" / f"{hospital}.head"
+
+
 def privacy_from_node_config(node_config: dict[str, Any], hospital: str) -> HospitalPrivacy:
     """Return a hospital's privacy settings: its node config, else the built-in defaults.
 
@@ -234,22 +243,29 @@ def privacy_from_node_config(node_config: dict[str, Any], hospital: str) -> Hosp
     ``ledger-head-path``. Nothing here is read from the run config. Noise always comes from
     the operating system's entropy.
 
+    Every ledger is ``ledger_configured``: it must exist (``fedcare budget init``), except
+    the built-in one of a hospital simulated by Flower's simulation engine (``flwr run .``;
+    ``client.simulation_engine``), which the researcher owns: it is made on first use, its
+    head at ``default_head_path``.
+
     Raises
     ------
     ValueError
         If the node config is invalid (naming the key).
     """
     from client.node_config import NodeConfig
+    from client.simulation_engine import in_flower_simulation
 
     node = NodeConfig.from_node_config(node_config)
+    simulated = node.ledger_path is None and in_flower_simulation()
     return HospitalPrivacy(
         mode=node.dp_mode or DEFAULT_MODE,
         budget_epsilon=node.budget_epsilon or DEFAULT_EPSILON,
         budget_delta=node.budget_delta or DEFAULT_DELTA,
         accountant=node.accountant or DEFAULT_ACCOUNTANT,  # type: ignore[arg-type]
         ledger_path=node.ledger_path or default_ledger_path(hospital),
-        ledger_configured=node.ledger_path is not None,
-        head_path=node.ledger_head_path,
+        ledger_configured=not simulated,
+        head_path=node.ledger_head_path or (default_head_path(hospital) if simulated else None),
         colluding=node.colluding_hospitals or 0,
         roster_path=node.roster_path,
         roster_sha256=node.roster_sha256,
@@ -260,9 +276,14 @@ def privacy_from_node_config(node_config: dict[str, Any], hospital: str) -> Hosp
 def open_ledger(privacy: HospitalPrivacy, hospital: str) -> tuple["PrivacyLedger | None", str]:
     """Open the hospital's ledger: (ledger, '') or (None, why the hospital must refuse).
 
-    A configured ledger that is missing is a refusal naming ``fedcare budget init``: a fresh
-    budget must be a deliberate act of the hospital's. Only the built-in location is made on
-    first use, with the hospital's budget (its node config's, or the built-in defaults).
+    A configured ledger (every real hospital's, ``privacy_from_node_config``) is never
+    created here: missing, it is a refusal naming ``fedcare budget init`` when its head file
+    is missing too, else saying that it was deleted. Its head file is the node config's
+    ``ledger-head-path``, else the one the ledger records, else ``default_head_path``. Only a
+    ledger its owner made the provider leave unconfigured (a simulated hospital) is made on
+    first use, with the hospital's budget and ``head_path``, by default in a directory beside
+    the ledger's (``run/ledgers/x.json``: ``run/ledgers-heads/x.head``), so that deleting or
+    restoring the ledger directory is refused there too.
 
     Raises
     ------
@@ -273,19 +294,24 @@ def open_ledger(privacy: HospitalPrivacy, hospital: str) -> tuple["PrivacyLedger
     from common.errors import LedgerError
 
     path = privacy.ledger_path
-    if not path.exists():
-        if privacy.ledger_configured:
-            return None, (f"its privacy ledger {path} does not exist; the hospital makes it "
-                          f"with `fedcare budget init {path} --epsilon E --delta D`")
+    if not path.exists() and not privacy.ledger_configured:
+        head = privacy.head_path or (path.parent.with_name(f"{path.parent.name}-heads")
+                                     / f"{path.stem}.head")
         try:
             return PrivacyLedger.create(path, hospital=hospital,
                                         budget_epsilon=privacy.budget_epsilon,
                                         budget_delta=privacy.budget_delta,
-                                        accountant=privacy.accountant,
-                                        head_path=privacy.head_path), ""
+                                        accountant=privacy.accountant, head_path=head), ""
         except LedgerError:
             if not path.exists():  # refused for a reason other than a concurrent creation
                 raise
-    return PrivacyLedger.open(path, hospital=hospital, budget_epsilon=privacy.budget_epsilon,
-                              budget_delta=privacy.budget_delta, accountant=privacy.accountant,
-                              head_path=privacy.head_path), ""
+    fallback = default_head_path(hospital) if privacy.ledger_configured else None
+    try:
+        return PrivacyLedger.open(path, hospital=hospital, budget_epsilon=privacy.budget_epsilon,
+                                  budget_delta=privacy.budget_delta,
+                                  accountant=privacy.accountant, head_path=privacy.head_path,
+                                  default_head_path=fallback), ""
+    except LedgerError as error:
+        if path.exists():
+            raise
+        return None, str(error)  # missing: the refusal says why, and what the hospital can do

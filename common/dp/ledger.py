@@ -4,7 +4,9 @@ Mechanism: each output is charged as a GaussianRoundEvent before release; epsilo
 by Opacus from the stored (z, q, steps) entries and a charge past the budget is refused.
 Sensitivity: as stated by the events. The adversary (the server) never reads this file and
 cannot raise its budget, reset it (``open`` never creates a ledger) or roll it back unnoticed
-(a hash chain whose head is also kept in a head file, see ``PrivacyLedger``).
+(a hash chain whose head is also kept in a head file apart from the ledger, see
+``PrivacyLedger``). Each entry records the epsilon per level after it, computed by Opacus at
+charge time, so the figures can be shown without importing the accountant.
 
 One patient, one budget. Unit of privacy "patient": the patient-level epsilon composes EVERY
 entry of the ledger. A hospital-level release is also a patient-level mechanism: changing one
@@ -20,9 +22,10 @@ is refused. In Opacus terms a patient-level entry enters the hospital-level hist
 """
 
 import dataclasses
-from functools import lru_cache
 import logging
+import math
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from common.dp.accounting import (
@@ -35,6 +38,7 @@ from common.dp.accounting import (
 )
 from common.dp.events import LEVELS, GaussianRoundEvent, Level
 from common.dp.ledger_store import (
+    EntryFigures,
     LedgerEntry,
     LedgerState,
     advance,
@@ -47,7 +51,7 @@ from common.dp.ledger_store import (
 )
 from common.errors import LedgerError, PrivacyBudgetExceededError
 
-__all__ = ["UNBOUNDED_REASON", "LedgerEntry", "PrivacyLedger", "init_command"]
+__all__ = ["UNBOUNDED_REASON", "EntryFigures", "LedgerEntry", "PrivacyLedger", "init_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +61,15 @@ UNBOUNDED_REASON = ("this ledger already holds patient-level releases; the hospi
                     "guarantee is unbounded")
 
 
-def init_command(path: Path) -> str:
-    """Return the command that creates a ledger at ``path`` (for error messages)."""
-    return f"fedcare budget init {path} --epsilon E --delta D"
+def init_command(path: Path, *, hospital: str | None = None, head: Path | None = None) -> str:
+    """Return the command that creates a ledger at ``path`` (for error messages).
+
+    ``--hospital`` is named when it differs from the file's stem (the command's default),
+    ``--head`` when given.
+    """
+    options = "" if hospital is None or hospital == path.stem else f" --hospital {hospital}"
+    options += "" if head is None else f" --head {head}"
+    return f"fedcare budget init {path}{options} --epsilon E --delta D"
 
 
 class PrivacyLedger:
@@ -69,25 +79,34 @@ class PrivacyLedger:
     sorted keys and no spaces, of all the other keys)::
 
         {"hospital": NAME, "budget": {"epsilon": E, "delta": D}, "accountant": "rdp",
-         "sequence": N, "previous": HEX,
+         "sequence": N, "previous": HEX, "head_file": "/ABSOLUTE/PATH.head",
          "entries": [{"run": RUN, "round": R, "level": "patient", "noise_multiplier": Z,
-                      "sample_rate": Q, "steps": S},
-                     {..., "level": "hospital", ..., "noise_mode": "local"}, ...],
+                      "sample_rate": Q, "steps": S,
+                      "after": {"delta": D, "epsilon": {"patient": EP, "hospital": null},
+                                "budget_epsilon": E, "rounds_left": K}},
+                     {..., "level": "hospital", ..., "noise_mode": "local", "after": ...}],
          "checksum": HEX}
 
     ``sequence`` counts the writes and ``previous`` is the checksum of the state this one
     replaced, so the checksum (the *head*) commits to the whole history of writes. Files from
     before the chain (no ``sequence``/``previous``; hospital entries without ``noise_mode``,
-    read as "local") are read as sequence 0 and upgraded by ``open``.
+    read as "local") are read as sequence 0 and upgraded by ``open``. ``after`` holds the
+    figures the ledger stood at after the entry (``EntryFigures``: epsilon per level at D,
+    null for unbounded, computed by Opacus when the entry was charged; absent in older
+    entries).
 
     Rollback detection: after every write the head (hospital, sequence, checksum) is written
     atomically to the head file, and every read refuses a ledger whose head differs from it.
-    Give ``head_path`` on another volume than the ledger (node config ``ledger-head-path``):
-    restoring an older ledger copy is then refused. Without it the head lives beside the ledger
-    (``.<name>.head``, always written too): that catches a ledger file restored alone, but
-    restoring the ledger together with its head file (e.g. a whole-directory backup) is NOT
-    detected. A ledger exactly one write ahead of its head file, chained to it, is accepted and
-    the head repaired (a crash between the two writes); anything else is refused.
+    The head file is, in order: ``head_path`` as given (node config ``ledger-head-path``), the
+    one the ledger records (``head_file``, written on every write), ``default_head_path`` as
+    given (the hospital's ``$FEDCARE_HOME/heads/<name>.head``, see ``client.privacy``), else
+    ``.<name>.head`` beside the ledger (a copy is always written there too). With the head
+    file apart from the ledger's directory, deleting that directory or restoring an older copy
+    of it is refused: a missing ledger whose head file records one is never recreated. With
+    only the head beside the ledger, restoring the ledger together with it (a whole-directory
+    backup) is NOT detected. A ledger exactly one write ahead of its head file, chained to it,
+    is accepted and the head repaired (a crash between the two writes); anything else is
+    refused.
 
     Every epsilon is computed at the budget's delta by Opacus on a level's history (see the
     module docstring for how the levels compose). Writes are atomic and serialised across
@@ -97,13 +116,16 @@ class PrivacyLedger:
     """
 
     def __init__(self, path: Path, state: LedgerState, head_path: Path | None = None, *,
-                 writable: bool = True) -> None:
+                 default_head_path: Path | None = None, writable: bool = True) -> None:
         """Bind to a ledger file already read; use ``create``, ``open`` or ``read`` instead."""
         self._path = path
         self._state = state
-        self._head_path = head_path
-        self._heads = _head_files(path, head_path)
+        self._head_choice = (head_path, default_head_path)
         self._writable = writable
+
+    @property
+    def _heads(self) -> tuple[Path, ...]:
+        return _head_files(self._path, self._state, *self._head_choice)
 
     @classmethod
     def create(
@@ -129,7 +151,9 @@ class PrivacyLedger:
         accountant : {"rdp", "prv"}
             The Opacus accountant, kept for the ledger's whole history.
         head_path : path-like, optional
-            The head file, ideally on another volume; see the class docstring.
+            The head file, apart from the ledger's directory (ideally on another volume); the
+            ledger records it. Default: beside the ledger (see the class docstring), which
+            ``fedcare budget init`` and the ClientApp never use.
 
         Raises
         ------
@@ -144,7 +168,7 @@ class PrivacyLedger:
         _validate_accountant(accountant)
         _validate_hospital(hospital)
         file = Path(path)
-        heads = _head_files(file, head_path)
+        heads = _head_files(file, None, _optional_path(head_path), None)
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -157,15 +181,18 @@ class PrivacyLedger:
             for head_file in heads:
                 recorded = read_head(head_file)
                 if recorded is not None:
+                    which = recorded.ledger or "its ledger"
                     raise LedgerError(
                         f"ledger head file {head_file} already records a ledger of hospital "
-                        f"{recorded.hospital!r} at write {recorded.sequence}, but {file} is "
-                        "missing: creating a new one would reset its budget. Restore the "
-                        "ledger, or remove the head file yourself to start a new budget")
-            state = advance(LedgerState(hospital, epsilon, delta, accountant, ()))
+                        f"{recorded.hospital!r} at write {recorded.sequence} ({which}): "
+                        f"creating {file} would start a fresh budget for the same patients. "
+                        "Restore (or keep using) that ledger; only the hospital's "
+                        "administrator may remove the head file to start a new budget")
+            state = advance(LedgerState(hospital, epsilon, delta, accountant, (),
+                                        head_file=str(heads[0])))
             _write(file, state, heads)
-            state = _read(file, hospital, heads[0], repair=False)
-        return cls(file, state, Path(head_path) if head_path is not None else None)
+            state = _read(file, hospital, (None, None), repair=False)
+        return cls(file, state)
 
     @classmethod
     def open(
@@ -177,6 +204,7 @@ class PrivacyLedger:
         budget_delta: float | None = None,
         accountant: AccountantName | None = None,
         head_path: str | os.PathLike[str] | None = None,
+        default_head_path: str | os.PathLike[str] | None = None,
     ) -> "PrivacyLedger":
         """Open a hospital's existing ledger; never creates one.
 
@@ -193,16 +221,20 @@ class PrivacyLedger:
         accountant : {"rdp", "prv"}, optional
             If given, the ledger must already use it.
         head_path : path-like, optional
-            The head file (see the class docstring); default ``.<name>.head`` beside it.
+            The head file to check, overriding the one the ledger records.
+        default_head_path : path-like, optional
+            The head file of a ledger that records none, and where a missing ledger's head
+            is looked for (see the class docstring).
 
         Raises
         ------
         ValueError
             If a budget value, the hospital name or the accountant name is invalid.
         LedgerError
-            If the ledger is missing (naming the ``fedcare budget init`` command), unreadable,
-            malformed, tampered with, rolled back (its head differs from the head file),
-            belongs to another hospital, or uses a different accountant than requested.
+            If the ledger is missing (naming ``fedcare budget init`` when its head file is
+            missing too, else saying that it was deleted), unreadable, malformed, tampered
+            with, rolled back (its head differs from the head file), belongs to another
+            hospital, or uses a different accountant than requested.
         """
         epsilon = None if budget_epsilon is None else validate_epsilon(budget_epsilon,
                                                                        "budget_epsilon")
@@ -211,11 +243,11 @@ class PrivacyLedger:
             _validate_accountant(accountant)
         _validate_hospital(hospital)
         file = Path(path)
-        heads = _head_files(file, head_path)
-        _require_exists(file)
+        choice = (_optional_path(head_path), _optional_path(default_head_path))
+        _require_exists(file, hospital, *choice)
         with locked(file):
-            _require_exists(file)
-            state = _read(file, hospital, heads[0], repair=True)
+            _require_exists(file, hospital, *choice)
+            state = _read(file, hospital, choice, repair=True)
             if accountant is not None and state.accountant != accountant:
                 raise LedgerError(
                     f"privacy ledger {file} uses accountant {state.accountant!r}, not "
@@ -230,21 +262,27 @@ class PrivacyLedger:
                     file, state.budget_epsilon, state.budget_delta,
                 )
             lowered = (new_epsilon < state.budget_epsilon or new_delta < state.budget_delta)
-            if lowered or state.sequence == 0:  # lower the budget, or upgrade to the chain
+            heads = _head_files(file, state, *choice)
+            if lowered or state.sequence == 0 or state.head_file != str(heads[0]):
+                # Lower the budget, upgrade to the chain, or record where the head is kept.
                 state = advance(state, budget_epsilon=min(new_epsilon, state.budget_epsilon),
-                                budget_delta=min(new_delta, state.budget_delta))
+                                budget_delta=min(new_delta, state.budget_delta),
+                                head_file=str(heads[0]))
                 _write(file, state, heads)
-                state = _read(file, hospital, heads[0], repair=False)
+                state = _read(file, hospital, choice, repair=False)
                 if lowered:
                     logger.info("Privacy ledger %s: budget lowered to epsilon=%s, delta=%s",
                                 file, state.budget_epsilon, state.budget_delta)
-        return cls(file, state, Path(head_path) if head_path is not None else None)
+        return cls(file, state, choice[0], default_head_path=choice[1])
 
     @classmethod
     def read(
-        cls, path: str | os.PathLike[str], *, head_path: str | os.PathLike[str] | None = None
+        cls, path: str | os.PathLike[str], *, head_path: str | os.PathLike[str] | None = None,
+        default_head_path: str | os.PathLike[str] | None = None,
     ) -> "PrivacyLedger":
         """Open an existing ledger read-only, to inspect it (creates and changes nothing).
+
+        ``head_path`` and ``default_head_path`` as for ``open``.
 
         Raises
         ------
@@ -252,12 +290,11 @@ class PrivacyLedger:
             If the file is missing, unreadable, malformed, tampered with or rolled back.
         """
         file = Path(path)
-        _require_exists(file)
-        heads = _head_files(file, head_path)
+        choice = (_optional_path(head_path), _optional_path(default_head_path))
+        _require_exists(file, None, *choice)
         with locked(file):
-            state = _read(file, parse_ledger_owner(file), heads[0], repair=False)
-        return cls(file, state, Path(head_path) if head_path is not None else None,
-                   writable=False)
+            state = _read(file, parse_ledger_owner(file), choice, repair=False)
+        return cls(file, state, choice[0], default_head_path=choice[1], writable=False)
 
     @property
     def path(self) -> Path:
@@ -266,7 +303,7 @@ class PrivacyLedger:
 
     @property
     def head_path(self) -> Path:
-        """The head file checked on every read (the given one, else the one beside)."""
+        """The head file checked on every read (see the class docstring for which)."""
         return self._heads[0]
 
     @property
@@ -299,9 +336,18 @@ class PrivacyLedger:
         """Every charged round in charge order, as last read from disk."""
         return self._state.entries
 
+    @property
+    def recorded_figures(self) -> EntryFigures | None:
+        """The figures recorded with the last entry (as last read), None if there are none.
+
+        Computed by Opacus when that entry was charged, at the delta and budget they name:
+        they are the ledger's current figures while those equal the budget's.
+        """
+        return self._state.entries[-1].after if self._state.entries else None
+
     def _reread(self) -> LedgerState:
         with locked(self._path):
-            self._state = _read(self._path, self.hospital, self._heads[0],
+            self._state = _read(self._path, self.hospital, self._head_choice,
                                 repair=self._writable)
         return self._state
 
@@ -321,11 +367,15 @@ class PrivacyLedger:
         return _has_patient_entries(self._reread())
 
     def epsilon_spent(self, level: Level) -> float:
-        """Return the epsilon spent so far at ``level`` (0.0 before any charge, inf if unbounded)."""
+        """Return the epsilon spent at ``level`` by Opacus (0.0 before any charge, inf if
+        unbounded).
+        """
         return self._epsilon(self.history(level))
 
     def projected_epsilon(self, event: GaussianRoundEvent, level: Level | None = None) -> float:
-        """Return the epsilon at ``level`` (default ``event.level``) after also charging ``event``."""
+        """Return the epsilon at ``level`` (default ``event.level``) after also charging
+        ``event``.
+        """
         level = event.level if level is None else level
         _validate_level(level)
         return self._epsilon([*self.history(level), _as_level(event, level)])
@@ -373,7 +423,9 @@ class PrivacyLedger:
 
         Budget checks: the patient-level epsilon (composing every entry) must stay within the
         budget; for a hospital-level event also the hospital-level epsilon, and no
-        patient-level entry may be on the ledger (``UNBOUNDED_REASON``).
+        patient-level entry may be on the ledger (``UNBOUNDED_REASON``). The entry records
+        the figures after it (``EntryFigures``): the epsilons just checked and, with the RDP
+        accountant, the rounds like it left (about 1 ms; PRV would take seconds).
 
         Returns
         -------
@@ -397,32 +449,36 @@ class PrivacyLedger:
             raise ValueError(f"event must be a GaussianRoundEvent, got {type(event).__name__}")
         if not self._writable:
             raise LedgerError(f"privacy ledger {self._path} was opened read-only")
-        entry = LedgerEntry(run=str(run), round=round, event=event)
+        run = str(run)
         with locked(self._path):
-            state = _read(self._path, self.hospital, self._heads[0], repair=True)
+            state = _read(self._path, self.hospital, self._head_choice, repair=True)
             self._state = state
             for old in state.entries:
-                if (old.run, old.round, old.event.level) == (entry.run, round, event.level):
+                if (old.run, old.round, old.event.level) == (run, round, event.level):
                     if old.event != event:
                         raise LedgerError(
-                            f"run {entry.run!r} round {round} ({event.level} level) is already "
+                            f"run {run!r} round {round} ({event.level} level) is already "
                             f"charged with {old.event}, not {event}"
                         )
                     return False
-            where = f"hospital {state.hospital!r}: run {entry.run!r} round {round}"
+            where = f"hospital {state.hospital!r}: run {run!r} round {round}"
             if event.level == "hospital" and _has_patient_entries(state):
                 raise PrivacyBudgetExceededError(f"{where}: {UNBOUNDED_REASON}")
+            projected = {}
             for level in _levels_of(event):
-                projected = self._epsilon([*_history(state, level, None),
-                                           _as_level(event, level)])
-                if projected > state.budget_epsilon:
+                projected[level] = self._epsilon([*_history(state, level, None),
+                                                  _as_level(event, level)])
+                if projected[level] > state.budget_epsilon:
                     raise PrivacyBudgetExceededError(
-                        f"{where} would bring {level}-level epsilon to {projected:.4g} > "
+                        f"{where} would bring {level}-level epsilon to {projected[level]:.4g} > "
                         f"budget {state.budget_epsilon:.4g} (delta={state.budget_delta:g})"
                     )
-            updated = advance(state, entries=(*state.entries, entry))
-            _write(self._path, updated, self._heads)
-            self._state = _read(self._path, self.hospital, self._heads[0], repair=False)
+            entry = LedgerEntry(run=run, round=round, event=event,
+                                after=_figures_after(state, event, projected))
+            heads = self._heads
+            updated = advance(state, entries=(*state.entries, entry), head_file=str(heads[0]))
+            _write(self._path, updated, heads)
+            self._state = _read(self._path, self.hospital, self._head_choice, repair=False)
         return True
 
     def _epsilon(self, history: list[Entry]) -> float:
@@ -475,21 +531,71 @@ def _has_patient_entries(state: LedgerState) -> bool:
     return any(e.event.level == "patient" for e in state.entries)
 
 
-def _head_files(path: Path, head_path: str | os.PathLike[str] | None) -> tuple[Path, ...]:
-    """The head files written after each write; the first one is checked on every read."""
-    beside = path.with_name(f".{path.name}.head")
-    if head_path is None or Path(head_path) == beside:
-        return (beside,)
-    return (Path(head_path), beside)
+def _figures_after(state: LedgerState, event: GaussianRoundEvent,
+                   projected: dict[str, float]) -> EntryFigures:
+    """The figures after charging ``event`` (``projected``: its levels' epsilon after it)."""
+    rounds_left = None
+    if state.accountant == "rdp":
+        rounds_left = min(
+            max_repetitions([*_history(state, level, None), _as_level(event, level)],
+                            _as_level_event(event, level), budget_epsilon=state.budget_epsilon,
+                            delta=state.budget_delta, accountant="rdp")
+            for level in _levels_of(event))
+    # After a patient-level entry the hospital level is unbounded (module docstring).
+    return EntryFigures(delta=state.budget_delta, patient=projected["patient"],
+                        hospital=projected.get("hospital", math.inf),
+                        budget_epsilon=state.budget_epsilon, rounds_left=rounds_left)
 
 
-def _require_exists(file: Path) -> None:
-    if not file.is_file():
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(os.path.abspath(value))
+
+
+def _head_files(path: Path, state: LedgerState | None, head_path: Path | None,
+                default_head_path: Path | None) -> tuple[Path, ...]:
+    """The head files written after each write; the first one is checked on every read.
+
+    The first is ``head_path``, else the one ``state`` records, else ``default_head_path``,
+    else the one beside the ledger (always written too, as the copy an administrator may
+    restore the head from).
+    """
+    beside = Path(os.path.abspath(path.with_name(f".{path.name}.head")))
+    recorded = None if state is None or state.head_file is None else Path(state.head_file)
+    primary = next((p for p in (head_path, recorded, default_head_path) if p is not None),
+                   beside)
+    primary = Path(os.path.abspath(primary))
+    return (beside,) if primary == beside else (primary, beside)
+
+
+def _require_exists(file: Path, hospital: str | None, head_path: Path | None,
+                    default_head_path: Path | None) -> None:
+    """Refuse a missing ledger: deleted (its head file records it) or never created."""
+    if file.is_file():
+        return
+    head = head_path or default_head_path
+    recorded = None if head is None else read_head(head)
+    if recorded is not None and recorded.ledger not in (None, os.path.abspath(file)):
         raise LedgerError(
-            f"no privacy ledger at {file}: fedcare never starts a fresh budget on its own. "
-            f"If this hospital has no ledger yet, create it once with `{init_command(file)}`; "
-            "if it had one, restore it (a deleted ledger is not a new budget)"
+            f"no privacy ledger at {file}, and the head file {head} records another ledger of "
+            f"hospital {recorded.hospital!r}, {recorded.ledger} (write {recorded.sequence}): "
+            "one hospital keeps one ledger, since a second would be a second budget for the "
+            "same patients. Use that ledger (node config ledger-path), or move it here"
         )
+    if recorded is not None:
+        raise LedgerError(
+            f"privacy ledger {file} is missing, but its head file {head} records write "
+            f"{recorded.sequence} of hospital {recorded.hospital!r}: the ledger was deleted or "
+            "moved. Refusing, since a new ledger would reset the budget: restore the ledger "
+            f"(a copy at least as recent as write {recorded.sequence}); `fedcare budget init` "
+            "refuses while the head file records it"
+        )
+    where = "" if head is None else f" (nor a head file at {head})"
+    raise LedgerError(
+        f"no privacy ledger at {file}{where}: fedcare never starts a fresh budget on its own. "
+        "If this hospital has no ledger yet, create it once with "
+        f"`{init_command(file, hospital=hospital, head=head)}`; if it had one, restore it "
+        "(a deleted ledger is not a new budget)"
+    )
 
 
 def _write(file: Path, state: LedgerState, heads: tuple[Path, ...]) -> None:
@@ -498,7 +604,7 @@ def _write(file: Path, state: LedgerState, heads: tuple[Path, ...]) -> None:
     write_atomic(file, text)
     written = dataclasses.replace(state, head=head)
     for head_file in heads:
-        write_head(head_file, written)
+        write_head(head_file, written, file)
 
 
 def parse_ledger_owner(path: Path) -> str:
@@ -513,17 +619,25 @@ def parse_ledger_owner(path: Path) -> str:
 
 @lru_cache(maxsize=8)
 def _parse(text: str) -> LedgerState:
-    """parse_ledger, remembered by the file's exact text (a round rereads it several times;
-    the same bytes give the same validated state, so nothing stale can come back)."""
+    """Return ``parse_ledger(text)``, remembered by the file's exact text.
+
+    A round rereads the file several times; the same bytes give the same validated state, so
+    nothing stale can come back.
+    """
     return parse_ledger(text)
 
 
-def _read(path: Path, hospital: str, head_file: Path, *, repair: bool) -> LedgerState:
-    """Read and validate the ledger, and check it against its head file (under the lock)."""
+def _read(path: Path, hospital: str, head_choice: tuple[Path | None, Path | None], *,
+          repair: bool) -> LedgerState:
+    """Read and validate the ledger, and check it against its head file (under the lock).
+
+    ``head_choice``: the (head_path, default_head_path) that pick the head file with the
+    ledger's own record (``_head_files``).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        _require_exists(path)
+        _require_exists(path, hospital, *head_choice)
         raise  # pragma: no cover - _require_exists raised
     except (OSError, UnicodeDecodeError) as error:
         raise LedgerError(f"privacy ledger {path} is unreadable: {error}") from error
@@ -535,7 +649,7 @@ def _read(path: Path, hospital: str, head_file: Path, *, repair: bool) -> Ledger
         raise LedgerError(
             f"privacy ledger {path} belongs to hospital {state.hospital!r}, not {hospital!r}"
         )
-    _check_head(path, state, head_file, repair=repair)
+    _check_head(path, state, _head_files(path, state, *head_choice)[0], repair=repair)
     return state
 
 
@@ -559,7 +673,7 @@ def _check_head(path: Path, state: LedgerState, head_file: Path, *, repair: bool
     if state.sequence == recorded.sequence + 1 and state.previous == recorded.head:
         # Interrupted between writing the ledger and its head: the ledger is the newer one.
         if repair:
-            write_head(head_file, state)
+            write_head(head_file, state, path)
         return
     if state.sequence <= recorded.sequence:
         raise LedgerError(

@@ -3,15 +3,19 @@
 Mechanism: an unreadable, malformed or edited file is rejected, never repaired; a write lands
 whole or not at all. Every write bumps ``sequence`` and stores the previous state's checksum in
 ``previous``, so the checksum of a state (its *head*) covers the whole chain of writes; a head
-kept elsewhere (``write_head``/``read_head``) then exposes an older copy restored in place. Sensitivity assumptions live in the stored events. The adversary (the
-server) never reads this file; the checksum guards against corruption and hand edits, not a
-hospital's own administrator. Unit of privacy: the level stored with each entry.
+kept elsewhere (``write_head``/``read_head``, at the location the ledger records) then exposes
+an older copy restored in place. Each entry also records what the ledger stood at after it
+(``EntryFigures``: the epsilon per level, computed by Opacus when it was charged), so reading
+the figures needs no accountant. Sensitivity assumptions live in the stored events. The
+adversary (the server) never reads this file; the checksum guards against corruption and hand
+edits, not a hospital's own administrator. Unit of privacy: the level stored with each entry.
 """
 
 import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +34,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "GENESIS",
+    "EntryFigures",
     "LedgerEntry",
     "LedgerHead",
     "LedgerState",
@@ -44,19 +49,59 @@ __all__ = [
 
 _LEGACY_TOP_KEYS = {"hospital", "budget", "accountant", "entries", "checksum"}
 _TOP_KEYS = _LEGACY_TOP_KEYS | {"sequence", "previous"}
+_HEADED_TOP_KEYS = _TOP_KEYS | {"head_file"}
 _ENTRY_KEYS = {"run", "round", "level", "noise_multiplier", "sample_rate", "steps"}
 _HOSPITAL_ENTRY_KEYS = _ENTRY_KEYS | {"noise_mode"}
-_HEAD_KEYS = {"hospital", "sequence", "head"}
+_FIGURES_KEYS = {"delta", "epsilon", "budget_epsilon", "rounds_left"}
+_LEGACY_HEAD_KEYS = {"hospital", "sequence", "head"}
+_HEAD_KEYS = _LEGACY_HEAD_KEYS | {"ledger"}
 GENESIS = "0" * 64  # the "previous" of a ledger's first state
 
 
 @dataclass(frozen=True, slots=True)
+class EntryFigures:
+    """What a ledger stood at right after one entry was charged, computed by Opacus then.
+
+    Attributes
+    ----------
+    delta : float
+        The budget's delta at charge time, at which both epsilons are computed.
+    patient, hospital : float
+        Epsilon spent at each level, composing every entry up to and including this one
+        (``math.inf``: unbounded, stored as JSON null).
+    budget_epsilon : float
+        The budget's epsilon at charge time (``rounds_left`` is relative to it).
+    rounds_left : int | None
+        How many more rounds like this one fit in that budget (at every level it counts at);
+        None where it was not computed (the PRV accountant: seconds per charge).
+    """
+
+    delta: float
+    patient: float
+    hospital: float
+    budget_epsilon: float
+    rounds_left: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the figures as stored in an entry's ``after`` (infinite epsilon as null)."""
+        return {"delta": self.delta,
+                "epsilon": {level: (value if math.isfinite(value) else None)
+                            for level, value in (("patient", self.patient),
+                                                 ("hospital", self.hospital))},
+                "budget_epsilon": self.budget_epsilon, "rounds_left": self.rounds_left}
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One charged round: its key (run, round, event.level) and the event charged."""
+    """One charged round: its key (run, round, event.level), the event, the figures after it.
+
+    ``after`` is None in entries charged before the ledger recorded figures.
+    """
 
     run: str
     round: int
     event: GaussianRoundEvent
+    after: EntryFigures | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the entry as stored in the ledger file (hospital level: with noise_mode)."""
@@ -70,6 +115,8 @@ class LedgerEntry:
         }
         if self.event.level == "hospital":
             data["noise_mode"] = self.event.noise_mode
+        if self.after is not None:
+            data["after"] = self.after.to_json()
         return data
 
 
@@ -79,7 +126,9 @@ class LedgerState:
 
     ``sequence`` counts the writes (0: a file from before the hash chain, read as such);
     ``previous`` is the head of the state this one replaced (``GENESIS`` for the first);
-    ``head`` is this state's checksum as read from disk ("" for a state not yet written).
+    ``head`` is this state's checksum as read from disk ("" for a state not yet written);
+    ``head_file`` is where the ledger records its head file is kept (an absolute path; None
+    in ledgers from before the record).
     """
 
     hospital: str
@@ -90,15 +139,20 @@ class LedgerState:
     sequence: int = 0
     previous: str = GENESIS
     head: str = ""
+    head_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerHead:
-    """The (sequence, head checksum) of the ledger's latest write, kept outside the ledger."""
+    """The (sequence, head checksum) of the ledger's latest write, kept outside the ledger.
+
+    ``ledger`` is the absolute path of the ledger file written (None in older head files).
+    """
 
     hospital: str
     sequence: int
     head: str
+    ledger: str | None = None
 
 
 def advance(state: LedgerState, **changes: Any) -> LedgerState:
@@ -117,9 +171,10 @@ def _reject_constant(name: str) -> None:
 
 
 def _parse_entry(index: int, raw: object) -> LedgerEntry:
-    if not isinstance(raw, dict) or set(raw) not in (_ENTRY_KEYS, _HOSPITAL_ENTRY_KEYS):
+    if not isinstance(raw, dict) or set(raw) - {"after"} not in (_ENTRY_KEYS,
+                                                                  _HOSPITAL_ENTRY_KEYS):
         raise LedgerError(f"entries[{index}] must be an object with keys {sorted(_ENTRY_KEYS)} "
-                          '(and "noise_mode" at hospital level)')
+                          '(and "noise_mode" at hospital level, "after" optionally)')
     if "noise_mode" in raw and raw["level"] != "hospital":
         raise LedgerError(f"entries[{index}]: noise_mode is for hospital-level entries only")
     if not isinstance(raw["run"], str) or not raw["run"]:
@@ -136,7 +191,39 @@ def _parse_entry(index: int, raw: object) -> LedgerEntry:
         )
     except ValueError as error:
         raise LedgerError(f"entries[{index}]: {error}") from error
-    return LedgerEntry(run=raw["run"], round=raw["round"], event=event)
+    after = _parse_figures(f"entries[{index}].after", raw["after"]) if "after" in raw else None
+    return LedgerEntry(run=raw["run"], round=raw["round"], event=event, after=after)
+
+
+def _parse_figures(where: str, raw: object) -> EntryFigures:
+    """Check an entry's ``after`` object (see ``EntryFigures``)."""
+    epsilon = raw.get("epsilon") if isinstance(raw, dict) else None
+    if (not isinstance(raw, dict) or set(raw) != _FIGURES_KEYS or not isinstance(epsilon, dict)
+            or set(epsilon) != {"patient", "hospital"}):
+        raise LedgerError(f"{where} must be an object with keys {sorted(_FIGURES_KEYS)}, its "
+                          'epsilon one with keys "patient" and "hospital"')
+    spent = {}
+    for level, value in epsilon.items():
+        if value is None:
+            spent[level] = math.inf
+        elif (isinstance(value, bool) or not isinstance(value, int | float)
+              or not math.isfinite(value) or value < 0):
+            raise LedgerError(f"{where}.epsilon.{level} must be a number >= 0 or null "
+                              f"(unbounded), got {value!r}")
+        else:
+            spent[level] = float(value)
+    rounds_left = raw["rounds_left"]
+    if rounds_left is not None and (isinstance(rounds_left, bool)
+                                    or not isinstance(rounds_left, int) or rounds_left < 0):
+        raise LedgerError(f"{where}.rounds_left must be an integer >= 0 or null, "
+                          f"got {rounds_left!r}")
+    try:
+        delta = validate_delta(raw["delta"], f"{where}.delta")
+        budget = validate_epsilon(raw["budget_epsilon"], f"{where}.budget_epsilon")
+    except ValueError as error:
+        raise LedgerError(str(error)) from error
+    return EntryFigures(delta=delta, patient=spent["patient"], hospital=spent["hospital"],
+                        budget_epsilon=budget, rounds_left=rounds_left)
 
 
 def parse_ledger(text: str) -> LedgerState:
@@ -155,8 +242,10 @@ def parse_ledger(text: str) -> LedgerState:
         data = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
         raise LedgerError(f"not valid JSON ({error})") from error
-    if not isinstance(data, dict) or set(data) not in (_TOP_KEYS, _LEGACY_TOP_KEYS):
-        raise LedgerError(f"must be a JSON object with exactly the keys {sorted(_TOP_KEYS)}")
+    if not isinstance(data, dict) or set(data) not in (_HEADED_TOP_KEYS, _TOP_KEYS,
+                                                        _LEGACY_TOP_KEYS):
+        raise LedgerError(f"must be a JSON object with exactly the keys {sorted(_TOP_KEYS)} "
+                          '(and "head_file")')
     payload = {key: value for key, value in data.items() if key != "checksum"}
     if data["checksum"] != _checksum(payload):
         raise LedgerError("checksum mismatch: the file was edited or corrupted")
@@ -181,12 +270,17 @@ def parse_ledger(text: str) -> LedgerState:
         raise LedgerError(f"sequence must be >= 1 in a chained ledger, got {sequence!r}")
     if not _is_hex_digest(previous):
         raise LedgerError(f"previous must be a SHA-256 hex digest, got {previous!r}")
+    head_file = data.get("head_file")
+    if "head_file" in data and (not isinstance(head_file, str)
+                                or not os.path.isabs(head_file)):
+        raise LedgerError(f"head_file must be an absolute path, got {head_file!r}")
     entries = tuple(_parse_entry(i, raw) for i, raw in enumerate(data["entries"]))
     keys = [(e.run, e.round, e.event.level) for e in entries]
     if len(set(keys)) != len(keys):
         raise LedgerError("the same (run, round, level) is charged twice")
     return LedgerState(data["hospital"], epsilon, delta, data["accountant"], entries,
-                       sequence=sequence, previous=previous, head=data["checksum"])
+                       sequence=sequence, previous=previous, head=data["checksum"],
+                       head_file=head_file)
 
 
 def _is_hex_digest(value: object) -> bool:
@@ -196,6 +290,8 @@ def _is_hex_digest(value: object) -> bool:
 
 def render_ledger(state: LedgerState) -> tuple[str, str]:
     """Return ``(file text, head)``: the documented key order, indented, checksum last.
+
+    ``head_file`` is written only when the state records one.
 
     The head is the checksum: SHA-256 of the canonical JSON of every other key, including
     ``previous``, so it commits to the whole chain. ``state.sequence`` must be >= 1 (use
@@ -209,21 +305,27 @@ def render_ledger(state: LedgerState) -> tuple[str, str]:
         "accountant": state.accountant,
         "sequence": state.sequence,
         "previous": state.previous,
-        "entries": [entry.to_json() for entry in state.entries],
     }
+    if state.head_file is not None:
+        payload["head_file"] = state.head_file
+    payload["entries"] = [entry.to_json() for entry in state.entries]
     payload["checksum"] = _checksum(payload)
     return json.dumps(payload, indent=2, allow_nan=False) + "\n", payload["checksum"]
 
 
-def write_head(path: Path, state: LedgerState) -> None:
-    """Write the head of ``state`` (as written) to ``path`` atomically, creating its directory.
+def write_head(path: Path, state: LedgerState, ledger: Path) -> None:
+    """Write the head of ``state`` (as written to ``ledger``) to ``path`` atomically.
+
+    The file is ``{"hospital": NAME, "sequence": N, "head": HEX, "ledger": ABSOLUTE PATH}``;
+    its directory is created if needed.
 
     Raises
     ------
     LedgerError
         If the file cannot be written.
     """
-    data = {"hospital": state.hospital, "sequence": state.sequence, "head": state.head}
+    data = {"hospital": state.hospital, "sequence": state.sequence, "head": state.head,
+            "ledger": os.path.abspath(ledger)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -249,13 +351,14 @@ def read_head(path: Path) -> LedgerHead | None:
         data = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
         raise LedgerError(f"ledger head file {path} is not valid JSON ({error})") from error
-    if (not isinstance(data, dict) or set(data) != _HEAD_KEYS
+    if (not isinstance(data, dict) or set(data) not in (_HEAD_KEYS, _LEGACY_HEAD_KEYS)
             or not isinstance(data["hospital"], str)
             or isinstance(data["sequence"], bool) or not isinstance(data["sequence"], int)
-            or not _is_hex_digest(data["head"])):
+            or not _is_hex_digest(data["head"])
+            or not isinstance(data.get("ledger", ""), str)):
         raise LedgerError(f"ledger head file {path} must hold {sorted(_HEAD_KEYS)} "
-                          "(hospital name, write count, SHA-256 hex head)")
-    return LedgerHead(data["hospital"], data["sequence"], data["head"])
+                          "(hospital name, write count, SHA-256 hex head, ledger file)")
+    return LedgerHead(data["hospital"], data["sequence"], data["head"], data.get("ledger"))
 
 
 @contextlib.contextmanager

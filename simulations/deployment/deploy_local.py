@@ -316,7 +316,9 @@ def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name
         "dp-mode": settings.dp_mode,
         "accountant": "rdp",
         "ledger-path": str((layout.ledgers / f"{name}.json").resolve()),
-        "ledger-head-path": str((layout.ledgers / "heads" / f"{name}.head").resolve()),
+        # The head apart from ledgers/ (in the hospital's own directory): deleting or
+        # restoring the ledgers directory is then refused, not a fresh budget.
+        "ledger-head-path": str((layout.hospital_dir(name) / "ledger.head").resolve()),
         "budget-epsilon": float(settings.budget_epsilon),
         "budget-delta": float(settings.budget_delta),
     }

@@ -1,10 +1,12 @@
 """A hospital's privacy holds whatever the server sends (crafted Messages, the real ClientApp)."""
 
+import shutil
 import threading
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from client.app import build_client_app
 from common.config import RunConfig
@@ -14,6 +16,7 @@ from common.tasks import get_task
 from common.wire.modes import DpMode
 from common.wire.replies import DeclinedReply, TrainReply
 from server.federation import round_settings
+from simulations.cli.main import app as fedcare_cli
 from tests.wire_messages import context_for, reply_from, request_message
 
 TASK = get_task("heart-disease")
@@ -22,8 +25,11 @@ WEIGHTS = build_model(TASK, seed=0).get_weights()
 
 @pytest.fixture(autouse=True)
 def fedcare_home(tmp_path, monkeypatch):
+    """Hospital va's own FEDCARE_HOME, where its admin ran `fedcare budget init` (defaults)."""
     home = tmp_path / "hospital-home"
     monkeypatch.setenv("FEDCARE_HOME", str(home))
+    done = CliRunner().invoke(fedcare_cli, ["budget", "init", str(home / "ledgers" / "va.json")])
+    assert done.exit_code == 0, done.output
     return home
 
 
@@ -34,8 +40,8 @@ def _settings(run_config, server_round=1, run_id="run-1"):
 
 def _train(node, run_config, server_round=1, run_id="run-1", app=None):
     settings, config = _settings(run_config, server_round, run_id)
-    reply = (app or build_client_app())(
-        message=request_message(settings, WEIGHTS), context=context_for(node, config.to_run_config()))
+    reply = (app or build_client_app())(message=request_message(settings, WEIGHTS),
+                                        context=context_for(node, config.to_run_config()))
     return reply_from(reply)
 
 
@@ -52,7 +58,7 @@ def test_a_run_config_without_dp_is_declined_and_nothing_released(tmp_path, node
 
 
 def test_a_run_config_budget_never_becomes_the_hospitals(fedcare_home):
-    # The server's dp.epsilon 50 is ignored: the built-in default (1) is the new ledger's budget.
+    # The server's dp.epsilon 50 is ignored: the hospital's own budget (init's default 1) holds.
     reply = _train(NODE, {"dp.epsilon": 50.0})
     assert isinstance(reply, TrainReply) and reply.privacy.budget_epsilon == 1.0
     ledger = PrivacyLedger.read(fedcare_home / "ledgers" / "va.json")
@@ -68,10 +74,22 @@ def test_without_ledger_path_the_same_ledger_serves_every_out_dir(fedcare_home, 
 
 
 def test_a_missing_configured_ledger_is_a_refusal_naming_budget_init(tmp_path):
+    ledger = tmp_path / "cleveland-ledger.json"  # hospital 0 has no ledger yet
+    reply = _train({"partition-id": 0, "num-partitions": 4, "ledger-path": str(ledger)}, {})
+    assert isinstance(reply, DeclinedReply)
+    assert f"fedcare budget init {ledger} --hospital cleveland" in reply.reason
+    assert not ledger.exists()
+
+
+def test_a_second_ledger_for_the_same_hospital_is_refused(fedcare_home, tmp_path):
+    # va's admin ran `budget init` at the built-in location; another ledger-path would be a
+    # second, fresh budget for the same patients.
     ledger = tmp_path / "va-ledger.json"
     reply = _train({**NODE, "ledger-path": str(ledger)}, {})
     assert isinstance(reply, DeclinedReply)
-    assert f"fedcare budget init {ledger}" in reply.reason and not ledger.exists()
+    assert f"records another ledger of hospital 'va', {fedcare_home / 'ledgers' / 'va.json'}" in (
+        reply.reason)
+    assert not ledger.exists()
 
 
 def test_a_deleted_ledger_is_refused_not_recreated(fedcare_home):
@@ -81,6 +99,49 @@ def test_a_deleted_ledger_is_refused_not_recreated(fedcare_home):
     reply = _train(NODE, {}, run_id="run-1")
     assert isinstance(reply, DeclinedReply) and "is missing" in reply.reason
     assert not path.exists()  # no fresh budget was made
+
+
+def test_rm_r_of_the_default_ledger_directory_is_refused(fedcare_home):
+    assert isinstance(_train(NODE, {}, server_round=1), TrainReply)
+    shutil.rmtree(fedcare_home / "ledgers")  # the ledger, its releases and its beside head
+
+    reply = _train(NODE, {}, server_round=2)
+
+    head = fedcare_home / "heads" / "va.head"
+    assert isinstance(reply, DeclinedReply) and reply.privacy is None
+    assert f"its head file {head} records write 2 of hospital 'va'" in reply.reason
+    assert "was deleted" in reply.reason
+    assert not (fedcare_home / "ledgers").exists()  # nothing recreated, nothing released
+
+
+def test_restoring_an_older_copy_of_the_default_ledger_directory_is_refused(fedcare_home,
+                                                                             tmp_path):
+    ledgers, snapshot = fedcare_home / "ledgers", tmp_path / "snapshot"
+    assert isinstance(_train(NODE, {}, server_round=1), TrainReply)
+    shutil.copytree(ledgers, snapshot)  # a backup of the whole directory at write 2
+    assert isinstance(_train(NODE, {}, server_round=2), TrainReply)
+    shutil.rmtree(ledgers)
+    shutil.copytree(snapshot, ledgers)  # the budget rolled back to round 1
+
+    reply = _train(NODE, {}, server_round=3)
+
+    assert isinstance(reply, DeclinedReply)
+    assert "records write 3, the ledger is at write 2" in reply.reason
+    assert "older copy" in reply.reason
+    assert [e.round for e in PrivacyLedger.read(
+        ledgers / "va.json", head_path=snapshot / ".va.json.head").entries] == [1]
+
+
+def test_a_missing_ledger_with_a_missing_head_is_refused_naming_budget_init(fedcare_home):
+    # Hospital 0 (cleveland) never ran `fedcare budget init`.
+    reply = _train({"partition-id": 0, "num-partitions": 4}, {})
+
+    ledger, head = (fedcare_home / "ledgers" / "cleveland.json",
+                    fedcare_home / "heads" / "cleveland.head")
+    assert isinstance(reply, DeclinedReply) and reply.privacy is None
+    assert f"no privacy ledger at {ledger} (nor a head file at {head})" in reply.reason
+    assert f"`fedcare budget init {ledger} --head {head} --epsilon E --delta D`" in reply.reason
+    assert not ledger.exists() and not head.exists()
 
 
 def test_a_restored_older_ledger_is_refused(fedcare_home, tmp_path):
@@ -138,9 +199,7 @@ def test_every_reply_matches_the_manifest_of_its_mode(tmp_path, mode, secure):
                      "signing-key-path": str(key_path(tmp_path, "va"))})
     app = build_client_app()
     if secure:
-        from common.secagg.protocol import Key, Stage
-
-        from common.secagg.protocol import load_roster
+        from common.secagg.protocol import Key, Stage, load_roster
         from common.secagg.round_settings import signed_settings
 
         d = sum(int(w.size) for w in WEIGHTS)

@@ -177,6 +177,12 @@ def test_flwr_run_two_rounds_four_hospitals(flwr_env, tmp_path):
         rows = list(csv.DictReader(handle))
     assert [row["round"] for row in rows] == [str(r) for r in range(1, ROUNDS + 1)]
     assert all(row["participants"] == str(HOSPITALS) for row in rows)
+    # Simulated nodes are the researcher's hospitals: their ledgers were made on first use,
+    # each with its head file apart, under FEDCARE_HOME/heads.
+    fedcare_home = Path(env["FEDCARE_HOME"])
+    ledgers = sorted(p.stem for p in (fedcare_home / "ledgers").glob("*.json"))
+    assert len(ledgers) == HOSPITALS
+    assert sorted(p.stem for p in (fedcare_home / "heads").glob("*.head")) == ledgers
 
     # The run used the installed app bundle, which carries the vendored data file.
     apps = list((home / "apps").glob("fedcare.fedcare.*"))

@@ -41,18 +41,61 @@ def test_ledger_file_has_the_documented_format(ledger_path):
 
     # Assert
     data = json.loads(ledger_path.read_text())
-    assert list(data) == ["hospital", "budget", "accountant", "sequence", "previous", "entries",
-                          "checksum"]
+    assert list(data) == ["hospital", "budget", "accountant", "sequence", "previous",
+                          "head_file", "entries", "checksum"]
     assert data["hospital"] == "cleveland"
     assert data["budget"] == {"epsilon": 50.0, "delta": 1e-5}
     assert data["accountant"] == "rdp"
     assert data["sequence"] == 3  # create, two charges
+    assert data["head_file"] == str(ledger_path.with_name(".privacy.json.head"))
+    figures = [entry.pop("after") for entry in data["entries"]]
     assert data["entries"] == [
         {"run": "run-1", "round": 1, "level": "hospital", "noise_multiplier": 3.0,
          "sample_rate": 1.0, "steps": 1, "noise_mode": "local"},
         {"run": "run-1", "round": 1, "level": "patient", "noise_multiplier": 1.1,
          "sample_rate": 0.08, "steps": 13},
     ]
+    assert [list(f) for f in figures] == [["delta", "epsilon", "budget_epsilon",
+                                           "rounds_left"]] * 2
+    assert figures[1]["epsilon"]["hospital"] is None  # unbounded after a patient-level entry
+
+
+def test_ledger_records_the_opacus_figures_after_each_entry(ledger_path):
+    # Arrange: an independent accountant per level, stepped as the ledger composes them
+    ledger = _open(ledger_path, epsilon=50.0)
+    patient, hospital = RDPAccountant(), RDPAccountant()
+    expected = []
+
+    # Act
+    for round_, event in enumerate((HOSPITAL_ROUND, HOSPITAL_ROUND, PATIENT_ROUND), start=1):
+        ledger.charge("run-1", round_, event)
+        for _ in range(event.steps):
+            patient.step(noise_multiplier=event.noise_multiplier, sample_rate=event.sample_rate)
+            if event.level == "hospital":
+                hospital.step(noise_multiplier=event.noise_multiplier, sample_rate=1.0)
+        expected.append((patient.get_epsilon(delta=1e-5),
+                         hospital.get_epsilon(delta=1e-5) if event.level == "hospital"
+                         else math.inf, ledger.rounds_left(event)))
+
+    # Assert: what a reader gets without any accountant equals Opacus on the history
+    recorded = [entry.after for entry in PrivacyLedger.read(ledger_path).entries]
+    for after, (want_patient, want_hospital, want_left) in zip(recorded, expected, strict=True):
+        assert after.delta == 1e-5 and after.budget_epsilon == 50.0
+        assert after.patient == pytest.approx(want_patient, rel=1e-9)
+        assert after.hospital == pytest.approx(want_hospital, rel=1e-9)
+        assert after.rounds_left == want_left > 0
+    assert ledger.recorded_figures == recorded[-1]
+    assert recorded[-1].patient == pytest.approx(ledger.epsilon_spent("patient"), rel=1e-12)
+
+
+def test_ledger_prv_records_epsilons_but_not_rounds_left(ledger_path):
+    ledger = PrivacyLedger.create(ledger_path, hospital="cleveland", budget_epsilon=50.0,
+                                  budget_delta=1e-5, accountant="prv")
+    ledger.charge("run-1", 1, HOSPITAL_ROUND)
+
+    after = PrivacyLedger.read(ledger_path).recorded_figures
+    assert after.rounds_left is None
+    assert after.patient == pytest.approx(ledger.epsilon_spent("patient"), rel=1e-12)
 
 
 def test_ledger_patient_epsilon_composes_every_entry_as_stepped_opacus(ledger_path):

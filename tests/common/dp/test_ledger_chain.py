@@ -37,8 +37,66 @@ def test_open_never_creates_and_names_the_init_command(paths):
 
     message = str(error.value)
     assert str(ledger) in message
-    assert f"fedcare budget init {ledger} --epsilon E --delta D" in message
+    # The hospital's name differs from the file's stem: the command names it.
+    assert f"fedcare budget init {ledger} --hospital va --epsilon E --delta D" in message
     assert not ledger.parent.exists()
+
+
+def test_missing_ledger_and_head_are_refused_naming_init_with_the_head(paths):
+    ledger, head = paths
+
+    with pytest.raises(LedgerError) as error:
+        PrivacyLedger.open(ledger, hospital="ledger", default_head_path=head)
+
+    assert (f"no privacy ledger at {ledger} (nor a head file at {head})" in str(error.value))
+    assert f"`fedcare budget init {ledger} --head {head} --epsilon E --delta D`" in str(
+        error.value)
+    assert not ledger.parent.exists() and not head.parent.exists()
+
+
+def test_the_ledger_records_its_head_file_and_every_reader_checks_it(paths, tmp_path):
+    ledger, head = paths
+    _create(ledger, head).charge("run", 1, HOSPITAL_ROUND)
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(ledger.parent, snapshot)  # the whole directory, its beside head included
+    _open(ledger).charge("run", 2, HOSPITAL_ROUND)  # no head named: the recorded one is kept
+
+    assert json.loads(ledger.read_text())["head_file"] == str(head)
+    assert json.loads(head.read_text())["sequence"] == 3
+    shutil.rmtree(ledger.parent)
+    shutil.copytree(snapshot, ledger.parent)  # the directory restored to write 2
+    for reader in (lambda: _open(ledger), lambda: PrivacyLedger.read(ledger)):
+        with pytest.raises(LedgerError, match="records write 3, the ledger is at write 2"):
+            reader()
+
+
+def test_deleting_the_ledger_directory_is_refused_while_its_head_is_kept_apart(paths):
+    ledger, head = paths
+    _create(ledger, head).charge("run", 1, HOSPITAL_ROUND)
+    shutil.rmtree(ledger.parent)  # `rm -r` of the ledger's directory, head file included
+
+    with pytest.raises(LedgerError) as error:
+        _open(ledger, default_head_path=head)
+    assert f"its head file {head} records write 2 of hospital 'va'" in str(error.value)
+    assert "was deleted" in str(error.value)
+    with pytest.raises(LedgerError, match="already records a ledger of hospital 'va'"):
+        _create(ledger, head)
+    assert not ledger.exists()
+
+
+def test_a_named_head_file_overrides_the_recorded_one_and_is_recorded(paths, tmp_path):
+    ledger, head = paths
+    _create(ledger, head)
+    moved = tmp_path / "third-volume" / "va.head"
+    moved.parent.mkdir()
+    shutil.copy(head, moved)  # the administrator moves the head file
+
+    _open(ledger, moved).charge("run", 1, HOSPITAL_ROUND)
+
+    assert json.loads(ledger.read_text())["head_file"] == str(moved)
+    assert json.loads(moved.read_text())["sequence"] == 3
+    assert json.loads(head.read_text())["sequence"] == 1  # the old one is no longer written
+    assert PrivacyLedger.read(ledger).head_path == moved
 
 
 def test_deleted_ledger_is_refused_not_recreated(paths):
@@ -46,7 +104,7 @@ def test_deleted_ledger_is_refused_not_recreated(paths):
     _create(ledger, head).charge("run", 1, HOSPITAL_ROUND)
     ledger.unlink()
 
-    with pytest.raises(LedgerError, match="no privacy ledger at"):
+    with pytest.raises(LedgerError, match="is missing, but its head file .* records write 2"):
         _open(ledger, head)
     # Re-initialising over the remaining head file is refused too: it would reset the budget.
     with pytest.raises(LedgerError, match="already records a ledger of hospital 'va' at write 2"):
@@ -129,7 +187,8 @@ def test_head_file_is_written_atomically_after_every_write(paths):
     data = json.loads(ledger.read_text())
     recorded = json.loads(head.read_text())
     beside = json.loads(ledger.with_name(f".{ledger.name}.head").read_text())
-    assert recorded == beside == {"hospital": "va", "sequence": 2, "head": data["checksum"]}
+    assert recorded == beside == {"hospital": "va", "sequence": 2, "head": data["checksum"],
+                                  "ledger": str(ledger)}
     assert sorted(p.name for p in head.parent.iterdir()) == ["ledger.head"]
 
 

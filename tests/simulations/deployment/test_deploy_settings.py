@@ -87,6 +87,10 @@ def test_node_config_gives_each_hospital_its_index_ledger_and_pin(tmp_path: Path
                          schema_path=tmp_path / "schema.json", app_sha256="00" * 32)
     assert config["partition-id"] == 1 and config["num-partitions"] == 3
     assert config["ledger-path"] == str((s.out / "ledgers" / "hospital-1.json").resolve())
+    # The head apart from ledgers/: deleting or restoring that directory is refused.
+    head = Path(str(config["ledger-head-path"]))
+    assert (s.out / "ledgers").resolve() not in head.parents
+    assert head.parent == layout.hospital_dir("hospital-1").resolve()
     assert config["budget-epsilon"] == 2.0 and isinstance(config["budget-epsilon"], float)
     assert config["data-path"] == str(tmp_path / "h1.csv")
     assert config["app-sha256"] == "00" * 32
