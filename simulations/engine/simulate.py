@@ -14,6 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from client.privacy import HospitalPrivacy
 from common.config import RunConfig
@@ -21,6 +22,9 @@ from common.quiet import quiet_third_party, verbose_requested
 from common.secagg.roster import MIN_HOSPITALS
 from common.tasks import HospitalData
 from simulations.engine.process_tree import become_subreaper, exit_on_signals, stop_descendants
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
 
 # No telemetry or usage reports from machines without internet; no runtime installs.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -34,7 +38,7 @@ os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 quiet_third_party()
 
 
-def backend_config(num_cpus: int | None = None) -> dict[str, dict[str, object]]:
+def backend_config(num_cpus: int | None = None) -> dict[str, dict[str, Any]]:
     """Ray settings: one CPU per simulated hospital, so actors = cores, no dashboard."""
     cpus = num_cpus or os.cpu_count() or 1
     return {
@@ -43,6 +47,15 @@ def backend_config(num_cpus: int | None = None) -> dict[str, dict[str, object]]:
                       # The hospitals' (workers') output only with --verbose.
                       "log_to_driver": verbose_requested()},
     }
+
+
+class RosterPins(TypedDict, total=False):
+    """What a simulated hospital pins of the ephemeral roster (none when the run has none)."""
+
+    roster_path: Path
+    roster_sha256: str
+    signing_key_path: Path
+    colluding: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +78,14 @@ class SimulatedHospitalPrivacy:
             mode=self.config.dp_mode,
             budget_epsilon=self.config.dp_epsilon,
             budget_delta=self.config.dp_delta,
-            accountant=self.config.dp_accountant,  # type: ignore[arg-type]
+            accountant=self.config.dp_accountant,
             ledger_path=self.ledger_dir / f"{hospital.name}.json",
             noise_seed=self.config.seed,
             # They pin the simulator's ephemeral roster and assume the c it states.
             **self._roster(hospital.name),
         )
 
-    def _roster(self, name: str) -> dict[str, object]:
+    def _roster(self, name: str) -> RosterPins:
         if not self.config.secagg_roster_path:  # the key also proves who replies: any run
             return {}
         from common.secagg.roster import roster_from_bytes
@@ -105,7 +118,8 @@ def with_ephemeral_roster(config: RunConfig, run_dir: Path) -> RunConfig:
     return replace(config, secagg_roster_path=str(path), secagg_roster_sha256=digest)
 
 
-def simulate(config: RunConfig, run_dir: Path, *, client_app: object | None = None) -> None:
+def simulate(config: RunConfig, run_dir: Path, *,
+             client_app: "ClientApp | None" = None) -> None:
     """Run `config` as a simulation, writing the run directory `run_dir`.
 
     Parameters
