@@ -227,29 +227,47 @@ def make_tabular_canaries(
     rng = np.random.default_rng([seed, RECORD_STREAM])
     gaussian = rng.standard_normal((m, n_features))
     if kind == "axis":
-        scale = (float(np.max(np.linalg.norm(np.asarray(reference_x, dtype=np.float64), axis=1)))
-                 if reference_x is not None else float(np.sqrt(n_features)))
-        x = np.zeros((m, n_features))
-        x[np.arange(m), np.arange(m) % n_features] = (
-            np.sign(gaussian[:, 0]) + (gaussian[:, 0] == 0)) * AXIS_DISTANCE * scale
+        x = _axis_rows(gaussian, reference_x)
     elif kind == "far":
-        if not (np.isfinite(distance) and distance > 0):
-            raise ValueError(f"distance must be finite and > 0; got {distance!r}")
-        if reference_x is not None:
-            reference_x = np.asarray(reference_x, dtype=np.float64)
-            if reference_x.ndim != 2 or reference_x.shape[1] != n_features:
-                raise ValueError(
-                    f"reference_x must have shape (rows, {n_features}); got {reference_x.shape}"
-                )
-            scale = float(np.max(np.linalg.norm(reference_x, axis=1)))
-        else:
-            scale = float(np.sqrt(n_features))
-        norms = np.linalg.norm(gaussian, axis=1, keepdims=True)
-        x = gaussian / np.where(norms > 0, norms, 1.0) * (distance * scale)
+        x = _far_rows(gaussian, reference_x, distance)
     else:
         x = gaussian
     y = rng.integers(0, n_classes, size=m)
     return CanaryRecords(x=x.astype(np.float32), y=y.astype(np.float32), kind=kind, seed=seed)
+
+
+def _axis_rows(gaussian: np.ndarray, reference_x: np.ndarray | None) -> np.ndarray:
+    """Axis canaries, shape (m, n_features): canary i on axis i mod n_features, with the sign
+    of its Gaussian draw, at AXIS_DISTANCE times the data's largest row norm.
+    """
+    m, n_features = gaussian.shape
+    scale = (float(np.max(np.linalg.norm(np.asarray(reference_x, dtype=np.float64), axis=1)))
+             if reference_x is not None else float(np.sqrt(n_features)))
+    x = np.zeros((m, n_features))
+    x[np.arange(m), np.arange(m) % n_features] = (
+        np.sign(gaussian[:, 0]) + (gaussian[:, 0] == 0)) * AXIS_DISTANCE * scale
+    return x
+
+
+def _far_rows(gaussian: np.ndarray, reference_x: np.ndarray | None,
+              distance: float) -> np.ndarray:
+    """Far canaries, shape (m, n_features): the Gaussian draws' directions at ``distance``
+    times the data's largest row norm (sqrt(n_features) without ``reference_x``).
+    """
+    n_features = gaussian.shape[1]
+    if not (np.isfinite(distance) and distance > 0):
+        raise ValueError(f"distance must be finite and > 0; got {distance!r}")
+    if reference_x is not None:
+        reference_x = np.asarray(reference_x, dtype=np.float64)
+        if reference_x.ndim != 2 or reference_x.shape[1] != n_features:
+            raise ValueError(
+                f"reference_x must have shape (rows, {n_features}); got {reference_x.shape}"
+            )
+        scale = float(np.max(np.linalg.norm(reference_x, axis=1)))
+    else:
+        scale = float(np.sqrt(n_features))
+    norms = np.linalg.norm(gaussian, axis=1, keepdims=True)
+    return gaussian / np.where(norms > 0, norms, 1.0) * (distance * scale)
 
 
 def guess(scores: np.ndarray, k_plus: int, k_minus: int) -> np.ndarray:

@@ -315,46 +315,16 @@ def audit_canaries(
     view = ModelView(task)
     m = inclusion.m
     canary_hospitals = None
-    hooks = []
     if hospital_inclusion is not None:
         shapes = [tuple(w.shape) for w in get_trainer(task).model.get_weights()]
         canary_hospitals = CanaryHospitals(config, run_dir, unit_directions(
             m, shapes, config.seed), hospital_inclusion.included)
-        hooks.append(canary_hospitals)
     trace = federate(config, run_dir, watched=hospital, trainer_for=trainer_for,
-                     training_data=_canary_hook(records, inclusion, hospital), on_round=hooks)
-    # Server view.
-    if canary_hospitals is not None:
-        server_scores = canary_hospitals.scores.copy()
-        server_epsilon = canary_hospitals.epsilon_hospital if config.private else math.inf
-    elif records.kind == "axis":
-        descent = -view.clipped_gradients(trace.initial_weights, records.x, records.y,
-                                          clipping_norm=math.inf)
-        norms = np.linalg.norm(descent, axis=1, keepdims=True)
-        server_scores = initial_push_scores(descent / np.where(norms > 0, norms, 1.0),
-                                            [None if seen.update is None else flatten(seen.update)
-                                             for seen in trace.rounds])
-        server_epsilon = trace.epsilon_patient if config.private else math.inf
-    else:
-        own = _hospitals(config)[hospital]
-        d = sum(int(w.size) for w in trace.initial_weights)
-        # All rounds in one fit when it fits in memory; else round by round (digits: 8,970
-        # parameters, hundreds of rows), which server_view_scores sums the same way.
-        stacked = len(trace.rounds) * d * (m + own.num_train) <= STACKED_ENTRIES_MAX
-        gradients, known, updates = [], [], []
-        server_scores = np.zeros(m)
-        for seen in trace.rounds:
-            gradients.append(view.clipped_gradients(seen.global_weights, records.x, records.y,
-                                                    clipping_norm=config.dp_clipping_norm))
-            known.append(view.clipped_gradients(seen.global_weights, own.x_train, own.y_train,
-                                                clipping_norm=config.dp_clipping_norm))
-            updates.append(None if seen.update is None else flatten(seen.update))
-            if not stacked:
-                server_scores += server_view_scores(gradients, updates, known)
-                gradients, known, updates = [], [], []
-        if stacked:
-            server_scores = server_view_scores(gradients, updates, known)
-        server_epsilon = trace.epsilon_patient if config.private else math.inf
+                     training_data=_canary_hook(records, inclusion, hospital),
+                     on_round=[canary_hospitals] if canary_hospitals is not None else [])
+    server_scores, server_epsilon = _server_view(config, trace, view, records, m=m,
+                                                 hospital=hospital,
+                                                 canary_hospitals=canary_hospitals)
     # Final-model view.
     final_scores = final_model_scores(
         view.confidence(trace.final_weights, records.x, records.y),
@@ -377,6 +347,58 @@ def audit_canaries(
         views=views, view_epsilon={"server": server_epsilon, "final_model": final_epsilon},
         scores={"server": server_scores, "final_model": final_scores}, ceiling=ceiling,
         declined=tuple(canary_hospitals.declined) if canary_hospitals is not None else ())
+
+
+def _server_view(config: RunConfig, trace: FederationTrace, view: ModelView,
+                 records: CanaryRecords, *, m: int, hospital: int,
+                 canary_hospitals: CanaryHospitals | None) -> tuple[np.ndarray, float]:
+    """The server view: one score per canary (M,), and the epsilon its releases were
+    accounted at (+inf without DP).
+    """
+    if canary_hospitals is not None:
+        epsilon = canary_hospitals.epsilon_hospital if config.private else math.inf
+        return canary_hospitals.scores.copy(), epsilon
+    epsilon = trace.epsilon_patient if config.private else math.inf
+    if records.kind == "axis":
+        return _axis_server_scores(trace, view, records), epsilon
+    return _record_server_scores(config, trace, view, records, m=m, hospital=hospital), epsilon
+
+
+def _axis_server_scores(trace: FederationTrace, view: ModelView,
+                        records: CanaryRecords) -> np.ndarray:
+    """Axis canaries: each released update projected on the canary's first push."""
+    descent = -view.clipped_gradients(trace.initial_weights, records.x, records.y,
+                                      clipping_norm=math.inf)
+    norms = np.linalg.norm(descent, axis=1, keepdims=True)
+    return initial_push_scores(descent / np.where(norms > 0, norms, 1.0),
+                               [None if seen.update is None else flatten(seen.update)
+                                for seen in trace.rounds])
+
+
+def _record_server_scores(config: RunConfig, trace: FederationTrace, view: ModelView,
+                          records: CanaryRecords, *, m: int, hospital: int) -> np.ndarray:
+    """Canary records: each round's released update against the canaries' and the watched
+    hospital's own clipped gradients (``server_view_scores``).
+    """
+    own = _hospitals(config)[hospital]
+    d = sum(int(w.size) for w in trace.initial_weights)
+    # All rounds in one fit when it fits in memory; else round by round (digits: 8,970
+    # parameters, hundreds of rows), which server_view_scores sums the same way.
+    stacked = len(trace.rounds) * d * (m + own.num_train) <= STACKED_ENTRIES_MAX
+    gradients: list[np.ndarray] = []
+    known: list[np.ndarray] = []
+    updates: list[np.ndarray | None] = []
+    scores = np.zeros(m)
+    for seen in trace.rounds:
+        gradients.append(view.clipped_gradients(seen.global_weights, records.x, records.y,
+                                                clipping_norm=config.dp_clipping_norm))
+        known.append(view.clipped_gradients(seen.global_weights, own.x_train, own.y_train,
+                                            clipping_norm=config.dp_clipping_norm))
+        updates.append(None if seen.update is None else flatten(seen.update))
+        if not stacked:
+            scores += server_view_scores(gradients, updates, known)
+            gradients, known, updates = [], [], []
+    return server_view_scores(gradients, updates, known) if stacked else scores
 
 
 def membership_inference(
