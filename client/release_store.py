@@ -135,7 +135,10 @@ class ReleaseKey:
                 out.append(f"{name.replace('_', ' ')} (made for {getattr(self, name)!r}, "
                            f"asked {getattr(asked, name)!r})")
         made, now = dict(self.settings), dict(asked.settings)
+        apart = _differing_key_fields(self, asked)
         for key in sorted(set(made) | set(now)):
+            if _NAMED_APART.get(key) in apart:
+                continue  # named as a key field of its own
             if made.get(key) != now.get(key):
                 out.append(f"round setting {key} (made for {made.get(key)!r}, asked "
                            f"{now.get(key)!r})")
@@ -149,6 +152,16 @@ class ReleaseKey:
                 out.append(f"{label} (made for {getattr(self, name)}, asked "
                            f"{getattr(asked, name)})")
         return out
+
+
+# Round settings that are key fields of their own too: a difference is named once, by the field.
+_NAMED_APART = {"noise-mode": "noise_mode", "secagg-threshold": "threshold",
+                "honest-contributors": "honest"}
+
+
+def _differing_key_fields(made: ReleaseKey, asked: ReleaseKey) -> set[str]:
+    """The key fields of their own in which `made` and `asked` differ."""
+    return {name for name in _NAMED_APART.values() if getattr(made, name) != getattr(asked, name)}
 
 
 @dataclass(frozen=True, slots=True)
