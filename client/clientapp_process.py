@@ -12,12 +12,20 @@ Use it by putting an executable named ``flwr-clientapp`` that runs it first on t
 ``PATH`` (``fedcare deploy-local`` does: ``<out>/bin/flwr-clientapp`` links to the
 ``fedcare-clientapp`` console script). It is pinned to the flwr release it was written against
 (``FLWR_SERIES``): on any other it hands over to Flower's own script, unchanged.
+
+With ``FEDCARE_CLIENTAPP_SERVER`` in its environment (a hospital's ClientApp fork server,
+``client.fork_server``) it first asks that server to fork the process from its preloaded
+runtime (``client.fork_launcher``: standard library only, milliseconds); if the server is
+absent or refuses, it says so on stderr and runs the ClientApp itself, as above.
 """
 
-import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # argparse is imported only where the arguments are parsed (not by the launcher)
+    import argparse
 
 FLWR_SERIES = "1.42."  # the arguments and run_clientapp's signature are those of flwr 1.42.x
 
@@ -34,8 +42,10 @@ def flwr_matches() -> bool:
     return flwr_version().startswith(FLWR_SERIES)
 
 
-def argument_parser() -> argparse.ArgumentParser:
+def argument_parser() -> "argparse.ArgumentParser":
     """The arguments of flwr 1.42's ``flwr-clientapp`` (what the SuperExec passes)."""
+    import argparse
+
     from flwr.common.args import add_args_flwr_app_common
     from flwr.supercore.constant import SUPERNODE_DEFAULT_CLIENT_ADDRESS
 
@@ -87,8 +97,33 @@ def run(argv: Sequence[str] | None = None) -> None:
     )
 
 
+def launch_by_fork_server(argv: list[str]) -> int | None:
+    """Have the fork server that ``FEDCARE_CLIENTAPP_SERVER`` names run this message.
+
+    Returns the child's exit code, or None when there is no server to ask or nothing ran
+    (said on stderr): the caller then runs the ClientApp in this process.
+    """
+    from client.fork_protocol import KEY_VARIABLE, SERVER_VARIABLE
+
+    server = os.environ.get(SERVER_VARIABLE)
+    if not server:
+        return None
+    from client.fork_launcher import ForkServerUnavailable, launch, say
+
+    try:
+        return launch(argv, server, os.environ.get(KEY_VARIABLE) or None)
+    except ForkServerUnavailable as error:
+        say(f"{error}; running the ClientApp in this process instead")
+        return None
+
+
 def main() -> None:
-    """Console script ``fedcare-clientapp``: the lean process on flwr 1.42, Flower's otherwise."""
+    """Console script ``fedcare-clientapp``: by the hospital's fork server if one is named,
+    else the lean process on flwr 1.42, Flower's otherwise.
+    """
+    code = launch_by_fork_server(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
     if not flwr_matches():
         from flwr.supernode.cli import flwr_clientapp
 
