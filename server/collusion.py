@@ -99,7 +99,7 @@ def curious_noise_multiplier(noise_multiplier: float, *, honest: int) -> float:
 
 
 def curious_participant_epsilon(history: Iterable[Entry], *, honest: int, delta: float,
-                                accountant: AccountantName = "rdp") -> float:
+                                accountant: AccountantName = AccountantName.RDP) -> float:
     """Epsilon against a participant that subtracts its own share, over ``history``.
 
     ``history`` holds distributed-noise entries (z, sample rate, steps), as a ledger records

@@ -273,7 +273,8 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
                 "hospitals, which no hospital accepts below its own minimum)")
     secure = _secure_aggregation_lines(config, trust)
     if trust is not None and mode != "none":
-        accountant: AccountantName = "prv" if config.get("dp_accountant") == "prv" else "rdp"
+        accountant = (AccountantName.PRV if config.get("dp_accountant") == "prv"
+                      else AccountantName.RDP)
         secure = statement_lines(trust, rounds=rounds, delta=float(str(config.get("dp_delta"))),
                                  accountant=accountant) + secure
     if mode == "none":
