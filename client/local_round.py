@@ -40,7 +40,7 @@ from common.errors import LedgerError, PrivacyBudgetExceededError
 from common.secagg.roster import Roster
 from common.tasks import HospitalData
 from common.types import NDArrays
-from common.wire.modes import DpMode, NoiseMode
+from common.wire.modes import DpMode, NoiseMode, PrivacyLevel
 from common.wire.settings import RoundSettings
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def _spent(ledger: PrivacyLedger | None) -> tuple[float, float, float, float]:
     """Epsilon spent per level (Opacus on the ledger) and the budget (epsilon, delta)."""
     if ledger is None:
         return 0.0, 0.0, float("inf"), 0.0
-    return (ledger.epsilon_spent("patient"), ledger.epsilon_spent("hospital"),
+    return (ledger.epsilon_spent(PrivacyLevel.PATIENT), ledger.epsilon_spent(PrivacyLevel.HOSPITAL),
             ledger.budget_epsilon, ledger.budget_delta)
 
 
@@ -214,8 +214,9 @@ def _plan(request: RoundSettings, *, privacy: HospitalPrivacy, hospital: Hospita
         sample_rate, steps = 1.0, 1  # one release per round; no amplification claimed
     # One patient, one budget: the patient-level history composes every entry on the ledger;
     # a hospital-level run must fit both levels.
-    levels = ("patient",) if level == "patient" else ("hospital", "patient")
-    priors = [ledger.history(at, exclude_run=request.run_id) for at in levels]  # type: ignore[arg-type]
+    levels = ((PrivacyLevel.PATIENT,) if level == PrivacyLevel.PATIENT
+              else (PrivacyLevel.HOSPITAL, PrivacyLevel.PATIENT))
+    priors = [ledger.history(at, exclude_run=request.run_id) for at in levels]
     try:
         if request.noise_mode == NoiseMode.DISTRIBUTED:
             event = distributed_round_event(request, privacy, priors, ledger.budget_epsilon,
