@@ -1,15 +1,17 @@
 """Admin command ``fedcare deploy-local``: a real SuperLink and SuperNodes on this machine."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import click
 import typer
-from common.console import error_console as console
 
+from common.console import error_console as console
 from common.task_catalog import TASK_FACTS
 from common.wire.modes import DpMode, NoiseMode
 
+if TYPE_CHECKING:
+    from simulations.deployment.deploy_local import DeploySettings
 
 
 def default_app_dir() -> Path:
@@ -17,71 +19,116 @@ def default_app_dir() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def deploy_local(
-    out: Annotated[Path, typer.Option(help="New directory for certificates, Flower homes, ledgers, logs and the run directory (run/).")],
-    hospitals: Annotated[int, typer.Option(min=1, help="Hospitals: one SuperNode process each.")] = 3,
-    task: Annotated[str, typer.Option(click_type=click.Choice(tuple(TASK_FACTS)), help="csv: each hospital's own CSV file.")] = "heart-disease",
-    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 3,
-    certs: Annotated[Path | None, typer.Option(help="Use this directory's ca.crt, server.crt, server.key and <hospital>.key/.pub instead of making new ones.")] = None,
-    data: Annotated[Path | None, typer.Option(help="Task csv: directory with schema.json and hospital-<i>.csv (default: example hospitals from the heart-disease data).")] = None,
-    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS and no SuperNode authentication (Flower needs TLS for it). Testing only.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the model and splits (hospitals' noise always comes from OS entropy).")] = 0,
-    dp: Annotated[DpMode, typer.Option(help="patient (DP-SGD), hospital (DP-FedAvg) or none.")] = DpMode.PATIENT,
-    epsilon: Annotated[float, typer.Option(click_type=click.FloatRange(0, min_open=True), help="Each hospital's budget epsilon (its node config budget-epsilon).")] = 1.0,
-    delta: Annotated[float, typer.Option(click_type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Each hospital's budget delta.")] = 1e-5,
-    pin: Annotated[bool, typer.Option(help="Pin each hospital to this checkout's code digest (node config app-sha256).")] = True,
-    timeout: Annotated[float, typer.Option(click_type=click.FloatRange(0, min_open=True), help="Seconds to wait for the run to finish.")] = 1800.0,
-    secure_aggregation: Annotated[bool, typer.Option(
-        "--secure-aggregation",
-        help="Secure aggregation: each hospital gets a roster signing key and its copy of the "
-             "consortium roster (c = 1 colluding hospital assumed from 4 hospitals on, else 0; "
-             "min threshold = the run's t).")] = False,
-    noise_mode: Annotated[NoiseMode, typer.Option(
-        help="--dp hospital: local (each update private) or distributed (needs "
-             "--secure-aggregation; each hospital adds 1/sqrt(h) of the noise, h = t - c).")
-    ] = NoiseMode.LOCAL,
-    app: Annotated[Path | None, typer.Option(help="Flower app directory to submit (default: this fedcare checkout).")] = None,
-) -> None:
-    """Deploy for real on this machine: a SuperLink and one SuperNode per hospital, TLS and node authentication."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+OutOption = Annotated[Path, typer.Option(
+    help="New directory for certificates, Flower homes, ledgers, logs and the run directory "
+         "(run/).")]
+HospitalsOption = Annotated[int, typer.Option(min=1,
+                                              help="Hospitals: one SuperNode process each.")]
+TaskOption = Annotated[str, typer.Option(click_type=click.Choice(tuple(TASK_FACTS)),
+                                         help="csv: each hospital's own CSV file.")]
+RoundsOption = Annotated[int, typer.Option(min=1, help="Federated rounds.")]
+CertsOption = Annotated[Path | None, typer.Option(
+    help="Use this directory's ca.crt, server.crt, server.key and <hospital>.key/.pub instead "
+         "of making new ones.")]
+DataOption = Annotated[Path | None, typer.Option(
+    help="Task csv: directory with schema.json and hospital-<i>.csv (default: example "
+         "hospitals from the heart-disease data).")]
+InsecureOption = Annotated[bool, typer.Option(
+    "--insecure", help="No TLS and no SuperNode authentication (Flower needs TLS for it). "
+                       "Testing only.")]
+SeedOption = Annotated[int, typer.Option(
+    help="Seed of the model and splits (hospitals' noise always comes from OS entropy).")]
+DpOption = Annotated[DpMode, typer.Option(
+    help="patient (DP-SGD), hospital (DP-FedAvg) or none.")]
+EpsilonOption = Annotated[float, typer.Option(
+    click_type=click.FloatRange(0, min_open=True),
+    help="Each hospital's budget epsilon (its node config budget-epsilon).")]
+DeltaOption = Annotated[float, typer.Option(
+    click_type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Each hospital's budget delta.")]
+PinOption = Annotated[bool, typer.Option(
+    help="Pin each hospital to this checkout's code digest (node config app-sha256).")]
+TimeoutOption = Annotated[float, typer.Option(click_type=click.FloatRange(0, min_open=True),
+                                              help="Seconds to wait for the run to finish.")]
+SecureAggregationOption = Annotated[bool, typer.Option(
+    "--secure-aggregation",
+    help="Secure aggregation: each hospital gets a roster signing key and its copy of the "
+         "consortium roster (c = 1 colluding hospital assumed from 4 hospitals on, else 0; "
+         "min threshold = the run's t).")]
+NoiseModeOption = Annotated[NoiseMode, typer.Option(
+    help="--dp hospital: local (each update private) or distributed (needs "
+         "--secure-aggregation; each hospital adds 1/sqrt(h) of the noise, h = t - c).")]
+AppOption = Annotated[Path | None, typer.Option(
+    help="Flower app directory to submit (default: this fedcare checkout).")]
 
-    from simulations.deployment.deploy_local import (
-        DeploymentError,
-        DeploymentInterrupted,
-        DeploySettings,
-        deploy_local as run,
-    )
+
+def deploy_local(
+    out: OutOption,
+    hospitals: HospitalsOption = 3,
+    task: TaskOption = "heart-disease",
+    rounds: RoundsOption = 3,
+    certs: CertsOption = None,
+    data: DataOption = None,
+    insecure: InsecureOption = False,
+    seed: SeedOption = 0,
+    dp: DpOption = DpMode.PATIENT,
+    epsilon: EpsilonOption = 1.0,
+    delta: DeltaOption = 1e-5,
+    pin: PinOption = True,
+    timeout: TimeoutOption = 1800.0,
+    secure_aggregation: SecureAggregationOption = False,
+    noise_mode: NoiseModeOption = NoiseMode.LOCAL,
+    app: AppOption = None,
+) -> None:
+    """Deploy for real on this machine: a SuperLink and one SuperNode per hospital, TLS and
+    node authentication.
+    """
+    from simulations.deployment.deploy_local import DeploySettings
 
     most = TASK_FACTS[task].max_hospitals  # before anything heavy: exit 2 naming the flag
     if most is not None and hospitals > most:
-        console.print(f"[bold red]error:[/] --hospitals must be between 1 and {most} for task "
-                      f"{task!r}, got {hospitals}")
-        raise typer.Exit(code=2)
+        _refuse(f"--hospitals must be between 1 and {most} for task {task!r}, got {hospitals}")
     app_dir = app if app is not None else default_app_dir()
     if not (app_dir / "pyproject.toml").is_file():
-        console.print(f"[bold red]error:[/] {app_dir} has no pyproject.toml: deploy-local submits "
-                      "a fedcare source checkout; pass --app DIR")
-        raise typer.Exit(code=2)
+        _refuse(f"{app_dir} has no pyproject.toml: deploy-local submits a fedcare source "
+                "checkout; pass --app DIR")
     if insecure:
         console.print("[bold yellow]warning:[/] --insecure: plain-text connections and NO "
                       "SuperNode authentication; any process on this host could join")
-    if dp == "none":
+    if dp == DpMode.NONE:
         console.print("[bold yellow]warning:[/] --dp none: the hospitals' updates are NOT "
                       "differentially private")
     if noise_mode == NoiseMode.DISTRIBUTED and not (dp == DpMode.HOSPITAL and secure_aggregation):
-        console.print("[bold red]error:[/] --noise-mode distributed needs --dp hospital and "
-                      "--secure-aggregation (only the secure sum carries the whole noise)")
-        raise typer.Exit(code=2)
-    settings = DeploySettings(
+        _refuse("--noise-mode distributed needs --dp hospital and --secure-aggregation (only "
+                "the secure sum carries the whole noise)")
+    deploy_with_progress(DeploySettings(
         hospitals=hospitals, task=task, rounds=rounds, out=out, app_dir=app_dir, certs=certs,
         data=data, insecure=insecure, seed=seed, dp_mode=dp.value, budget_epsilon=epsilon,
         budget_delta=delta, pin_app=pin, timeout_seconds=timeout,
         secure_aggregation=secure_aggregation,
         extra_run_config=({"dp.noise-mode": noise_mode.value}
-                          if noise_mode != NoiseMode.LOCAL else {}))
+                          if noise_mode != NoiseMode.LOCAL else {})))
+
+
+def _refuse(message: str) -> NoReturn:
+    """Exit 2 with `message` (a flag the user gave cannot work)."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def deploy_with_progress(settings: "DeploySettings") -> None:
+    """Run the deployment with a progress bar of its rounds; exit 1 (or the signal's status)
+    naming the logs when it fails or is interrupted.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from simulations.deployment.deploy_local import DeploymentError, DeploymentInterrupted
+    from simulations.deployment.deploy_local import deploy_local as run
+
+    out = settings.out
     progress = Progress(TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
-    bar = progress.add_task("starting", total=rounds)
+    bar = progress.add_task("starting", total=settings.rounds)
 
     def on_round(rows: list[dict[str, str]]) -> None:
         if rows:
