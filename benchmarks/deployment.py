@@ -1,30 +1,36 @@
-"""Benchmark: a deployed round before and after issue 15 (folding, the lean per-message process).
+"""Benchmark: a deployed round with the ClientApp fork server and the short poll off and on.
 
 Runs ``fedcare deploy-local`` (SuperLink + one SuperNode per hospital, TLS, authentication,
-each hospital's worker) twice in one invocation:
+each hospital's worker, folded rounds, fedcare's lean ``flwr-clientapp`` first on PATH) in
+one invocation, the same run in each configuration:
 
-- ``before``: unfolded rounds (train, then evaluate: two exchanges) with Flower's own
-  ``flwr-clientapp`` script for the per-message process;
-- ``after``: folded rounds (round r's evaluation rides on round r+1's train message: one
-  exchange per steady round) with fedcare's lean ``flwr-clientapp`` (``client.clientapp_process``,
-  first on the SuperNodes' PATH), which imports Flower's ClientApp runtime without the SuperNode.
+- ``before``: no fork server, Flower's SuperNode: each message's ``flwr-clientapp`` is a fresh
+  Python that imports Flower's ClientApp runtime, and a SuperNode sleeps 3 s when idle;
+- ``fork``: each hospital's ClientApp fork server (``client.fork_server``) forks the per-message
+  process from a preloaded runtime; Flower's SuperNode unchanged;
+- ``after``: the fork server and ``fedcare-supernode`` (``client.short_poll_supernode``: the
+  idle poll ``--idle-poll-seconds``, default 0.25 s, and a 0.05 s reply wait).
 
-It prints, for each: start-up (round 1), the median steady round (rounds 2..R-1 of
-metrics.csv), exchanges per steady round and where a steady round's seconds go, read from the
-Flower logs at DEBUG level (``benchmarks.deployment_timeline``: node poll, process start,
-hospital work, reply hand-off, server poll, server work), so the floor is shown, not guessed;
-then the per-message process's imports before and after (``python -X importtime``, the sum of
-the top-level modules' cumulative time, best of 3). With ``--null-floor`` a third deployment
-runs the null ClientApp (``benchmarks.null_client``: a zero update, no worker) folded.
+``--repeat N`` runs the sequence N times (interleaved, so a change in the machine's load
+falls on every configuration) and takes each configuration's median. It prints the load
+average before and after, then for each configuration: start-up (round 1), the median steady
+round (rounds 2..R-1 of metrics.csv), exchanges per steady round and where a steady round's
+seconds go, read from the Flower logs at DEBUG level (``benchmarks.deployment_timeline``:
+node poll, process start, hospital work, reply hand-off, server poll, server work); then the
+ratios to ``before``, and the per-message process's imports (``python -X importtime``, the sum
+of the top-level modules' cumulative time, best of 3): Flower's script, the lean entry, and
+the launcher that hands the message to the fork server. With ``--null-floor`` a further
+deployment runs the null ClientApp (``benchmarks.null_client``: a zero update, no worker) in
+the ``after`` configuration.
 
 What the floor is made of (flwr 1.42): the ServerApp's grid would sleep 3 s between pulls for
 replies (fedcare's ``server.exchange`` pulls every 0.25 s instead), a SuperNode sleeps 3 s
 whenever a pull finds no message, its SuperExec polls for tasks
-(``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``: deploy-local sets 0.25 s) and starts a fresh process per
-message, and the SuperNode waits for that process's reply in 0.5 s steps. The SuperNode's 3 s
-sleep is hard-coded.
+(``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``: deploy-local sets 0.25 s) and starts a process per
+message, and the SuperNode waits for that process's reply in 0.5 s steps. "process start"
+includes the SuperNode's own pull of the message from the SuperLink.
 
-Usage: ``python -m benchmarks.deployment [--hospitals 4] [--rounds 5] [--dp patient]``.
+Usage: ``python -m benchmarks.deployment [--hospitals 4] [--rounds 5] [--repeat 1]``.
 """
 
 import argparse
@@ -112,53 +118,122 @@ def import_seconds(code: str, *, repeats: int = 3) -> float:
     return best
 
 
-# What the per-message process imports before Flower loads the app, then the app (client.entry).
+# What the per-message process imports before Flower loads the app, then the app (client.entry);
+# the launcher imports only what hands the message to the fork server.
 FLOWER_SCRIPT_IMPORTS = ("import flwr.supernode.cli.flwr_clientapp; "
                          "import flwr.supernode.runtime.run_clientapp; import client.entry")
 LEAN_IMPORTS = ("import client.clientapp_process as lean; lean.load_runtime(); "
                 "lean.argument_parser(); import client.entry")
+LAUNCHER_IMPORTS = "import client.clientapp_process, client.fork_launcher"
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """One way to deploy: the fork server on or off, and the SuperNode's idle poll."""
+
+    label: str
+    fork_server: bool
+    idle_poll_seconds: float | None  # None: Flower's own SuperNode (3 s)
+    app: str = "fedcare"  # or "null": the null ClientApp, no worker
+
+    def describe(self) -> str:
+        """One line: what this configuration runs."""
+        poll = ("Flower's SuperNode (3 s idle poll)" if self.idle_poll_seconds is None
+                else f"fedcare-supernode ({self.idle_poll_seconds:g} s idle poll)")
+        return (f"{'fork server' if self.fork_server else 'a fresh process per message'}, "
+                f"{poll}{', null ClientApp' if self.app == 'null' else ''}")
+
+
+def configurations(idle_poll: float, null_floor: bool) -> list[Configuration]:
+    """The configurations: before (both off), fork (server only), after (both on), null."""
+    runs = [Configuration("before", False, None), Configuration("fork", True, None),
+            Configuration("after", True, idle_poll)]
+    if null_floor:
+        runs.append(Configuration("null", True, idle_poll, app="null"))
+    return runs
+
+
+def median_result(results: list[Deployed]) -> Deployed:
+    """Each figure's median over repeated deployments of one configuration."""
+    return Deployed(start=statistics.median(r.start for r in results),
+                    steady=statistics.median(r.steady for r in results),
+                    exchanges=statistics.median(r.exchanges for r in results),
+                    parts={part: statistics.median(r.parts[part] for r in results)
+                           for part in PARTS})
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, and the core count."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def run_all(args: argparse.Namespace, work: Path) -> dict[str, list[Deployed]]:
+    """Deploy every configuration `args.repeat` times, interleaved; label -> results."""
+    runs = configurations(args.idle_poll_seconds, args.null_floor)
+    apps = {"fedcare": REPO}
+    if args.null_floor:
+        apps["null"] = null_client_app(work, args.task, args.hospitals)
+    results: dict[str, list[Deployed]] = {run.label: [] for run in runs}
+    for repeat in range(args.repeat):
+        for run in runs:
+            print(f"deploy-local, {run.label} ({repeat + 1}/{args.repeat}): {run.describe()}; "
+                  f"{load_average()}", flush=True)
+            settings = DeploySettings(
+                hospitals=args.hospitals, task=args.task, rounds=args.rounds,
+                out=work / f"deploy-{run.label}-{repeat}", app_dir=apps[run.app],
+                dp_mode=args.dp, pin_app=False, hospital_workers=run.app == "fedcare",
+                timeout_seconds=3600.0, fork_server=run.fork_server,
+                idle_poll_seconds=run.idle_poll_seconds,
+                extra_run_config={"fold-evaluation": True})
+            results[run.label].append(deployed(settings))
+    return results
+
+
+def print_table(args: argparse.Namespace, medians: dict[str, Deployed]) -> None:
+    """The figures of each configuration and the ratios to ``before``."""
+    print(f"\n{args.task}, {args.hospitals} hospitals, {args.rounds} rounds, dp {args.dp}, "
+          f"median of {args.repeat}")
+    print(f"{'run':<8}{'start-up s':>11}{'steady s':>10}{'exchanges':>11}  "
+          + " ".join(f"{part:>8.8}" for part in PARTS))
+    for label, result in medians.items():
+        print(f"{label:<8}{result.start:>11.2f}{result.steady:>10.2f}{result.exchanges:>11.1f}  "
+              + " ".join(f"{result.parts[part]:>8.2f}" for part in PARTS))
+    before = medians["before"].steady
+    print(f"steady round fork/before: {medians['fork'].steady / before:.2f} (target <= 0.7, "
+          f"Flower's SuperNode unchanged); after/before: {medians['after'].steady / before:.2f} "
+          "(target <= 0.4, with the short poll)")
 
 
 def main() -> None:
-    """Print the before/after tables."""
+    """Deploy each configuration and print the before/after table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="heart-disease")
     parser.add_argument("--hospitals", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dp", default="patient", help="the hospitals' dp mode")
+    parser.add_argument("--repeat", type=int, default=1, help="deployments per configuration")
+    parser.add_argument("--idle-poll-seconds", type=float, default=0.25,
+                        help="fedcare-supernode's idle poll in the after configuration")
     parser.add_argument("--null-floor", action="store_true",
-                        help="also deploy the null ClientApp (folded, no worker)")
+                        help="also deploy the null ClientApp (after configuration, no worker)")
     args = parser.parse_args()
     if args.rounds < 3:
         parser.error("--rounds must be >= 3 (round 1 carries the start-up, the last round an "
                      "evaluate exchange of its own)")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     os.environ["FLWR_LOG_LEVEL"] = "DEBUG"  # timestamps on every Flower line, for the timeline
-    results: dict[str, Deployed] = {}
+    print(load_average(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        runs = [("before", REPO, False, False), ("after", REPO, True, True)]
-        if args.null_floor:
-            runs.append(("null", null_client_app(work, args.task, args.hospitals), True, True))
-        for label, app_dir, folded, lean in runs:
-            print(f"deploy-local, {label}: {'folded' if folded else 'unfolded'}, "
-                  f"{'lean' if lean else 'Flower'}'s flwr-clientapp ...", flush=True)
-            settings = DeploySettings(
-                hospitals=args.hospitals, task=args.task, rounds=args.rounds,
-                out=work / f"deploy-{label}", app_dir=app_dir, dp_mode=args.dp, pin_app=False,
-                hospital_workers=label != "null", timeout_seconds=3600.0, lean_clientapp=lean,
-                extra_run_config={"fold-evaluation": folded})
-            results[label] = deployed(settings)
-    print(f"\n{args.task}, {args.hospitals} hospitals, {args.rounds} rounds, dp {args.dp}")
-    print(f"{'run':<8}{'start-up s':>11}{'steady s':>10}{'exchanges':>11}  "
-          + " ".join(f"{part:>8.8}" for part in PARTS))
-    for label, result in results.items():
-        print(f"{label:<8}{result.start:>11.2f}{result.steady:>10.2f}{result.exchanges:>11.1f}  "
-              + " ".join(f"{result.parts[part]:>8.2f}" for part in PARTS))
-    print(f"steady round after/before: {results['after'].steady / results['before'].steady:.2f}"
-          " (target <= 0.6)")
-    before, after = import_seconds(FLOWER_SCRIPT_IMPORTS), import_seconds(LEAN_IMPORTS)
+        results = run_all(args, Path(tmp))
+    print(f"\nafter the runs: {load_average()}")
+    print_table(args, {label: median_result(runs) for label, runs in results.items()})
+    flowers, lean, launcher = (import_seconds(FLOWER_SCRIPT_IMPORTS), import_seconds(LEAN_IMPORTS),
+                               import_seconds(LAUNCHER_IMPORTS))
     print(f"per-message process imports (python -X importtime): Flower's flwr-clientapp "
-          f"{before:.3f} s, fedcare's lean one {after:.3f} s ({after / before:.2f}x)")
+          f"{flowers:.3f} s, fedcare's lean one {lean:.3f} s, the fork server's launcher "
+          f"{launcher:.3f} s ({launcher / flowers:.3f}x Flower's)")
 
 
 if __name__ == "__main__":

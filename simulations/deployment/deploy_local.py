@@ -102,6 +102,8 @@ class DeploySettings:
     timeout_seconds: float = 1800.0
     secure_aggregation: bool = False
     lean_clientapp: bool = True
+    fork_server: bool = True  # with lean_clientapp: a ClientApp fork server per hospital
+    idle_poll_seconds: float | None = 0.25  # fedcare-supernode's idle poll; None: Flower's 3 s
     extra_run_config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -770,9 +772,41 @@ class LocalDeployment:
                                       f"{self.layout.logs / (name + '-worker.log')}") from None
         self.report(f"{len(sockets)} hospital workers listening")
 
+    def start_fork_servers(self, names: list[str]) -> dict[str, tuple[Path, Path]]:
+        """Start a ClientApp fork server per hospital if the settings ask for one (name ->
+        socket, key file; ``simulations.deployment.message_path``); wait for them later.
+        """
+        from simulations.deployment.message_path import start_fork_servers
+
+        if not (self.settings.fork_server and self.settings.lean_clientapp):
+            return {}
+        try:
+            return start_fork_servers(self.processes, self.bin_dir,
+                                      {name: self.layout.hospital_dir(name) for name in names})
+        except ValueError as error:
+            raise DeploymentError(f"{error} (it is under --out: choose a shorter --out)") from None
+
+    def wait_for_fork_servers(self, forks: dict[str, tuple[Path, Path]]) -> None:
+        """Wait until every fork server answers, single-threaded (raise naming its log if not)."""
+        from simulations.deployment.message_path import ForkServerError, wait_for_fork_servers
+
+        try:
+            wait_for_fork_servers(forks, check=self.check_alive)
+        except ForkServerError as error:
+            raise DeploymentError(f"{error}; see {self.layout.logs}") from None
+        if forks:
+            self.report(f"{len(forks)} ClientApp fork servers listening")
+
     def start_supernodes(self, superlink: str, credentials: Credentials,
-                         config_files: dict[str, Path]) -> None:
-        """Start one SuperNode per hospital, each with its own Flower home and node config."""
+                         config_files: dict[str, Path],
+                         forks: dict[str, tuple[Path, Path]] | None = None) -> None:
+        """Start one SuperNode per hospital, each with its own Flower home and node config
+        (and its fork server named in its environment, if `forks` has one).
+        """
+        from simulations.deployment.message_path import fork_server_env, supernode_entry
+
+        entry = supernode_entry(self.bin_dir, self.settings.idle_poll_seconds, self.report)
+        forks = forks or {}
         ports = free_ports(len(config_files))
         for port, (name, config_file) in zip(ports, config_files.items(), strict=True):
             home = self.layout.hospital_home(name)
@@ -781,7 +815,9 @@ class LocalDeployment:
             argv = supernode_argv(self.bin_dir, superlink=superlink, runtime_port=port,
                                   node_config=config_file, ca_crt=credentials.ca_crt,
                                   private_key=private_key)
-            self.processes.start(name, argv, cwd=home, extra_env={"FLWR_HOME": str(home)})
+            env = {"FLWR_HOME": str(home), **(fork_server_env(*forks[name]) if name in forks
+                                              else {})}
+            self.processes.start(name, [*entry, *argv[1:]], cwd=home, extra_env=env)
 
     def wait_for_nodes(self, expected: int) -> None:
         """Wait until `expected` SuperNodes are online (authenticated deployments list them)."""
@@ -921,11 +957,13 @@ def deploy_local(settings: DeploySettings, *, report: Callable[[str], None] = lo
             config_files = deployment.write_node_configs(node_configs)
             sockets = (deployment.start_workers(config_files) if settings.hospital_workers
                        else [])
+            forks = deployment.start_fork_servers(names)
             superlink = deployment.start_superlink(credentials)
             if not settings.insecure:
                 deployment.register_hospitals(credentials)
             deployment.wait_for_workers(sockets)
-            deployment.start_supernodes(superlink, credentials, config_files)
+            deployment.wait_for_fork_servers(forks)
+            deployment.start_supernodes(superlink, credentials, config_files, forks)
             if not settings.insecure:
                 deployment.wait_for_nodes(settings.hospitals)
             run_id = deployment.submit(app)
