@@ -27,8 +27,8 @@ RUN_SCHEMA_SHA256 = "csv.schema-sha256"
 
 
 @dataclass(frozen=True, slots=True)
-class Admission:
-    """A hospital's answer to a round: its data and task, or why it refuses.
+class Admitted:
+    """A hospital that takes part in the round, with what it takes part with.
 
     Attributes
     ----------
@@ -36,24 +36,49 @@ class Admission:
         The hospital's index (node config ``partition-id``).
     name : str
         The name the server knows it by (metrics.csv): the task's name for the index.
-    refusal : str
-        Why it does not take part; empty when admitted.
-    task, data : TaskSpec | None, HospitalData | None
-        When admitted: the task and the hospital's data (``data.name`` is its ledger name).
+    task : TaskSpec
+        The round's task, as this install serves it.
+    data : HospitalData
+        The hospital's data, preprocessed (``data.name`` is its ledger name).
+    node : NodeConfig
+        The hospital's validated node config.
     csv : CsvHospital | None
-        Task csv: the data with its fitted preprocessing, and ``data_sha256`` of the file.
-    node : NodeConfig | None
-        The validated node config (None if it is invalid).
+        Task csv: the data with its fitted preprocessing; None for a built-in task (no file,
+        nothing fitted).
+    data_sha256 : str
+        Task csv: the SHA-256 of the data file (hex); empty for a built-in task.
     """
 
     index: int
     name: str
-    refusal: str = ""
-    task: TaskSpec | None = None
-    data: HospitalData | None = None
+    task: TaskSpec
+    data: HospitalData
+    node: NodeConfig
     csv: CsvHospital | None = None
     data_sha256: str = ""
-    node: NodeConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A hospital that does not take part in the round, and why.
+
+    Attributes
+    ----------
+    index : int
+        The hospital's index (node config ``partition-id``).
+    name : str
+        The name the server knows it by (``hospital-<index>`` if the task cannot name it).
+    reason : str
+        Why it refuses, for the server's log (counts by kind only for bad data, no values).
+    """
+
+    index: int
+    name: str
+    reason: str
+
+
+Admission = Admitted | Refused
+"""A hospital's answer to a round's settings: admitted (with what) or refused (why)."""
 
 
 def version_refusal(server_version: object, own_version: str) -> str:
@@ -87,6 +112,12 @@ def admit(*, settings: RoundSettings, node_config: Mapping[str, Any],
     node_config, run_config : Mapping
         Flower's node config (the hospital's own) and run config.
 
+    Returns
+    -------
+    Admitted | Refused
+        Admitted with its task, data and node config (task csv: also the fitted
+        preprocessing and the file's hash), or Refused with the reason for the server.
+
     Raises
     ------
     ValueError
@@ -100,14 +131,14 @@ def admit(*, settings: RoundSettings, node_config: Mapping[str, Any],
         name = (f"hospital-{index}" if task_name == CSV_TASK_NAME
                 else get_task(task_name).hospital_names(hospitals)[index])
     except (ValueError, IndexError) as error:  # a task or size this install cannot serve
-        return Admission(index, f"hospital-{index}", str(error))
+        return Refused(index, f"hospital-{index}", str(error))
     refusal = version_refusal(settings.fedcare_version, fedcare_version())
     if refusal:
-        return Admission(index, name, refusal)
+        return Refused(index, name, refusal)
     try:
         node = NodeConfig.from_node_config(node_config)
     except ValueError as error:
-        return Admission(index, name, str(error))
+        return Refused(index, name, str(error))
     seed = settings.seed
     if task_name != CSV_TASK_NAME:
         try:
@@ -115,10 +146,10 @@ def admit(*, settings: RoundSettings, node_config: Mapping[str, Any],
                                  partition=settings.partition.value,
                                  alpha=settings.dirichlet_alpha)
         except ValueError as error:  # a split the task's data cannot give
-            return Admission(index, name, str(error), node=node)
+            return Refused(index, name, str(error))
         if node.hospital_name:
             data = replace(data, name=node.hospital_name)
-        return Admission(index, name, task=get_task(task_name), data=data, node=node)
+        return Admitted(index, name, task=get_task(task_name), data=data, node=node)
     return _admit_csv(index, name, node, run_config, seed=seed)
 
 
@@ -128,20 +159,20 @@ def _admit_csv(index: int, name: str, node: NodeConfig, run_config: Mapping[str,
         data_path, schema_path = node.csv_files()
         schema = load_schema(schema_path)
     except (SchemaError, ValueError) as error:
-        return Admission(index, name, str(error), node=node)
+        return Refused(index, name, str(error))
     refusal = schema_refusal(schema.sha256, run_config.get(RUN_SCHEMA_SHA256))
     if refusal:
-        return Admission(index, name, refusal, node=node)
+        return Refused(index, name, refusal)
     try:
         loaded = load_csv_data(data_path, schema, name=node.hospital_name or name, seed=seed)
     except DataFileRejected as error:
         # The hospital's own log gets rows and columns (no cell values); the server a summary.
         for problem in error.problems:
             logger.warning("data file %s: %s: %s", error.path, problem.location, problem.kind)
-        return Admission(index, name, f"its data file fails the schema check: "
-                         f"{summarize(error.problems)}; the hospital can list them with "
-                         "`fedcare validate-data --schema SCHEMA DATA`", node=node)
+        return Refused(index, name, f"its data file fails the schema check: "
+                       f"{summarize(error.problems)}; the hospital can list them with "
+                       "`fedcare validate-data --schema SCHEMA DATA`")
     except ValueError as error:  # e.g. nothing to fit a column's statistics on
-        return Admission(index, name, f"its data file {data_path}: {error}", node=node)
-    return Admission(index, name, task=csv_task_spec(schema), data=loaded.hospital.data,
-                     csv=loaded.hospital, data_sha256=loaded.data_sha256, node=node)
+        return Refused(index, name, f"its data file {data_path}: {error}")
+    return Admitted(index, name, task=csv_task_spec(schema), data=loaded.hospital.data,
+                    node=node, csv=loaded.hospital, data_sha256=loaded.data_sha256)

@@ -12,41 +12,42 @@ or the run config.
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from common.quiet import quiet_third_party
 
 quiet_third_party()  # before TensorFlow: Ray workers and flwr run's app processes import this
 
-from flwr.app import Context, Message
-from flwr.clientapp import ClientApp
-from flwr.clientapp.typing import Mod
+from flwr.app import Context, Message  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from flwr.clientapp import ClientApp  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from flwr.clientapp.typing import Mod  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 
-from client.admission import Admission, admit
-from client.app_pinning import verify_app_mod
-from client.identity_proof import identity_proof_mod, remember_signing_key
-from client.local_round import RoundResult, train_round
-from client.privacy import HospitalPrivacy, privacy_from_node_config
-from client.replies import declined_reply, evaluate_reply, train_reply
-from client.secure_aggregation import check_secure_round, register_secagg_actions, start_round
-from client.training import LocalTrainer, get_trainer
-from common.errors import LedgerError
-from common.metrics import Statistics, evaluation_statistics
-from common.errors import SecAggProtocolError
-from common.secagg.round_settings import encode_round_update, encoding_scale, signed_settings
-from common.secagg.update_vector import rounding_bound
-from common.tasks import HospitalData, TaskSpec
-from common.tasks.csv_preprocessing import preprocessing_path
-from common.types import NDArrays
-from common.weights import arrays_problem
-from common.wire.fields import WireFormatError
-from common.wire.records import Request, node_identity, pack_reply, request_ref, unpack_request
-from common.wire.replies import DeclinedReply, HospitalIdentity, RoundRef
-from common.wire.settings import RoundSettings
+from client.admission import Admitted, Refused, admit  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.app_pinning import verify_app_mod  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.identity_proof import identity_proof_mod, remember_signing_key  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.local_round import RoundResult, train_round  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.privacy import HospitalPrivacy, privacy_from_node_config  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.replies import declined_reply, evaluate_reply, train_reply  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.secure_aggregation import check_secure_round, register_secagg_actions, start_round  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.training import LocalTrainer, get_trainer  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.errors import LedgerError, SecAggProtocolError  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.metrics import Statistics, evaluation_statistics  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.secagg.round_settings import encode_round_update, encoding_scale, signed_settings  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.secagg.update_vector import rounding_bound  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.tasks import HospitalData, TaskSpec  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.tasks.csv_preprocessing import preprocessing_path  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.types import NDArrays  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.weights import arrays_problem  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.wire.fields import WireFormatError  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.wire.records import Request, node_identity, pack_reply, request_ref, unpack_request  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.wire.replies import DeclinedReply, HospitalIdentity, Reply, RoundRef  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.wire.settings import RoundSettings  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 
 logger = logging.getLogger(__name__)
 
 PrivacyProvider = Callable[[Context, HospitalData], HospitalPrivacy]
 TrainingDataHook = Callable[[HospitalData, int], HospitalData]
+TrainerFactory = Callable[[TaskSpec], LocalTrainer]
 
 
 def privacy_from_context(context: Context, hospital: HospitalData) -> HospitalPrivacy:
@@ -54,42 +55,48 @@ def privacy_from_context(context: Context, hospital: HospitalData) -> HospitalPr
     return privacy_from_node_config(dict(context.node_config), hospital.name)
 
 
-class Refused(Exception):
-    """The message cannot be answered with work: the reply is this decline."""
+@dataclass(frozen=True, slots=True)
+class Unpacked:
+    """A server message this hospital is admitted to answer: unpacked, settings present."""
 
-    def __init__(self, reply: Message) -> None:
-        super().__init__("refused")
-        self.reply = reply
+    request: Request
+    settings: RoundSettings
+    admitted: Admitted
+
+    @property
+    def identity(self) -> HospitalIdentity:
+        """The hospital as its replies name it."""
+        return HospitalIdentity(self.admitted.name, self.admitted.index)
 
 
-def _unpack(msg: Message, context: Context) -> tuple[Request, RoundSettings, Admission]:
-    """Unpack the request and admit the hospital, or raise Refused with the decline."""
+def _unpack(msg: Message, context: Context) -> Unpacked | Message:
+    """Unpack the request and admit the hospital; a Message is the decline to send instead."""
     try:
         request = unpack_request(msg.content)
         if request.settings is None:
             raise WireFormatError("config", "missing")
     except WireFormatError as error:
-        raise Refused(_refused(msg, context, f"the server's message is malformed: {error}")) \
-            from None
+        return _refused(msg, context, f"the server's message is malformed: {error}")
     settings = request.settings
     try:
         admission = admit(settings=settings, node_config=dict(context.node_config),
                           run_config=dict(context.run_config))
     except ValueError as error:  # e.g. the round's hospital count is not this federation's
-        raise Refused(_refused(msg, context, "this hospital cannot take part in a round with "
-                               f"these settings: {error}")) from None
-    identity = HospitalIdentity(admission.name, admission.index)
-    if admission.task is None or admission.data is None:
-        raise Refused(_reply(msg, declined_reply(settings, identity, admission.refusal)))
+        return _refused(msg, context, "this hospital cannot take part in a round with these "
+                        f"settings: {error}")
+    if isinstance(admission, Refused):
+        identity = HospitalIdentity(admission.name, admission.index)
+        return _reply(msg, declined_reply(settings, identity, admission.reason))
+    unpacked = Unpacked(request, settings, admission)
     if request.weights is not None:
         # Whatever the server sends: nothing is evaluated or trained on arrays that are not
         # this task's model (a deviating server's NaN or wrong-shaped weights are declined).
         problem = arrays_problem(request.weights, get_trainer(admission.task).model.weights)
         if problem is not None:
-            raise Refused(_reply(msg, declined_reply(
-                settings, identity,
-                f"the server's weights do not fit the {admission.task.name} model: {problem}")))
-    return request, settings, admission
+            return _reply(msg, declined_reply(
+                settings, unpacked.identity,
+                f"the server's weights do not fit the {admission.task.name} model: {problem}"))
+    return unpacked
 
 
 def _refused(msg: Message, context: Context, reason: str) -> Message:
@@ -99,12 +106,8 @@ def _refused(msg: Message, context: Context, reason: str) -> Message:
     return Message(content=pack_reply(reply), reply_to=msg)
 
 
-def _reply(msg: Message, reply: object) -> Message:
-    return Message(content=pack_reply(reply), reply_to=msg)  # type: ignore[arg-type]
-
-
-def _identity(admission: Admission) -> HospitalIdentity:
-    return HospitalIdentity(admission.name, admission.index)
+def _reply(msg: Message, reply: Reply) -> Message:
+    return Message(content=pack_reply(reply), reply_to=msg)
 
 
 def _refusal(reason: str) -> RoundResult:
@@ -112,69 +115,140 @@ def _refusal(reason: str) -> RoundResult:
     return RoundResult(None, float("nan"), reason, 0.0, 0.0)
 
 
-def _statistics(weights: NDArrays, task: TaskSpec, data: HospitalData) -> Statistics:
+def _statistics(weights: NDArrays, admitted: Admitted) -> Statistics:
     """Evaluation statistics of `weights` on the hospital's test set."""
+    task, data = admitted.task, admitted.data
     outputs = get_trainer(task).predict(weights, data.x_test)
     return evaluation_statistics(task.kind, data.y_test, outputs, target_scale=task.target_scale)
 
 
-def save_preprocessing(admission: Admission, privacy: HospitalPrivacy, seed: int) -> None:
+def _received_statistics(weights: NDArrays, unpacked: Unpacked) -> Statistics | None:
+    """With ``evaluate-received``: the statistics of the weights received (the previous
+    round's model), which ride on the train reply (also on a decline); else None.
+    """
+    return _statistics(weights, unpacked.admitted) if unpacked.settings.evaluate_received \
+        else None
+
+
+def save_preprocessing(admitted: Admitted, privacy: HospitalPrivacy, seed: int) -> None:
     """Task csv: keep the fitted preprocessing next to the ledger, for ``fedcare predict``.
 
     Rewritten only when it changed (another data file, schema or run seed).
     """
-    if admission.csv is None or admission.node is None:
+    if admitted.csv is None:
         return
     path = preprocessing_path(privacy.ledger_path)
-    provenance = {"hospital": admission.csv.data.name, "data_sha256": admission.data_sha256,
-                  "data_path": str(admission.node.data_path), "seed": seed}
-    document = admission.csv.preprocessing.to_dict(**provenance)
+    provenance = {"hospital": admitted.csv.data.name, "data_sha256": admitted.data_sha256,
+                  "data_path": str(admitted.node.data_path), "seed": seed}
+    document = admitted.csv.preprocessing.to_dict(**provenance)
     try:
         if json.loads(path.read_text(encoding="utf-8")) == document:
             return
     except (OSError, ValueError):
         pass  # absent or unreadable: write it
-    admission.csv.preprocessing.save(path, **provenance)
+    admitted.csv.preprocessing.save(path, **provenance)
 
 
-def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
-                     mods: Sequence[Mod] = (), *,
-                     training_data: TrainingDataHook | None = None,
-                     trainer_for: Callable[[TaskSpec], LocalTrainer] = get_trainer) -> ClientApp:
-    """Return the hospital ClientApp, taking privacy settings from `privacy_for`.
+@dataclass(frozen=True, slots=True)
+class HospitalHandlers:
+    """The ClientApp's handlers (train, secure-aggregation advertise, evaluate) and the hooks
+    they call. A module-level class, so that the app pickles its handlers by reference.
 
-    `mods` wrap every handler (Flower mods), e.g. the fault drills of simulations/.
-    Simulation hooks (``fedcare audit``): `training_data(data, index)` returns the training
-    data the local round uses, given the hospital's admitted (already preprocessed) data, e.g.
-    with canary records added after its preprocessing was fitted; evaluation keeps the
-    hospital's own test rows. `trainer_for` builds the local trainer (tests swap in a broken one).
+    Attributes
+    ----------
+    privacy_for : PrivacyProvider
+        The hospital's privacy settings for a message's context and its (training) data.
+    training_data : TrainingDataHook | None
+        Simulation hook (``fedcare audit``): `training_data(data, index)` returns the training
+        data the local round uses, given the hospital's admitted (already preprocessed) data.
+    trainer_for : TrainerFactory
+        The local trainer for a task (tests swap in a broken one).
     """
-    # The hospital's app pin is checked first, before any other mod or handler runs; every
-    # reply's identity is signed last, around the handler (client.identity_proof).
-    client_app = ClientApp(mods=[verify_app_mod, *mods, identity_proof_mod])
 
-    def local_round(request: Request, settings: RoundSettings, context: Context,
-                    admission: Admission) -> tuple[HospitalPrivacy, RoundResult]:
-        task, data = admission.task, admission.data
-        if training_data is not None and data is not None:
-            data = training_data(data, admission.index)
-        weights = request.weights or []
+    privacy_for: PrivacyProvider
+    training_data: TrainingDataHook | None
+    trainer_for: TrainerFactory
+
+    def train(self, msg: Message, context: Context) -> Message:
+        """Train (or decline) and reply with the update and the epsilon spent."""
+        unpacked = _unpack(msg, context)
+        if isinstance(unpacked, Message):
+            return unpacked
+        settings, weights = unpacked.settings, unpacked.request.weights
+        if settings.secagg_enabled or weights is None:
+            return _reply(msg, declined_reply(settings, unpacked.identity,
+                                              "a plain train message needs the global weights "
+                                              "and a run without secure aggregation"))
+        statistics = _received_statistics(weights, unpacked)
+        _, result = self._local_round(unpacked, context)
+        return _reply(msg, train_reply(settings, unpacked.identity, result,
+                                       num_examples=unpacked.admitted.data.num_train,
+                                       statistics=statistics))
+
+    def secagg_advertise(self, msg: Message, context: Context) -> Message:
+        """Train like ``train``, but keep the update: encode it and start the protocol round.
+
+        With ``evaluate-received`` it first evaluates the weights it received (the previous
+        round's result), which saves the secure round a separate evaluate exchange.
+        """
+        unpacked = _unpack(msg, context)
+        if isinstance(unpacked, Message):
+            return unpacked
+        settings, identity = unpacked.settings, unpacked.identity
+        weights, stage = unpacked.request.weights, unpacked.request.secagg
+        if not settings.secagg_enabled or weights is None or stage is None:
+            return _reply(msg, declined_reply(settings, identity,
+                                              "a secure-aggregation message needs the global "
+                                              "weights, the stage request and secagg-enabled"))
+        statistics = _received_statistics(weights, unpacked)
+        privacy, result = self._local_round(unpacked, context)
+        num_train = unpacked.admitted.data.num_train
+        if result.update is None:
+            return _reply(msg, train_reply(settings, identity, result, num_examples=num_train,
+                                           statistics=statistics))
         d = sum(int(w.size) for w in weights)
-        privacy = privacy_for(context, data)  # type: ignore[arg-type]
-        remember_signing_key(context, admission.name, privacy.signing_key_path)
-        save_preprocessing(admission, privacy, seed=settings.seed)
+        rng = privacy.noise_rng(server_round=settings.server_round,
+                                hospital_index=unpacked.admitted.index, stream=1)
+        # No weight coordinate: every update counts once, clipped to the run's update bound
+        # and cut to the range the round's own settings give (each cut counted).
+        encoded = encode_round_update(result.update, settings, rng=rng)
         try:
-            roster, bound = None, 0.0
-            if settings.secagg_enabled:
-                # Check, then draw: no noise is drawn and nothing charged before the round's
-                # settings pass the pinned roster's rules and its first stage is checked.
-                roster = check_secure_round(context, privacy, request.secagg or {}, settings,
-                                            _identity(admission), d)
-                bound = rounding_bound(num_parameters=d, scale=encoding_scale(settings, d))
-            result = train_round(settings, hospital=data, hospital_index=admission.index,  # type: ignore[arg-type]
-                                 privacy=privacy, trainer=trainer_for(task),  # type: ignore[arg-type]
-                                 global_weights=weights, secure_aggregation=settings.secagg_enabled,
-                                 rounding_bound=bound, roster=roster)
+            payload = start_round(context, privacy, stage, encoded.values, identity,
+                                  RoundRef(settings.run_id, settings.server_round),
+                                  signed_settings(settings, d))
+        except SecAggProtocolError as error:
+            # Refused before anything masked left: the server learns why (it may be its doing).
+            return _reply(msg, declined_reply(settings, identity,
+                                              f"secure aggregation refused: {error}",
+                                              statistics=statistics))
+        return _reply(msg, train_reply(settings, identity, result, num_examples=num_train,
+                                       statistics=statistics, secagg=payload,
+                                       encoding_clipped=encoded.num_clipped))
+
+    def evaluate(self, msg: Message, context: Context) -> Message:
+        """Evaluate the global weights on the hospital's test set; reply with statistics."""
+        unpacked = _unpack(msg, context)
+        if isinstance(unpacked, Message):
+            return unpacked
+        weights = unpacked.request.weights
+        if weights is None:
+            return _reply(msg, declined_reply(unpacked.settings, unpacked.identity,
+                                              "an evaluate message needs the weights"))
+        statistics = _statistics(weights, unpacked.admitted)
+        return _reply(msg, evaluate_reply(unpacked.settings, unpacked.identity, statistics))
+
+    def _local_round(self, unpacked: Unpacked,
+                     context: Context) -> tuple[HospitalPrivacy, RoundResult]:
+        """Run the local round (a refusal on the way is a declined result, never an error)."""
+        admitted, settings = unpacked.admitted, unpacked.settings
+        data = admitted.data
+        if self.training_data is not None:
+            data = self.training_data(data, admitted.index)
+        privacy = self.privacy_for(context, data)
+        remember_signing_key(context, admitted.name, privacy.signing_key_path)
+        save_preprocessing(admitted, privacy, seed=settings.seed)
+        try:
+            result = self._train_round(unpacked, context, privacy, data)
         except SecAggProtocolError as error:
             result = _refusal("secure aggregation refused before any noise was drawn or epsilon "
                               f"charged: {error}")
@@ -187,84 +261,49 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
             result = _refusal(f"the round's settings cannot be applied: {error}")
         return privacy, result
 
-    @client_app.train()
-    def train(msg: Message, context: Context) -> Message:
-        """Train (or decline) and reply with the update and the epsilon spent."""
-        try:
-            request, settings, admission = _unpack(msg, context)
-        except Refused as refused:
-            return refused.reply
-        if settings.secagg_enabled or request.weights is None:
-            return _reply(msg, declined_reply(settings, _identity(admission),
-                                              "a plain train message needs the global weights "
-                                              "and a run without secure aggregation"))
-        # The weights received are the previous round's model: evaluate them before training
-        # (their statistics ride on this reply, also on a decline).
-        statistics = (_statistics(request.weights, admission.task, admission.data)  # type: ignore[arg-type]
-                      if settings.evaluate_received else None)
-        _, result = local_round(request, settings, context, admission)
-        return _reply(msg, train_reply(settings, _identity(admission), result,
-                                       num_examples=admission.data.num_train,  # type: ignore[union-attr]
-                                       statistics=statistics))
+    def _train_round(self, unpacked: Unpacked, context: Context, privacy: HospitalPrivacy,
+                     data: HospitalData) -> RoundResult:
+        """Check a secure round against the pinned roster, then train, privatize and charge.
 
-    def secagg_advertise(msg: Message, context: Context) -> Message:
-        """Train like ``train``, but keep the update: encode it and start the protocol round.
-
-        With ``evaluate-received`` it first evaluates the weights it received (the previous
-        round's result), which saves the secure round a separate evaluate exchange.
+        Raises
+        ------
+        SecAggProtocolError, LedgerError, ValueError
+            As ``check_secure_round`` and ``train_round`` raise them (the caller declines).
         """
-        try:
-            request, settings, admission = _unpack(msg, context)
-        except Refused as refused:
-            return refused.reply
-        task, data = admission.task, admission.data
-        if not settings.secagg_enabled or request.weights is None or request.secagg is None:
-            return _reply(msg, declined_reply(settings, _identity(admission),
-                                              "a secure-aggregation message needs the global "
-                                              "weights, the stage request and secagg-enabled"))
-        statistics = (_statistics(request.weights, task, data)  # type: ignore[arg-type]
-                      if settings.evaluate_received else None)
-        privacy, result = local_round(request, settings, context, admission)
-        if result.update is None:
-            return _reply(msg, train_reply(settings, _identity(admission), result,
-                                           num_examples=data.num_train,  # type: ignore[union-attr]
-                                           statistics=statistics))
-        d = sum(int(w.size) for w in request.weights)
-        rng = privacy.noise_rng(server_round=settings.server_round,
-                                hospital_index=admission.index, stream=1)
-        # No weight coordinate: every update counts once, clipped to the run's update bound
-        # and cut to the range the round's own settings give (each cut counted).
-        encoded = encode_round_update(result.update, settings, rng=rng)
-        try:
-            payload = start_round(context, privacy, request.secagg, encoded.values,
-                                  _identity(admission),
-                                  RoundRef(settings.run_id, settings.server_round),
-                                  signed_settings(settings, d))
-        except SecAggProtocolError as error:
-            # Refused before anything masked left: the server learns why (it may be its doing).
-            return _reply(msg, declined_reply(settings, _identity(admission),
-                                              f"secure aggregation refused: {error}",
-                                              statistics=statistics))
-        return _reply(msg, train_reply(settings, _identity(admission), result,
-                                       num_examples=data.num_train,  # type: ignore[union-attr]
-                                       statistics=statistics, secagg=payload,
-                                       encoding_clipped=encoded.num_clipped))
+        settings, weights = unpacked.settings, unpacked.request.weights or []
+        d = sum(int(w.size) for w in weights)
+        roster, bound = None, 0.0
+        if settings.secagg_enabled:
+            # Check, then draw: no noise is drawn and nothing charged before the round's
+            # settings pass the pinned roster's rules and its first stage is checked.
+            roster = check_secure_round(context, privacy, unpacked.request.secagg or {},
+                                        settings, unpacked.identity, d)
+            bound = rounding_bound(num_parameters=d, scale=encoding_scale(settings, d))
+        return train_round(settings, hospital=data, hospital_index=unpacked.admitted.index,
+                           privacy=privacy, trainer=self.trainer_for(unpacked.admitted.task),
+                           global_weights=weights, secure_aggregation=settings.secagg_enabled,
+                           rounding_bound=bound, roster=roster)
 
-    register_secagg_actions(client_app, secagg_advertise)
 
-    @client_app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        """Evaluate the global weights on the hospital's test set; reply with statistics."""
-        try:
-            request, settings, admission = _unpack(msg, context)
-        except Refused as refused:
-            return refused.reply
-        if request.weights is None:
-            return _reply(msg, declined_reply(settings, _identity(admission),
-                                              "an evaluate message needs the weights"))
-        statistics = _statistics(request.weights, admission.task, admission.data)  # type: ignore[arg-type]
-        return _reply(msg, evaluate_reply(settings, _identity(admission), statistics))
+def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
+                     mods: Sequence[Mod] = (), *,
+                     training_data: TrainingDataHook | None = None,
+                     trainer_for: TrainerFactory = get_trainer) -> ClientApp:
+    """Return the hospital ClientApp, taking privacy settings from `privacy_for`.
 
+    `mods` wrap every handler (Flower mods), e.g. the fault drills of simulations/.
+    Simulation hooks (``fedcare audit``): `training_data(data, index)` returns the training
+    data the local round uses, given the hospital's admitted (already preprocessed) data, e.g.
+    with canary records added after its preprocessing was fitted; evaluation keeps the
+    hospital's own test rows. `trainer_for` builds the local trainer (tests swap in a broken one).
+    """
+    handlers = HospitalHandlers(privacy_for, training_data, trainer_for)
+    # The hospital's app pin is checked first, before any other mod or handler runs; every
+    # reply's identity is signed last, around the handler (client.identity_proof).
+    client_app = ClientApp(mods=[verify_app_mod, *mods, identity_proof_mod])
+    client_app.train()(handlers.train)
+    register_secagg_actions(client_app, handlers.secagg_advertise)
+    client_app.evaluate()(handlers.evaluate)
     return client_app
 
 

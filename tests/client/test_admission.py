@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from client.admission import admit
+from client.admission import Admitted, Refused, admit
 from client.app import build_client_app
 from common.config import RunConfig
 from common.models import build_model
@@ -50,19 +50,20 @@ def test_hospital_with_matching_schema_and_good_data_is_admitted(example):
                       run_config={"csv.schema-sha256": sha256})
 
     # Assert
-    assert admission.refusal == ""
+    assert isinstance(admission, Admitted)
     assert (admission.index, admission.name, admission.data.name) == (1, "hospital-1", "st-anne")
     assert admission.task.num_features == 18 and admission.data.num_train == 195
     assert len(admission.data_sha256) == 64
+    assert admission.csv is not None and admission.node.hospital_name == "st-anne"
 
 
 def test_other_fedcare_version_is_refused_naming_both(example):
     _, sha256, _ = example
     admission = admit(settings=_settings(version="0.0.1"), node_config=_node(example),
                       run_config={"csv.schema-sha256": sha256})
-    assert admission.data is None
+    assert isinstance(admission, Refused) and admission.name == "hospital-1"
     assert f"server runs fedcare 0.0.1 but this hospital runs fedcare {fedcare_version()}" \
-        in admission.refusal
+        in admission.reason
 
 
 def test_server_without_a_version_is_refused(example, run):
@@ -80,9 +81,9 @@ def test_different_schema_is_refused_naming_both_hashes(example):
     _, sha256, _ = example
     admission = admit(settings=_settings(), node_config=_node(example),
                       run_config={"csv.schema-sha256": "f" * 64})
-    assert admission.data is None
+    assert isinstance(admission, Refused)
     assert f"schema has sha256 {sha256}, but the run config's csv.schema-sha256 is " \
-        f"{'f' * 64}" in admission.refusal
+        f"{'f' * 64}" in admission.reason
 
 
 def test_a_hospital_whose_own_schema_file_differs_refuses(example, tmp_path):
@@ -98,7 +99,8 @@ def test_a_hospital_whose_own_schema_file_differs_refuses(example, tmp_path):
                       node_config=_node(example, **{"schema-path": str(own)}))
 
     # Assert
-    assert DataSchema.load(own).sha256 in admission.refusal and sha256 in admission.refusal
+    assert isinstance(admission, Refused)
+    assert DataSchema.load(own).sha256 in admission.reason and sha256 in admission.reason
 
 
 @pytest.mark.parametrize(
@@ -114,7 +116,7 @@ def test_invalid_node_config_is_a_refusal_with_the_reason(example, node_changes,
     node = {k: v for k, v in {**_node(example), **node_changes}.items() if v is not None}
     admission = admit(settings=_settings(), node_config=node,
                       run_config={"csv.schema-sha256": sha256})
-    assert admission.data is None and message in admission.refusal
+    assert isinstance(admission, Refused) and message in admission.reason
 
 
 def test_bad_data_is_refused_with_counts_only_and_logged_locally(example, tmp_path, caplog):
@@ -132,8 +134,9 @@ def test_bad_data_is_refused_with_counts_only_and_logged_locally(example, tmp_pa
                           node_config=_node(example, **{"data-path": str(bad)}))
 
     # Assert
-    assert "fails the schema check: 2 problems (" in admission.refusal
-    assert "Jane" not in admission.refusal and "row" not in admission.refusal
+    assert isinstance(admission, Refused)
+    assert "fails the schema check: 2 problems (" in admission.reason
+    assert "Jane" not in admission.reason and "row" not in admission.reason
     assert "row 4, column age: non-numeric value" in caplog.text
     assert "row 6, column heart_disease: missing label" in caplog.text
     assert "Jane" not in caplog.text
@@ -143,7 +146,9 @@ def test_built_in_task_keeps_its_names_and_takes_the_ledger_name(example):
     admission = admit(settings=_settings(task="heart-disease", hospitals=4),
                       node_config={"partition-id": 2, "num-partitions": 4,
                                    "hospital-name": "bern"}, run_config={})
+    assert isinstance(admission, Admitted)
     assert (admission.name, admission.data.name) == ("switzerland", "bern")
+    assert (admission.csv, admission.data_sha256) == (None, "")
 
 
 def test_node_without_partition_id_cannot_name_itself_and_raises(example):
