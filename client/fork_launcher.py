@@ -119,15 +119,39 @@ def request_fork(sock: socket.socket, argv: list[str]) -> int:
     return pid
 
 
-def wait_for_exit(sock: socket.socket, child: int) -> int:
-    """Forward signals to `child` until the server reports its exit; return the exit code."""
+class SignalRelay:
+    """Forward SIGTERM, SIGINT and SIGHUP to the child once its pid is known; until then keep
+    them (a signal before the fork request is answered reaches the child as soon as it exists).
+    """
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
+    def __init__(self) -> None:
+        self.child = 0
+        self.pending: list[int] = []
+        self.previous = {signum: signal.signal(signum, self.handle)
+                         for signum in FORWARDED_SIGNALS}
+
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        """Forward `signum` to the child, or keep it until there is one."""
+        if not self.child:
+            self.pending.append(signum)
+            return
         with contextlib.suppress(ProcessLookupError):  # exited: its status is on the way
-            os.kill(child, signum)
+            os.kill(self.child, signum)
 
-    for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
+    def attach(self, child: int) -> None:
+        """Forward to `child` from now on, starting with the signals kept so far."""
+        self.child = child
+        for signum in self.pending:
+            self.handle(signum, None)
+
+    def restore(self) -> None:
+        """Put the previous handlers back (nothing ran: the caller takes over)."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def wait_for_exit(sock: socket.socket) -> int:
+    """Wait until the server reports the child's exit; return the exit code."""
     sock.settimeout(None)
     answer = receive_json(sock)
     code = answer.get("exit")
@@ -139,27 +163,36 @@ def wait_for_exit(sock: socket.socket, child: int) -> int:
 def launch(argv: list[str], socket_path: StrPath, key_file: StrPath | None = None) -> int:
     """Have the fork server at `socket_path` run ``flwr-clientapp ARGV``; return its exit code.
 
+    Signals that reach this process are forwarded to the child (``SignalRelay``); one that
+    arrives when the server turns out not to run the message ends this process with 128 + N.
+
     Raises
     ------
     ForkServerUnavailable
-        If nothing ran: the caller may run the ClientApp itself.
+        If nothing ran and no signal asked this process to stop: the caller may run the
+        ClientApp itself.
     """
-    sock = connect(socket_path, key_file or default_key_file(socket_path))
-    with sock:
-        try:
+    relay = SignalRelay()
+    try:
+        sock = connect(socket_path, key_file or default_key_file(socket_path))
+        with sock:
             child = request_fork(sock, argv)
-        except ForkServerUnavailable:
-            raise
-        except (OSError, ProtocolError) as error:
-            say(f"the fork server at {socket_path} did not answer the request ({error}); "
-                "not running the message again")
-            return 1
-        try:
-            return wait_for_exit(sock, child)
-        except (OSError, ProtocolError) as error:
-            say(f"lost the fork server at {socket_path} before ClientApp process {child} "
-                f"ended ({error})")
-            return 1
+            relay.attach(child)
+            try:
+                return wait_for_exit(sock)
+            except (OSError, ProtocolError) as error:
+                say(f"lost the fork server at {socket_path} before ClientApp process {child} "
+                    f"ended ({error})")
+                return 1
+    except ForkServerUnavailable:
+        relay.restore()
+        if relay.pending:
+            return 128 + relay.pending[0]
+        raise
+    except (OSError, ProtocolError) as error:
+        say(f"the fork server at {socket_path} did not answer the request ({error}); not "
+            "running the message again")
+        return 1
 
 
 def ping(socket_path: StrPath, key_file: StrPath | None = None) -> dict[str, object]:
