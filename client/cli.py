@@ -47,11 +47,15 @@ InitHeadOption = Annotated[Path | None, typer.Option(
 
 @dataclass(frozen=True, slots=True)
 class _Figures:
-    """A ledger's epsilon spent per level (inf: unbounded) and rounds like the last left."""
+    """A ledger's epsilon spent per level and track (inf: unbounded), and rounds like the
+    last left (on its track).
+    """
 
-    patient: float
-    hospital: float
+    patient: float  # training track
+    hospital: float  # both tracks
     rounds_left: int | None  # None: not known (no entry yet, or not recorded)
+    test: float = 0.0  # test track, patient level
+    sequential: float | None = None  # both tracks composed (Opacus), when not parallel
 
 
 @budget_app.command("show")
@@ -63,12 +67,15 @@ def budget(
                             "and say whether the recorded figures agree (exit 1 if not).")
                          ] = False,
 ) -> None:
-    """Show a hospital's privacy ledger: both levels' epsilon spent, remaining, rounds left.
+    """Show a hospital's privacy ledger: epsilon spent per level and track, remaining, rounds left.
 
     The figures are the ones recorded with the last entry, computed by Opacus when it was
-    charged (no accountant is loaded to show them); ``--recompute`` recomputes them. The
-    patient level composes every entry (a hospital-level release protects each patient too);
-    after a patient-level entry the hospital level is unbounded.
+    charged (no accountant is loaded to show them); ``--recompute`` recomputes them. Two
+    tracks: releases of training rows and of test rows (evaluation), each with its own
+    budget; with the split pinned before the first release a patient's epsilon is the larger
+    of the two. The patient level composes every entry of its track (a hospital-level release
+    protects each patient too); the hospital level both tracks; after a patient-level entry
+    the hospital level is unbounded.
     """
     from common.dp.ledger import PrivacyLedger
     from common.errors import LedgerError
@@ -101,17 +108,32 @@ def _recorded_figures(ledger: "PrivacyLedger") -> tuple[_Figures | None, str]:
         return _Figures(0.0, 0.0, None), "no entries yet"
     if after is None:
         return None, "the last entry records no figures (charged by an older fedcare)"
-    if (after.delta, after.budget_epsilon) != (ledger.budget_delta, ledger.budget_epsilon):
+    if (after.delta, after.budget_epsilon) != (ledger.budget_delta, ledger.budget_epsilon) or (
+            after.test is not None and (after.test_delta, after.test_budget_epsilon)
+            != (ledger.test_budget_delta, ledger.test_budget_epsilon)):
         return None, "the budget was lowered after the last charge"
+    if after.test is None and any(e.track == "test" for e in ledger.entries):
+        return None, "the last entry records no test-track figure"
+    if not ledger.tracks_parallel and any(e.track == "test" for e in ledger.entries):
+        return None, "the tracks compose sequentially (no split pinned before the first release)"
     how = f"recorded at charge time (Opacus, delta {after.delta:g})"
-    return _Figures(after.patient, after.hospital, after.rounds_left), how
+    return _Figures(after.patient, after.hospital, after.rounds_left,
+                    after.test if after.test is not None else 0.0), how
 
 
 def _opacus_figures(ledger: "PrivacyLedger") -> _Figures:
     """Every figure computed by Opacus from the ledger's recorded history (imports Opacus)."""
-    last = ledger.entries[-1].event if ledger.entries else None
-    return _Figures(ledger.epsilon_spent("patient"), ledger.epsilon_spent("hospital"),
-                    ledger.rounds_left(last) if last is not None else None)
+    from common.wire.modes import LedgerTrack, PrivacyLevel
+
+    last = ledger.entries[-1] if ledger.entries else None
+    sequential = None
+    if not ledger.tracks_parallel and any(e.track == LedgerTrack.TEST for e in ledger.entries):
+        sequential = ledger.patient_guarantee()[0]
+    return _Figures(ledger.epsilon_spent(PrivacyLevel.PATIENT),
+                    ledger.epsilon_spent(PrivacyLevel.HOSPITAL),
+                    ledger.rounds_left(last.event, track=last.track) if last is not None
+                    else None, ledger.epsilon_spent(PrivacyLevel.PATIENT, LedgerTrack.TEST),
+                    sequential)
 
 
 def _compare(recorded: _Figures | None, why: str, recomputed: _Figures) -> None:
@@ -120,7 +142,8 @@ def _compare(recorded: _Figures | None, why: str, recomputed: _Figures) -> None:
         console.print(f"no recorded figures to compare: {why}")
         return
     pairs = (("patient-level epsilon", recorded.patient, recomputed.patient),
-             ("hospital-level epsilon", recorded.hospital, recomputed.hospital))
+             ("hospital-level epsilon", recorded.hospital, recomputed.hospital),
+             ("test-track epsilon", recorded.test, recomputed.test))
     wrong = [f"{name}: recorded {mine:.6g}, Opacus {theirs:.6g}" for name, mine, theirs in pairs
              if not (mine == theirs or math.isclose(mine, theirs, rel_tol=1e-9))]
     if recorded.rounds_left is not None and recorded.rounds_left != recomputed.rounds_left:
@@ -129,8 +152,8 @@ def _compare(recorded: _Figures | None, why: str, recomputed: _Figures) -> None:
     if wrong:
         _fail("the recorded figures DISAGREE with Opacus on the ledger's history: "
               + "; ".join(wrong), code=1)
-    checked = "both levels' epsilon" + (", rounds left" if recorded.rounds_left is not None
-                                        else "")
+    checked = "both levels' and the test track's epsilon" + (
+        ", rounds left" if recorded.rounds_left is not None else "")
     console.print(f"the recorded figures agree with Opacus ({checked})")
 
 
@@ -140,27 +163,51 @@ def _print_budget(ledger: "PrivacyLedger", figures: _Figures, source: str) -> No
 
     table = Table(title=f"privacy ledger of {ledger.hospital} ({ledger.accountant.upper()}, "
                         f"budget epsilon {ledger.budget_epsilon:g}, delta {ledger.budget_delta:g})")
-    for column in ("level", "entries composed", "epsilon spent", "remaining", "rounds left*"):
+    for column in ("level", "track", "entries composed", "epsilon spent", "budget",
+                   "remaining", "rounds left*"):
         table.add_column(column, justify="right")
+    last_track = ledger.entries[-1].track if ledger.entries else "train"
     left = "-" if figures.rounds_left is None else str(figures.rounds_left)
     unbounded = math.isinf(figures.hospital)
+    tracks = [e.track for e in ledger.entries]
     hospital_entries = sum(e.event.level == "hospital" for e in ledger.entries)
-    for level, count, spent in (("patient", len(ledger.entries), figures.patient),
-                                ("hospital", hospital_entries, figures.hospital)):
+    for level, track, count, spent, budget in (
+            ("patient", "training rows", tracks.count("train"), figures.patient,
+             ledger.budget_epsilon),
+            ("patient", "test rows", tracks.count("test"), figures.test,
+             ledger.test_budget_epsilon),
+            ("hospital", "both", hospital_entries, figures.hospital, ledger.budget_epsilon)):
+        shown_left = left if last_track in track or level == "hospital" else "-"
         if math.isinf(spent):
-            table.add_row(level, str(count), "unbounded", "-", "0")
+            table.add_row(level, track, str(count), "unbounded", f"{budget:g}", "-", "0")
         else:
-            table.add_row(level, str(count), f"{spent:.4f}",
-                          f"{max(0.0, ledger.budget_epsilon - spent):.4f}", left)
+            table.add_row(level, track, str(count), f"{spent:.4f}", f"{budget:g}",
+                          f"{max(0.0, budget - spent):.4f}", shown_left)
     console.print(table)
     console.print(f"figures {source}; head file {ledger.head_path}")
-    console.print("patient level: every entry (hospital-level releases at sample rate 1); "
-                  "* more rounds like the last one charged (same noise, sample rate, steps)"
-                  + ("; - : not recorded (PRV), see --recompute"
-                     if ledger.entries and figures.rounds_left is None else ""))
+    console.print(_guarantee_line(ledger, figures))
+    console.print("patient level: every entry of its track (hospital-level releases at sample "
+                  "rate 1); * more releases like the last one charged (same noise, sample rate, "
+                  "steps, track)" + ("; - : not recorded (PRV), see --recompute"
+                                     if ledger.entries and figures.rounds_left is None else ""))
     if unbounded:
         console.print("hospital level: unbounded, since this ledger holds patient-level "
                       "releases; hospital-level runs are declined")
+
+
+def _guarantee_line(ledger: "PrivacyLedger", figures: _Figures) -> str:
+    """How the two tracks compose into one patient's epsilon, with the figure where known."""
+    split = ledger.split
+    if ledger.tracks_parallel and split is not None:
+        return (f"a patient's epsilon: {max(figures.patient, figures.test):.4f}, the larger of "
+                f"the two tracks (parallel: split {split.digest[:16]} pinned before the first "
+                "release, so every patient is on one side)")
+    why = ("no split pinned yet" if split is None else
+           "the split was pinned after earlier releases")
+    figure = ("" if figures.sequential is None else
+              f" = {figures.sequential:.4f} (Opacus on both tracks together)")
+    return (f"a patient's epsilon: both tracks composed sequentially{figure} ({why}; at most "
+            "their sum; --recompute computes it)")
 
 
 @budget_app.command("init")
@@ -174,6 +221,11 @@ def budget_init(
     hospital: Annotated[str | None, typer.Option(
         help="The hospital's name, as its node config gives it; default: the file name "
              "without its extension.")] = None,
+    test_epsilon: Annotated[float | None, typer.Option(
+        help="The test track's budget epsilon (releases of test rows: evaluation), for the "
+             "ledger's whole life; default: --epsilon.")] = None,
+    test_delta: Annotated[float | None, typer.Option(
+        help="The test track's delta; default: --delta.")] = None,
 ) -> None:
     """Create a hospital's privacy ledger with its budget, and its head file apart from it.
 
@@ -181,7 +233,8 @@ def budget_init(
     deliberate act that starts a budget, once. The head file (printed) is kept outside the
     ledger's directory, so deleting or restoring that directory is refused rather than taken
     for a fresh budget. Defaults are fedcare's strictest built-in budget (epsilon 1, delta
-    1e-5, RDP).
+    1e-5, RDP). The test track (evaluation of the hospital's test rows) has its own budget,
+    by default the same values; the two compose in parallel once the split is pinned.
     """
     from client.privacy import default_head_path
     from common.dp.ledger import PrivacyLedger
@@ -192,16 +245,20 @@ def budget_init(
     try:
         ledger = PrivacyLedger.create(path, hospital=name, budget_epsilon=epsilon,
                                       budget_delta=delta, accountant=accountant,  # type: ignore[arg-type]
-                                      head_path=head_file)
+                                      head_path=head_file, test_budget_epsilon=test_epsilon,
+                                      test_budget_delta=test_delta)
     except LedgerError as error:
         _fail(f"budget init {path}: {error}")
     except ValueError as error:  # name the options the user typed
-        message = str(error).replace("budget_epsilon", "--epsilon").replace("budget_delta",
-                                                                             "--delta")
+        message = str(error).replace("test_budget_epsilon", "--test-epsilon").replace(
+            "test_budget_delta", "--test-delta")
+        message = message.replace("budget_epsilon", "--epsilon").replace("budget_delta",
+                                                                         "--delta")
         _fail(f"budget init {path}: {message.replace('accountant must', '--accountant must')}")
     typer.echo(f"{ledger.path}: privacy ledger of hospital {ledger.hospital!r}, budget epsilon "
                f"{ledger.budget_epsilon:g}, delta {ledger.budget_delta:g} "
-               f"({ledger.accountant.upper()})")
+               f"({ledger.accountant.upper()}); test track (evaluation of its test rows) "
+               f"epsilon {ledger.test_budget_epsilon:g}, delta {ledger.test_budget_delta:g}")
     typer.echo(f"head file {ledger.head_path} (recorded in the ledger; node config "
                "ledger-head-path may name it). Keep it where deleting or restoring the ledger's "
                "directory does not reach: another volume, or another party")

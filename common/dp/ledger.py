@@ -19,11 +19,16 @@ a patient-level (DP-SGD) release bounds one record's influence, not a hospital's
 patient-level entry the hospital-level epsilon is unbounded (+inf) and a hospital-level charge
 is refused. In Opacus terms a patient-level entry enters the hospital-level history as
 (z=0, q=1, steps), which Opacus accounts as infinite epsilon.
+
+Two tracks: releases of training rows and of test rows (evaluation), each with its own budget
+(``test_budget``, set at creation; default the training budget). Once the hospital's split is
+pinned (``pin_split``: the digest of which rows are test rows; a run with another split is
+declined) before any release, the tracks compose in parallel: a patient's epsilon is the
+larger of the two. How every history is composed: ``common.dp.ledger_tracks``.
 """
 
 import dataclasses
 import logging
-import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +46,7 @@ from common.dp.ledger_store import (
     EntryFigures,
     LedgerEntry,
     LedgerState,
+    SplitPin,
     advance,
     locked,
     parse_ledger,
@@ -49,9 +55,12 @@ from common.dp.ledger_store import (
     write_atomic,
     write_head,
 )
+from common.dp.ledger_tracks import Constraint, as_level, constraints, history, parallel
 from common.errors import LedgerError, PrivacyBudgetExceededError
+from common.wire.modes import LedgerTrack, PrivacyLevel
 
-__all__ = ["UNBOUNDED_REASON", "EntryFigures", "LedgerEntry", "PrivacyLedger", "init_command"]
+__all__ = ["UNBOUNDED_REASON", "EntryFigures", "LedgerEntry", "PrivacyLedger", "SplitMismatch",
+           "SplitPin", "init_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +68,10 @@ Entry = tuple[float, float, int]
 
 UNBOUNDED_REASON = ("this ledger already holds patient-level releases; the hospital-level "
                     "guarantee is unbounded")
+
+
+class SplitMismatch(LedgerError):
+    """The run's split (which rows are test rows) differs from the one the ledger pinned."""
 
 
 def init_command(path: Path, *, hospital: str | None = None, head: Path | None = None) -> str:
@@ -80,13 +93,21 @@ class PrivacyLedger:
 
         {"hospital": NAME, "budget": {"epsilon": E, "delta": D}, "accountant": "rdp",
          "sequence": N, "previous": HEX, "head_file": "/ABSOLUTE/PATH.head",
+         "test_budget": {"epsilon": ET, "delta": DT},
+         "split": {"digest": HEX, "parallel": true},
          "entries": [{"run": RUN, "round": R, "level": "patient", "noise_multiplier": Z,
                       "sample_rate": Q, "steps": S,
-                      "after": {"delta": D, "epsilon": {"patient": EP, "hospital": null},
-                                "budget_epsilon": E, "rounds_left": K}},
+                      "after": {"delta": D, "epsilon": {"patient": EP, "hospital": null,
+                                                        "test": ET_SPENT},
+                                "budget_epsilon": E, "rounds_left": K, "test_delta": DT,
+                                "test_budget_epsilon": ET}},
+                     {..., "level": "patient", ..., "track": "test", "after": ...},
                      {..., "level": "hospital", ..., "noise_mode": "local", "after": ...}],
          "checksum": HEX}
 
+    ``test_budget`` is the test track's budget (absent in older ledgers: the training
+    budget's), ``split`` the pinned split (absent until the first release pins it), an
+    entry's ``track`` "test" for a release of test rows (absent: training rows).
     ``sequence`` counts the writes and ``previous`` is the checksum of the state this one
     replaced, so the checksum (the *head*) commits to the whole history of writes. Files from
     before the chain (no ``sequence``/``previous``; hospital entries without ``noise_mode``,
@@ -135,8 +156,10 @@ class PrivacyLedger:
         hospital: str,
         budget_epsilon: float,
         budget_delta: float,
-        accountant: AccountantName = "rdp",
+        accountant: AccountantName = AccountantName.RDP,
         head_path: str | os.PathLike[str] | None = None,
+        test_budget_epsilon: float | None = None,
+        test_budget_delta: float | None = None,
     ) -> "PrivacyLedger":
         """Create a hospital's ledger (and its directory) with this budget and no entries.
 
@@ -154,6 +177,9 @@ class PrivacyLedger:
             The head file, apart from the ledger's directory (ideally on another volume); the
             ledger records it. Default: beside the ledger (see the class docstring), which
             ``fedcare budget init`` and the ClientApp never use.
+        test_budget_epsilon, test_budget_delta : float, optional
+            The test track's budget (releases of test rows: evaluation); default the
+            training budget's values.
 
         Raises
         ------
@@ -165,6 +191,10 @@ class PrivacyLedger:
         """
         epsilon = validate_epsilon(budget_epsilon, "budget_epsilon")
         delta = validate_delta(budget_delta, "budget_delta")
+        test_epsilon = (epsilon if test_budget_epsilon is None
+                        else validate_epsilon(test_budget_epsilon, "test_budget_epsilon"))
+        test_delta = (delta if test_budget_delta is None
+                      else validate_delta(test_budget_delta, "test_budget_delta"))
         _validate_accountant(accountant)
         _validate_hospital(hospital)
         file = Path(path)
@@ -189,7 +219,8 @@ class PrivacyLedger:
                         "Restore (or keep using) that ledger; only the hospital's "
                         "administrator may remove the head file to start a new budget")
             state = advance(LedgerState(hospital, epsilon, delta, accountant, (),
-                                        head_file=str(heads[0])))
+                                        head_file=str(heads[0]), test_budget_epsilon=test_epsilon,
+                                        test_budget_delta=test_delta))
             _write(file, state, heads)
             state = _read(file, hospital, (None, None), repair=False)
         return cls(file, state)
@@ -327,6 +358,26 @@ class PrivacyLedger:
         return self._state.accountant
 
     @property
+    def test_budget_epsilon(self) -> float:
+        """The test track's budget epsilon (releases of test rows)."""
+        return self._state.test_epsilon
+
+    @property
+    def test_budget_delta(self) -> float:
+        """The test track's budget delta, at which the test track's epsilon is computed."""
+        return self._state.test_delta
+
+    @property
+    def split(self) -> SplitPin | None:
+        """The pinned split (as last read), None before the first release pinned one."""
+        return self._state.split
+
+    @property
+    def tracks_parallel(self) -> bool:
+        """Whether the tracks compose in parallel (a split pinned before any release)."""
+        return parallel(self._state)
+
+    @property
     def sequence(self) -> int:
         """How many writes the ledger has had (as last read)."""
         return self._state.sequence
@@ -351,81 +402,147 @@ class PrivacyLedger:
                                 repair=self._writable)
         return self._state
 
-    def history(self, level: Level, *, exclude_run: str | int | None = None) -> list[Entry]:
+    def history(self, level: Level, *, exclude_run: str | int | None = None,
+                track: LedgerTrack | None = LedgerTrack.TRAIN) -> list[Entry]:
         """Return the Opacus history ``[(z, q, steps), ...]`` that ``level``'s epsilon uses.
 
-        Reread from disk. Patient level: every entry, hospital-level ones as (z, 1.0, steps).
-        Hospital level: hospital-level entries, and each patient-level entry as (0.0, 1.0,
+        Reread from disk. Patient level: every entry of ``track`` (None: both tracks),
+        hospital-level ones as (z, 1.0, steps). Hospital level (both tracks, whatever
+        ``track``): hospital-level entries, and each patient-level entry as (0.0, 1.0,
         steps) -- no hospital-level noise, infinite epsilon. ``exclude_run`` leaves out one
         run's entries (e.g. to calibrate a run's noise to what earlier runs left).
         """
         _validate_level(level)
-        return _history(self._reread(), level, exclude_run)
+        return history(self._reread().entries, level, track, exclude_run=exclude_run)
+
+    def constraints(self, event: GaussianRoundEvent, track: LedgerTrack = LedgerTrack.TRAIN, *,
+                    exclude_run: str | int | None = None, with_event: bool = True
+                    ) -> list[Constraint]:
+        """Every budget charging ``event`` on ``track`` must respect (reread from disk).
+
+        See ``common.dp.ledger_tracks.constraints``; with ``with_event`` False and
+        ``exclude_run`` the run's id, the priors a run's noise is calibrated against.
+        """
+        return constraints(self._reread(), event, track, exclude_run=exclude_run,
+                           with_event=with_event)
+
+    def pin_split(self, digest: str) -> None:
+        """Pin the hospital's split (the digest of which rows are test rows), once.
+
+        The first call records it (parallel composition when the ledger has no entry yet);
+        later calls with the same digest change nothing.
+
+        Raises
+        ------
+        SplitMismatch
+            If the ledger pinned another split: a patient could then be on both sides.
+        LedgerError
+            If the ledger is read-only, unreadable or cannot be written.
+        """
+        if not isinstance(digest, str) or len(digest) != 64 or not all(
+                c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"digest must be a SHA-256 hex digest, got {digest!r}")
+        if not self._writable:
+            raise LedgerError(f"privacy ledger {self._path} was opened read-only")
+        with locked(self._path):
+            state = _read(self._path, self.hospital, self._head_choice, repair=True)
+            if state.split is not None and state.split.digest == digest:
+                self._state = state
+                return
+            if state.split is not None:
+                raise SplitMismatch(
+                    f"privacy ledger {self._path} pinned the split {state.split.digest[:16]} "
+                    f"(which rows are test rows), but this run's split is {digest[:16]}: a "
+                    "patient could be a training row in one run and a test row in another, so "
+                    "the two tracks would no longer compose in parallel. Use the split the "
+                    "ledger pinned (the same task, data file and split settings)")
+            heads = self._heads
+            updated = advance(state, split=SplitPin(digest, parallel=not state.entries),
+                              head_file=str(heads[0]))
+            _write(self._path, updated, heads)
+            self._state = _read(self._path, self.hospital, self._head_choice, repair=False)
 
     def is_hospital_level_unbounded(self) -> bool:
         """Return True if the ledger holds a patient-level entry (reread from disk)."""
         return _has_patient_entries(self._reread())
 
-    def epsilon_spent(self, level: Level) -> float:
+    def epsilon_spent(self, level: Level, track: LedgerTrack = LedgerTrack.TRAIN) -> float:
         """Return the epsilon spent at ``level`` by Opacus (0.0 before any charge, inf if
-        unbounded).
+        unbounded): patient level on ``track`` at that track's delta; hospital level over both
+        tracks at the budget's delta.
         """
-        return self._epsilon(self.history(level))
+        delta = (self.test_budget_delta if level == PrivacyLevel.PATIENT
+                 and track == LedgerTrack.TEST else self.budget_delta)
+        return self._epsilon(self.history(level, track=track), delta)
 
-    def projected_epsilon(self, event: GaussianRoundEvent, level: Level | None = None) -> float:
-        """Return the epsilon at ``level`` (default ``event.level``) after also charging
-        ``event``.
+    def patient_guarantee(self) -> tuple[float, float, str]:
+        """Return a patient's (epsilon, delta, how the tracks composed) over both tracks.
+
+        "parallel" (split pinned before any release): the larger track epsilon, at the larger
+        delta. "sequential": Opacus on both tracks' patient-level entries together, at the
+        training budget's delta (at most the sum of the two).
+        """
+        train = self.epsilon_spent(PrivacyLevel.PATIENT)
+        if self.tracks_parallel:
+            test = self.epsilon_spent(PrivacyLevel.PATIENT, LedgerTrack.TEST)
+            return max(train, test), max(self.budget_delta, self.test_budget_delta), "parallel"
+        return (self._epsilon(self.history(PrivacyLevel.PATIENT, track=None), self.budget_delta),
+                self.budget_delta, "sequential")
+
+    def projected_epsilon(self, event: GaussianRoundEvent, level: Level | None = None,
+                          track: LedgerTrack = LedgerTrack.TRAIN) -> float:
+        """Return the epsilon at ``level`` (default ``event.level``) on ``track`` after also
+        charging ``event`` there.
         """
         level = event.level if level is None else level
         _validate_level(level)
-        return self._epsilon([*self.history(level), _as_level(event, level)])
+        delta = (self.test_budget_delta if level == PrivacyLevel.PATIENT
+                 and track == LedgerTrack.TEST else self.budget_delta)
+        return self._epsilon([*self.history(level, track=track), as_level(event, level)], delta)
 
-    def would_exceed(self, event: GaussianRoundEvent) -> bool:
-        """Return True if charging ``event`` would push any level it counts at past the budget.
+    def would_exceed(self, event: GaussianRoundEvent,
+                     track: LedgerTrack = LedgerTrack.TRAIN) -> str:
+        """Return why charging ``event`` on ``track`` would exceed a budget ('' if it fits).
 
-        A patient-level event counts at patient level; a hospital-level one at both levels.
+        Every constraint of ``common.dp.ledger_tracks.constraints``: the track's patient level,
+        the hospital level for a hospital-level event, the composition without a parallel split.
         """
-        state = self._reread()
-        return any(
-            self._epsilon([*_history(state, level, None), _as_level(event, level)])
-            > state.budget_epsilon
-            for level in _levels_of(event)
-        )
+        for constraint in self.constraints(event, track):
+            spent = self._epsilon(constraint.history, constraint.delta)
+            if spent > constraint.budget_epsilon:
+                return (f"{constraint.name} epsilon would reach {spent:.4g} > budget "
+                        f"{constraint.budget_epsilon:.4g} (delta={constraint.delta:g})")
+        return ""
 
-    def remaining(self, level: Level) -> float:
-        """Return the budget's epsilon minus the epsilon spent at ``level``, floored at 0."""
-        return max(0.0, self.budget_epsilon - self.epsilon_spent(level))
+    def remaining(self, level: Level, track: LedgerTrack = LedgerTrack.TRAIN) -> float:
+        """Return the track's budget epsilon minus the epsilon spent at ``level``, floored at 0."""
+        budget = (self.test_budget_epsilon if level == PrivacyLevel.PATIENT
+                  and track == LedgerTrack.TEST else self.budget_epsilon)
+        return max(0.0, budget - self.epsilon_spent(level, track))
 
-    def rounds_left(self, event: GaussianRoundEvent, *, limit: int = 10_000) -> int:
-        """Return how many more rounds charged as ``event`` fit in the budget, at most limit.
+    def rounds_left(self, event: GaussianRoundEvent, *, limit: int = 10_000,
+                    track: LedgerTrack = LedgerTrack.TRAIN) -> int:
+        """Return how many more releases charged as ``event`` on ``track`` fit, at most limit.
 
-        The minimum over the levels ``event`` counts at (see ``would_exceed``).
+        The minimum over the constraints the charge must respect (see ``would_exceed``).
         """
-        state = self._reread()
-        return min(
-            max_repetitions(
-                _history(state, level, None),
-                _as_level_event(event, level),
-                budget_epsilon=state.budget_epsilon,
-                delta=state.budget_delta,
-                accountant=state.accountant,  # type: ignore[arg-type]
-                limit=limit,
-            )
-            for level in _levels_of(event)
-        )
+        return _rounds_left(self._reread(), event, track, limit=limit)
 
-    def charge(self, run: str | int, round: int, event: GaussianRoundEvent) -> bool:
-        """Record ``event`` for (run, round, event.level), persisted before this returns.
+    def charge(self, run: str | int, round: int, event: GaussianRoundEvent,
+               track: LedgerTrack = LedgerTrack.TRAIN) -> bool:
+        """Record ``event`` for (run, round, event.level, track), persisted before this returns.
 
         Idempotent: if that key is already charged with the same event, nothing changes and
         False is returned. The caller must then not release a *newly* noised output for that
         round (it would go uncounted); it may resend the reply it already made, or decline.
 
-        Budget checks: the patient-level epsilon (composing every entry) must stay within the
-        budget; for a hospital-level event also the hospital-level epsilon, and no
-        patient-level entry may be on the ledger (``UNBOUNDED_REASON``). The entry records
-        the figures after it (``EntryFigures``): the epsilons just checked and, with the RDP
-        accountant, the rounds like it left (about 1 ms; PRV would take seconds).
+        Budget checks (``common.dp.ledger_tracks.constraints``): the track's patient-level
+        epsilon must stay within the track's budget; for a hospital-level event also the
+        hospital-level epsilon (both tracks) within the training budget, and no patient-level
+        entry may be on the ledger (``UNBOUNDED_REASON``); without a parallel split also both
+        tracks composed within the training budget. The entry records the figures after it
+        (``EntryFigures``): each track's and level's epsilon and, with the RDP accountant,
+        the releases like it left (about 1 ms; PRV would take seconds).
 
         Returns
         -------
@@ -447,44 +564,60 @@ class PrivacyLedger:
             raise ValueError(f"round must be an integer >= 0, got {round!r}")
         if not isinstance(event, GaussianRoundEvent):
             raise ValueError(f"event must be a GaussianRoundEvent, got {type(event).__name__}")
+        track = LedgerTrack(track)
         if not self._writable:
             raise LedgerError(f"privacy ledger {self._path} was opened read-only")
         run = str(run)
         with locked(self._path):
             state = _read(self._path, self.hospital, self._head_choice, repair=True)
             self._state = state
+            entry = LedgerEntry(run=run, round=round, event=event, track=track)
             for old in state.entries:
-                if (old.run, old.round, old.event.level) == (run, round, event.level):
+                if old.key == entry.key:
                     if old.event != event:
                         raise LedgerError(
-                            f"run {run!r} round {round} ({event.level} level) is already "
-                            f"charged with {old.event}, not {event}"
+                            f"run {run!r} round {round} ({event.level} level, {track} track) "
+                            f"is already charged with {old.event}, not {event}"
                         )
                     return False
-            where = f"hospital {state.hospital!r}: run {run!r} round {round}"
+            where = f"hospital {state.hospital!r}: run {run!r} round {round} ({track} track)"
             if event.level == "hospital" and _has_patient_entries(state):
                 raise PrivacyBudgetExceededError(f"{where}: {UNBOUNDED_REASON}")
-            projected = {}
-            for level in _levels_of(event):
-                projected[level] = self._epsilon([*_history(state, level, None),
-                                                  _as_level(event, level)])
-                if projected[level] > state.budget_epsilon:
+            for constraint in constraints(state, event, track):
+                spent = self._epsilon(constraint.history, constraint.delta)
+                if spent > constraint.budget_epsilon:
                     raise PrivacyBudgetExceededError(
-                        f"{where} would bring {level}-level epsilon to {projected[level]:.4g} > "
-                        f"budget {state.budget_epsilon:.4g} (delta={state.budget_delta:g})"
-                    )
-            entry = LedgerEntry(run=run, round=round, event=event,
-                                after=_figures_after(state, event, projected))
+                        f"{where} would bring {constraint.name} epsilon to {spent:.4g} > "
+                        f"budget {constraint.budget_epsilon:.4g} (delta={constraint.delta:g})")
+            entry = LedgerEntry(run=run, round=round, event=event, track=track,
+                                after=self._figures_after(state, entry))
             heads = self._heads
             updated = advance(state, entries=(*state.entries, entry), head_file=str(heads[0]))
             _write(self._path, updated, heads)
             self._state = _read(self._path, self.hospital, self._head_choice, repair=False)
         return True
 
-    def _epsilon(self, history: list[Entry]) -> float:
+    def _epsilon(self, history: list[Entry], delta: float | None = None) -> float:
         return epsilon_from_history(
-            history, delta=self.budget_delta, accountant=self.accountant  # type: ignore[arg-type]
+            history, delta=self.budget_delta if delta is None else delta,
+            accountant=self.accountant  # type: ignore[arg-type]
         )
+
+    def _figures_after(self, state: LedgerState, entry: LedgerEntry) -> EntryFigures:
+        """The figures after charging ``entry`` on ``state`` (its histories with the entry)."""
+        after = dataclasses.replace(state, entries=(*state.entries, entry))
+        rounds_left = (_rounds_left(after, entry.event, entry.track)
+                       if state.accountant == "rdp" else None)
+        patient = self._epsilon(history(after.entries, PrivacyLevel.PATIENT, LedgerTrack.TRAIN),
+                                state.budget_delta)
+        test = self._epsilon(history(after.entries, PrivacyLevel.PATIENT, LedgerTrack.TEST),
+                             state.test_delta)
+        hospital = self._epsilon(history(after.entries, PrivacyLevel.HOSPITAL, None),
+                                 state.budget_delta)
+        return EntryFigures(delta=state.budget_delta, patient=patient, hospital=hospital,
+                            budget_epsilon=state.budget_epsilon, rounds_left=rounds_left,
+                            test=test, test_delta=state.test_delta,
+                            test_budget_epsilon=state.test_epsilon)
 
 
 def _validate_level(level: object) -> None:
@@ -502,49 +635,24 @@ def _validate_hospital(hospital: object) -> None:
         raise ValueError(f"hospital must be a non-empty string, got {hospital!r}")
 
 
-def _levels_of(event: GaussianRoundEvent) -> tuple[str, ...]:
-    """The levels whose epsilon ``event`` adds to (patient level composes everything)."""
-    return ("patient",) if event.level == "patient" else ("hospital", "patient")
-
-
-def _as_level(event: GaussianRoundEvent, level: str) -> Entry:
-    """``event`` as one entry of ``level``'s Opacus history (module docstring)."""
-    if level == event.level:
-        return event.as_opacus_entry()
-    if level == "patient":  # a hospital-level release: same z, no amplification
-        return (event.noise_multiplier, 1.0, event.steps)
-    return (0.0, 1.0, event.steps)  # a patient-level release at hospital level: unbounded
-
-
-def _as_level_event(event: GaussianRoundEvent, level: str) -> GaussianRoundEvent:
-    z, q, steps = _as_level(event, level)
-    return GaussianRoundEvent(noise_multiplier=z, sample_rate=q, steps=steps,
-                              level=level)  # type: ignore[arg-type]
-
-
-def _history(state: LedgerState, level: str, exclude_run: str | int | None) -> list[Entry]:
-    skip = None if exclude_run is None else str(exclude_run)
-    return [_as_level(e.event, level) for e in state.entries if e.run != skip]
-
-
 def _has_patient_entries(state: LedgerState) -> bool:
     return any(e.event.level == "patient" for e in state.entries)
 
 
-def _figures_after(state: LedgerState, event: GaussianRoundEvent,
-                   projected: dict[str, float]) -> EntryFigures:
-    """The figures after charging ``event`` (``projected``: its levels' epsilon after it)."""
-    rounds_left = None
-    if state.accountant == "rdp":
-        rounds_left = min(
-            max_repetitions([*_history(state, level, None), _as_level(event, level)],
-                            _as_level_event(event, level), budget_epsilon=state.budget_epsilon,
-                            delta=state.budget_delta, accountant="rdp")
-            for level in _levels_of(event))
-    # After a patient-level entry the hospital level is unbounded (module docstring).
-    return EntryFigures(delta=state.budget_delta, patient=projected["patient"],
-                        hospital=projected.get("hospital", math.inf),
-                        budget_epsilon=state.budget_epsilon, rounds_left=rounds_left)
+def _rounds_left(state: LedgerState, event: GaussianRoundEvent, track: LedgerTrack, *,
+                 limit: int = 10_000) -> int:
+    """How many more releases like ``event`` on ``track`` fit, over every constraint."""
+    out = limit
+    for constraint in constraints(state, event, track, with_event=False):
+        z, q, steps = as_level(event, constraint.level)
+        repeated = GaussianRoundEvent(noise_multiplier=z, sample_rate=q, steps=steps,
+                                      level=PrivacyLevel.PATIENT)
+        out = min(out, max_repetitions(constraint.history, repeated,
+                                       budget_epsilon=constraint.budget_epsilon,
+                                       delta=constraint.delta,
+                                       accountant=state.accountant,  # type: ignore[arg-type]
+                                       limit=limit))
+    return out
 
 
 def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:

@@ -5,10 +5,14 @@ whole or not at all. Every write bumps ``sequence`` and stores the previous stat
 ``previous``, so the checksum of a state (its *head*) covers the whole chain of writes; a head
 kept elsewhere (``write_head``/``read_head``, at the location the ledger records) then exposes
 an older copy restored in place. Each entry also records what the ledger stood at after it
-(``EntryFigures``: the epsilon per level, computed by Opacus when it was charged), so reading
-the figures needs no accountant. Sensitivity assumptions live in the stored events. The
-adversary (the server) never reads this file; the checksum guards against corruption and hand
-edits, not a hospital's own administrator. Unit of privacy: the level stored with each entry.
+(``EntryFigures``: the epsilon per level and track, computed by Opacus when it was charged), so
+reading the figures needs no accountant. Two tracks (``LedgerTrack``): releases of training
+rows and of test rows, each with its own budget (``test_budget``; absent: the training
+budget), and the pinned split (``split``: the digest of which rows are test rows) that lets
+them compose in parallel (``common.dp.ledger_tracks``). Sensitivity assumptions live in the
+stored events. The adversary (the server) never reads this file; the checksum guards against
+corruption and hand edits, not a hospital's own administrator. Unit of privacy: the level
+stored with each entry.
 """
 
 import contextlib
@@ -26,6 +30,7 @@ from typing import Any
 from common.dp.accounting import validate_delta, validate_epsilon
 from common.dp.events import GaussianRoundEvent
 from common.errors import LedgerError
+from common.wire.modes import LedgerTrack
 
 try:  # POSIX advisory locks; without them (Windows) one process per ledger is assumed.
     import fcntl
@@ -38,6 +43,7 @@ __all__ = [
     "LedgerEntry",
     "LedgerHead",
     "LedgerState",
+    "SplitPin",
     "advance",
     "locked",
     "parse_ledger",
@@ -53,6 +59,8 @@ _HEADED_TOP_KEYS = _TOP_KEYS | {"head_file"}
 _ENTRY_KEYS = {"run", "round", "level", "noise_multiplier", "sample_rate", "steps"}
 _HOSPITAL_ENTRY_KEYS = _ENTRY_KEYS | {"noise_mode"}
 _FIGURES_KEYS = {"delta", "epsilon", "budget_epsilon", "rounds_left"}
+_TEST_FIGURES_KEYS = {"test_delta", "test_budget_epsilon"}  # with epsilon.test
+_TRACK_TOP_KEYS = {"test_budget", "split"}  # optional: written once set
 _LEGACY_HEAD_KEYS = {"hospital", "sequence", "head"}
 _HEAD_KEYS = _LEGACY_HEAD_KEYS | {"ledger"}
 GENESIS = "0" * 64  # the "previous" of a ledger's first state
@@ -74,6 +82,14 @@ class EntryFigures:
     rounds_left : int | None
         How many more rounds like this one fit in that budget (at every level it counts at);
         None where it was not computed (the PRV accountant: seconds per charge).
+    test : float | None
+        Patient-level epsilon of the test track (releases of test rows) at ``test_delta``;
+        None in entries charged before the ledger had a test track.
+    test_delta, test_budget_epsilon : float | None
+        The test track's budget at charge time (None with ``test``).
+
+    ``patient`` is the training track's patient-level epsilon; ``hospital`` composes both
+    tracks (the unit is the whole data set).
     """
 
     delta: float
@@ -81,27 +97,42 @@ class EntryFigures:
     hospital: float
     budget_epsilon: float
     rounds_left: int | None
+    test: float | None = None
+    test_delta: float | None = None
+    test_budget_epsilon: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the figures as stored in an entry's ``after`` (infinite epsilon as null)."""
-        return {"delta": self.delta,
-                "epsilon": {level: (value if math.isfinite(value) else None)
-                            for level, value in (("patient", self.patient),
-                                                 ("hospital", self.hospital))},
-                "budget_epsilon": self.budget_epsilon, "rounds_left": self.rounds_left}
+        spent = [("patient", self.patient), ("hospital", self.hospital)]
+        if self.test is not None:
+            spent.append(("test", self.test))
+        data: dict[str, Any] = {
+            "delta": self.delta,
+            "epsilon": {name: (value if math.isfinite(value) else None) for name, value in spent},
+            "budget_epsilon": self.budget_epsilon, "rounds_left": self.rounds_left}
+        if self.test is not None:
+            data.update(test_delta=self.test_delta, test_budget_epsilon=self.test_budget_epsilon)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One charged round: its key (run, round, event.level), the event, the figures after it.
+    """One charged release: its key (run, round, event.level, track), the event, the figures.
 
-    ``after`` is None in entries charged before the ledger recorded figures.
+    ``after`` is None in entries charged before the ledger recorded figures. ``track`` says
+    whose rows the release was computed from (training rows unless stored as "test").
     """
 
     run: str
     round: int
     event: GaussianRoundEvent
     after: EntryFigures | None = None
+    track: LedgerTrack = LedgerTrack.TRAIN
+
+    @property
+    def key(self) -> tuple[str, int, str, str]:
+        """What identifies the entry: (run, round, level, track); charged at most once."""
+        return (self.run, self.round, self.event.level.value, self.track.value)
 
     def to_json(self) -> dict[str, Any]:
         """Return the entry as stored in the ledger file (hospital level: with noise_mode)."""
@@ -115,9 +146,31 @@ class LedgerEntry:
         }
         if self.event.level == "hospital":
             data["noise_mode"] = self.event.noise_mode
+        if self.track != LedgerTrack.TRAIN:
+            data["track"] = self.track.value
         if self.after is not None:
             data["after"] = self.after.to_json()
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class SplitPin:
+    """The split a ledger's releases were made under: which of the hospital's rows are test rows.
+
+    ``digest`` is the SHA-256 (hex) the hospital computes from its own rows
+    (``common.tasks.split``); a run whose split has another digest is declined. ``parallel``
+    is True when the split was pinned before any release: every entry is then on one side for
+    the ledger's whole life, and the tracks compose in parallel. A split pinned on a ledger
+    that already held entries (made under an unknown split) is not parallel: the tracks then
+    compose sequentially.
+    """
+
+    digest: str
+    parallel: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the pin as stored in the ledger's ``split``."""
+        return {"digest": self.digest, "parallel": self.parallel}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +181,9 @@ class LedgerState:
     ``previous`` is the head of the state this one replaced (``GENESIS`` for the first);
     ``head`` is this state's checksum as read from disk ("" for a state not yet written);
     ``head_file`` is where the ledger records its head file is kept (an absolute path; None
-    in ledgers from before the record).
+    in ledgers from before the record). ``test_budget_epsilon`` and ``test_budget_delta`` are
+    the test track's budget (None: the training budget's, as in ledgers from before the
+    track); ``split`` the pinned split (None: not pinned yet).
     """
 
     hospital: str
@@ -140,6 +195,20 @@ class LedgerState:
     previous: str = GENESIS
     head: str = ""
     head_file: str | None = None
+    test_budget_epsilon: float | None = None
+    test_budget_delta: float | None = None
+    split: SplitPin | None = None
+
+    @property
+    def test_epsilon(self) -> float:
+        """The test track's budget epsilon (the training budget's when none is set)."""
+        return (self.budget_epsilon if self.test_budget_epsilon is None
+                else self.test_budget_epsilon)
+
+    @property
+    def test_delta(self) -> float:
+        """The test track's budget delta (the training budget's when none is set)."""
+        return self.budget_delta if self.test_budget_delta is None else self.test_budget_delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +240,14 @@ def _reject_constant(name: str) -> None:
 
 
 def _parse_entry(index: int, raw: object) -> LedgerEntry:
-    if not isinstance(raw, dict) or set(raw) - {"after"} not in (_ENTRY_KEYS,
-                                                                  _HOSPITAL_ENTRY_KEYS):
+    if not isinstance(raw, dict) or set(raw) - {"after", "track"} not in (
+            _ENTRY_KEYS, _HOSPITAL_ENTRY_KEYS):
         raise LedgerError(f"entries[{index}] must be an object with keys {sorted(_ENTRY_KEYS)} "
-                          '(and "noise_mode" at hospital level, "after" optionally)')
+                          '(and "noise_mode" at hospital level, "after" and "track" '
+                          "optionally)")
+    if raw.get("track", LedgerTrack.TEST) != LedgerTrack.TEST:
+        raise LedgerError(f"entries[{index}].track must be \"test\" when present (training "
+                          f"entries carry none), got {raw['track']!r}")
     if "noise_mode" in raw and raw["level"] != "hospital":
         raise LedgerError(f"entries[{index}]: noise_mode is for hospital-level entries only")
     if not isinstance(raw["run"], str) or not raw["run"]:
@@ -192,16 +265,21 @@ def _parse_entry(index: int, raw: object) -> LedgerEntry:
     except ValueError as error:
         raise LedgerError(f"entries[{index}]: {error}") from error
     after = _parse_figures(f"entries[{index}].after", raw["after"]) if "after" in raw else None
-    return LedgerEntry(run=raw["run"], round=raw["round"], event=event, after=after)
+    track = LedgerTrack.TEST if "track" in raw else LedgerTrack.TRAIN
+    return LedgerEntry(run=raw["run"], round=raw["round"], event=event, after=after,
+                       track=track)
 
 
 def _parse_figures(where: str, raw: object) -> EntryFigures:
     """Check an entry's ``after`` object (see ``EntryFigures``)."""
     epsilon = raw.get("epsilon") if isinstance(raw, dict) else None
-    if (not isinstance(raw, dict) or set(raw) != _FIGURES_KEYS or not isinstance(epsilon, dict)
-            or set(epsilon) != {"patient", "hospital"}):
-        raise LedgerError(f"{where} must be an object with keys {sorted(_FIGURES_KEYS)}, its "
-                          'epsilon one with keys "patient" and "hospital"')
+    with_test = isinstance(epsilon, dict) and "test" in epsilon
+    keys = _FIGURES_KEYS | (_TEST_FIGURES_KEYS if with_test else set())
+    if (not isinstance(raw, dict) or set(raw) != keys or not isinstance(epsilon, dict)
+            or set(epsilon) - {"test"} != {"patient", "hospital"}):
+        raise LedgerError(f"{where} must be an object with keys {sorted(_FIGURES_KEYS)} (and "
+                          f"{sorted(_TEST_FIGURES_KEYS)} with a test epsilon), its epsilon one "
+                          'with keys "patient" and "hospital" (and "test")')
     spent = {}
     for level, value in epsilon.items():
         if value is None:
@@ -222,8 +300,18 @@ def _parse_figures(where: str, raw: object) -> EntryFigures:
         budget = validate_epsilon(raw["budget_epsilon"], f"{where}.budget_epsilon")
     except ValueError as error:
         raise LedgerError(str(error)) from error
+    test = test_delta = test_budget = None
+    if with_test:
+        test = spent["test"]
+        try:
+            test_delta = validate_delta(raw["test_delta"], f"{where}.test_delta")
+            test_budget = validate_epsilon(raw["test_budget_epsilon"],
+                                           f"{where}.test_budget_epsilon")
+        except ValueError as error:
+            raise LedgerError(str(error)) from error
     return EntryFigures(delta=delta, patient=spent["patient"], hospital=spent["hospital"],
-                        budget_epsilon=budget, rounds_left=rounds_left)
+                        budget_epsilon=budget, rounds_left=rounds_left, test=test,
+                        test_delta=test_delta, test_budget_epsilon=test_budget)
 
 
 def parse_ledger(text: str) -> LedgerState:
@@ -242,10 +330,10 @@ def parse_ledger(text: str) -> LedgerState:
         data = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
         raise LedgerError(f"not valid JSON ({error})") from error
-    if not isinstance(data, dict) or set(data) not in (_HEADED_TOP_KEYS, _TOP_KEYS,
-                                                        _LEGACY_TOP_KEYS):
+    if not isinstance(data, dict) or set(data) - _TRACK_TOP_KEYS not in (
+            _HEADED_TOP_KEYS, _TOP_KEYS, _LEGACY_TOP_KEYS):
         raise LedgerError(f"must be a JSON object with exactly the keys {sorted(_TOP_KEYS)} "
-                          '(and "head_file")')
+                          f'(and "head_file", {sorted(_TRACK_TOP_KEYS)} optionally)')
     payload = {key: value for key, value in data.items() if key != "checksum"}
     if data["checksum"] != _checksum(payload):
         raise LedgerError("checksum mismatch: the file was edited or corrupted")
@@ -275,12 +363,38 @@ def parse_ledger(text: str) -> LedgerState:
                                 or not os.path.isabs(head_file)):
         raise LedgerError(f"head_file must be an absolute path, got {head_file!r}")
     entries = tuple(_parse_entry(i, raw) for i, raw in enumerate(data["entries"]))
-    keys = [(e.run, e.round, e.event.level) for e in entries]
+    keys = [entry.key for entry in entries]
     if len(set(keys)) != len(keys):
-        raise LedgerError("the same (run, round, level) is charged twice")
+        raise LedgerError("the same (run, round, level, track) is charged twice")
+    test_epsilon, test_delta = _parse_test_budget(data.get("test_budget"))
     return LedgerState(data["hospital"], epsilon, delta, data["accountant"], entries,
                        sequence=sequence, previous=previous, head=data["checksum"],
-                       head_file=head_file)
+                       head_file=head_file, test_budget_epsilon=test_epsilon,
+                       test_budget_delta=test_delta, split=_parse_split(data.get("split")))
+
+
+def _parse_test_budget(raw: object) -> tuple[float | None, float | None]:
+    """The ledger's ``test_budget`` (absent: None, None, i.e. the training budget)."""
+    if raw is None:
+        return None, None
+    if not isinstance(raw, dict) or set(raw) != {"epsilon", "delta"}:
+        raise LedgerError('test_budget must be an object with keys "epsilon" and "delta"')
+    try:
+        return (validate_epsilon(raw["epsilon"], "test_budget.epsilon"),
+                validate_delta(raw["delta"], "test_budget.delta"))
+    except ValueError as error:
+        raise LedgerError(str(error)) from error
+
+
+def _parse_split(raw: object) -> SplitPin | None:
+    """The ledger's pinned ``split`` (absent: None)."""
+    if raw is None:
+        return None
+    if (not isinstance(raw, dict) or set(raw) != {"digest", "parallel"}
+            or not _is_hex_digest(raw["digest"]) or not isinstance(raw["parallel"], bool)):
+        raise LedgerError('split must be an object with "digest" (a SHA-256 hex digest) and '
+                          '"parallel" (true or false)')
+    return SplitPin(raw["digest"], raw["parallel"])
 
 
 def _is_hex_digest(value: object) -> bool:
@@ -308,6 +422,11 @@ def render_ledger(state: LedgerState) -> tuple[str, str]:
     }
     if state.head_file is not None:
         payload["head_file"] = state.head_file
+    if state.test_budget_epsilon is not None:
+        payload["test_budget"] = {"epsilon": float(state.test_budget_epsilon),
+                                  "delta": float(state.test_delta)}
+    if state.split is not None:
+        payload["split"] = state.split.to_json()
     payload["entries"] = [entry.to_json() for entry in state.entries]
     payload["checksum"] = _checksum(payload)
     return json.dumps(payload, indent=2, allow_nan=False) + "\n", payload["checksum"]

@@ -64,3 +64,26 @@ class AccountantName(StrEnum):
 
     RDP = "rdp"
     PRV = "prv"
+
+
+class LedgerTrack(StrEnum):
+    """The rows a ledger entry's release is computed from: training rows or test rows.
+
+    With the split pinned (every patient on one side for the ledger's whole life) the two
+    tracks compose in parallel: a patient's epsilon is the larger of the two.
+    """
+
+    TRAIN = "train"
+    TEST = "test"
+
+
+class Normalisation(StrEnum):
+    """How features are scaled before training and evaluation.
+
+    ``public``: constants every hospital holds (the task's or schema's declared ranges or
+    reference values; no epsilon). ``per-hospital``: each hospital z-scores with its own
+    training mean and std (outside the unit of privacy: listed as not covered).
+    """
+
+    PUBLIC = "public"
+    PER_HOSPITAL = "per-hospital"

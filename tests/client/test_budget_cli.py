@@ -72,8 +72,8 @@ def test_budget_recompute_says_the_recorded_figures_agree_with_opacus(tmp_path):
 
     assert result.exit_code == 0, result.output
     assert "recomputed by Opacus" in _words(result)
-    assert "the recorded figures agree with Opacus (both levels' epsilon, rounds left)" in (
-        _words(result))
+    assert ("the recorded figures agree with Opacus (both levels' and the test track's epsilon, "
+            "rounds left)") in _words(result)
     assert f"{ledger.epsilon_spent('patient'):.4f}" in result.output
 
 

@@ -42,7 +42,7 @@ def test_ledger_file_has_the_documented_format(ledger_path):
     # Assert
     data = json.loads(ledger_path.read_text())
     assert list(data) == ["hospital", "budget", "accountant", "sequence", "previous",
-                          "head_file", "entries", "checksum"]
+                          "head_file", "test_budget", "entries", "checksum"]
     assert data["hospital"] == "cleveland"
     assert data["budget"] == {"epsilon": 50.0, "delta": 1e-5}
     assert data["accountant"] == "rdp"
@@ -56,8 +56,11 @@ def test_ledger_file_has_the_documented_format(ledger_path):
          "sample_rate": 0.08, "steps": 13},
     ]
     assert [list(f) for f in figures] == [["delta", "epsilon", "budget_epsilon",
-                                           "rounds_left"]] * 2
+                                           "rounds_left", "test_delta",
+                                           "test_budget_epsilon"]] * 2
+    assert [list(f["epsilon"]) for f in figures] == [["patient", "hospital", "test"]] * 2
     assert figures[1]["epsilon"]["hospital"] is None  # unbounded after a patient-level entry
+    assert figures[1]["epsilon"]["test"] == 0.0  # nothing charged on the test track
 
 
 def test_ledger_records_the_opacus_figures_after_each_entry(ledger_path):
