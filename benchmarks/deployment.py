@@ -14,7 +14,8 @@ one invocation, the same run in each configuration:
 ``--repeat N`` runs the sequence N times (interleaved, so a change in the machine's load
 falls on every configuration) and takes each configuration's median. It prints the load
 average before and after, then for each configuration: start-up (round 1), the median steady
-round (rounds 2..R-1 of metrics.csv), exchanges per steady round and where a steady round's
+round (rounds 2..R-1 of metrics.csv), the CPU seconds all of the deployment's processes spend
+per steady round (what a shorter poll costs), exchanges per steady round and where a steady round's
 seconds go, read from the Flower logs at DEBUG level (``benchmarks.deployment_timeline``:
 node poll, process start, hospital work, reply hand-off, server poll, server work); then the
 ratios to ``before``, and the per-message process's imports (``python -X importtime``, the sum
@@ -91,17 +92,50 @@ class Deployed:
     steady: float
     exchanges: float  # per steady round
     parts: dict[str, float]  # deployment_timeline.PARTS -> seconds per steady round
+    cpu: float  # CPU seconds per steady round, all of the deployment's processes together
+
+
+def deployment_cpu_seconds(out: Path) -> float:
+    """CPU seconds used so far by the processes working under `out`, and their reaped children.
+
+    Every party of a deploy-local runs in a directory under OUT (the SuperLink and ServerApp
+    in the admin's Flower home, each SuperNode, SuperExec and ClientApp process in its
+    hospital's, the workers and fork servers in the hospital directories).
+    """
+    import psutil
+
+    total, prefix = 0.0, str(out.resolve())
+    for process in psutil.process_iter():
+        try:
+            if process.cwd().startswith(prefix):
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        except (psutil.Error, OSError):
+            continue
+    return total
 
 
 def deployed(settings: DeploySettings) -> Deployed:
-    """Run one local deployment (Flower logging at DEBUG for the timeline) and time it."""
-    deploy_local(settings, report=lambda line: print(f"  {line}", flush=True))
+    """Run one local deployment (Flower logging at DEBUG for the timeline) and time it.
+
+    The CPU figure is sampled whenever deploy-local sees a round end: between the first and
+    the last sample within rounds 1..R-1, divided by the rounds in between.
+    """
+    samples: dict[int, float] = {}
+
+    def on_round(rows: list[dict[str, str]]) -> None:
+        samples.setdefault(len(rows), deployment_cpu_seconds(settings.out))
+
+    deploy_local(settings, report=lambda line: print(f"  {line}", flush=True), on_round=on_round)
     seconds = [float(row["seconds"]) for row in completed_rounds(settings.out / "run")]
     run = deployment_exchanges(settings.out / "logs",
                                hospital_names(settings.task, settings.hospitals))
+    ends = sorted(k for k in samples if 1 <= k <= len(seconds) - 1)  # steady rounds' ends
+    cpu = ((samples[ends[-1]] - samples[ends[0]]) / (ends[-1] - ends[0]) if len(ends) > 1
+           else float("nan"))
     return Deployed(start=seconds[0], steady=statistics.median(seconds[1:-1]),
                     exchanges=statistics.median(exchanges_per_round(run)[1:]),
-                    parts=steady_parts(run))
+                    parts=steady_parts(run), cpu=cpu)
 
 
 def import_seconds(code: str, *, repeats: int = 3) -> float:
@@ -159,7 +193,8 @@ def median_result(results: list[Deployed]) -> Deployed:
                     steady=statistics.median(r.steady for r in results),
                     exchanges=statistics.median(r.exchanges for r in results),
                     parts={part: statistics.median(r.parts[part] for r in results)
-                           for part in PARTS})
+                           for part in PARTS},
+                    cpu=statistics.median(r.cpu for r in results))
 
 
 def load_average() -> str:
@@ -194,11 +229,13 @@ def print_table(args: argparse.Namespace, medians: dict[str, Deployed]) -> None:
     """The figures of each configuration and the ratios to ``before``."""
     print(f"\n{args.task}, {args.hospitals} hospitals, {args.rounds} rounds, dp {args.dp}, "
           f"median of {args.repeat}")
-    print(f"{'run':<8}{'start-up s':>11}{'steady s':>10}{'exchanges':>11}  "
+    print(f"{'run':<8}{'start-up s':>11}{'steady s':>10}{'CPU s':>7}{'exchanges':>11}  "
           + " ".join(f"{part:>8.8}" for part in PARTS))
     for label, result in medians.items():
-        print(f"{label:<8}{result.start:>11.2f}{result.steady:>10.2f}{result.exchanges:>11.1f}  "
+        print(f"{label:<8}{result.start:>11.2f}{result.steady:>10.2f}{result.cpu:>7.2f}"
+              f"{result.exchanges:>11.1f}  "
               + " ".join(f"{result.parts[part]:>8.2f}" for part in PARTS))
+    print("(CPU s: CPU seconds per steady round, every process of the deployment together)")
     before = medians["before"].steady
     print(f"steady round fork/before: {medians['fork'].steady / before:.2f} (target <= 0.7, "
           f"Flower's SuperNode unchanged); after/before: {medians['after'].steady / before:.2f} "
