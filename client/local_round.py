@@ -60,6 +60,38 @@ class RoundResult:
     noise_stddev: float = 0.0  # hospital level: the stddev of the noise on each coordinate
 
 
+@dataclass(frozen=True, slots=True)
+class _RoundInputs:
+    """What one local round works on, fixed before it starts.
+
+    Attributes
+    ----------
+    request : RoundSettings
+        The round's settings from the server.
+    hospital : HospitalData
+        The hospital's (preprocessed) data; `hospital_index` its index in the run.
+    privacy : HospitalPrivacy
+        The hospital's own privacy settings (mode, ledger, budget, noise generator).
+    trainer : LocalTrainer
+        Trains the task's model.
+    global_weights : NDArrays
+        The weights the round starts from.
+    rounding_bound : float
+        The worst-case L2 error of secure aggregation's encoding (0 without it).
+    shuffle_rng : numpy.random.Generator
+        Batch shuffles, reproducible from the run seed (DP randomness is the hospital's own).
+    """
+
+    request: RoundSettings
+    hospital: HospitalData
+    hospital_index: int
+    privacy: HospitalPrivacy
+    trainer: LocalTrainer
+    global_weights: NDArrays
+    rounding_bound: float
+    shuffle_rng: np.random.Generator
+
+
 def _spent(ledger: PrivacyLedger | None) -> tuple[float, float, float, float]:
     """Epsilon spent per level (Opacus on the ledger) and the budget (epsilon, delta)."""
     if ledger is None:
@@ -107,10 +139,11 @@ def train_round(
                         "would not be private", None)
     # Shuffles are reproducible from the run seed; DP randomness (Poisson batches, noise)
     # comes from the hospital's own generator.
-    shuffle_rng = np.random.default_rng([request.seed, request.server_round, hospital_index])
+    inputs = _RoundInputs(request, hospital, hospital_index, privacy, trainer, global_weights,
+                          rounding_bound, shuffle_rng=np.random.default_rng(
+                              [request.seed, request.server_round, hospital_index]))
     if privacy.mode == DpMode.NONE:
-        return _round_without_dp(request, hospital=hospital, trainer=trainer,
-                                 global_weights=global_weights, shuffle_rng=shuffle_rng)
+        return _round_without_dp(inputs)
     # A missing ledger is refused before anything is made on disk (the lock's directory).
     ledger, refusal = open_ledger(privacy, hospital.name)
     if ledger is None:
@@ -126,20 +159,23 @@ def train_round(
         ledger, refusal = open_ledger(privacy, hospital.name)
         if ledger is None:
             return _decline(refusal, None)
-        return _private_round(request, key, hospital=hospital, hospital_index=hospital_index,
-                              privacy=privacy, trainer=trainer, global_weights=global_weights,
-                              ledger=ledger, store=store, rounding_bound=rounding_bound,
-                              shuffle_rng=shuffle_rng)
+        return _private_round(inputs, key, ledger=ledger, store=store)
 
 
-def _round_without_dp(request: RoundSettings, *, hospital: HospitalData, trainer: LocalTrainer,
-                      global_weights: NDArrays, shuffle_rng: np.random.Generator) -> RoundResult:
+def _fit(inputs: _RoundInputs) -> tuple[NDArrays, float]:
+    """Train from the global weights with the round's settings: the new weights, the loss."""
+    request, hospital = inputs.request, inputs.hospital
+    return inputs.trainer.fit(inputs.global_weights, hospital.x_train, hospital.y_train,
+                              epochs=request.local_epochs, steps=request.local_steps,
+                              batch_size=request.batch_size,
+                              learning_rate=request.learning_rate, rng=inputs.shuffle_rng)
+
+
+def _round_without_dp(inputs: _RoundInputs) -> RoundResult:
     """A non-private round: train, optionally clip; a non-finite update is declined."""
-    weights, loss = trainer.fit(global_weights, hospital.x_train, hospital.y_train,
-                                epochs=request.local_epochs, steps=request.local_steps,
-                                batch_size=request.batch_size,
-                                learning_rate=request.learning_rate, rng=shuffle_rng)
-    update = compute_update(weights, global_weights)
+    request = inputs.request
+    weights, loss = _fit(inputs)
+    update = compute_update(weights, inputs.global_weights)
     if not _finite(update):
         return _decline(f"local training diverged (a non-finite update) at learning-rate "
                         f"{request.learning_rate:g}", None)
@@ -148,13 +184,10 @@ def _round_without_dp(request: RoundSettings, *, hospital: HospitalData, trainer
     return RoundResult(update, loss, "", *_spent(None))
 
 
-def _private_round(
-    request: RoundSettings, key: ReleaseKey, *, hospital: HospitalData, hospital_index: int,
-    privacy: HospitalPrivacy, trainer: LocalTrainer, global_weights: NDArrays,
-    ledger: PrivacyLedger, store: ReleaseStore, rounding_bound: float,
-    shuffle_rng: np.random.Generator,
-) -> RoundResult:
+def _private_round(inputs: _RoundInputs, key: ReleaseKey, *, ledger: PrivacyLedger,
+                   store: ReleaseStore) -> RoundResult:
     """The DP round under the round lock: saved release, plan, budget, train, save, charge."""
+    request, global_weights = inputs.request, inputs.global_weights
     saved = store.load(request.run_id, request.server_round, key.level)
     charged = any(e.run == request.run_id and e.round == request.server_round
                   and e.event.level == key.level for e in ledger.entries)
@@ -168,13 +201,12 @@ def _private_round(
         except PrivacyBudgetExceededError as error:
             return _decline(str(error), ledger)
         return _result(saved.release, global_weights, ledger)
-    event = _plan(request, privacy=privacy, hospital=hospital, ledger=ledger)
+    event = _plan(request, privacy=inputs.privacy, hospital=inputs.hospital, ledger=ledger)
     if isinstance(event, str):
         return _decline(event, ledger)
-    noise_rng = privacy.noise_rng(server_round=request.server_round, hospital_index=hospital_index)
-    release = _draw_release(request, event, hospital=hospital, trainer=trainer,
-                            global_weights=global_weights, rounding_bound=rounding_bound,
-                            shuffle_rng=shuffle_rng, noise_rng=noise_rng)
+    noise_rng = inputs.privacy.noise_rng(server_round=request.server_round,
+                                         hospital_index=inputs.hospital_index)
+    release = _draw_release(inputs, event, noise_rng=noise_rng)
     store.save(key, release)
     return _charge(key, release, ledger=ledger, store=store, global_weights=global_weights)
 
@@ -238,17 +270,17 @@ def _plan(request: RoundSettings, *, privacy: HospitalPrivacy, hospital: Hospita
     return event
 
 
-def _draw_release(request: RoundSettings, event: GaussianRoundEvent, *, hospital: HospitalData,
-                  trainer: LocalTrainer, global_weights: NDArrays, rounding_bound: float,
-                  shuffle_rng: np.random.Generator, noise_rng: np.random.Generator) -> Release:
+def _draw_release(inputs: _RoundInputs, event: GaussianRoundEvent, *,
+                  noise_rng: np.random.Generator) -> Release:
     """Train and privatize: the noise of the round is drawn here, once.
 
     A non-finite update (diverged training) counts as the zero update: what leaves is then
     still the mechanism's output for an update within the clip, so the guarantee holds and
     nothing data-dependent shows in whether the hospital replies.
     """
+    request, hospital, global_weights = inputs.request, inputs.hospital, inputs.global_weights
     if event.level == "patient":
-        weights, applied = trainer.fit_dp_sgd(
+        weights, applied = inputs.trainer.fit_dp_sgd(
             global_weights, hospital.x_train, hospital.y_train, steps=event.steps,
             batch_size=request.batch_size, learning_rate=request.learning_rate,
             clipping_norm=request.clipping_norm, noise_multiplier=event.noise_multiplier,
@@ -260,14 +292,11 @@ def _draw_release(request: RoundSettings, event: GaussianRoundEvent, *, hospital
                                  clipping_norm=request.update_clipping_norm)
         loss, stddev = float("nan"), 0.0
     else:
-        weights, loss = trainer.fit(global_weights, hospital.x_train, hospital.y_train,
-                                    epochs=request.local_epochs, steps=request.local_steps,
-                                    batch_size=request.batch_size,
-                                    learning_rate=request.learning_rate, rng=shuffle_rng)
+        weights, loss = _fit(inputs)
         stddev = hospital_noise_stddev(event, clipping_norm=request.clipping_norm,
                                        noise_mode=request.noise_mode,
                                        honest_contributors=request.honest_contributors or 1,
-                                       rounding_bound=rounding_bound)
+                                       rounding_bound=inputs.rounding_bound)
         update = privatize_update(_finite_or_zero(compute_update(weights, global_weights)),
                                   clipping_norm=request.clipping_norm, stddev=stddev, rng=noise_rng)
     return Release(update=[u.astype(g.dtype) for u, g in zip(update, global_weights, strict=True)],

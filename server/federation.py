@@ -20,11 +20,11 @@ import json
 import logging
 import time
 import uuid
-from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flwr.app import MessageType
 from flwr.serverapp import Grid
@@ -34,23 +34,23 @@ from common.models import build_model
 from common.secagg.messages import MIN_PARTICIPANTS
 from common.secagg.roster import Roster, load_roster
 from common.server_optimizers import ServerOptimizer
-from common.tasks import task_for_config
+from common.tasks import scaling_digest, task_for_config
 from common.tasks.base import TaskSpec
 from common.types import NDArrays
 from common.version import fedcare_version
-from common.wire.modes import DpMode, NoiseMode, Weighting
+from common.wire.modes import AccountantName, DpMode, NoiseMode, Weighting
 from common.wire.records import pack_request
 from common.wire.replies import DeclinedReply, EvaluateReply, PrivacyReport
 from common.wire.settings import RoundSettings
 from common.wire.statistics import StatisticsSpec
 from server.checkpoint import Checkpoint, load_latest_checkpoint, save_checkpoint
 from server.collusion import secure_trust, with_roster_honest
-from server.evaluation import epsilon_columns, summarize_round
-from server.exchange import send_and_receive
+from server.evaluation import epsilon_columns, evaluates, summarize_round
 from server.identity import IdentityBook, registered_names
 from server.plain_round import run_plain_round
 from server.progress import RoundProgress
 from server.report import write_report
+from server.round_channel import RoundChannel
 from server.round_outcome import RoundOutcome
 from server.run_directory import (
     MetricsWriter,
@@ -59,11 +59,14 @@ from server.run_directory import (
     read_config_sources,
     write_json_atomic,
 )
-from server.screening import ReplyRules, screen_replies
+from server.screening import ReplyRules
 from server.secure_round import AdvertisedKeys, run_secure_round
 from server.strategy import FedcareStrategy, FederationError
 from server.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog
 from server.validation import noise_tolerance
+
+if TYPE_CHECKING:
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class FederationStopped(FederationError):
 
 def round_settings(config: RunConfig, run_id: str, server_round: int) -> RoundSettings:
     """The settings every hospital receives with the global weights (a plan, not a budget)."""
+    noise = distributed_noise(config)
     return RoundSettings(
         run_id=run_id, server_round=server_round, fedcare_version=fedcare_version(),
         planned_rounds=config.num_server_rounds, task=config.task, hospitals=config.hospitals,
@@ -94,11 +98,21 @@ def round_settings(config: RunConfig, run_id: str, server_round: int) -> RoundSe
         secagg_enabled=config.secagg_enabled,
         secagg_threshold=config.effective_threshold if config.secagg_enabled else 0,
         secagg_clip_bound=config.secagg_clip_bound,
-        **distributed_noise(config),
+        noise_multiplier=noise.noise_multiplier,
+        honest_contributors=noise.honest_contributors,
+        eval_every=config.eval_every, normalisation=config.normalisation,
+        missing_indicator=config.missing_indicator, normalisation_digest=scaling_digest(config),
     )
 
 
-def distributed_noise(config: RunConfig) -> dict[str, float | int]:
+class DistributedNoise(NamedTuple):
+    """Distributed noise's z (noise multiplier, of the sum) and h (honest contributors)."""
+
+    noise_multiplier: float
+    honest_contributors: int
+
+
+def distributed_noise(config: RunConfig) -> DistributedNoise:
     """Distributed noise's z and h, the same for every hospital (zeros in other modes).
 
     z is ``dp.noise-multiplier``, or the z that spends ``dp.epsilon`` at ``dp.delta`` over the
@@ -106,20 +120,20 @@ def distributed_noise(config: RunConfig) -> dict[str, float | int]:
     against its own budget and declines when it cannot afford it.
     """
     if config.dp_noise_mode != NoiseMode.DISTRIBUTED:
-        return {"noise_multiplier": 0.0, "honest_contributors": 0}
+        return DistributedNoise(0.0, 0)
     z = config.dp_noise_multiplier or _calibrated_z(config.dp_epsilon, config.dp_delta,
                                                      config.num_server_rounds,
-                                                     config.dp_accountant.value)
-    return {"noise_multiplier": z, "honest_contributors": config.honest_contributors}
+                                                     config.dp_accountant)
+    return DistributedNoise(z, config.honest_contributors)
 
 
 @lru_cache(maxsize=8)
-def _calibrated_z(epsilon: float, delta: float, rounds: int, accountant: str) -> float:
+def _calibrated_z(epsilon: float, delta: float, rounds: int,
+                  accountant: AccountantName) -> float:
     from common.dp.calibration import calibrate_to_remaining_budget
 
     return calibrate_to_remaining_budget((), budget_epsilon=epsilon, delta=delta,
-                                         sample_rate=1.0, steps=rounds,
-                                         accountant=accountant)  # type: ignore[arg-type]
+                                         sample_rate=1.0, steps=rounds, accountant=accountant)
 
 
 def update_norm_bound(config: RunConfig, num_parameters: int) -> float | None:
@@ -140,10 +154,11 @@ def update_norm_bound(config: RunConfig, num_parameters: int) -> float | None:
     return None
 
 
-def statistics_spec(task: TaskSpec) -> StatisticsSpec:
-    """The shape of the task's evaluation statistics."""
+def statistics_spec(task: TaskSpec, private: bool = False) -> StatisticsSpec:
+    """The shape of the task's evaluation statistics (``private``: a DP release's)."""
     return StatisticsSpec(kind=task.kind,
-                          columns=task.num_outputs if task.kind == "multiclass" else 1)
+                          columns=task.num_outputs if task.kind == "multiclass" else 1,
+                          private=private)
 
 
 @dataclass
@@ -181,6 +196,77 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     CheckpointError
         If resuming and no intact checkpoint exists.
     """
+    run, resumed = _open_run(grid, config, run_dir)
+    model = build_model(run.task, seed=run.config.seed)
+    state = RunState(weights=[w.copy() for w in model.get_weights()])
+    first_round = _resume(run, state, resumed)
+    stop_reason = ""
+    try:
+        with run.progress:
+            stop_reason = _run_rounds(run, state, first_round)
+    except BaseException as error:  # noqa: B036 - outputs are written, then it propagates
+        stop_reason = f"the run failed: {error}" if str(error) else f"the run failed: {error!r}"
+        _close_pending(run, state, evaluate_round=None)  # no more exchanges: row as it is
+        raise
+    finally:
+        run.board.close()
+        _save_outputs(run, state, model, stop_reason)
+    return state.weights
+
+
+@dataclass(frozen=True)
+class FederationRun:
+    """What every round of a run shares and none changes (the round's state is ``RunState``).
+
+    Attributes
+    ----------
+    grid : Grid
+        Where the messages go.
+    config : RunConfig
+        The run's settings (with the roster's honest count for distributed noise).
+    task : TaskSpec
+        The run's task; `hospitals` its hospitals' names, in index order.
+    run_id, run_dir : str, Path
+        The run's id (kept on resume) and its directory.
+    roster : Roster | None
+        The consortium roster, when secure aggregation or identity proofs use one.
+    strategy, book : FedcareStrategy, IdentityBook
+        Node selection and aggregation; which node is which hospital.
+    writer, board, progress : MetricsWriter, TensorBoardLog, RoundProgress
+        Where the rows go: metrics.csv, its TensorBoard mirror, the terminal.
+    """
+
+    grid: Grid
+    config: RunConfig
+    task: TaskSpec
+    hospitals: list[str]
+    run_id: str
+    run_dir: Path
+    roster: Roster | None
+    strategy: FedcareStrategy
+    book: IdentityBook
+    writer: MetricsWriter
+    board: TensorBoardLog
+    progress: RoundProgress
+
+    def settings(self, server_round: int) -> RoundSettings:
+        """The settings round `server_round`'s messages carry."""
+        return round_settings(self.config, self.run_id, server_round)
+
+    def channel(self, server_round: int, state: RunState, timeout: float) -> RoundChannel:
+        """Round `server_round`'s way to the hospitals, its replies screened against the
+        run's rules for that round (the current weights as the reference).
+        """
+        return RoundChannel(self.grid, self.strategy, self.book,
+                            rules_for(self.config, self.task, self.run_id, server_round, state),
+                            timeout)
+
+
+def _open_run(grid: Grid, config: RunConfig,
+              run_dir: Path) -> tuple[FederationRun, Checkpoint | None]:
+    """Load the task, the roster and (to resume) the checkpoint; write config.json; open the
+    outputs (metrics.csv, tensorboard/, the progress display, not yet started).
+    """
     task = task_for_config(config)  # task csv: built from the schema at csv.schema-path
     hospitals = task.hospital_names(config.hospitals)
     # The roster's keys also prove which hospital an unnamed (simulated) node is.
@@ -197,8 +283,6 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
         # exchanges, so a finer poll trims each round's idle time.
         grid.pull_interval = PULL_INTERVAL_SECONDS
     _write_config(run_dir, config, run_id, hospitals, resumed)
-    model = build_model(task, seed=config.seed)
-    state = RunState(weights=[w.copy() for w in model.get_weights()])
     strategy = FedcareStrategy(
         hospitals=config.hospitals,
         optimizer=ServerOptimizer(config.server_optimizer, config.server_learning_rate),
@@ -206,67 +290,73 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
         weighted=config.weighting == Weighting.EXAMPLES and not config.private,
         aggregator=config.aggregator, trim_fraction=config.trim_fraction,
     )
-    book = IdentityBook(hospitals=list(hospitals), roster=roster)
     board = TensorBoardLog(run_dir / TENSORBOARD_DIR, metric_names=task.metric_names,
                            hospitals=hospitals)
     writer = MetricsWriter(run_dir / "metrics.csv", metrics_columns(task.metric_names, hospitals),
                            rows=resumed.metrics_rows if resumed else [], on_row=board.write_round)
-    first_round = 1
-    if resumed:
-        state.weights, first_round = resumed.weights, resumed.round + 1
-        strategy.optimizer.state = resumed.optimizer_state
-        state.epsilon_spent = resumed.extra.get("epsilon_spent", {})
-        state.aborted_rounds = resumed.extra.get("aborted_rounds", [])
-        state.pending = resumed.extra.get("pending")
-        logger.warning("resuming run %s after round %d of %d", run_id, resumed.round,
-                       config.num_server_rounds)
-    stop_reason = ""
-    try:
-        with RoundProgress(config.num_server_rounds, headline=_headline(task, config),
-                           title=task.name, completed=first_round - 1,
-                           epsilon_budget=config.dp_epsilon if config.private else None
-                           ) as progress:
-            for server_round in range(first_round, config.num_server_rounds + 1):
-                timeout = config.round_timeout + (
-                    STARTUP_ALLOWANCE_SECONDS if server_round == first_round else 0.0)
-                book.registered = registered_names(grid.get_nodes())
-                try:
-                    _run_round(grid, strategy, book, state, config, task, run_id, server_round,
-                               timeout, writer, progress, roster)
-                except FederationStopped as stop:
-                    stop_reason = str(stop)
-                    logger.warning("%s", stop_reason)
-                    # The last completed round's row still waits for its evaluation.
-                    _close_pending(state, task, writer, progress, lambda: _evaluate_now(
-                        grid, strategy, book, state, round_settings(config, run_id, server_round),
-                        rules_for(config, task, run_id, server_round, state),
-                        config.round_timeout))
-                    break
-                save_checkpoint(run_dir / CHECKPOINT_DIR, Checkpoint(
-                    round=server_round, run_id=run_id, run_config=config.to_run_config(),
-                    weights=state.weights, optimizer_state=strategy.optimizer.state,
-                    metrics_rows=writer.rows,
-                    extra={"epsilon_spent": state.epsilon_spent,
-                           "aborted_rounds": state.aborted_rounds,
-                           # A resumed run cannot time the deferred round: its seconds stay empty.
-                           "pending": None if state.pending is None else
-                           {k: v for k, v in state.pending.items() if k != "started"}},
-                ))
-    except BaseException as error:  # noqa: B036 - outputs are written, then it propagates
-        stop_reason = f"the run failed: {error}" if str(error) else f"the run failed: {error!r}"
-        _close_pending(state, task, writer, progress, None)  # no more exchanges: row as it is
-        raise
-    finally:
-        board.close()
-        model.set_weights(state.weights)
-        model.save(run_dir / "model.keras")
-        write_json_atomic(run_dir / "identities.json", book.describe())
-        write_report(run_dir, task=task, hospitals=hospitals, config=config.as_dict(),
-                     epsilon=state.epsilon_spent, stop_reason=stop_reason,
-                     aborted_rounds=state.aborted_rounds,
-                     trust=secure_trust(config, roster,
-                                        float(distributed_noise(config)["noise_multiplier"])))
-    return state.weights
+    progress = RoundProgress(config.num_server_rounds, headline=_headline(task, config),
+                             title=task.name, completed=resumed.round if resumed else 0,
+                             epsilon_budget=config.dp_epsilon if config.private else None)
+    book = IdentityBook(hospitals=list(hospitals), roster=roster)
+    return FederationRun(grid, config, task, hospitals, run_id, run_dir, roster, strategy, book,
+                         writer, board, progress), resumed
+
+
+def _resume(run: FederationRun, state: RunState, resumed: Checkpoint | None) -> int:
+    """Restore the checkpoint's weights, optimizer state and run state; the first round to run."""
+    if resumed is None:
+        return 1
+    state.weights = resumed.weights
+    run.strategy.optimizer.state = resumed.optimizer_state
+    state.epsilon_spent = resumed.extra.get("epsilon_spent", {})
+    state.aborted_rounds = resumed.extra.get("aborted_rounds", [])
+    state.pending = resumed.extra.get("pending")
+    logger.warning("resuming run %s after round %d of %d", run.run_id, resumed.round,
+                   run.config.num_server_rounds)
+    return resumed.round + 1
+
+
+def _run_rounds(run: FederationRun, state: RunState, first_round: int) -> str:
+    """Run rounds `first_round` to the last, checkpointing each; why the run stopped early
+    ('' when it ran them all).
+    """
+    config = run.config
+    for server_round in range(first_round, config.num_server_rounds + 1):
+        timeout = config.round_timeout + (
+            STARTUP_ALLOWANCE_SECONDS if server_round == first_round else 0.0)
+        run.book.registered = registered_names(run.grid.get_nodes())
+        try:
+            _run_round(run, state, server_round, timeout)
+        except FederationStopped as stop:
+            logger.warning("%s", stop)
+            # The last completed round's row still waits for its evaluation.
+            _close_pending(run, state, evaluate_round=server_round)
+            return str(stop)
+        save_checkpoint(run.run_dir / CHECKPOINT_DIR, Checkpoint(
+            round=server_round, run_id=run.run_id, run_config=config.to_run_config(),
+            weights=state.weights, optimizer_state=run.strategy.optimizer.state,
+            metrics_rows=run.writer.rows,
+            extra={"epsilon_spent": state.epsilon_spent,
+                   "aborted_rounds": state.aborted_rounds,
+                   # A resumed run cannot time the deferred round: its seconds stay empty.
+                   "pending": None if state.pending is None else
+                   {k: v for k, v in state.pending.items() if k != "started"}},
+        ))
+    return ""
+
+
+def _save_outputs(run: FederationRun, state: RunState, model: "keras.Model",
+                  stop_reason: str) -> None:
+    """Write model.keras (the last completed round's weights), identities.json and report.md."""
+    model.set_weights(state.weights)
+    model.save(run.run_dir / "model.keras")
+    write_json_atomic(run.run_dir / "identities.json", run.book.describe())
+    config = run.config
+    write_report(run.run_dir, task=run.task, hospitals=run.hospitals, config=config.as_dict(),
+                 epsilon=state.epsilon_spent, stop_reason=stop_reason,
+                 aborted_rounds=state.aborted_rounds,
+                 trust=secure_trust(config, run.roster,
+                                    float(distributed_noise(config).noise_multiplier)))
 
 
 def _headline(task: TaskSpec, config: RunConfig) -> tuple[str, ...]:
@@ -275,10 +365,7 @@ def _headline(task: TaskSpec, config: RunConfig) -> tuple[str, ...]:
             *(("epsilon_hospital_max",) if config.dp_mode == DpMode.HOSPITAL else ()))
 
 
-def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state: RunState,
-               config: RunConfig, task: TaskSpec, run_id: str, server_round: int,
-               timeout: float, writer: MetricsWriter, progress: RoundProgress,
-               roster: Roster | None) -> None:
+def _run_round(run: FederationRun, state: RunState, server_round: int, timeout: float) -> None:
     """Run one round (a plain one retried once when too few hospitals took part); file its rows.
 
     A hospital that fails, hangs past ``round-timeout`` or sends a rejected reply is left out
@@ -289,43 +376,22 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
     (``_secure_round_moves_on`` says when it stops instead).
     """
     started = time.perf_counter()
-    logger.debug("round %d: started", server_round)  # benchmark_rounds times start-up by it
-    settings = round_settings(config, run_id, server_round)
-    rules = rules_for(config, task, run_id, server_round, state)
+    logger.debug("round %d: started", server_round)  # benchmarks.rounds times start-up by it
+    config = run.config
+    channel = run.channel(server_round, state, timeout)
     last = server_round == config.num_server_rounds
     # Round r's train message evaluates round r-1's model (folded; secure rounds always are).
     folded = config.fold_evaluation or config.secagg_enabled
-    settings = replace(settings, evaluate_received=folded and server_round > 1)
-    for attempt in (1, 2):
-        if config.secagg_enabled:
-            secure = run_secure_round(grid, strategy, settings, state.weights, rules, book,
-                                      roster=roster, timeout=timeout,
-                                      advertised=state.advertised, last_round=last)
-            outcome, state.advertised = secure.outcome, secure.next_keys
-        else:
-            outcome = run_plain_round(grid, strategy, settings, state.weights, rules, book,
-                                      timeout=timeout)
-        state.keep_privacy(outcome.privacy)
-        _file_evaluation(outcome, state, task, writer, progress, started)
-        if outcome.participants >= config.min_hospitals and outcome.weights is not None:
-            state.short_rounds = 0
-            break
-        if config.secagg_enabled and _secure_round_moves_on(outcome, config, state):
-            outcome = _as_aborted(outcome, config)
-            break
-        transient = outcome.missing or outcome.failed or outcome.aborted or outcome.rejected
-        if attempt == 1 and transient and not config.secagg_enabled:
-            logger.warning("round %d: %d usable update(s), fewer than the minimum of %d (%s); "
-                           "trying the round once more", server_round, outcome.participants,
-                           config.min_hospitals, outcome.shortfall())
-            continue
-        if outcome.weights is None and not (outcome.declined or outcome.missing
-                                            or outcome.aborted):
-            raise FederationError(f"round {server_round}: no hospital returned a usable update "
-                                  f"({outcome.shortfall()})")
-        raise FederationStopped(
-            f"stopped in round {server_round}: {outcome.participants} hospital(s) took part, "
-            f"fewer than the minimum of {config.min_hospitals} ({outcome.shortfall()})")
+    settings = replace(run.settings(server_round), evaluate_received=folded and server_round > 1
+                       and evaluates(config, server_round - 1))
+    outcome = _attempt(run, state, channel, settings, started)
+    if _too_few(outcome, config) and not config.secagg_enabled and (
+            outcome.missing or outcome.failed or outcome.aborted or outcome.rejected):
+        logger.warning("round %d: %d usable update(s), fewer than the minimum of %d (%s); "
+                       "trying the round once more", server_round, outcome.participants,
+                       config.min_hospitals, outcome.shortfall())
+        outcome = _attempt(run, state, channel, settings, started)
+    outcome = _settled(outcome, config, state)
     if outcome.weights is not None:  # else an aborted secure round: the model stays
         state.weights = outcome.weights
     if outcome.aborted:
@@ -333,13 +399,68 @@ def _run_round(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state:
     row: dict[str, Any] = {"round": server_round, "participants": outcome.participants,
                            "aborted": int(bool(outcome.aborted)),
                            **_privacy_columns(state, outcome, config.dp_mode)}
+    if not last and not evaluates(config, server_round):  # DP: not a planned evaluation
+        row["seconds"] = time.perf_counter() - started
+        run.writer.append(row)
+        run.progress.round_done(row)
+        return
     if folded and not last:
         state.pending = {**row, "started": started}  # evaluated with the next round's replies
         return
     # Unfolded, or the last round (no next message to carry it): an evaluate exchange now.
-    evaluation = _evaluate_now(grid, strategy, book, state, settings, rules, timeout)
+    evaluation = _evaluate_now(channel, settings, state.weights)
     row["seconds"] = time.perf_counter() - started
-    _finish(row, evaluation, task, writer, progress)
+    _finish(row, evaluation, run)
+
+
+def _attempt(run: FederationRun, state: RunState, channel: RoundChannel,
+             settings: RoundSettings, started: float) -> RoundOutcome:
+    """Run the round once (plain or secure); keep its privacy reports and file the folded
+    evaluation of the previous round that its replies carried.
+    """
+    config = run.config
+    if config.secagg_enabled:
+        if run.roster is None:  # consortium_roster() gave one, or the run did not start
+            raise FederationError("secure aggregation needs the consortium roster")
+        secure = run_secure_round(channel, settings, state.weights, roster=run.roster,
+                                  advertised=state.advertised,
+                                  last_round=settings.server_round == config.num_server_rounds)
+        outcome, state.advertised = secure.outcome, secure.next_keys
+    else:
+        outcome = run_plain_round(channel, settings, state.weights)
+    state.keep_privacy(outcome.privacy)
+    _file_evaluation(outcome, state, run, started)
+    return outcome
+
+
+def _too_few(outcome: RoundOutcome, config: RunConfig) -> bool:
+    """Whether the round gave no new weights, or from fewer than ``min-hospitals`` updates."""
+    return outcome.participants < config.min_hospitals or outcome.weights is None
+
+
+def _settled(outcome: RoundOutcome, config: RunConfig, state: RunState) -> RoundOutcome:
+    """The round's outcome to file: usable, or a secure round filed as aborted.
+
+    Raises
+    ------
+    FederationStopped
+        If too few hospitals took part (the run ends cleanly, with the reasons).
+    FederationError
+        If no hospital returned a usable update and none declined, went missing or aborted.
+    """
+    server_round = outcome.server_round
+    if not _too_few(outcome, config):
+        state.short_rounds = 0
+        return outcome
+    if config.secagg_enabled and _secure_round_moves_on(outcome, config, state):
+        return _as_aborted(outcome, config)
+    if outcome.weights is None and not (outcome.declined or outcome.missing
+                                        or outcome.aborted):
+        raise FederationError(f"round {server_round}: no hospital returned a usable update "
+                              f"({outcome.shortfall()})")
+    raise FederationStopped(
+        f"stopped in round {server_round}: {outcome.participants} hospital(s) took part, "
+        f"fewer than the minimum of {config.min_hospitals} ({outcome.shortfall()})")
 
 
 def _secure_round_moves_on(outcome: RoundOutcome, config: RunConfig, state: RunState) -> bool:
@@ -406,67 +527,75 @@ def rules_for(config: RunConfig, task: TaskSpec, run_id: str, server_round: int,
     return ReplyRules(
         run_id=run_id, server_round=server_round, dp_mode=config.dp_mode,
         noise_mode=config.dp_noise_mode, secure=config.secagg_enabled,
-        statistics=statistics_spec(task), global_weights=state.weights,
+        statistics=statistics_spec(task, config.private), global_weights=state.weights,
         norm_bound=update_norm_bound(config, sum(int(w.size) for w in state.weights)),
         max_examples=config.max_examples)
 
 
-def _close_pending(state: RunState, task: TaskSpec, writer: MetricsWriter,
-                   progress: RoundProgress, evaluate: Any) -> None:
-    """Write the row that still waits for its evaluation: evaluated now if `evaluate` can
-    (a clean stop), else without its evaluation columns (a failure; a resume completes it)."""
+def _close_pending(run: FederationRun, state: RunState, *,
+                   evaluate_round: int | None) -> None:
+    """Write the row that still waits for its evaluation: evaluated now with round
+    `evaluate_round`'s settings if given (a clean stop), else without its evaluation columns
+    (a failure; a resume completes it).
+    """
     pending, state.pending = state.pending, None
     if pending is None:
         return
     pending.pop("started", None)
     evaluation: dict[str, Any] = {}
-    if evaluate is not None:
+    if evaluate_round is not None:
         try:
-            evaluation = evaluate()
+            channel = run.channel(evaluate_round, state, run.config.round_timeout)
+            evaluation = _evaluate_now(channel, run.settings(evaluate_round), state.weights)
         except FederationError as error:
             logger.warning("round %s's model could not be evaluated: %s", pending["round"], error)
     if evaluation:
-        pending.update(summarize_round(task, evaluation))
-    writer.append(pending)
-    progress.round_done(pending)
+        pending.update(summarize_round(run.task, evaluation))
+    run.writer.append(pending)
+    run.progress.round_done(pending)
 
 
-def _evaluate_now(grid: Grid, strategy: FedcareStrategy, book: IdentityBook, state: RunState,
-                  settings: RoundSettings, rules: ReplyRules, timeout: float
-                  ) -> dict[str, Any]:
-    """Evaluate the current global model in an exchange of its own; statistics by hospital."""
+def _evaluate_now(channel: RoundChannel, settings: RoundSettings,
+                  weights: NDArrays) -> dict[str, Any]:
+    """Evaluate `weights` (the current global model) in an exchange of its own; statistics by
+    hospital.
+    """
+    strategy = channel.strategy
     messages = strategy.messages(pack_request(replace(settings, evaluate_received=False),
-                                              state.weights),
-                                 strategy.select_nodes(grid), MessageType.EVALUATE)
-    screened = screen_replies(send_and_receive(grid, messages, timeout=timeout), rules, book,
-                              (EvaluateReply, DeclinedReply))
+                                              weights),
+                                 strategy.select_nodes(channel.grid), MessageType.EVALUATE)
+    screened, _ = channel.exchange(messages, (EvaluateReply, DeclinedReply))
     return screened.statistics
 
 
-def _file_evaluation(outcome: RoundOutcome, state: RunState, task: TaskSpec,
-                     writer: MetricsWriter, progress: RoundProgress, started: float) -> None:
+def _file_evaluation(outcome: RoundOutcome, state: RunState, run: FederationRun,
+                     started: float) -> None:
     """Complete the pending row with the evaluation that arrived for its round."""
     pending = state.pending
     if pending is None or outcome.evaluated_round != pending["round"] or not outcome.evaluation:
         return
     if "started" in pending:
         pending["seconds"] = started - pending.pop("started")
-    _finish(pending, outcome.evaluation, task, writer, progress)
+    _finish(pending, outcome.evaluation, run)
     state.pending = None
 
 
-def _finish(row: dict[str, Any], evaluation: dict[str, Any], task: TaskSpec,
-            writer: MetricsWriter, progress: RoundProgress) -> None:
-    if not evaluation:
+def _finish(row: dict[str, Any], evaluation: dict[str, Any], run: FederationRun) -> None:
+    """File a round's row with its evaluation (metrics.csv, TensorBoard, the terminal)."""
+    if not evaluation and run.config.private:  # every hospital declined (e.g. test budget)
+        logger.warning("round %s: no hospital released an evaluation", row["round"])
+    elif not evaluation:
         raise FederationError(f"round {row['round']}: no hospital returned a usable evaluation")
-    row.update(summarize_round(task, evaluation))
-    writer.append(row)
-    progress.round_done(row)
+    else:
+        row.update(summarize_round(run.task, evaluation))
+    run.writer.append(row)
+    run.progress.round_done(row)
 
 
 def _privacy_columns(state: RunState, outcome: RoundOutcome, dp_mode: DpMode) -> dict[str, Any]:
     """The round's ``declined`` and ``rejected`` counts, the largest epsilon per level and
-    each hospital's epsilon at the run's level."""
+    each hospital's epsilon at the run's level.
+    """
     spent = state.epsilon_spent.values()
     return {
         **epsilon_columns(state.epsilon_spent, dp_mode.value),

@@ -11,34 +11,27 @@ round is one exchange; the driver files them under the previous round.
 import logging
 
 from flwr.app import MessageType
-from flwr.serverapp import Grid
 
 from common.types import NDArrays
 from common.wire.records import pack_request
 from common.wire.replies import DeclinedReply, TrainReply
 from common.wire.settings import RoundSettings
-from server.exchange import send_and_receive
-from server.identity import IdentityBook
+from server.round_channel import RoundChannel
 from server.round_outcome import RoundOutcome
-from server.screening import ReplyRules, screen_replies
-from server.strategy import FedcareStrategy
 
 logger = logging.getLogger(__name__)
 
 
-def run_plain_round(
-    grid: Grid, strategy: FedcareStrategy, settings: RoundSettings, weights: NDArrays,
-    rules: ReplyRules, book: IdentityBook, *, timeout: float,
-) -> RoundOutcome:
+def run_plain_round(channel: RoundChannel, settings: RoundSettings,
+                    weights: NDArrays) -> RoundOutcome:
     """Train and aggregate one round; return what it produced (and the folded evaluation)."""
-    nodes = strategy.select_nodes(grid)
+    strategy = channel.strategy
+    nodes = strategy.select_nodes(channel.grid)
     messages = strategy.messages(pack_request(settings, weights), nodes, MessageType.TRAIN)
-    replies = send_and_receive(grid, messages, timeout=timeout)
-    missing = len(messages) - len(replies)
+    screened, missing = channel.exchange(messages, (TrainReply, DeclinedReply))
     if missing:
         logger.warning("round %d: %d hospital(s) sent nothing within %.0f s",
-                       settings.server_round, missing, timeout)
-    screened = screen_replies(replies, rules, book, (TrainReply, DeclinedReply))
+                       settings.server_round, missing, channel.timeout)
     updates = []
     for reply in screened.of_kind(TrainReply).values():
         if not isinstance(reply, TrainReply) or reply.update is None:

@@ -27,7 +27,7 @@ overlapping sets would give their difference).
 import logging
 from dataclasses import dataclass, field, replace
 
-from flwr.serverapp import Grid
+from flwr.app import Message
 
 from common.errors import SecAggProtocolError
 from common.secagg.protocol import (
@@ -50,11 +50,9 @@ from common.types import NDArrays
 from common.wire.records import pack_request
 from common.wire.replies import DeclinedReply, SecAggStageReply, TrainReply
 from common.wire.settings import RoundSettings
-from server.exchange import send_and_receive
-from server.identity import IdentityBook
+from server.round_channel import RoundChannel
 from server.round_outcome import RoundOutcome
-from server.screening import ReplyRules, Screened, screen_replies
-from server.strategy import FedcareStrategy
+from server.screening import Screened
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +82,9 @@ class SecureRound:
     next_keys: AdvertisedKeys | None = None
 
 
-def run_secure_round(
-    grid: Grid, strategy: FedcareStrategy, settings: RoundSettings, weights: NDArrays,
-    rules: ReplyRules, book: IdentityBook, *, roster: Roster, timeout: float,
-    advertised: AdvertisedKeys | None = None, last_round: bool = False,
-) -> SecureRound:
+def run_secure_round(channel: RoundChannel, settings: RoundSettings, weights: NDArrays, *,
+                     roster: Roster, advertised: AdvertisedKeys | None = None,
+                     last_round: bool = False) -> SecureRound:
     """Run one round under secure aggregation and return its outcome (and the next keys).
 
     `advertised` holds the keys hospitals advertised for this round during the previous one;
@@ -96,75 +92,28 @@ def run_secure_round(
     round 2 on, the first message also evaluates the weights it carries (the previous round's
     result): the outcome's evaluation is of round ``server_round - 1``.
     """
-    server_round, d = settings.server_round, sum(int(w.size) for w in weights)
-    settings = replace(settings, evaluate_received=server_round > 1)
-    nodes = strategy.select_nodes(grid)
-    known = (advertised if advertised is not None and advertised.round_number == server_round
-             and sorted(advertised.nodes.values()) == nodes else None)
-    first_request = {Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: server_round,
-                     Key.RUN_ID: settings.run_id, Key.ROSTER_DIGEST: roster.digest,
-                     Key.SETTINGS_DIGEST: signed_settings(settings, d).digest()}
-    server: SecAggServer | None = None
-    if known is not None:
-        try:
-            server = _server(settings, roster, d, sorted(known.nodes), known.keys)
-        except ValueError as error:
-            logger.warning("round %d: the advertised keys cannot start the round (%s); asking "
-                           "for fresh ones", server_round, error)
-    if server is not None and known is not None:
-        requests = server.requests()
-        messages = [strategy.messages(pack_request(settings, weights, secagg=requests[name]),
-                                      [known.nodes[name]], ADVERTISE_ACTION)[0]
-                    for name in requests]
-    else:
-        messages = strategy.messages(pack_request(settings, weights, secagg=first_request),
-                                     nodes, ADVERTISE_ACTION)
-    replies = send_and_receive(grid, messages, timeout=timeout)
-    first = screen_replies(replies, rules, book, (TrainReply, DeclinedReply))
+    server_round = settings.server_round
+    plan = _Plan(channel, replace(settings, evaluate_received=settings.evaluate_received
+                                  and server_round > 1), weights,
+                 roster, last_round)
+    server, messages = _first_messages(plan, advertised)
+    first, missing = channel.exchange(messages, (TrainReply, DeclinedReply))
+    contributors = {name: first.nodes[name] for name in first.of_kind(TrainReply)}
     outcome = RoundOutcome(
         server_round=server_round, weights=None, participants=0, declined=first.declined,
-        rejected=dict(first.rejected), failed=list(first.failed),
-        missing=len(messages) - len(replies), privacy=first.privacy,
-        evaluation=first.statistics, evaluated_round=server_round - 1 if server_round > 1 else None)
-    contributors = {name: first.nodes[name] for name in first.of_kind(TrainReply)}
-    outcome = replace(outcome, contributors=len(contributors))
+        rejected=dict(first.rejected), failed=list(first.failed), missing=missing,
+        privacy=first.privacy, evaluation=first.statistics, contributors=len(contributors),
+        evaluated_round=server_round - 1 if server_round > 1 else None)
     next_keys = AdvertisedKeys(server_round + 1)
     result: SecAggResult | None = None
     try:
         if server is None:
-            server = _server(settings, roster, d, sorted(contributors), None)
+            server = plan.server(sorted(contributors), None)
         for name, reply in first.of_kind(TrainReply).items():
             if isinstance(reply, TrainReply) and reply.secagg is not None:
                 _receive(server, name, reply.secagg, outcome)
-        result = server.close_stage()
-        while result is None:
-            stage = server.stage
-            next_request = ({**first_request, Key.ROUND: server_round + 1}
-                            if stage == Stage.UNMASK and not last_round else None)
-            requests = server.requests()
-            messages = [strategy.messages(pack_request(None, None, secagg=request,
-                                                       secagg_next=next_request),
-                                          [contributors[name]], STAGE_ACTIONS[str(stage)])[0]
-                        for name, request in requests.items() if name in contributors]
-            stage_replies = screen_replies(send_and_receive(grid, messages, timeout=timeout),
-                                           rules, book, (SecAggStageReply,))
-            _merge(outcome, stage_replies)
-            for name, reply in stage_replies.of_kind(SecAggStageReply).items():
-                if not isinstance(reply, SecAggStageReply):
-                    continue
-                _receive(server, name, reply.secagg, outcome)
-                if reply.secagg_next is not None:
-                    _keep_next_keys(next_keys, name, contributors[name], reply.secagg_next)
-            result = server.close_stage()
-        for event in server.events:
-            logger.warning("round %d: secure aggregation: %s", server_round, event)
-        for name, reason in result.excluded.items():
-            outcome.rejected[name] = f"excluded from secure aggregation: {reason}"
-        n = len(result.survivors)
-        mean = decode_unweighted_mean(
-            result.total, num_summands=n, coordinate_range=encoding_range(settings, d),
-            scale=encoding_scale(settings, d), like=weights,
-            max_sum_norm=sum_norm_bound(settings, d, n))
+        result = _run_stages(plan, server, contributors, outcome, next_keys)
+        mean = _decoded_mean(plan, server, result, outcome)
     except (SecAggProtocolError, ValueError) as error:
         logger.warning("round %d: secure aggregation aborted (nothing of it is averaged in; "
                        "the run goes on with round %d): %s", server_round, server_round + 1,
@@ -176,8 +125,119 @@ def run_secure_round(
     if result.dropped:
         logger.warning("round %d: hospitals %s dropped after sharing keys; their masks were "
                        "removed", server_round, list(result.dropped))
-    return SecureRound(replace(outcome, weights=strategy.optimizer.step(weights, mean),
+    return SecureRound(replace(outcome, weights=channel.strategy.optimizer.step(weights, mean),
                                participants=len(result.survivors)), next_keys)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What every stage of one secure round uses: the channel, the round's settings (with
+    ``evaluate_received``), the global weights, the pinned roster, and whether it is the last
+    round (no next keys asked for).
+    """
+
+    channel: RoundChannel
+    settings: RoundSettings
+    weights: NDArrays
+    roster: Roster
+    last_round: bool
+
+    @property
+    def num_parameters(self) -> int:
+        """d: the length of the encoded update vector."""
+        return sum(int(w.size) for w in self.weights)
+
+    def advertise_request(self, round_number: int) -> dict[str, object]:
+        """The advertise-keys stage request for `round_number` (this round's or the next)."""
+        settings = self.settings
+        return {Key.STAGE: Stage.ADVERTISE_KEYS, Key.ROUND: round_number,
+                Key.RUN_ID: settings.run_id, Key.ROSTER_DIGEST: self.roster.digest,
+                Key.SETTINGS_DIGEST: signed_settings(settings, self.num_parameters).digest()}
+
+    def server(self, hospitals: list[str],
+               advertisements: dict[str, Advertisement] | None) -> SecAggServer:
+        """The protocol's server side for `hospitals` (with keys already advertised, if any)."""
+        return _server(self.settings, self.roster, self.num_parameters, hospitals,
+                       advertisements)
+
+
+def _first_messages(plan: _Plan, advertised: AdvertisedKeys | None
+                    ) -> tuple[SecAggServer | None, list[Message]]:
+    """The round's first messages (train + this round's first stage), and the protocol's
+    server when the keys advertised last round can start it (else None: fresh keys asked for).
+    """
+    settings, weights, strategy = plan.settings, plan.weights, plan.channel.strategy
+    nodes = strategy.select_nodes(plan.channel.grid)
+    known = (advertised if advertised is not None
+             and advertised.round_number == settings.server_round
+             and sorted(advertised.nodes.values()) == nodes else None)
+    if known is not None:
+        try:
+            server = plan.server(sorted(known.nodes), known.keys)
+        except ValueError as error:
+            logger.warning("round %d: the advertised keys cannot start the round (%s); asking "
+                           "for fresh ones", settings.server_round, error)
+        else:
+            requests = server.requests()
+            return server, [strategy.messages(
+                pack_request(settings, weights, secagg=requests[name]), [known.nodes[name]],
+                ADVERTISE_ACTION)[0] for name in requests]
+    first_request = plan.advertise_request(settings.server_round)
+    return None, strategy.messages(pack_request(settings, weights, secagg=first_request),
+                                   nodes, ADVERTISE_ACTION)
+
+
+def _run_stages(plan: _Plan, server: SecAggServer, contributors: dict[str, int],
+                outcome: RoundOutcome, next_keys: AdvertisedKeys) -> SecAggResult:
+    """Drive the protocol's later stages (share keys to unmask) with the contributors until
+    the server closes the round; the unmask stage also asks for the next round's keys.
+
+    Raises
+    ------
+    SecAggProtocolError
+        If the round cannot complete (e.g. fewer than t hospitals left).
+    """
+    channel = plan.channel
+    result = server.close_stage()
+    while result is None:
+        stage = server.stage
+        next_request = (plan.advertise_request(plan.settings.server_round + 1)
+                        if stage == Stage.UNMASK and not plan.last_round else None)
+        messages = [channel.strategy.messages(
+            pack_request(None, None, secagg=request, secagg_next=next_request),
+            [contributors[name]], STAGE_ACTIONS[str(stage)])[0]
+            for name, request in server.requests().items() if name in contributors]
+        stage_replies, _ = channel.exchange(messages, (SecAggStageReply,))
+        _merge(outcome, stage_replies)
+        for name, reply in stage_replies.of_kind(SecAggStageReply).items():
+            if not isinstance(reply, SecAggStageReply):
+                continue
+            _receive(server, name, reply.secagg, outcome)
+            if reply.secagg_next is not None:
+                _keep_next_keys(next_keys, name, contributors[name], reply.secagg_next)
+        result = server.close_stage()
+    return result
+
+
+def _decoded_mean(plan: _Plan, server: SecAggServer, result: SecAggResult,
+                  outcome: RoundOutcome) -> NDArrays:
+    """The survivors' mean update, decoded from their sum and checked against its bounds.
+
+    Raises
+    ------
+    ValueError
+        If the sum cannot be decoded or is beyond its norm bound.
+    """
+    settings, d = plan.settings, plan.num_parameters
+    for event in server.events:
+        logger.warning("round %d: secure aggregation: %s", settings.server_round, event)
+    for name, reason in result.excluded.items():
+        outcome.rejected[name] = f"excluded from secure aggregation: {reason}"
+    n = len(result.survivors)
+    return decode_unweighted_mean(
+        result.total, num_summands=n, coordinate_range=encoding_range(settings, d),
+        scale=encoding_scale(settings, d), like=plan.weights,
+        max_sum_norm=sum_norm_bound(settings, d, n))
 
 
 def _server(settings: RoundSettings, roster: Roster, d: int, hospitals: list[str],
