@@ -24,6 +24,7 @@ from flwr.clientapp.typing import Mod  # noqa: E402 - after quiet_third_party(),
 
 from client.admission import Admitted, Refused, admit  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.app_pinning import verify_app_mod  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.disclosure_log_mod import disclosure_log_mod  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.identity_proof import identity_proof_mod, remember_signing_key  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.local_round import RoundResult, train_round  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.privacy import HospitalPrivacy, privacy_from_node_config  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
@@ -298,9 +299,12 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
     hospital's own test rows. `trainer_for` builds the local trainer (tests swap in a broken one).
     """
     handlers = HospitalHandlers(privacy_for, training_data, trainer_for)
-    # The hospital's app pin is checked first, before any other mod or handler runs; every
-    # reply's identity is signed last, around the handler (client.identity_proof).
-    client_app = ClientApp(mods=[verify_app_mod, *mods, identity_proof_mod])
+    # Every request and the reply that leaves are recorded in the hospital's disclosure log
+    # (outermost: it sees the final reply); the hospital's app pin is checked next, before
+    # any other mod or handler runs; every reply's identity is signed last, around the
+    # handler (client.identity_proof).
+    client_app = ClientApp(mods=[disclosure_log_mod(privacy_for), verify_app_mod, *mods,
+                                 identity_proof_mod])
     client_app.train()(handlers.train)
     register_secagg_actions(client_app, handlers.secagg_advertise)
     client_app.evaluate()(handlers.evaluate)

@@ -99,6 +99,9 @@ def budget(
         _print_budget(ledger, recomputed, f"recomputed by Opacus: {why}")
     else:
         _print_budget(ledger, shown, why)
+    from client.budget_report_cli import print_log_verification
+
+    print_log_verification(ledger)  # exit 1 if the disclosure log fails its chain or anchor
 
 
 def _recorded_figures(ledger: "PrivacyLedger") -> tuple[_Figures | None, str]:
@@ -266,6 +269,9 @@ def budget_init(
         Console(stderr=True).print(
             "[bold yellow]warning:[/] the head file is inside the ledger's directory: deleting "
             "or restoring that directory would reset the budget unnoticed", highlight=False)
+    from client.budget_report_cli import record_init
+
+    record_init(ledger)  # the disclosure log's budget-init record (exit 1 if it cannot be)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:

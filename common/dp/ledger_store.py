@@ -63,6 +63,7 @@ _TEST_FIGURES_KEYS = {"test_delta", "test_budget_epsilon"}  # with epsilon.test
 _TRACK_TOP_KEYS = {"test_budget", "split"}  # optional: written once set
 _LEGACY_HEAD_KEYS = {"hospital", "sequence", "head"}
 _HEAD_KEYS = _LEGACY_HEAD_KEYS | {"ledger"}
+_LOG_ANCHOR_KEY = "log"  # the disclosure log's anchor, checked by common.dp.disclosure_log
 GENESIS = "0" * 64  # the "previous" of a ledger's first state
 
 
@@ -435,7 +436,8 @@ def render_ledger(state: LedgerState) -> tuple[str, str]:
 def write_head(path: Path, state: LedgerState, ledger: Path) -> None:
     """Write the head of ``state`` (as written to ``ledger``) to ``path`` atomically.
 
-    The file is ``{"hospital": NAME, "sequence": N, "head": HEX, "ledger": ABSOLUTE PATH}``;
+    The file is ``{"hospital": NAME, "sequence": N, "head": HEX, "ledger": ABSOLUTE PATH}``,
+    plus the disclosure log's anchor (``"log"``, ``common.dp.disclosure_log``) kept as it was;
     its directory is created if needed.
 
     Raises
@@ -445,6 +447,9 @@ def write_head(path: Path, state: LedgerState, ledger: Path) -> None:
     """
     data = {"hospital": state.hospital, "sequence": state.sequence, "head": state.head,
             "ledger": os.path.abspath(ledger)}
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # none yet: nothing to keep
+        data.update({key: value for key, value in json.loads(path.read_text("utf-8")).items()
+                     if key == _LOG_ANCHOR_KEY})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -470,7 +475,8 @@ def read_head(path: Path) -> LedgerHead | None:
         data = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
         raise LedgerError(f"ledger head file {path} is not valid JSON ({error})") from error
-    if (not isinstance(data, dict) or set(data) not in (_HEAD_KEYS, _LEGACY_HEAD_KEYS)
+    if (not isinstance(data, dict) or set(data) - {_LOG_ANCHOR_KEY} not in (_HEAD_KEYS,
+                                                                          _LEGACY_HEAD_KEYS)
             or not isinstance(data["hospital"], str)
             or isinstance(data["sequence"], bool) or not isinstance(data["sequence"], int)
             or not _is_hex_digest(data["head"])

@@ -14,6 +14,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import typer  # noqa: E402
 
+from client.budget_report_cli import budget_report  # noqa: E402
 from client.certs_cli import certs_hospital  # noqa: E402
 from client.cli import budget_app, hospital_worker, predict, validate_data  # noqa: E402
 from client.pinning_cli import app_digest  # noqa: E402
@@ -46,6 +47,7 @@ app.command()(baseline)
 app.command("audit")(audit)
 app.command("deploy-local")(deploy_local)
 # The hospital's commands (client/).
+budget_app.command("report")(budget_report)
 app.add_typer(budget_app, name="budget")
 app.command("validate-data")(validate_data)
 app.command()(predict)
