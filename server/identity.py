@@ -20,6 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from common.identity_proof import identity_proven
 from common.secagg.roster import Roster
@@ -150,11 +151,19 @@ class IdentityBook:
         return identity.name if identity is not None else f"node {node}"
 
 
-def registered_names(nodes: Iterable[object]) -> dict[int, str]:
+class Node(Protocol):
+    """A node as ``grid.get_nodes()`` lists it (Flower's NodeInfo; ``name`` when registered)."""
+
+    @property
+    def node_id(self) -> int:
+        """The node's id on the grid."""
+
+
+def registered_names(nodes: Iterable[Node]) -> dict[int, str]:
     """Node id -> registered name from Flower's ``grid.get_nodes()`` (unnamed nodes skipped)."""
     names = {}
     for node in nodes:
         name = getattr(node, "name", "")
         if isinstance(name, str) and name:
-            names[int(getattr(node, "node_id"))] = name
+            names[int(node.node_id)] = name
     return names

@@ -52,7 +52,8 @@ def encoded_clip(settings: RoundSettings) -> float:
 
 def noise_multiplier(settings: RoundSettings) -> float:
     """The z the round's honest hospitals use at most: the run's (distributed), the run's
-    maximum (local hospital level: each hospital calibrates its own), 0 otherwise."""
+    maximum (local hospital level: each hospital calibrates its own), 0 otherwise.
+    """
     if settings.dp_mode != DpMode.HOSPITAL:
         return 0.0
     if settings.noise_mode == NoiseMode.DISTRIBUTED:

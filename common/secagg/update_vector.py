@@ -43,7 +43,7 @@ class EncodedUpdate:
 
 def tail_multiplier(num_parameters: int, *, failure_probability: float = FAILURE_PROBABILITY
                     ) -> float:
-    """k such that d Gaussian coordinates all stay within k sigma with probability 1 - p.
+    """The k such that d Gaussian coordinates all stay within k sigma with probability 1 - p.
 
     k = Phi^-1(1 - p / (2 d)), so that, by the union bound over the d coordinates,
     P(some |Z_j| > k) <= d * 2 (1 - Phi(k)) = p. For d = 10**4, p = 1e-9: k = 7.44.

@@ -98,7 +98,8 @@ def request_ref(content: RecordDict) -> RoundRef:
     A hospital declining a malformed request echoes them, so the server files the decline
     under the right round; unreadable parts become ``unknown`` and round 1.
     """
-    raw = dict(content[CONFIG]) if CONFIG in content and isinstance(content[CONFIG], ConfigRecord) else {}
+    config = content.get(CONFIG)
+    raw = dict(config) if isinstance(config, ConfigRecord) else {}
     try:
         run_id = read_text(raw, "run-id", pattern=RUN_ID_PATTERN)
     except WireFormatError:
@@ -255,7 +256,8 @@ def attach_identity_proof(content: RecordDict, proof: bytes) -> None:
 
 def pack_statistics(statistics: Mapping[str, np.ndarray]) -> ArrayRecord:
     """Evaluation statistics as one float64 vector, in the sorted order of their names (one
-    array to serialise instead of one per statistic)."""
+    array to serialise instead of one per statistic).
+    """
     names = sorted(statistics)
     flat = np.concatenate([np.asarray(statistics[n], dtype=np.float64).ravel() for n in names])
     return ArrayRecord({"sums": Array(flat)})

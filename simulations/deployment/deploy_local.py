@@ -13,10 +13,11 @@ per-message ClientApp process only relays. Every party has a private Flower home
 started is stopped at the end, on error and on Ctrl-C (``simulations.deployment.flower_processes``).
 
 Layout of OUT: ``bundle/`` (the app bundle, .fab) and ``app/`` (its unpacked copy, which is
-what the run submits and what the hospitals' ``app-sha256`` pins), ``certs/`` (unless ``--certs``), ``flower-home/`` (the admin's, with the
-connection ``fedcare`` in ``config.toml``), ``hospitals/<name>/flower-home/``,
-``bin/flwr-clientapp`` (first on every party's PATH: fedcare's lean per-message ClientApp
-process, ``client.clientapp_process``), ``hospitals/<name>/worker.sock`` and ``worker.authkey`` (the hospital worker's socket and key,
+what the run submits and what the hospitals' ``app-sha256`` pins), ``certs/`` (unless
+``--certs``), ``flower-home/`` (the admin's, with the connection ``fedcare`` in
+``config.toml``), ``hospitals/<name>/flower-home/``, ``bin/flwr-clientapp`` (first on every
+party's PATH: fedcare's lean per-message ClientApp process, ``client.clientapp_process``),
+``hospitals/<name>/worker.sock`` and ``worker.authkey`` (the hospital worker's socket and key,
 0600), with secure aggregation ``hospitals/<name>/signing.key`` (its roster signing key, 0600;
 ``signing.key.pub`` beside it) and ``hospitals/<name>/roster.json`` (its copy of the roster),
 and ``roster.json`` (the server's copy), ``nodes/<name>.toml``
@@ -236,7 +237,8 @@ class RunOutcome:
 
 def hospital_names(task: str, hospitals: int) -> list[str]:
     """Names of the deployment's hospitals: the task's own (heart-disease's four cities) or
-    ``hospital-<i>`` (task csv, as ``write_example_hospitals`` names its files)."""
+    ``hospital-<i>`` (task csv, as ``write_example_hospitals`` names its files).
+    """
     if task == CSV_TASK:
         return [f"hospital-{index}" for index in range(hospitals)]
     from common.tasks import get_task
@@ -302,7 +304,7 @@ def supernode_argv(bin_dir: Path, *, superlink: str, runtime_port: int, node_con
 def node_config(settings: DeploySettings, layout: DeployLayout, index: int, name: str, *,
                 data_path: Path | None, schema_path: Path | None,
                 app_sha256: str | None, roster: RosterFiles | None = None) -> dict[str, object]:
-    """Hospital `index`'s node config (keys documented in the README's Deployment section).
+    """Hospital `index`'s node config (keys documented in docs/hospital-it.md#node-config-keys).
 
     With ``settings.hospital_workers`` it names the hospital's worker (``worker-socket``,
     ``worker-authkey-file``); with a `roster`, the hospital's copy of it, its digest and the
@@ -411,13 +413,16 @@ def create_ledgers(node_configs: dict[str, dict[str, object]]) -> None:
     makes its hospitals' ledgers before they start; an existing one (``--out`` reused) is kept.
     """
     from common.dp.ledger import PrivacyLedger
+    from common.wire.modes import AccountantName
 
     for name, config in node_configs.items():
         path, head = Path(str(config["ledger-path"])), Path(str(config["ledger-head-path"]))
         if not path.exists():
-            PrivacyLedger.create(path, hospital=name, budget_epsilon=float(config["budget-epsilon"]),  # type: ignore[arg-type]
-                                 budget_delta=float(config["budget-delta"]),  # type: ignore[arg-type]
-                                 accountant="rdp", head_path=head)
+            PrivacyLedger.create(
+                path, hospital=name,
+                budget_epsilon=float(config["budget-epsilon"]),  # type: ignore[arg-type]
+                budget_delta=float(config["budget-delta"]),  # type: ignore[arg-type]
+                accountant=AccountantName.RDP, head_path=head)
 
 
 def worker_argv(bin_dir: Path, *, socket_path: Path, key_file: Path,
@@ -486,7 +491,8 @@ def parse_flwr_json(stdout: str) -> dict[str, Any]:
     try:
         return json.loads(stdout[start:])
     except json.JSONDecodeError as error:
-        raise DeploymentError(f"flwr printed unreadable JSON ({error}): {stdout[-2000:]!r}") from None
+        raise DeploymentError(
+            f"flwr printed unreadable JSON ({error}): {stdout[-2000:]!r}") from None
 
 
 def run_status(listing: dict[str, Any], run_id: str) -> tuple[str, str]:
@@ -694,12 +700,14 @@ class LocalDeployment:
             with socket.socket() as probe:
                 probe.settimeout(1.0)
                 if probe.connect_ex((LOCAL_HOST, port)) == 0:
-                    self.report(f"SuperLink listening on {address}"
-                                f"{' (INSECURE: no TLS)' if credentials.ca_crt is None else ' (TLS, SuperNode authentication)'}")
+                    security = (" (INSECURE: no TLS)" if credentials.ca_crt is None
+                                else " (TLS, SuperNode authentication)")
+                    self.report(f"SuperLink listening on {address}{security}")
                     return address
             time.sleep(0.2)
         raise DeploymentError(f"the SuperLink did not listen on {address} within "
-                              f"{SUPERLINK_READY_SECONDS:.0f} s; see {self.layout.logs / 'superlink.log'}")
+                              f"{SUPERLINK_READY_SECONDS:.0f} s; see "
+                              f"{self.layout.logs / 'superlink.log'}")
 
     def register_hospitals(self, credentials: Credentials) -> None:
         """Register each hospital's public key with the SuperLink (Control API)."""

@@ -1,5 +1,6 @@
 """fedcare's lean ``flwr-clientapp``: the same arguments and runtime as Flower 1.42's script,
-without importing the SuperNode, and the app loaded from the FAB rather than fedcare's install."""
+without importing the SuperNode, and the app loaded from the FAB rather than fedcare's install.
+"""
 
 import subprocess
 import sys

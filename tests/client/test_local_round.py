@@ -10,10 +10,10 @@ from opacus.accountants import RDPAccountant
 from client.local_round import train_round
 from client.privacy import HospitalPrivacy
 from client.training import get_trainer
+from common.config import RunConfig
 from common.dp.ledger import PrivacyLedger
 from common.errors import LedgerError
 from common.models import build_model
-from common.config import RunConfig
 from common.tasks import get_task
 from common.wire.modes import DpMode, NoiseMode
 from server.federation import round_settings
@@ -182,7 +182,8 @@ def test_distributed_noise_refused_without_secure_aggregation(tmp_path):
 
 def test_a_secure_round_asked_again_is_declined_not_resent(tmp_path):
     """A saved release never enters a second secure aggregation (two sums over overlapping
-    sets give one hospital's update); a plain round asked again resends it."""
+    sets give one hospital's update); a plain round asked again resends it.
+    """
     from client.local_round import train_round
 
     request = _request(1, mode="patient", secagg_enabled=True, secagg_threshold=3)

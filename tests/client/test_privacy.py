@@ -11,11 +11,11 @@ from client.privacy import (
     plan_round_event,
     privatize_update,
 )
-from common.dp.calibration import calibrate_to_remaining_budget
-from common.errors import PrivacyBudgetExceededError
 from common.dp.accounting import epsilon_from_history
+from common.dp.calibration import calibrate_to_remaining_budget
 from common.dp.clipping import l2_norm
 from common.dp.events import GaussianRoundEvent
+from common.errors import PrivacyBudgetExceededError
 
 
 def test_privatize_update_noise_std_is_twice_z_times_clip():
@@ -27,7 +27,8 @@ def test_privatize_update_noise_std_is_twice_z_times_clip():
     event = GaussianRoundEvent(noise_multiplier=0.7, sample_rate=1.0, steps=1, level="hospital")
     update = [np.zeros((400, 250), np.float64), np.zeros(0)]
     stddev = hospital_noise_stddev(event, clipping_norm=0.3, noise_mode="local")
-    noised = privatize_update(update, clipping_norm=0.3, stddev=stddev, rng=np.random.default_rng(1))
+    noised = privatize_update(update, clipping_norm=0.3, stddev=stddev,
+                              rng=np.random.default_rng(1))
     samples = noised[0].ravel()
     n, expected = samples.size, 2 * 0.7 * 0.3
     low = stats.chi2.ppf(0.5e-6, n - 1) / (n - 1)
@@ -60,7 +61,7 @@ def test_dp_sgd_steps_per_round():
 
 
 def test_distributed_noise_shares_sum_to_the_accounted_noise():
-    """h hospitals each adding 2z(C+r)/sqrt(h): the sum has stddev 2z(C+r), sensitivity 2(C+r)."""
+    """Each of h hospitals adds 2z(C+r)/sqrt(h): the sum's stddev 2z(C+r), sensitivity 2(C+r)."""
     event = GaussianRoundEvent(noise_multiplier=1.3, sample_rate=1.0, steps=1, level="hospital")
     h, clip, rounding = 4, 0.5, 1e-9
     share = hospital_noise_stddev(event, clipping_norm=clip, noise_mode="distributed",
@@ -107,8 +108,8 @@ def test_distributed_noise_is_refused_without_a_trusted_peer_set(tmp_path):
 def test_a_forged_honest_count_beyond_t_minus_c_is_refused(tmp_path):
     # The server claims h = 10000 (58x less noise each): the hospital checks h <= t - c.
     with pytest.raises(PrivacyBudgetExceededError, match="only t - c = 2 are guaranteed"):
-        distributed_round_event(_distributed(threshold=3, h=10_000), _hospital(tmp_path, colluding=1),
-                                [[]], 8.0, 1e-5)
+        distributed_round_event(_distributed(threshold=3, h=10_000),
+                                _hospital(tmp_path, colluding=1), [[]], 8.0, 1e-5)
 
 
 def test_mixed_budgets_never_give_a_hospital_more_epsilon_than_its_ledger(tmp_path):

@@ -5,6 +5,7 @@ Fast tests run the worker's serve loop in a thread with small handlers; the slow
 called directly.
 """
 
+import contextlib
 import os
 import socket
 import stat
@@ -87,10 +88,8 @@ class ThreadWorker:
 
     def stop(self) -> None:
         self.stop_event.set()
-        try:  # wake the blocked accept() with one ping
+        with contextlib.suppress(WorkerUnavailable):  # wake the blocked accept() with one ping
             ping_worker(self.socket, ensure_authkey(self.key_file))
-        except WorkerUnavailable:
-            pass
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
 
@@ -274,10 +273,8 @@ def test_deploy_local_waits_for_a_ping_not_the_socket_file(tmp_path, monkeypatch
         assert reports == ["1 hospital workers listening"]
     finally:
         stop.set()
-        try:
+        with contextlib.suppress(WorkerUnavailable):
             ping_worker(socket_path, ensure_authkey(key_file))
-        except WorkerUnavailable:
-            pass
         thread.join(timeout=10)
     assert not thread.is_alive()
 
