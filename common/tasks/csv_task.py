@@ -7,7 +7,7 @@ data file. Each hospital checks its file against its own copy of the schema, spl
 statistics of its own training part only (``common.tasks.csv_preprocessing``).
 
 ``write_example_hospitals`` writes a schema and hospital files made of the vendored UCI Heart
-Disease rows, for tests, benchmarks and the README's walkthrough.
+Disease rows, for tests, benchmarks and docs/tasks.md's example hospitals.
 """
 
 import hashlib

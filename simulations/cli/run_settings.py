@@ -35,7 +35,7 @@ CSV_IN_DEPLOYMENT = (
     "task csv runs in deployment only: each hospital trains on its own CSV file, which a "
     "simulation does not have; run it with `fedcare deploy-local --task csv --out DIR` (example "
     "hospitals made from the heart-disease data, or --data DIR with schema.json and "
-    "hospital-<i>.csv; README: \"Your hospital's own data\")")
+    "hospital-<i>.csv; docs/tasks.md: \"A hospital's own data\")")
 
 
 class SimulatedTaskChoice(click.Choice):  # type: ignore[type-arg]

@@ -9,7 +9,7 @@ and unregistered with the admin's own commands (``flwr supernode register/unregi
 In Flower 1.42 a SuperNode presenting an unregistered key is refused even without
 ``--enable-supernode-auth``; what the flag adds is that a SuperNode cannot register itself
 (the anonymous check fails without it). Registering needs nothing but the public ``ca.crt``:
-the open-source Control API has no account authentication (see the README).
+the open-source Control API has no account authentication (see docs/consortium-admin.md).
 
 Both sides run with ``--isolation process``: no app runs here, so no SuperExec is started.
 Every process carries an environment marker and is stopped by the fixture, pass or fail; each

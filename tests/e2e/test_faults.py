@@ -45,7 +45,7 @@ def test_failing_hospital_does_not_stop_the_federation(tmp_path, fault):
     assert [r["round"] for r in rows] == ["1", "2", "3"]
     assert rows[0]["participants"] == "4"
     # Round 2 goes on without the failed hospital (in simulation a dead Ray worker may take
-    # the other hospitals it was serving with it, as noted in the README).
+    # the other hospitals it was serving with it, as docs/reliability.md notes).
     assert 1 <= int(rows[1]["participants"]) < 4
     assert int(rows[2]["participants"]) >= 1
     if fault == "hang":

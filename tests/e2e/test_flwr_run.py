@@ -1,4 +1,5 @@
-"""End to end: the README's `flwr run .` (Flower 1.42 CLI) on a private, local SuperLink.
+"""End to end: `flwr run .` as docs/simulation.md runs it (Flower 1.42 CLI), on a private,
+local SuperLink.
 
 The test runs the documented commands with a 2-round, 4-hospital config in a temporary
 FLWR_HOME, waits for the run to finish, checks metrics.csv, and stops the local SuperLink
@@ -83,7 +84,7 @@ def _json_payload(proc: subprocess.CompletedProcess) -> dict:
 
 @pytest.fixture
 def flwr_env(tmp_path):
-    """The README's environment, with a temporary FLWR_HOME and a private SuperLink port.
+    """docs/simulation.md's environment, with a temporary FLWR_HOME and a private SuperLink port.
 
     Yields ``(env, marker)``; on teardown (pass or fail) stops the local SuperLink and every
     process carrying the marker.
