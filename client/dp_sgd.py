@@ -20,7 +20,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from client.ghost_clipping import GhostPlan, ghost_plan
 from client.per_example_clipping import (
+    DenseLink,
     LossName,
     dense_chain,
     is_finite_number,
@@ -34,7 +36,8 @@ from common.wire.modes import PrivacyLevel
 
 __all__ = ["DpSgdTrainer", "LossName", "make_plain_epoch_fn", "per_example_loss_fn"]
 
-Method = Literal["auto", "dense_norms", "vectorized_map"]
+Method = Literal["auto", "dense_norms", "ghost_norms", "vectorized_map"]
+METHODS: tuple[Method, ...] = ("auto", "dense_norms", "ghost_norms", "vectorized_map")
 
 _NOISE_CHUNK_FLOATS = 1 << 22  # 16 MiB of float32 noise per compiled call at most
 
@@ -54,9 +57,11 @@ class DpSgdTrainer:
         C > 0, the per-example gradient L2 bound over all trainable variables together.
     noise_multiplier : float
         z >= 0; each step's gradient sum gets N(0, (z C)^2) per coordinate.
-    method : {"auto", "dense_norms", "vectorized_map"}
+    method : {"auto", "dense_norms", "ghost_norms", "vectorized_map"}
         Per-example clipping path; "auto" uses the Dense norm shortcut whenever the model is a
-        ``keras.Sequential`` of plain Dense layers, else ``tf.vectorized_map``.
+        ``keras.Sequential`` of plain Dense layers, else the per-layer norms of
+        ``client.ghost_clipping`` when its Dense/Conv2D layers are covered, else
+        ``tf.vectorized_map``.
     """
 
     def __init__(
@@ -73,21 +78,16 @@ class DpSgdTrainer:
             raise ValueError(f"l2_norm_clip must be > 0 and finite, got {l2_norm_clip!r}")
         if not is_finite_number(noise_multiplier) or not noise_multiplier >= 0:
             raise ValueError(f"noise_multiplier must be >= 0 and finite, got {noise_multiplier!r}")
-        if method not in ("auto", "dense_norms", "vectorized_map"):
-            raise ValueError(f"method must be auto, dense_norms or vectorized_map, got {method!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self._optimizer = optimizer
         self._loss_fn = per_example_loss_fn(loss)
         self._variables = list(model.trainable_variables)
         if not self._variables:
             raise ValueError("model must be built and have trainable variables")
         self._clip, self._z = float(l2_norm_clip), float(noise_multiplier)
-        chain = dense_chain(model, self._variables)
-        if method == "dense_norms" and chain is None:
-            raise ValueError("method 'dense_norms' needs a keras.Sequential of Dense layers only")
-        if method == "vectorized_map":
-            chain = None
-        self._method = "vectorized_map" if chain is None else "dense_norms"
-        self._clipped_sum = make_clipped_sum(model, self._loss_fn, self._variables, chain)
+        self._method, path = _clipping_path(model, self._variables, method)
+        self._clipped_sum = make_clipped_sum(model, self._loss_fn, self._variables, path)
         if not optimizer.built:
             optimizer.build(self._variables)
         self._num_parameters = sum(int(np.prod(v.shape)) for v in self._variables)
@@ -103,7 +103,7 @@ class DpSgdTrainer:
 
     @property
     def method(self) -> str:
-        """The per-example clipping path in use: "dense_norms" or "vectorized_map"."""
+        """The per-example clipping path in use: dense_norms, ghost_norms or vectorized_map."""
         return self._method
 
     @property
@@ -279,6 +279,25 @@ class DpSgdTrainer:
             "clipped_sum": tf.function(clipped, input_signature=[x_spec, y_spec, scalar],
                                        autograph=False),
         }
+
+
+def _clipping_path(model: keras.Model, variables: list[Any],
+                   method: Method) -> tuple[str, list[DenseLink] | GhostPlan | None]:
+    """The path ``method`` names (or "auto" picks) and what it needs; ValueError if unusable."""
+    if method == "vectorized_map":
+        return "vectorized_map", None
+    chain = dense_chain(model, variables) if method in ("auto", "dense_norms") else None
+    if chain is not None:
+        return "dense_norms", chain
+    if method == "dense_norms":
+        raise ValueError("method 'dense_norms' needs a keras.Sequential of Dense layers only")
+    plan = ghost_plan(model, variables)
+    if plan is not None:
+        return "ghost_norms", plan
+    if method == "ghost_norms":
+        raise ValueError("method 'ghost_norms' needs a keras.Sequential of Dense and Conv2D "
+                         "layers with per-record weightless layers between them")
+    return "vectorized_map", None
 
 
 def make_plain_epoch_fn(

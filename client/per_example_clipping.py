@@ -4,7 +4,9 @@ Mechanism: record i's gradient g_i over all trainable variables is scaled by min
 before summing (Abadi et al. CCS 2016, Algorithm 1), so one record moves the sum by <= C.
 Nothing here is released; the noise is added by ``client.dp_sgd``. For Dense chains the norms
 come from ||a_i||, ||dL_i/dz_i|| without materialising g_i (Goodfellow 2015, arXiv:1510.01799;
-"ghost clipping", Li et al. ICLR 2022, Section 4). Unit of privacy: one patient's record.
+"ghost clipping", Li et al. ICLR 2022, Section 4); Sequential models with Conv2D layers take
+``client.ghost_clipping`` (per-layer Gram or per-example rule); anything else takes
+``tf.vectorized_map``. Unit of privacy: one patient's record.
 """
 
 import math
@@ -16,6 +18,8 @@ from typing import Any, Literal
 import keras
 import numpy as np
 import tensorflow as tf
+
+from client.ghost_clipping import GhostPlan, ghost_clipped_sum, per_record_activation
 
 __all__ = [
     "DenseLink",
@@ -87,7 +91,8 @@ def dense_chain(model: keras.Model, variables: list[Any]) -> list[DenseLink] | N
     """Return the model's Dense layers in order if the norm shortcut applies, else None.
 
     It applies to a ``keras.Sequential`` with rank-2 input made only of plain Dense layers
-    (no LoRA, no quantisation) whose kernels and biases are exactly ``variables``.
+    (no LoRA, no quantisation, Keras's own activations), each used once, whose kernels and
+    biases are exactly ``variables``.
     """
     if not isinstance(model, keras.Sequential):
         return None
@@ -105,26 +110,34 @@ def dense_chain(model: keras.Model, variables: list[Any]) -> list[DenseLink] | N
     for layer in layers:
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             return None
+        if not per_record_activation(layer):  # a callable of one's own could mix records
+            return None
         kernel = index.get(id(layer.kernel))
         bias = index.get(id(layer.bias)) if layer.bias is not None else None
-        if kernel is None or (layer.bias is not None and bias is None):
-            return None
+        if kernel is None or (layer.bias is not None and bias is None) or kernel in seen:
+            return None  # a layer used twice has one gradient from both uses: not a chain
         chain.append(DenseLink(layer, kernel, bias))
         seen.update(i for i in (kernel, bias) if i is not None)
     return chain if len(seen) == len(variables) else None
 
 
 def make_clipped_sum(
-    model: keras.Model, loss_fn: LossFn, variables: list[Any], chain: list[DenseLink] | None
+    model: keras.Model, loss_fn: LossFn, variables: list[Any],
+    path: list[DenseLink] | GhostPlan | None,
 ) -> ClippedSum:
     """Return ``f(x, y, clip) -> (clipped sums, norms)`` for use inside a ``tf.function``.
 
     ``sums[j]`` has the shape of ``variables[j]`` and is ``sum_i min(1, clip / n_i) g_ij``;
     ``norms`` has shape (rows,) and holds n_i = ||g_i||, the unclipped per-example norms over
-    all variables together. With ``chain`` the Dense shortcut is used, else
-    ``tf.vectorized_map``. An empty batch gives zero sums.
+    all variables together. ``path``: a Dense chain (``dense_chain``) takes the Dense
+    shortcut, a ``GhostPlan`` (``client.ghost_clipping.ghost_plan``) the per-layer norms,
+    None ``tf.vectorized_map``. An empty batch gives zero sums.
     """
-    if chain is not None:
+    if isinstance(path, GhostPlan):
+        plan = path
+        return lambda x, y, clip: ghost_clipped_sum(plan, loss_fn, x, y, clip)
+    if path is not None:
+        chain = path
         return lambda x, y, clip: _dense_clipped_sum(chain, loss_fn, len(variables), x, y, clip)
     return lambda x, y, clip: _vectorized_clipped_sum(model, loss_fn, variables, x, y, clip)
 

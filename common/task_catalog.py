@@ -52,6 +52,7 @@ _FACTS = (
     TaskFacts("breast-cancer", default_hospitals=10, max_hospitals=56),
     TaskFacts("diabetes", default_hospitals=4, max_hospitals=44),
     TaskFacts("digits", default_hospitals=10, max_hospitals=179),
+    TaskFacts("digits-cnn", default_hospitals=10, max_hospitals=179),  # digits, CNN model
     TaskFacts(CSV_TASK_NAME, default_hospitals=3, max_hospitals=None, simulated=False),
 )
 TASK_FACTS: Mapping[str, TaskFacts] = MappingProxyType({f.name: f for f in _FACTS})

@@ -26,9 +26,10 @@ TASK_NAMES: tuple[str, ...] = tuple(TASK_FACTS)  # the built-in tasks, then csv
 def built_in_tasks() -> Mapping[str, TaskSpec]:
     """The built-in tasks by name (read-only), importing their modules on the first call."""
     from common.tasks.heart_disease import TASK as HEART_DISEASE
-    from common.tasks.sklearn_sets import BREAST_CANCER, DIABETES, DIGITS
+    from common.tasks.sklearn_sets import BREAST_CANCER, DIABETES, DIGITS, DIGITS_CNN
 
-    return MappingProxyType({t.name: t for t in (HEART_DISEASE, BREAST_CANCER, DIABETES, DIGITS)})
+    tasks = (HEART_DISEASE, BREAST_CANCER, DIABETES, DIGITS, DIGITS_CNN)
+    return MappingProxyType({t.name: t for t in tasks})
 
 
 def __getattr__(name: str) -> object:

@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 TaskKind = Literal["binary", "multiclass", "regression"]
+Architecture = Literal["mlp", "cnn"]  # common.models builds one per name
 
 CSV_TASK_NAME = "csv"  # the task built from a consortium's schema file (common.tasks.csv_task)
 CLASSIFICATION_METRICS = ("accuracy", "auc")
@@ -78,6 +79,11 @@ class TaskSpec:
     capacity : Callable[[], int] | None
         Split tasks: ``capacity()`` -> the most hospitals its data can be split into (from
         its row count and the rows each hospital keeps); None for tasks not split here.
+    architecture : Architecture
+        "mlp" (the Dense layers of ``hidden_units``) or "cnn" (convolutions over each row
+        read as an image of ``image_shape``; ``common.models`` says which layers).
+    image_shape : tuple[int, ...]
+        "cnn" only: (height, width, channels), whose product is ``num_features``.
     """
 
     name: str
@@ -91,6 +97,8 @@ class TaskSpec:
     target_offset: float = 0.0
     fixed_hospital_names: tuple[str, ...] = ()
     capacity: Callable[[], int] | None = None
+    architecture: Architecture = "mlp"
+    image_shape: tuple[int, ...] = ()
 
     @property
     def max_hospitals(self) -> int | None:

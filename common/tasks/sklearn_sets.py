@@ -160,3 +160,11 @@ DIGITS = TaskSpec(
     default_hospitals=10, capacity=partial(split_capacity, _digits),
     load=make_loader("digits", _digits, "multiclass", standardize=False),
 )
+# The same records and hospitals as digits (same split under the same seed), each row read as
+# its 8x8 image by a small CNN (common.models) instead of the MLP.
+DIGITS_CNN = TaskSpec(
+    name="digits-cnn", kind="multiclass", num_features=64, num_outputs=10, hidden_units=(),
+    default_hospitals=10, capacity=partial(split_capacity, _digits),
+    load=make_loader("digits-cnn", _digits, "multiclass", standardize=False),
+    architecture="cnn", image_shape=(8, 8, 1),
+)

@@ -17,7 +17,7 @@ from client import dp_sgd
 from client.dp_sgd import DpSgdTrainer, make_plain_epoch_fn
 from client.per_example_clipping import per_example_loss_fn
 
-METHODS = ["dense_norms", "vectorized_map"]
+METHODS = ["dense_norms", "ghost_norms", "vectorized_map"]  # ghost_norms covers Dense chains too
 TASKS = {
     # name: (layer widths and activations, loss, input width, label maker)
     "mlp-softmax": ([(6, "relu"), (3, "softmax")], "sparse_categorical_crossentropy", 8,
@@ -181,11 +181,18 @@ def test_dp_sgd_picks_the_dense_shortcut_only_for_dense_chains():
     other = keras.Sequential([keras.Input((13,)), keras.layers.Dense(4), keras.layers.Dropout(0.1),
                               keras.layers.Dense(1, activation="sigmoid")])
 
+    shared = keras.layers.Dense(13, activation="relu")
+    tied = keras.Sequential([keras.Input((13,)), shared, shared,
+                             keras.layers.Dense(1, activation="sigmoid")])
+
     # Act / Assert
     assert _trainer(dense, "binary_crossentropy", "auto").method == "dense_norms"
     assert _trainer(other, "binary_crossentropy", "auto").method == "vectorized_map"
+    assert _trainer(tied, "binary_crossentropy", "auto").method == "vectorized_map"
     with pytest.raises(ValueError, match="dense_norms"):
         _trainer(other, "binary_crossentropy", "dense_norms")
+    with pytest.raises(ValueError, match="dense_norms"):
+        _trainer(tied, "binary_crossentropy", "dense_norms")
 
 
 @pytest.mark.parametrize(
