@@ -125,7 +125,7 @@ def spending_points(records: Iterable[dict[str, Any]]) -> dict[str, list[tuple[d
 def spending_svg(points: dict[str, list[tuple[datetime, float]]],
                  budgets: Sequence[TrackFigure]) -> str:
     """A step chart (inline SVG) of epsilon spent per track over time, budgets dashed."""
-    series = {key: values for key, values in points.items() if values}
+    series = {key: values for key, values in points.items() if any(v > 0 for _, v in values)}
     if not series:
         return '<p class="muted">No release charged by a logged request yet.</p>'
     width, height, left, bottom = 960, 300, 60, 40

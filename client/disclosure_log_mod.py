@@ -51,6 +51,7 @@ from common.dp.disclosure_log import (
 )
 from common.dp.ledger import LedgerEntry, PrivacyLedger
 from common.errors import LedgerError
+from common.secagg.messages import Key
 from common.tasks import HospitalData
 from common.wire.records import REPLY, SECAGG, node_identity, reply_claim, request_ref
 
@@ -221,7 +222,7 @@ def request_fields(msg: Message, context: Context, reply: Message,
     ref = claim[1] if claim is not None else request_ref(msg.content)
     stage = None
     if SECAGG in msg.content and isinstance(msg.content[SECAGG], ConfigRecord):
-        stage = msg.content[SECAGG].get("stage")
+        stage = msg.content[SECAGG].get(Key.STAGE)
     fields: dict[str, Any] = {
         "event": "request", "outcome": outcome, "kind": msg.metadata.message_type,
         "hospital": hospital_name(msg, context, reply),

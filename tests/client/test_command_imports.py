@@ -54,7 +54,7 @@ def inputs(tmp_path_factory):
     certificate = create_consortium(directory / "certs", ["127.0.0.1"]).server_crt
     return {"ledger": ledger, "schema": schema, "data": data[0], "roster": roster,
             "certificate": certificate, "new_ledger": directory / "new" / "cleveland.json",
-            "home": directory / "fedcare-home"}
+            "home": directory / "fedcare-home", "page": directory / "report.html"}
 
 
 def run_command(*args: object, home: Path) -> dict:
@@ -69,6 +69,7 @@ def run_command(*args: object, home: Path) -> dict:
 COMMANDS = {
     "budget": lambda i: ["budget", i["ledger"]],
     "budget init": lambda i: ["budget", "init", i["new_ledger"]],
+    "budget report": lambda i: ["budget", "report", i["ledger"], "--html", i["page"]],
     "validate-data": lambda i: ["validate-data", "--schema", i["schema"], i["data"]],
     "predict --help": lambda i: ["predict", "--help"],
     "roster show": lambda i: ["roster", "show", i["roster"]],
