@@ -88,11 +88,12 @@ def gauge_svg(figure: TrackFigure) -> str:
            f'<path d="M20,100 A80,80 0 0,1 {x:.2f},{y:.2f}" fill="none" stroke="{colour}" '
            'stroke-width="18"/>')
     label = f"{_eps(figure.spent)} of {figure.budget:g}"
+    size = 13 if math.isinf(figure.spent) else 16
     return (f'<svg role="img" aria-label="{_e(figure.title)}: epsilon {_e(label)}" '
             'width="200" height="120" viewBox="0 0 200 120" xmlns="http://www.w3.org/2000/svg">'
             '<path d="M20,100 A80,80 0 0,1 180,100" fill="none" stroke="#eaeef2" '
             f'stroke-width="18"/>{arc}<text x="100" y="92" text-anchor="middle" '
-            f'font-size="16" font-weight="600">{_e(label)}</text></svg>')
+            f'font-size="{size}" font-weight="600">{_e(label)}</text></svg>')
 
 
 def _parse_time(text: object) -> datetime | None:
@@ -128,7 +129,7 @@ def spending_svg(points: dict[str, list[tuple[datetime, float]]],
     series = {key: values for key, values in points.items() if any(v > 0 for _, v in values)}
     if not series:
         return '<p class="muted">No release charged by a logged request yet.</p>'
-    width, height, left, bottom = 960, 300, 60, 40
+    width, height, left, bottom = 960, 240, 60, 40
     times = [when.timestamp() for values in series.values() for when, _ in values]
     t0, t1 = min(times), max(times)
     span = (t1 - t0) or 1.0
@@ -163,9 +164,10 @@ def spending_svg(points: dict[str, list[tuple[datetime, float]]],
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
         parts.append(f'<polyline points="{path}" fill="none" stroke="{_COLOURS[key]}" '
                      'stroke-width="2"/>')
+    shape = "%Y-%m-%d %H:%M:%S UTC" if span < 86400 else "%Y-%m-%d %H:%M UTC"
     for label, stamp_at in (("first", t0), ("last", t1)):
         x, _ = xy(stamp_at, 0.0)
-        stamp = datetime.fromtimestamp(stamp_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        stamp = datetime.fromtimestamp(stamp_at, UTC).strftime(shape)
         parts.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" font-size="11" '
                      f'text-anchor="{"start" if label == "first" else "end"}">{_e(stamp)}</text>')
     legend = " ".join(f'<tspan fill="{_COLOURS[key]}">&#9632; {_e(title)}</tspan>'
@@ -401,8 +403,8 @@ def render_report(ledger: "PrivacyLedger", checks: Checks, *, generated: str) ->
     sections = [
         ("Verification", checks_section(checks)),
         ("Budget per track", f'<div class="gauges">{gauges}</div>'),
-        ("Privacy statement", statement_section(ledger, figures)),
         ("Spending over time", spending_svg(spending_points(records), figures)),
+        ("Privacy statement", statement_section(ledger, figures)),
         ("Runs: what left, and at what cost", runs_section(records)),
         ("Declined requests", declines_section(records)),
         ("Budget history", budget_history_section(records)),
