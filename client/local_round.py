@@ -235,7 +235,7 @@ def _saved_release_refusal(key: ReleaseKey, saved: SavedRelease | None, *,
 def _plan(request: RoundSettings, *, privacy: HospitalPrivacy, hospital: HospitalData,
           ledger: PrivacyLedger) -> GaussianRoundEvent | str:
     """The round's event, calibrated and checked against the budget, or why to decline."""
-    level = privacy.mode
+    level = PrivacyLevel(privacy.mode)  # a private round: patient or hospital
     if level == "hospital" and ledger.is_hospital_level_unbounded():
         return UNBOUNDED_REASON
     if level == "patient":

@@ -26,6 +26,7 @@ from common.dp.noise import add_gaussian_noise, gaussian_stddev
 from common.dp.secure_random import SecureRandom
 from common.errors import PrivacyBudgetExceededError
 from common.types import NDArrays
+from common.wire.modes import NoiseMode, PrivacyLevel
 
 if TYPE_CHECKING:
     from common.dp.ledger import PrivacyLedger
@@ -116,7 +117,7 @@ def _calibrate(prior: tuple[Entry, ...], budget: float, delta: float, sample_rat
 def plan_round_event(
     priors: list[list[Entry]],
     *,
-    level: str,
+    level: PrivacyLevel,
     budget_epsilon: float,
     budget_delta: float,
     accountant: AccountantName,
@@ -136,8 +137,9 @@ def plan_round_event(
     z = max(_calibrate(tuple(prior), budget_epsilon, budget_delta, sample_rate,
                        planned_rounds * steps_per_round, accountant) for prior in priors)
     return GaussianRoundEvent(noise_multiplier=z, sample_rate=sample_rate,
-                              steps=steps_per_round, level=level,  # type: ignore[arg-type]
-                              noise_mode="local" if level == "hospital" else None)
+                              steps=steps_per_round, level=level,
+                              noise_mode=NoiseMode.LOCAL if level == PrivacyLevel.HOSPITAL
+                              else None)
 
 
 def distributed_round_event(request: "RoundSettings", privacy: HospitalPrivacy,
@@ -179,12 +181,12 @@ def distributed_round_event(request: "RoundSettings", privacy: HospitalPrivacy,
         raise PrivacyBudgetExceededError(
             f"the run's noise multiplier {z:.4g} over {request.planned_rounds} rounds would "
             f"spend epsilon {spent:.4g} > this hospital's budget {budget_epsilon:.4g}")
-    return GaussianRoundEvent(noise_multiplier=z, sample_rate=1.0, steps=1, level="hospital",
-                              noise_mode="distributed")
+    return GaussianRoundEvent(noise_multiplier=z, sample_rate=1.0, steps=1,
+                              level=PrivacyLevel.HOSPITAL, noise_mode=NoiseMode.DISTRIBUTED)
 
 
 def hospital_noise_stddev(
-    event: GaussianRoundEvent, *, clipping_norm: float, noise_mode: str,
+    event: GaussianRoundEvent, *, clipping_norm: float, noise_mode: NoiseMode,
     honest_contributors: int = 1, rounding_bound: float = 0.0,
 ) -> float:
     """Per-coordinate noise stddev one hospital adds so that the accounted z holds.
@@ -197,10 +199,10 @@ def hospital_noise_stddev(
       with at least h honest contributors carries at least 2 z (C + r). More contributors only
       add noise: the ledger's z is a bound on the spend, never an under-count.
     """
-    if noise_mode == "local":
+    if noise_mode == NoiseMode.LOCAL:
         return gaussian_stddev(noise_multiplier=event.noise_multiplier,
                                clipping_norm=HOSPITAL_SENSITIVITY_IN_CLIPS * clipping_norm)
-    if noise_mode == "distributed":
+    if noise_mode == NoiseMode.DISTRIBUTED:
         return gaussian_stddev(noise_multiplier=event.noise_multiplier,
                                clipping_norm=HOSPITAL_SENSITIVITY_IN_CLIPS
                                * (clipping_norm + rounding_bound),
