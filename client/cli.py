@@ -164,6 +164,8 @@ def _print_budget(ledger: "PrivacyLedger", figures: _Figures, source: str) -> No
     """Print the ledger's table: spent, remaining and rounds left per level."""
     from rich.table import Table
 
+    from common.wire.modes import LedgerTrack
+
     table = Table(title=f"privacy ledger of {ledger.hospital} ({ledger.accountant.upper()}, "
                         f"budget epsilon {ledger.budget_epsilon:g}, delta {ledger.budget_delta:g})")
     for column in ("level", "track", "entries composed", "epsilon spent", "budget",
@@ -175,9 +177,9 @@ def _print_budget(ledger: "PrivacyLedger", figures: _Figures, source: str) -> No
     tracks = [e.track for e in ledger.entries]
     hospital_entries = sum(e.event.level == "hospital" for e in ledger.entries)
     for level, track, count, spent, budget in (
-            ("patient", "training rows", tracks.count("train"), figures.patient,
+            ("patient", "training rows", tracks.count(LedgerTrack.TRAIN), figures.patient,
              ledger.budget_epsilon),
-            ("patient", "test rows", tracks.count("test"), figures.test,
+            ("patient", "test rows", tracks.count(LedgerTrack.TEST), figures.test,
              ledger.test_budget_epsilon),
             ("hospital", "both", hospital_entries, figures.hospital, ledger.budget_epsilon)):
         shown_left = left if last_track in track or level == "hospital" else "-"
