@@ -48,7 +48,7 @@ from server.collusion import secure_trust, with_roster_honest
 from server.evaluation import epsilon_columns, summarize_round
 from server.identity import IdentityBook, registered_names
 from server.plain_round import run_plain_round
-from server.progress import RoundProgress
+from server.progress import REPORTS_KEY, RoundProgress
 from server.report import write_report
 from server.round_channel import RoundChannel
 from server.round_outcome import RoundOutcome
@@ -293,7 +293,7 @@ def _open_run(grid: Grid, config: RunConfig,
                            rows=resumed.metrics_rows if resumed else [], on_row=board.write_round)
     progress = RoundProgress(config.num_server_rounds, headline=_headline(task, config),
                              title=task.name, completed=resumed.round if resumed else 0,
-                             epsilon_budget=config.dp_epsilon if config.private else None)
+                             epsilon_budget=None)  # each hospital's own, from its replies
     book = IdentityBook(hospitals=list(hospitals), roster=roster)
     return FederationRun(grid, config, task, hospitals, run_id, run_dir, roster, strategy, book,
                          writer, board, progress), resumed
@@ -592,6 +592,7 @@ def _privacy_columns(state: RunState, outcome: RoundOutcome, dp_mode: DpMode) ->
         "rejected": len(outcome.rejected),
         "epsilon_patient_max": max((s["patient"] for s in spent), default=0.0),
         "epsilon_hospital_max": max((s["hospital"] for s in spent), default=0.0),
+        REPORTS_KEY: {name: dict(report) for name, report in state.epsilon_spent.items()},
     }
 
 

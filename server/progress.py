@@ -9,7 +9,11 @@ The live display fits the terminal's width (80 columns and up) on as many lines 
 
 Its input is a finished round's metrics.csv row; the headline keys come from the caller
 (``pooled_loss``, ``client_avg_<metric>``, ``epsilon_<level>_max``). A client average that
-covers fewer hospitals than took part (a NaN AUC) says how many it covers.
+covers fewer hospitals than took part (a NaN AUC) says how many it covers. The epsilon's budget
+is the one the hospitals reported (the row's ``privacy_reports``, not a CSV column: each
+hospital's latest privacy report, with its own budget), never the run config's:
+``eps 0.42/2.00`` when every hospital reported that budget, ``eps 0.42/2.00 (va's; budgets
+2.00-3.00)`` when they differ, ``eps 0.42`` before any reported one.
 """
 
 import math
@@ -24,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 INDENT = "  "
+REPORTS_KEY = "privacy_reports"  # a row's {hospital: its latest privacy report} (not in the CSV)
 SEPARATOR = " · "
 METRIC_LABELS = {"auc": "AUC", "rmse": "RMSE", "mae": "MAE", "r2": "R2", "f1": "F1"}
 
@@ -67,9 +72,8 @@ def headline_items(row: dict[str, Any], headline: Iterable[str],
             continue
         value = row[key]
         if key.startswith("epsilon_"):
-            budget = f"/{_number(epsilon_budget, 2)}" if epsilon_budget is not None else ""
             level = " (hospital)" if key.startswith("epsilon_hospital") else ""
-            items.append(f"eps {_number(value, 2)}{budget}{level}")
+            items.append(f"eps {_number(value, 2)}{_budget(row, key, epsilon_budget)}{level}")
             continue
         item = f"{metric_label(key)} {_number(value)}"
         covered = row.get(f"{key}_hospitals")
@@ -78,6 +82,26 @@ def headline_items(row: dict[str, Any], headline: Iterable[str],
             item += f" ({int(covered)} of {int(participants)} hospitals)"
         items.append(item)
     return items
+
+
+def _budget(row: dict[str, Any], key: str, fallback: float | None) -> str:
+    """``/2.00``: the budget of the hospital that spent the most at the key's level, with its
+    name and the range when the hospitals' budgets differ; the caller's budget if none was
+    reported (``""``: none known).
+    """
+    found = row.get(REPORTS_KEY)
+    reports: dict[str, dict[str, float]] = found if isinstance(found, dict) else {}
+    budgets = {name: report["budget_epsilon"] for name, report in reports.items()
+               if "budget_epsilon" in report}
+    if not budgets:
+        return "" if fallback is None else f"/{_number(fallback, 2)}"
+    level = key.removeprefix("epsilon_").removesuffix("_max")
+    top = max(budgets, key=lambda name: reports[name].get(level, 0.0))
+    values = sorted(set(budgets.values()))
+    if len(values) == 1:
+        return f"/{_number(values[0], 2)}"
+    return (f"/{_number(budgets[top], 2)} ({top}'s; budgets {_number(values[0], 2)}-"
+            f"{_number(values[-1], 2)})")
 
 
 def round_items(row: dict[str, Any]) -> list[str]:
@@ -139,7 +163,8 @@ class RoundProgress:
     completed : int
         Rounds already done (a resumed run).
     epsilon_budget : float, optional
-        Each hospital's budget, shown next to the epsilon spent (None: no DP).
+        A budget every hospital is known to share, shown next to the epsilon spent until the
+        rows carry the hospitals' own (``privacy_reports``); None: only what they report.
     console : rich.console.Console, optional
         Where to draw (default: stderr). Not a terminal: one line per finished round.
     """
