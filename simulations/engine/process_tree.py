@@ -54,11 +54,14 @@ def stop_descendants(*, grace_seconds: float = 5.0) -> int:
 def exit_on_signals(explain: Callable[[], str]) -> Iterator[None]:
     """Within the block, SIGINT or SIGTERM ends the process at once, with exit status 130 / 143.
 
-    It prints ``fedcare: interrupted by <signal>; <explain()>`` to stderr (what was kept, what
-    was lost, how to go on), stops every descendant, then exits without unwinding: another
-    thread may be blocked (the simulation's server thread waits on Ray), and whatever is kept
-    must already be on disk. The previous handlers are restored when the block ends. Only the
-    main thread can install signal handlers; elsewhere this is a no-op.
+    It first silences this process's own output (file descriptors 1 and 2 to ``os.devnull``:
+    what Ray forwards from dying workers, their tracebacks, and the "killing process" lines),
+    stops every descendant and waits for them, and only then prints ``fedcare: interrupted by
+    <signal>; <explain()>`` to the terminal's stderr, so that the hint (what was kept, what
+    was lost, how to go on) is the last thing on the console. It then exits without
+    unwinding: another thread may be blocked (the simulation's server thread waits on Ray),
+    and whatever is kept must already be on disk. The previous handlers are restored when the
+    block ends. Only the main thread can install signal handlers; elsewhere this is a no-op.
     """
 
     def stop(signum: int, _frame: object) -> None:
@@ -66,10 +69,25 @@ def exit_on_signals(explain: Callable[[], str]) -> Iterator[None]:
             reason = explain()
         except Exception as error:  # noqa: BLE001 - the process must stop all the same
             reason = f"({error!r} while describing the state)"
-        sys.stderr.write(f"\nfedcare: interrupted by {signal.Signals(signum).name}; {reason}\n")
-        sys.stderr.flush()
+        terminal = _silence_output()
         stop_descendants(grace_seconds=2.0)
+        message = f"\nfedcare: interrupted by {signal.Signals(signum).name}; {reason}\n"
+        with contextlib.suppress(OSError):
+            os.write(terminal, message.encode("utf-8", "replace"))
         os._exit(128 + signum)
 
     with handling_signals(stop):
         yield
+
+
+def _silence_output() -> int:
+    """Point descriptors 1 and 2 at ``os.devnull``; return a duplicate of the original 2."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    terminal = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for descriptor in (1, 2):
+        os.dup2(devnull, descriptor)
+    os.close(devnull)
+    return terminal
