@@ -91,10 +91,12 @@ class HospitalPrivacy:
     @property
     def trusted_peers(self) -> bool:
         """Whether the hospital pinned a consortium roster (the peers of a secure round are
-        then the roster's hospitals, never peers of the server's making)."""
+        then the roster's hospitals, never peers of the server's making).
+        """
         return self.roster_path is not None and self.roster_sha256 is not None
 
-    def noise_rng(self, *, server_round: int, hospital_index: int, stream: int = 0) -> np.random.Generator:
+    def noise_rng(self, *, server_round: int, hospital_index: int,
+                  stream: int = 0) -> np.random.Generator:
         """The generator for this round's noise and Poisson sampling (stream 0) or rounding (1)."""
         if self.noise_seed is None:
             return SecureRandom()  # type: ignore[return-value]  # ChaCha20 keyed from os.urandom
