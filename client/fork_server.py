@@ -66,7 +66,8 @@ class ServerStopped(Exception):
 
 
 def preload() -> list[str]:
-    """Import what every child runs: Flower's ClientApp runtime and the relay's Flower imports.
+    """Import what every child runs: Flower's ClientApp runtime, the modules it imports lazily
+    (httpx's transport) and the relay's Flower imports; modules only, nothing is started.
 
     numpy's OpenBLAS starts worker threads when loaded unless told otherwise; a fork must not
     inherit threads, so the server (and hence each child) uses one BLAS thread. Returns the
@@ -81,6 +82,8 @@ def preload() -> list[str]:
 
     import flwr.clientapp  # noqa: F401 - client.entry's
     import flwr.common.serde  # noqa: F401 - client.worker_link's
+    import httpcore  # noqa: F401 - httpx's transport, imported when the runtime client is made
+    import numpy.random  # noqa: F401 - each child reseeds it
 
     return sorted(sys.modules)
 
