@@ -335,7 +335,8 @@ def predict(
 ) -> None:
     """Predict for new patients with this hospital's own preprocessing (task csv).
 
-    Writes one row per patient: `row` (its row in --data), the given label if any,
+    Writes one row per patient: `row` (its row in --data), its identifier columns (those the
+    schema declares in `ids`, e.g. patient_id, as written), the given label if any,
     `predicted`, and class probabilities (classification).
 
     Rows failing the schema check are listed as in validate-data (exit 1).

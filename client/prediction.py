@@ -2,10 +2,13 @@
 
 The new file goes through the same schema check as training data, except that the label
 column is optional (when present it is copied to the output for comparison, not checked).
+Identifier columns the schema declares (``ids``, e.g. ``patient_id``) are copied beside each
+prediction, so outputs are matched to patients by identifier, not only by row number.
 Features are encoded with the preprocessing statistics the hospital saved when it trained,
 so a patient is scaled exactly as its training rows were.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -32,11 +35,15 @@ class EncodedPatients:
         Their spreadsheet row numbers (header = 1).
     given_labels : pd.Series | None
         The label column's cells, when the file has one.
+    ids : pd.DataFrame
+        The identifier columns the schema declares (``ids``) that the file has, as written
+        (no column: the file has none).
     """
 
     x: np.ndarray
     rows: np.ndarray
     given_labels: pd.Series | None
+    ids: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def encode_new_patients(
@@ -51,18 +58,23 @@ def encode_new_patients(
         return None, sort_problems(problems, schema)
     x = preprocessing.transform(parse_features(table.frame, schema))
     labels = table.frame.get(schema.label.name)
-    return EncodedPatients(x=x, rows=table.frame.index.to_numpy(), given_labels=labels), []
+    ids = table.frame[[name for name in schema.ids if name in table.frame]]
+    return EncodedPatients(x=x, rows=table.frame.index.to_numpy(), given_labels=labels,
+                           ids=ids), []
 
 
 def prediction_frame(outputs: np.ndarray, patients: EncodedPatients, schema: DataSchema
                      ) -> pd.DataFrame:
-    """Build the predictions table: ``row``, the given label, ``predicted``, probabilities.
+    """Build the predictions table: ``row``, the identifier columns (the schema's ``ids``
+    the file has, as written), the given label, ``predicted``, probabilities.
 
     Binary: ``probability_<positive class>``; multiclass: ``probability_<class>`` for every
     class; numeric labels: the predicted value only.
     """
     outputs = np.asarray(outputs, dtype=np.float64).reshape(len(patients.rows), -1)
     frame = pd.DataFrame({ROW_COLUMN: patients.rows})
+    for name in patients.ids.columns:
+        frame[name] = patients.ids[name].to_numpy()
     label = schema.label
     if patients.given_labels is not None:
         frame[label.name] = patients.given_labels.to_numpy()

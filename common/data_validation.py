@@ -185,7 +185,7 @@ def _check_columns(header: tuple[str, ...], schema: DataSchema, *, require_label
         if name and header.index(name) != position - 1:
             problems.append(DataProblem(DUPLICATE_COLUMN, "appears more than once in the header",
                                         row=header_row, column=label))
-        elif name not in schema.columns:
+        elif name not in schema.columns and name not in schema.ids:  # ids: passed through
             hint = ""
             if len(header) == 1 and any(sep in name for sep in ";\t|"):
                 hint = "; the file looks separated by ';', tab or '|': fedcare reads ',' only"

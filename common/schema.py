@@ -22,7 +22,10 @@ in the label's units). Missing-value policy: ``missing`` per feature (``reject``
 level (``reject`` or ``impute``: mean or most frequent category by type, from the hospital's
 own training rows). A missing label is always a problem. Optional: ``missing_markers`` (cells
 that mean missing, default ``""``, ``NA``, ``N/A``, ``NaN``, ``?``), ``min_rows`` (default 20),
-``hidden_units`` of the model (default ``[16]``), ``description`` strings (not hashed).
+``hidden_units`` of the model (default ``[16]``), ``description`` strings (not hashed),
+``ids``: the columns in the identifier role (``["patient_id"]``): allowed in a hospital's files,
+never read for training nor sent, and copied beside each prediction by ``fedcare predict``
+(hashed only when declared, so a schema without them keeps its hash).
 
 ``DataSchema.sha256`` hashes the canonical JSON of the normalised schema (sorted keys, no
 whitespace, defaults filled in, categories as strings), so two files that differ only in
@@ -53,7 +56,7 @@ MIN_ROWS_FLOOR = 4  # a 75/25 split needs at least 3 training rows and 1 test ro
 DEFAULT_HIDDEN_UNITS = (16,)
 
 _TOP_KEYS = {"schema_version", "features", "label", "missing", "missing_markers", "min_rows",
-             "hidden_units", "description"}
+             "hidden_units", "description", "ids"}
 _FEATURE_KEYS = {"name", "type", "categories", "missing", "description"}
 _LABEL_KEYS = {"name", "type", "classes", "offset", "scale", "description"}
 _IMPUTE_BY_TYPE: dict[str, MissingPolicy] = {"numeric": "impute-mean",
@@ -99,6 +102,7 @@ class DataSchema:
     missing_markers: tuple[str, ...] = DEFAULT_MISSING_MARKERS
     min_rows: int = DEFAULT_MIN_ROWS
     hidden_units: tuple[int, ...] = DEFAULT_HIDDEN_UNITS
+    ids: tuple[str, ...] = ()  # identifier columns (patient ids): passed through, never used
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "DataSchema":
@@ -142,7 +146,8 @@ class DataSchema:
             raise SchemaError("features must be a non-empty list of columns")
         features = tuple(_feature(f, i, default_missing) for i, f in enumerate(features_raw))
         label = _label(raw.get("label"))
-        names = [f.name for f in features] + [label.name]
+        ids = _ids(raw.get("ids", []))
+        names = [f.name for f in features] + [label.name] + list(ids)
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise SchemaError(f"column names must be unique; repeated: {duplicates}")
@@ -164,7 +169,7 @@ class DataSchema:
         if not isinstance(hidden, list) or not all(_is_int(h) and h >= 1 for h in hidden):
             raise SchemaError(f"hidden_units must be a list of integers >= 1, got {hidden!r}")
         return cls(features=features, label=label, missing_markers=tuple(dict.fromkeys(markers)),
-                   min_rows=int(min_rows), hidden_units=tuple(int(h) for h in hidden))
+                   min_rows=int(min_rows), hidden_units=tuple(int(h) for h in hidden), ids=ids)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the normalised schema document (defaults filled in); ``from_dict`` reads it."""
@@ -179,9 +184,12 @@ class DataSchema:
             if f.type == "categorical":
                 entry["categories"] = list(f.categories)
             features.append(entry)
-        return {"schema_version": SCHEMA_VERSION, "features": features, "label": label,
-                "missing_markers": list(self.missing_markers), "min_rows": self.min_rows,
-                "hidden_units": list(self.hidden_units)}
+        document = {"schema_version": SCHEMA_VERSION, "features": features, "label": label,
+                    "missing_markers": list(self.missing_markers), "min_rows": self.min_rows,
+                    "hidden_units": list(self.hidden_units)}
+        if self.ids:
+            document["ids"] = list(self.ids)
+        return document
 
     @property
     def sha256(self) -> str:
@@ -217,6 +225,15 @@ class DataSchema:
     def num_outputs(self) -> int:
         """Model output units: the class count for multiclass, otherwise 1."""
         return len(self.label.classes) if self.label.type == "multiclass" else 1
+
+
+def _ids(raw: Any) -> tuple[str, ...]:
+    """The identifier columns' names (``ids``): a list of distinct non-empty strings."""
+    if not isinstance(raw, list) or not all(isinstance(n, str) and n.strip() == n and n
+                                            for n in raw):
+        raise SchemaError(f"ids must be a list of column names (non-empty strings without "
+                          f"surrounding spaces), got {raw!r}")
+    return tuple(raw)
 
 
 def _is_int(value: Any) -> bool:
