@@ -59,10 +59,15 @@ OWN_MODULES = ("client", "client.fork_server", "client.fork_protocol", "client.c
 MAX_CHILDREN = 8  # a SuperNode handles one message at a time; more is a runaway launcher
 REAP_SECONDS = 0.01  # while children run, the loop checks for exits this often
 STOP_GRACE_SECONDS = 5.0
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class ServerStopped(Exception):
     """SIGTERM or SIGINT reached the fork server."""
+
+
+class ForkRefused(Exception):
+    """The server will not fork now (not fork-safe, or too many children): nothing ran."""
 
 
 def preload() -> list[str]:
@@ -196,9 +201,13 @@ class ForkServer:
                 self.start_child(conn, request)
                 return
         except ValueError as error:
-            logger.warning("refused a request: %s", error)
+            logger.warning("refused a malformed request: %s", error)
             with contextlib.suppress(OSError):
                 send_json(conn, {"refused": f"malformed request: {error}"})
+        except ForkRefused as error:
+            logger.error("refused to fork: %s", error)
+            with contextlib.suppress(OSError):
+                send_json(conn, {"refused": str(error)})
         except (OSError, ProtocolError) as error:
             logger.warning("a launcher's connection failed: %s", error)
         conn.close()
@@ -206,24 +215,32 @@ class ForkServer:
     def start_child(self, conn: socket.socket, request: ForkRequest) -> None:
         """Receive the launcher's stdio, fork the child, tell the launcher its pid.
 
+        SIGTERM and SIGINT are blocked across the fork: the child must not run the server's
+        stop handler (it would clean up the server's socket), so it first restores the default
+        handlers, then unblocks them.
+
         Raises
         ------
-        ValueError
+        ForkRefused
             If the server cannot fork safely now, or too many children run (nothing forked).
         """
         stdio = receive_stdio(conn)
         try:
             problems = current_problems()
             if problems:
-                raise ValueError("the fork server is not fork-safe: " + "; ".join(problems))
+                raise ForkRefused("the fork server is not fork-safe: " + "; ".join(problems))
             if len(self.children) >= MAX_CHILDREN:
-                raise ValueError(f"{len(self.children)} ClientApp processes already run "
-                                 f"(limit {MAX_CHILDREN})")
+                raise ForkRefused(f"{len(self.children)} ClientApp processes already run "
+                                  f"(limit {MAX_CHILDREN})")
             sys.stdout.flush()
             sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                run_child(self, conn, request, stdio)
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    run_child(self, conn, request, stdio)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         finally:
             for descriptor in stdio:
                 os.close(descriptor)
@@ -283,6 +300,7 @@ def become_child(server: ForkServer, conn: socket.socket, request: ForkRequest,
     server.children.clear()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked across the fork
     for target, source in zip(STDIO, stdio, strict=True):
         os.dup2(source, target)
     os.chdir(request.cwd)
