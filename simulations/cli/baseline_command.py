@@ -39,6 +39,9 @@ def baseline(
 ) -> None:
     """Pooled and local-only training, evaluated on every hospital's test set (as FLamby)."""
     set_verbose(verbose)
+    from common.quiet import quiet_third_party
+
+    quiet_third_party()  # before TensorFlow is imported: its start-up lines stay hidden
     if seeds < 1:
         fail(f"--seeds must be >= 1, got {seeds}")
     sources = gather_sources(ctx, BASELINE_OPTIONS)
