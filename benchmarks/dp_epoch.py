@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only, as fedcare's commands run
 
 TARGETS = {"logistic": 0.5, "digits-mlp": 0.5, "digits-cnn": 0.6, "mnist-cnn": 0.6}
 DP_PATHS = ("fedcare-vmap", "fedcare", "opacus-hooks", "opacus-ghost")
