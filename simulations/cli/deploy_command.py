@@ -60,6 +60,10 @@ NoiseModeOption = Annotated[NoiseMode, typer.Option(
          "--secure-aggregation; each hospital adds 1/sqrt(h) of the noise, h = t - c).")]
 AppOption = Annotated[Path | None, typer.Option(
     help="Flower app directory to submit (default: this fedcare checkout).")]
+ForceOption = Annotated[bool, typer.Option(
+    help="Use a non-empty --out: keep its certificates, keys, roster and ledgers (the "
+         "hospitals' budgets carry on); its previous run/, app snapshot and logs are kept in "
+         "previous-<UTC time>/.")]
 
 
 def deploy_local(
@@ -79,12 +83,16 @@ def deploy_local(
     secure_aggregation: SecureAggregationOption = False,
     noise_mode: NoiseModeOption = NoiseMode.LOCAL,
     app: AppOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Deploy for real on this machine: a SuperLink and one SuperNode per hospital, TLS and
     node authentication.
     """
     from simulations.deployment.deploy_local import DeploySettings
 
+    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
+        _refuse(f"--out {out.resolve()} exists and is not empty; choose another directory or "
+                "pass --force")  # as fedcare simulate: exit 2, before anything starts
     most = TASK_FACTS[task].max_hospitals  # before anything heavy: exit 2 naming the flag
     if most is not None and hospitals > most:
         _refuse(f"--hospitals must be between 1 and {most} for task {task!r}, got {hospitals}")
@@ -105,7 +113,7 @@ def deploy_local(
         hospitals=hospitals, task=task, rounds=rounds, out=out, app_dir=app_dir, certs=certs,
         data=data, insecure=insecure, seed=seed, dp_mode=dp.value, budget_epsilon=epsilon,
         budget_delta=delta, pin_app=pin, timeout_seconds=timeout,
-        secure_aggregation=secure_aggregation,
+        secure_aggregation=secure_aggregation, force=force,
         extra_run_config=({"dp.noise-mode": noise_mode.value}
                           if noise_mode != NoiseMode.LOCAL else {})))
 
@@ -131,17 +139,17 @@ def deploy_with_progress(settings: "DeploySettings") -> None:
     bar = progress.add_task("starting", total=settings.rounds)
 
     def on_round(rows: list[dict[str, str]]) -> None:
-        if rows:
+        if rows:  # a round without an evaluation (DP: not a planned one) has no pooled loss
+            loss = rows[-1].get("pooled_loss") or ""
             progress.update(bar, completed=len(rows),
-                            description=f"pooled_loss {float(rows[-1]['pooled_loss']):.4f}")
+                            description=f"pooled_loss {float(loss):.4f}" if loss else "")
 
     try:
         with progress:
             outcome = run(settings, report=progress.console.print, on_round=on_round)
     except DeploymentInterrupted as interruption:
         console.print(f"fedcare deploy-local: {interruption}; every process it started is "
-                      f"stopped. The run directory {out / 'run'} keeps the rounds completed "
-                      f"(metrics.csv, checkpoints); logs: {out / 'logs'}")
+                      f"stopped. {_what_was_kept(out)}")
         raise typer.Exit(code=interruption.exit_code) from None
     except (DeploymentError, ValueError, FileExistsError) as error:
         console.print(f"[bold red]error:[/] {error}")
@@ -149,3 +157,17 @@ def deploy_with_progress(settings: "DeploySettings") -> None:
         raise typer.Exit(code=1) from None
     console.print(f"[green]run {outcome.run_id} {outcome.status}[/]: {outcome.rounds_completed} "
                   f"rounds; report {outcome.run_dir / 'report.md'}, ledgers {out / 'ledgers'}")
+
+
+def _what_was_kept(out: Path) -> str:
+    """After an interruption: the rounds the run directory keeps, or that none completed (and
+    no run directory is named when there is none); the logs, if any were written.
+    """
+    from simulations.deployment.deploy_local import completed_rounds
+
+    run_dir, logs = out / "run", out / "logs"
+    rounds = len(completed_rounds(run_dir))
+    kept = (f"The run directory {run_dir} keeps the {rounds} round(s) completed (metrics.csv, "
+            "checkpoints)." if rounds else "No round was completed, so there is no run to "
+            "resume.")
+    return kept + (f" Logs: {logs}" if logs.is_dir() else "")

@@ -39,6 +39,7 @@ import zipfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,7 @@ class DeploySettings:
     fork_server: bool = True  # with lean_clientapp: a ClientApp fork server per hospital
     idle_poll_seconds: float | None = 0.25  # fedcare-supernode's idle poll; None: Flower's 3 s
     extra_run_config: dict[str, Any] = field(default_factory=dict)
+    force: bool = False  # a used --out: keep its certificates, keys and ledgers; new run dir
 
     @property
     def uses_secure_aggregation(self) -> bool:
@@ -356,7 +358,7 @@ def deployed_colluders(hospitals: int, *, threshold: int, honest: int | None) ->
 
 
 def prepare_roster(layout: DeployLayout, names: list[str], *, threshold: int,
-                   honest: int | None = None) -> RosterFiles:
+                   honest: int | None = None, reuse: bool = False) -> RosterFiles:
     """Make each hospital's signing key and the roster of `names` (min threshold t).
 
     Collusion is assumed: c = ``deployed_colluders`` (1 from 4 hospitals on, or t - h when
@@ -377,27 +379,42 @@ def prepare_roster(layout: DeployLayout, names: list[str], *, threshold: int,
         The run's effective secure-aggregation threshold t: the roster's min threshold.
     honest
         The run's explicit h (secagg.honest-contributors), or None (h = t - c per round).
+    reuse
+        ``--force`` on a used OUT: keep the signing keys already there (the roster is rebuilt
+        from them).
 
     Raises
     ------
     DeploymentError
-        If the roster cannot be built from the run's names and threshold, or a key file exists.
+        If the roster cannot be built from the run's names and threshold, or a key file exists
+        (without ``reuse``).
     """
-    from client.roster_cli import create_signing_key, read_public_key, write_roster
+    from client.roster_cli import (
+        SigningKeyFiles,
+        create_signing_key,
+        fingerprint,
+        public_key_path,
+        read_public_key,
+        write_roster,
+    )
     from common.secagg.roster import build_roster
 
     keys = {}
     try:
         for name in names:
             layout.hospital_dir(name).mkdir(mode=0o700, parents=True, exist_ok=True)
-            keys[name] = create_signing_key(layout.signing_key(name))
+            path = layout.signing_key(name)
+            pub = public_key_path(path)
+            keys[name] = (SigningKeyFiles(path, pub, fingerprint(read_public_key(pub)))
+                          if reuse and path.is_file() and pub.is_file()
+                          else create_signing_key(path))
         colluders = deployed_colluders(len(names), threshold=threshold, honest=honest)
         roster = build_roster(names, [read_public_key(files.public_key)
                                       for files in keys.values()], colluders, threshold, honest,
                               built_by="fedcare deploy-local")
-        write_roster(roster, layout.roster)
+        write_roster(roster, layout.roster, force=reuse)
         for name in names:
-            write_roster(roster, layout.hospital_roster(name))
+            write_roster(roster, layout.hospital_roster(name), force=reuse)
     except (ValueError, FileExistsError) as error:
         raise DeploymentError(f"cannot make the consortium roster: {error}") from None
     return RosterFiles(sha256=roster.hex_digest, server_copy=layout.roster,
@@ -531,8 +548,9 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def check_out_dir(out: Path, app_dir: Path) -> None:
-    """Refuse an OUT that is not empty, or that sits in the app directory outside ``runs/``.
+def check_out_dir(out: Path, app_dir: Path, *, force: bool = False) -> None:
+    """Refuse an OUT that is not empty (unless ``force``), or that sits in the app directory
+    outside ``runs/``.
 
     OUT holds Flower homes with installed copies of the app: inside the app directory they
     would be packed into the next app bundle, unless git-ignored (``runs/`` is).
@@ -543,8 +561,11 @@ def check_out_dir(out: Path, app_dir: Path) -> None:
         Naming the directory and the rule.
     """
     out, app_dir = out.resolve(), app_dir.resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DeploymentError(f"--out {out} exists and is not empty; choose a new directory")
+    if out.exists() and not out.is_dir():
+        raise DeploymentError(f"--out {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise DeploymentError(f"--out {out} exists and is not empty; choose another directory "
+                              "or pass --force")
     if out.is_relative_to(app_dir) and not out.is_relative_to(app_dir / "runs"):
         raise DeploymentError(
             f"--out {out} is inside the app directory {app_dir}: Flower would pack it into "
@@ -552,6 +573,22 @@ def check_out_dir(out: Path, app_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- preparation
+
+
+def set_aside_previous_run(layout: DeployLayout, report: Callable[[str], None]) -> None:
+    """``--force`` on a used OUT: move the previous run's directory, app snapshot, bundle and
+    logs into ``previous-<UTC time>/`` (kept, never deleted): the ServerApp writes only into
+    an empty run directory, and a new snapshot must not mix with the old one's files.
+    """
+    found = [path for path in (layout.run_dir, layout.app, layout.bundle, layout.logs)
+             if path.exists()]
+    if not found:
+        return
+    kept = layout.out / f"previous-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    kept.mkdir()
+    for path in found:
+        path.rename(kept / path.name)
+    report(f"--force: the previous run's {', '.join(p.name for p in found)} are kept in {kept}")
 
 
 def prepare_credentials(settings: DeploySettings, layout: DeployLayout,
@@ -569,14 +606,14 @@ def prepare_credentials(settings: DeploySettings, layout: DeployLayout,
     from client.auth_keys import create_hospital_keys
     from server.certificates import create_consortium, read_certificate_info
 
-    if settings.certs is None:
+    if settings.certs is None and not (settings.force and (layout.certs / "ca.crt").is_file()):
         files = create_consortium(layout.certs, [LOCAL_HOST, "localhost"])
         keys = {}
         for name in names:
             made = create_hospital_keys(layout.certs, name)
             keys[name] = (made.key, made.pub)
         return Credentials(files.ca_crt, files.server_crt, files.server_key, keys)
-    directory = settings.certs.resolve()
+    directory = (settings.certs or layout.certs).resolve()  # --force: the used --out's own
     needed = {"ca.crt": "fedcare certs init", "server.crt": "fedcare certs init",
               "server.key": "fedcare certs init"}
     for name in names:
@@ -926,7 +963,8 @@ def deploy_local(settings: DeploySettings, *, report: Callable[[str], None] = lo
     from common.config import RunConfig
 
     layout = DeployLayout(settings.out.resolve())
-    check_out_dir(layout.out, settings.app_dir)
+    check_out_dir(layout.out, settings.app_dir, force=settings.force)
+    set_aside_previous_run(layout, report)
     names = hospital_names(settings.task, settings.hospitals)
     layout.out.mkdir(parents=True, exist_ok=True)
     schema_path = schema_sha256 = None
@@ -938,7 +976,8 @@ def deploy_local(settings: DeploySettings, *, report: Callable[[str], None] = lo
     roster = None
     if settings.uses_secure_aggregation:
         threshold, honest = secagg_parameters(config)
-        roster = prepare_roster(layout, names, threshold=threshold, honest=honest)
+        roster = prepare_roster(layout, names, threshold=threshold, honest=honest,
+                                reuse=settings.force)
         report(f"consortium roster {layout.roster}: sha256 {roster.sha256}")
         config = run_config(settings, layout, schema_path=schema_path,
                             schema_sha256=schema_sha256, roster=roster)
