@@ -12,13 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from client.hospital import hospital_index, load_csv_data, load_hospital, load_schema
+from client.hospital import (
+    hospital_index,
+    ledger_split_key,
+    load_csv_data,
+    load_hospital,
+    load_schema,
+)
 from client.node_config import NodeConfig
+from client.privacy import default_ledger_path
 from common.data_validation import summarize
 from common.schema import SchemaError
 from common.tasks import CSV_TASK_NAME, HospitalData, TaskSpec, get_task
 from common.tasks.csv_task import CsvHospital, DataFileRejected, csv_task_spec
 from common.version import fedcare_version
+from common.wire.modes import Normalisation
 from common.wire.settings import RoundSettings
 
 logger = logging.getLogger(__name__)
@@ -101,6 +109,28 @@ def schema_refusal(own_sha256: str, run_sha256: object) -> str:
     return ""
 
 
+def normalisation_refusal(settings: RoundSettings, task: TaskSpec) -> str:
+    """Why to refuse the run's normalisation ('' when this hospital's own copy agrees).
+
+    Shared normalisation: the server's digest must be that of the task's (or schema's) public
+    constants as this hospital holds them, so no server can hand a hospital statistics of its
+    own making. Per-hospital z-scoring needs no digest (and is listed as not covered).
+    """
+    if settings.normalisation == Normalisation.PER_HOSPITAL:
+        return ("" if task.per_hospital_scaling else
+                f"task {task.name!r} has no per-hospital normalisation (its features have a "
+                "fixed public scale)")
+    if task.scaling is None:
+        return f"task {task.name!r} declares no public normalisation constants"
+    own = task.scaling().digest
+    if settings.normalisation_digest != own:
+        return (f"the server states shared normalisation statistics with digest "
+                f"{settings.normalisation_digest[:16] or '(none)'}, but this hospital's copy "
+                f"of the {task.name} constants has {own[:16]}: it normalises with no "
+                "statistics but those it holds itself")
+    return ""
+
+
 def admit(*, settings: RoundSettings, node_config: Mapping[str, Any],
           run_config: Mapping[str, Any]) -> Admission:
     """Decide whether this hospital takes part in the round `settings` describes.
@@ -141,30 +171,45 @@ def admit(*, settings: RoundSettings, node_config: Mapping[str, Any],
         return Refused(index, name, str(error))
     seed = settings.seed
     if task_name != CSV_TASK_NAME:
+        refusal = normalisation_refusal(settings, get_task(task_name))
+        if refusal:
+            return Refused(index, name, refusal)
         try:
             data = load_hospital(task_name, hospitals, index, seed=seed,
                                  partition=settings.partition.value,
-                                 alpha=settings.dirichlet_alpha)
-        except ValueError as error:  # a split the task's data cannot give
+                                 alpha=settings.dirichlet_alpha,
+                                 normalisation=settings.normalisation.value,
+                                 missing_indicator=settings.missing_indicator)
+        except ValueError as error:  # a split or normalisation the task's data cannot give
             return Refused(index, name, str(error))
         if node.hospital_name:
             data = replace(data, name=node.hospital_name)
         return Admitted(index, name, task=get_task(task_name), data=data, node=node)
-    return _admit_csv(index, name, node, run_config, seed=seed)
+    return _admit_csv(index, name, node, run_config, settings)
 
 
-def _admit_csv(index: int, name: str, node: NodeConfig, run_config: Mapping[str, Any], *,
-               seed: int) -> Admission:
+def _admit_csv(index: int, name: str, node: NodeConfig, run_config: Mapping[str, Any],
+               settings: RoundSettings) -> Admission:
     try:
         data_path, schema_path = node.csv_files()
         schema = load_schema(schema_path)
     except (SchemaError, ValueError) as error:
         return Refused(index, name, str(error))
     refusal = schema_refusal(schema.sha256, run_config.get(RUN_SCHEMA_SHA256))
+    if not refusal:
+        try:
+            refusal = normalisation_refusal(settings, csv_task_spec(schema))
+        except ValueError as error:  # shared normalisation without the schema's ranges
+            refusal = str(error)
     if refusal:
         return Refused(index, name, refusal)
     try:
-        loaded = load_csv_data(data_path, schema, name=node.hospital_name or name, seed=seed)
+        hospital = node.hospital_name or name
+        ledger = node.ledger_path or default_ledger_path(hospital)
+        loaded = load_csv_data(data_path, schema, name=hospital,
+                               normalisation=settings.normalisation.value,
+                               missing_indicator=settings.missing_indicator,
+                               split_key=ledger_split_key(ledger, hospital))
     except DataFileRejected as error:
         # The hospital's own log gets rows and columns (no cell values); the server a summary.
         for problem in error.problems:

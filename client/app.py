@@ -25,19 +25,18 @@ from flwr.clientapp.typing import Mod  # noqa: E402 - after quiet_third_party(),
 from client.admission import Admitted, Refused, admit  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.app_pinning import verify_app_mod  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.disclosure_log_mod import disclosure_log_mod  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.evaluation_round import EvaluationRequest, EvaluationResult, evaluate_model  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.identity_proof import identity_proof_mod, remember_signing_key  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.local_round import RoundResult, train_round  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
-from client.privacy import HospitalPrivacy, privacy_from_node_config  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.privacy import HospitalPrivacy, ledger_report, privacy_from_node_config  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.replies import declined_reply, evaluate_reply, train_reply  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.secure_aggregation import check_secure_round, register_secagg_actions, start_round  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.training import LocalTrainer, get_trainer  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.errors import LedgerError, SecAggProtocolError  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
-from common.metrics import Statistics, evaluation_statistics  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.secagg.round_settings import encode_round_update, encoding_scale, signed_settings  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.secagg.update_vector import rounding_bound  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.tasks import HospitalData, TaskSpec  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.tasks.csv_preprocessing import preprocessing_path  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
-from common.types import NDArrays  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.weights import arrays_problem  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.wire.fields import WireFormatError  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.wire.records import Request, node_identity, pack_reply, request_ref, unpack_request  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
@@ -116,21 +115,6 @@ def _refusal(reason: str) -> RoundResult:
     return RoundResult(None, float("nan"), reason, 0.0, 0.0)
 
 
-def _statistics(weights: NDArrays, admitted: Admitted) -> Statistics:
-    """Evaluation statistics of `weights` on the hospital's test set."""
-    task, data = admitted.task, admitted.data
-    outputs = get_trainer(task).predict(weights, data.x_test)
-    return evaluation_statistics(task.kind, data.y_test, outputs, target_scale=task.target_scale)
-
-
-def _received_statistics(weights: NDArrays, unpacked: Unpacked) -> Statistics | None:
-    """With ``evaluate-received``: the statistics of the weights received (the previous
-    round's model), which ride on the train reply (also on a decline); else None.
-    """
-    return _statistics(weights, unpacked.admitted) if unpacked.settings.evaluate_received \
-        else None
-
-
 def save_preprocessing(admitted: Admitted, privacy: HospitalPrivacy, seed: int) -> None:
     """Task csv: keep the fitted preprocessing next to the ledger, for ``fedcare predict``.
 
@@ -180,11 +164,15 @@ class HospitalHandlers:
             return _reply(msg, declined_reply(settings, unpacked.identity,
                                               "a plain train message needs the global weights "
                                               "and a run without secure aggregation"))
-        statistics = _received_statistics(weights, unpacked)
-        _, result = self._local_round(unpacked, context)
+        # The weights received are the previous round's model: evaluated first (recorded at
+        # home; released only with evaluate-received, riding on this reply, also a decline).
+        statistics = self._evaluation(unpacked, context, settings.server_round - 1,
+                                      release=settings.evaluate_received).statistics
+        privacy, result = self._local_round(unpacked, context)
         return _reply(msg, train_reply(settings, unpacked.identity, result,
                                        num_examples=unpacked.admitted.data.num_train,
-                                       statistics=statistics))
+                                       statistics=statistics,
+                                       privacy=ledger_report(privacy, unpacked.admitted.name)))
 
     def secagg_advertise(self, msg: Message, context: Context) -> Message:
         """Train like ``train``, but keep the update: encode it and start the protocol round.
@@ -201,12 +189,14 @@ class HospitalHandlers:
             return _reply(msg, declined_reply(settings, identity,
                                               "a secure-aggregation message needs the global "
                                               "weights, the stage request and secagg-enabled"))
-        statistics = _received_statistics(weights, unpacked)
+        statistics = self._evaluation(unpacked, context, settings.server_round - 1,
+                                      release=settings.evaluate_received).statistics
         privacy, result = self._local_round(unpacked, context)
         num_train = unpacked.admitted.data.num_train
+        report = ledger_report(privacy, unpacked.admitted.name)
         if result.update is None:
             return _reply(msg, train_reply(settings, identity, result, num_examples=num_train,
-                                           statistics=statistics))
+                                           statistics=statistics, privacy=report))
         d = sum(int(w.size) for w in weights)
         rng = privacy.noise_rng(server_round=settings.server_round,
                                 hospital_index=unpacked.admitted.index, stream=1)
@@ -224,19 +214,43 @@ class HospitalHandlers:
                                               statistics=statistics))
         return _reply(msg, train_reply(settings, identity, result, num_examples=num_train,
                                        statistics=statistics, secagg=payload,
-                                       encoding_clipped=encoded.num_clipped))
+                                       encoding_clipped=encoded.num_clipped, privacy=report))
 
     def evaluate(self, msg: Message, context: Context) -> Message:
-        """Evaluate the global weights on the hospital's test set; reply with statistics."""
+        """Evaluate the global weights on the test rows; reply with the (DP) release or decline.
+
+        Under DP the answer is a noised release charged on the test track, or a decline (not a
+        planned evaluation, a spent test budget, another split): never exact statistics.
+        """
         unpacked = _unpack(msg, context)
         if isinstance(unpacked, Message):
             return unpacked
-        weights = unpacked.request.weights
-        if weights is None:
-            return _reply(msg, declined_reply(unpacked.settings, unpacked.identity,
+        settings, identity = unpacked.settings, unpacked.identity
+        if unpacked.request.weights is None:
+            return _reply(msg, declined_reply(settings, identity,
                                               "an evaluate message needs the weights"))
-        statistics = _statistics(weights, unpacked.admitted)
-        return _reply(msg, evaluate_reply(unpacked.settings, unpacked.identity, statistics))
+        result = self._evaluation(unpacked, context, settings.server_round)
+        report = ledger_report(self.privacy_for(context, unpacked.admitted.data),
+                               unpacked.admitted.name)
+        if result.statistics is None:
+            return _reply(msg, declined_reply(settings, identity, result.declined,
+                                              privacy=report))
+        return _reply(msg, evaluate_reply(settings, identity, result.statistics, report))
+
+    def _evaluation(self, unpacked: Unpacked, context: Context, evaluated_round: int, *,
+                    release: bool = True) -> EvaluationResult:
+        """Evaluate the weights received (round `evaluated_round`'s model) on the test rows:
+        exact metrics recorded at home, the DP release (or exact, without DP) if `release`.
+        """
+        admitted = unpacked.admitted
+        privacy = self.privacy_for(context, admitted.data)
+        request = EvaluationRequest(unpacked.settings, unpacked.request.weights or [],
+                                    evaluated_round, admitted.task, admitted.data,
+                                    admitted.index, privacy, get_trainer(admitted.task))
+        try:
+            return evaluate_model(request, release=release)
+        except LedgerError as error:
+            return EvaluationResult(None, f"its privacy ledger is unusable: {error}")
 
     def _local_round(self, unpacked: Unpacked,
                      context: Context) -> tuple[HospitalPrivacy, RoundResult]:

@@ -52,19 +52,22 @@ def hospital_index(node_config: dict[str, Any], *, hospitals: int) -> int:
 
 
 def load_hospital(
-    task: str, hospitals: int, index: int, *, seed: int, partition: str, alpha: float
+    task: str, hospitals: int, index: int, *, seed: int, partition: str, alpha: float,
+    normalisation: str = "public", missing_indicator: bool = True,
 ) -> HospitalData:
-    """Return hospital `index` of the task split into `hospitals`.
+    """Return hospital `index` of the task split into `hospitals`, normalised as asked.
 
     The split is made once per process and settings (``task_split``) and shared by every
     hospital this process serves: a Ray worker serving 50 simulated hospitals splits once.
     """
-    return task_split(task, hospitals, seed=seed, partition=partition, alpha=alpha)[index]
+    return task_split(task, hospitals, seed=seed, partition=partition, alpha=alpha,
+                      normalisation=normalisation, missing_indicator=missing_indicator)[index]
 
 
 @lru_cache(maxsize=4)
 def task_split(
-    task: str, hospitals: int, *, seed: int, partition: str, alpha: float
+    task: str, hospitals: int, *, seed: int, partition: str, alpha: float,
+    normalisation: str = "public", missing_indicator: bool = True,
 ) -> tuple[HospitalData, ...]:
     """Every hospital of the task split into `hospitals`, cached per process by all settings.
 
@@ -72,11 +75,12 @@ def task_split(
     ------
     ValueError
         If the task cannot be split so (too many hospitals, no Dirichlet draw that keeps each
-        hospital's minimum of rows), naming the task.
+        hospital's minimum of rows) or normalised so, naming the task.
     """
     spec = get_task(task)
     return tuple(load_task_hospitals(spec, hospitals, seed=seed, partition=partition,
-                                     alpha=alpha))
+                                     alpha=alpha, normalisation=normalisation,
+                                     missing_indicator=missing_indicator))
 
 
 def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
@@ -105,7 +109,8 @@ class LoadedCsv:
 
 
 def load_csv_data(
-    data_path: str | os.PathLike[str], schema: DataSchema, *, name: str, seed: int
+    data_path: str | os.PathLike[str], schema: DataSchema, *, name: str,
+    normalisation: str = "public", missing_indicator: bool = True, split_key: bytes = b"",
 ) -> LoadedCsv:
     """Check, split and preprocess the hospital's CSV (cached per process and file version).
 
@@ -113,10 +118,34 @@ def load_csv_data(
     ------
     common.tasks.csv_task.DataFileRejected
         If the file fails the schema check (every problem listed).
+    common.tasks.csv_preprocessing.PreprocessingError
+        If it cannot be normalised so (a ValueError naming the column).
     """
-    return _load_csv(_file_key(data_path), schema, name, seed)
+    return _load_csv(_file_key(data_path), schema, name, normalisation, missing_indicator,
+                     split_key)
 
 
 @lru_cache(maxsize=4)
-def _load_csv(key: tuple[str, int, int], schema: DataSchema, name: str, seed: int) -> LoadedCsv:
-    return LoadedCsv(load_csv_hospital(key[0], schema, name=name, seed=seed), file_sha256(key[0]))
+def _load_csv(key: tuple[str, int, int], schema: DataSchema, name: str, normalisation: str,
+              missing_indicator: bool, split_key: bytes) -> LoadedCsv:
+    return LoadedCsv(load_csv_hospital(key[0], schema, name=name, normalisation=normalisation,
+                                       missing_indicator=missing_indicator,
+                                       split_key=split_key),
+                     file_sha256(key[0]))
+
+
+def ledger_split_key(ledger_path: Path, hospital: str) -> bytes:
+    """The split key the hospital's ledger holds (empty when there is no readable ledger:
+    the split is then an unkeyed hash, and a DP round declines for the ledger anyway).
+    """
+    from client.privacy import default_head_path
+    from common.dp.ledger import PrivacyLedger
+    from common.errors import LedgerError
+
+    if not ledger_path.is_file():
+        return b""
+    try:
+        return PrivacyLedger.read(ledger_path, default_head_path=default_head_path(hospital)
+                                  ).split_key
+    except LedgerError:
+        return b""

@@ -29,7 +29,9 @@ from client.privacy import (
     hospital_noise_stddev,
     open_ledger,
     plan_round_event,
+    planned_releases,
     privatize_update,
+    split_refusal,
 )
 from client.release_store import Release, ReleaseKey, ReleaseStore, SavedRelease, release_key
 from client.training import LocalTrainer
@@ -189,8 +191,8 @@ def _private_round(inputs: _RoundInputs, key: ReleaseKey, *, ledger: PrivacyLedg
     """The DP round under the round lock: saved release, plan, budget, train, save, charge."""
     request, global_weights = inputs.request, inputs.global_weights
     saved = store.load(request.run_id, request.server_round, key.level)
-    charged = any(e.run == request.run_id and e.round == request.server_round
-                  and e.event.level == key.level for e in ledger.entries)
+    charged = any(e.key == (request.run_id, request.server_round, key.level, "train")
+                  for e in ledger.entries)
     refusal = _saved_release_refusal(key, saved, charged=charged)
     if refusal:
         return _decline(refusal, ledger)
@@ -201,6 +203,9 @@ def _private_round(inputs: _RoundInputs, key: ReleaseKey, *, ledger: PrivacyLedg
         except PrivacyBudgetExceededError as error:
             return _decline(str(error), ledger)
         return _result(saved.release, global_weights, ledger)
+    refusal = split_refusal(ledger, inputs.hospital.split_digest)  # pinned by the charge
+    if refusal:
+        return _decline(refusal, ledger)
     event = _plan(request, privacy=inputs.privacy, hospital=inputs.hospital, ledger=ledger)
     if isinstance(event, str):
         return _decline(event, ledger)
@@ -208,7 +213,8 @@ def _private_round(inputs: _RoundInputs, key: ReleaseKey, *, ledger: PrivacyLedg
                                          hospital_index=inputs.hospital_index)
     release = _draw_release(inputs, event, noise_rng=noise_rng)
     store.save(key, release)
-    return _charge(key, release, ledger=ledger, store=store, global_weights=global_weights)
+    return _charge(key, release, ledger=ledger, store=store, global_weights=global_weights,
+                   split=inputs.hospital.split_digest)
 
 
 def _saved_release_refusal(key: ReleaseKey, saved: SavedRelease | None, *,
@@ -257,7 +263,7 @@ def _plan(request: RoundSettings, *, privacy: HospitalPrivacy, hospital: Hospita
             event = plan_round_event(priors, level=level, budget_epsilon=ledger.budget_epsilon,
                                      budget_delta=ledger.budget_delta,
                                      accountant=privacy.accountant,
-                                     planned_rounds=request.planned_rounds,
+                                     planned_rounds=planned_releases(request, level),
                                      sample_rate=sample_rate, steps_per_round=steps)
     except PrivacyBudgetExceededError as error:
         return str(error)
@@ -304,15 +310,17 @@ def _draw_release(inputs: _RoundInputs, event: GaussianRoundEvent, *,
 
 
 def _charge(key: ReleaseKey, release: Release, *, ledger: PrivacyLedger, store: ReleaseStore,
-            global_weights: NDArrays) -> RoundResult:
-    """Charge the saved release (on disk) and return it; a failed charge discards it.
+            global_weights: NDArrays, split: str | None = None) -> RoundResult:
+    """Charge the saved release (on disk; pinning ``split``) and return it; a failed charge
+    discards it.
 
     A charge that finds the round already charged (by a request that did not hold the lock)
     sends nothing: the release just saved is discarded, never a second one for the round.
     """
     where = f"round {key.server_round} of run {key.run_id}"
     try:
-        added = ledger.charge(key.run_id, key.server_round, release.event)  # before release
+        added = ledger.charge(key.run_id, key.server_round, release.event,
+                              split=split)  # before release
     except PrivacyBudgetExceededError as error:
         store.discard(key)
         return _decline(str(error), ledger)

@@ -30,6 +30,7 @@ from common.wire.modes import NoiseMode, PrivacyLevel
 
 if TYPE_CHECKING:
     from common.dp.ledger import PrivacyLedger
+    from common.wire.replies import PrivacyReport
     from common.wire.settings import RoundSettings
 
 # Built-in defaults, the strictest sensible: they apply where a hospital's node config is silent.
@@ -97,7 +98,9 @@ class HospitalPrivacy:
 
     def noise_rng(self, *, server_round: int, hospital_index: int,
                   stream: int = 0) -> np.random.Generator:
-        """The generator for this round's noise and Poisson sampling (stream 0) or rounding (1)."""
+        """The generator for this round's noise and Poisson sampling (stream 0), rounding (1)
+        or evaluation release (2).
+        """
         if self.noise_seed is None:
             return SecureRandom()  # type: ignore[return-value]  # ChaCha20 keyed from os.urandom
         return np.random.default_rng([self.noise_seed, server_round, hospital_index, 0xD9, stream])
@@ -218,6 +221,66 @@ def privatize_update(
     """Clip a hospital-level update to L2 norm C, then add N(0, stddev^2) per coordinate."""
     clipped, _ = clip_to_norm(update, clipping_norm=clipping_norm)
     return add_gaussian_noise(clipped, stddev=stddev, rng=rng)
+
+
+def ledger_report(privacy: HospitalPrivacy, hospital: str) -> "PrivacyReport | None":
+    """What the hospital's ledger stands at, as its replies state it (None without DP or a
+    usable ledger).
+
+    Every figure is Opacus on the ledger's recorded history: the training track's and the test
+    track's patient-level epsilon, the hospital level over both, and a patient's epsilon over
+    both tracks (``PrivacyLedger.patient_guarantee``).
+    """
+    from common.dp.ledger import PrivacyLedger
+    from common.errors import LedgerError
+    from common.wire.modes import LedgerTrack, PrivacyLevel
+    from common.wire.replies import PrivacyReport
+
+    if privacy.mode == "none" or not privacy.ledger_path.is_file():
+        return None
+    fallback = default_head_path(hospital) if privacy.ledger_configured else None
+    try:  # read-only: stating the figures writes nothing
+        ledger = PrivacyLedger.read(privacy.ledger_path, head_path=privacy.head_path,
+                                    default_head_path=fallback)
+        total, _, how = ledger.patient_guarantee()
+    except LedgerError:
+        return None
+    return PrivacyReport(
+        epsilon_patient=ledger.epsilon_spent(PrivacyLevel.PATIENT),
+        epsilon_hospital=ledger.epsilon_spent(PrivacyLevel.HOSPITAL),
+        budget_epsilon=ledger.budget_epsilon, budget_delta=ledger.budget_delta,
+        epsilon_test=ledger.epsilon_spent(PrivacyLevel.PATIENT, LedgerTrack.TEST),
+        test_budget_epsilon=ledger.test_budget_epsilon,
+        test_budget_delta=ledger.test_budget_delta, epsilon_total=total,
+        parallel=how == "parallel")
+
+
+def split_refusal(ledger: "PrivacyLedger", split_digest: str) -> str:
+    """Why to decline a release made under this split ('' when the ledger accepts it).
+
+    Read-only: the first charge that names a split pins it in the ledger
+    (``PrivacyLedger.charge(..., split=...)``); a run whose rows are split otherwise is
+    declined, since a patient could then be on both sides.
+    """
+    if not split_digest:
+        return ("this hospital's data states no split digest, so its ledger cannot pin which "
+                "rows are test rows; nothing is released")
+    return ledger.split_problem(split_digest)
+
+
+def planned_releases(request: "RoundSettings", level: str) -> int:
+    """The Gaussian releases a run plans at ``level``'s track for its updates' calibration.
+
+    Patient level: the planned rounds (evaluations go on the test track, with its own budget).
+    Hospital level: the rounds plus the run's evaluations, every one at the same noise
+    multiplier (a hospital's whole data set is one unit: evaluations compose with training).
+    """
+    from common.config import planned_evaluations
+
+    if level == "hospital":
+        return request.planned_rounds + planned_evaluations(request.planned_rounds,
+                                                            request.eval_every)
+    return request.planned_rounds
 
 
 def fedcare_home() -> Path:

@@ -42,17 +42,22 @@ def privacy_report(result: RoundResult) -> PrivacyReport | None:
 def train_reply(settings: RoundSettings, identity: HospitalIdentity, result: RoundResult, *,
                 num_examples: int, statistics: Statistics | None = None,
                 secagg: SecAggPayload | None = None, encoding_clipped: int | None = None,
-                ) -> TrainReply | DeclinedReply:
-    """Build the reply to a train request from the local round's result (manifest-checked)."""
+                privacy: PrivacyReport | None = None) -> TrainReply | DeclinedReply:
+    """Build the reply to a train request from the local round's result (manifest-checked).
+
+    ``privacy``: what the ledger stands at after the round (``client.privacy.ledger_report``:
+    both tracks); without it the round's own figures (training track).
+    """
     secure = settings.secagg_enabled
     private = settings.dp_mode != DpMode.NONE
+    report = privacy if privacy is not None else privacy_report(result)
     if result.update is None:
-        return declined_reply(settings, identity, result.declined, privacy=privacy_report(result),
+        return declined_reply(settings, identity, result.declined, privacy=report,
                               statistics=statistics)
     reply = TrainReply(
         identity, answers(settings),
         update=None if secure else result.update,
-        privacy=privacy_report(result) if private else None,
+        privacy=report if private else None,
         num_examples=None if private else num_examples,
         train_loss=(result.train_loss if not private and math.isfinite(result.train_loss)
                     else None),
@@ -74,6 +79,10 @@ def declined_reply(settings: RoundSettings, identity: HospitalIdentity, reason: 
 
 
 def evaluate_reply(settings: RoundSettings, identity: HospitalIdentity,
-                   statistics: Statistics) -> EvaluateReply:
-    """The evaluation statistics of the weights a request carried."""
-    return EvaluateReply(identity, answers(settings), statistics)
+                   statistics: Statistics, privacy: PrivacyReport | None = None
+                   ) -> EvaluateReply:
+    """The evaluation of the weights a request carried (under DP: the release, and what the
+    ledger stands at after charging it).
+    """
+    return EvaluateReply(identity, answers(settings), statistics,
+                         privacy if settings.dp_mode != DpMode.NONE else None)

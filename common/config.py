@@ -24,6 +24,7 @@ from common.wire.modes import (
     Aggregator,
     DpMode,
     NoiseMode,
+    Normalisation,
     Partition,
     ServerOptimizerName,
     Weighting,
@@ -77,6 +78,16 @@ class RunConfig:
     # Round r's model is evaluated with round r+1's train message (one exchange per steady
     # round); false: a separate evaluate exchange every round (for comparison).
     fold_evaluation: bool = _key("fold-evaluation", True)
+    # Under DP only the final model is evaluated (one release of each hospital's test rows,
+    # charged on its test track); eval-every k also evaluates every k-th round's model, each
+    # evaluation one more release (its cost is printed before the run starts). 0: final only.
+    eval_every: int = _key("eval-every", 0)
+    # "public": every hospital scales with the task's (or schema's) public constants (no
+    # epsilon); "per-hospital": each z-scores with its own training statistics (not covered by
+    # the privacy guarantee). Missing values get an indicator column unless missing-indicator
+    # is false (then they pass as the magic value the data uses, e.g. heart-disease's chol 0).
+    normalisation: Normalisation = _key("normalisation", Normalisation.PUBLIC)
+    missing_indicator: bool = _key("missing-indicator", True)
     dp_mode: DpMode = _key("dp.mode", DpMode.PATIENT)
     dp_epsilon: float = _key("dp.epsilon", 1.0)
     dp_delta: float = _key("dp.delta", 1e-5)
@@ -155,10 +166,19 @@ class RunConfig:
              "must be >= 0 (0: the threshold)"),
             (self.secagg_threshold >= 0, "secagg.threshold",
              "must be >= 0 (0: the smallest majority)"),
+            (0 <= self.eval_every <= self.num_server_rounds, "eval-every",
+             f"must be between 0 (only the final model) and num-server-rounds="
+             f"{self.num_server_rounds}"),
         ]
         for ok, key, rule in rules:
             if not ok:
                 raise RunConfigError(key, f"{key} {rule}, got {getattr(self, _FIELD_OF[key])!r}")
+        if self.normalisation == Normalisation.PER_HOSPITAL and not task.per_hospital_scaling:
+            raise RunConfigError(
+                "normalisation", f"normalisation 'per-hospital' does not apply to task "
+                f"{self.task!r}: its features have a fixed public scale (only "
+                f"{', '.join(n for n, f in TASK_FACTS.items() if f.per_hospital_scaling)} "
+                "can z-score per hospital)")
         if self.partition != Partition.IID and task.real_hospitals:
             raise RunConfigError(
                 "partition", f"partition {self.partition.value!r} does not apply to task "
@@ -254,6 +274,11 @@ class RunConfig:
         return {f.metadata["key"]: _plain(getattr(self, f.name)) for f in fields(self)}
 
     @property
+    def planned_evaluations(self) -> int:
+        """Evaluations of the run's models: every eval-every-th round's and the final one."""
+        return planned_evaluations(self.num_server_rounds, self.eval_every)
+
+    @property
     def private(self) -> bool:
         """Whether updates are differentially private (dp.mode is not "none")."""
         return self.dp_mode != DpMode.NONE
@@ -261,6 +286,19 @@ class RunConfig:
     def as_dict(self) -> dict[str, Any]:
         """Return the fields as a plain dict (for config.json)."""
         return {name: _plain(value) for name, value in asdict(self).items()}
+
+
+def planned_evaluations(rounds: int, eval_every: int) -> int:
+    """How many models a run of `rounds` rounds evaluates: rounds k, 2k, ... and the last."""
+    return len(evaluated_rounds(rounds, eval_every))
+
+
+def evaluated_rounds(rounds: int, eval_every: int) -> frozenset[int]:
+    """The rounds whose model a run evaluates: every `eval_every`-th and the last (k = 0:
+    only the last).
+    """
+    every = set(range(eval_every, rounds + 1, eval_every)) if eval_every > 0 else set()
+    return frozenset(every | {rounds})
 
 
 def _plain(value: Any) -> Any:

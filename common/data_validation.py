@@ -231,7 +231,8 @@ def _check_feature(cells: pd.Series, feature: FeatureColumn, schema: DataSchema,
         problems += [DataProblem(MISSING_VALUE, "missing value (the schema's policy for this "
                                  "column is 'reject')", row=int(r), column=feature.name)
                      for r in cells.index[missing]]
-    elif check_imputable and len(cells) and missing.all():
+    elif check_imputable and len(cells) and missing.all() and feature.range is None:
+        # (A numeric feature with a public range imputes its midpoint: nothing to fit.)
         problems.append(DataProblem(NOTHING_TO_IMPUTE, f"every value is missing: nothing to "
                                     f"{feature.missing} from", column=feature.name))
     if feature.type == "numeric":

@@ -7,7 +7,7 @@ A schema is a JSON file the consortium agrees on and every hospital keeps locall
       "features": [
         {"name": "age", "type": "numeric"},
         {"name": "cp", "type": "categorical", "categories": [1, 2, 3, 4]},
-        {"name": "chol", "type": "numeric", "missing": "impute-mean"}
+        {"name": "chol", "type": "numeric", "missing": "impute-mean", "range": [100, 600]}
       ],
       "label": {"name": "heart_disease", "type": "binary", "classes": [0, 1]},
       "missing": "reject",
@@ -20,7 +20,11 @@ Feature types: ``numeric`` or ``categorical`` (with its allowed ``categories``).
 in the label's units). Missing-value policy: ``missing`` per feature (``reject``,
 ``impute-mean`` for numeric, ``impute-mode`` for categorical) or for all features at the top
 level (``reject`` or ``impute``: mean or most frequent category by type, from the hospital's
-own training rows). A missing label is always a problem. Optional: ``missing_markers`` (cells
+own training rows). A missing label is always a problem. Optional ``range`` ([low, high]) of a
+numeric feature: the values the consortium expects, public, from which every hospital scales
+the column onto [0, 1] (shared normalisation, no epsilon; values outside are kept, not clipped);
+a numeric feature that may be imputed also gets a missing-value indicator column after all
+features (``encoded_feature_names``). Optional: ``missing_markers`` (cells
 that mean missing, default ``""``, ``NA``, ``N/A``, ``NaN``, ``?``), ``min_rows`` (default 20),
 ``hidden_units`` of the model (default ``[16]``), ``description`` strings (not hashed),
 ``ids``: the columns in the identifier role (``["patient_id"]``): allowed in a hospital's files,
@@ -57,7 +61,7 @@ DEFAULT_HIDDEN_UNITS = (16,)
 
 _TOP_KEYS = {"schema_version", "features", "label", "missing", "missing_markers", "min_rows",
              "hidden_units", "description", "ids"}
-_FEATURE_KEYS = {"name", "type", "categories", "missing", "description"}
+_FEATURE_KEYS = {"name", "type", "categories", "missing", "range", "description"}
 _LABEL_KEYS = {"name", "type", "classes", "offset", "scale", "description"}
 _IMPUTE_BY_TYPE: dict[str, MissingPolicy] = {"numeric": "impute-mean",
                                              "categorical": "impute-mode"}
@@ -75,11 +79,19 @@ class FeatureColumn:
     type: FeatureType
     missing: MissingPolicy
     categories: tuple[str, ...] = ()
+    range: tuple[float, float] | None = None  # numeric: the public [low, high]
 
     @property
     def width(self) -> int:
         """Model input columns it takes: 1 (numeric) or one per category (one-hot)."""
         return 1 if self.type == "numeric" else len(self.categories)
+
+    @property
+    def indicated(self) -> bool:
+        """Whether it has a missing-value indicator column (a numeric feature that may be
+        imputed).
+        """
+        return self.type == "numeric" and self.missing == "impute-mean"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +195,8 @@ class DataSchema:
             entry: dict[str, Any] = {"name": f.name, "type": f.type, "missing": f.missing}
             if f.type == "categorical":
                 entry["categories"] = list(f.categories)
+            if f.range is not None:
+                entry["range"] = list(f.range)
             features.append(entry)
         document = {"schema_version": SCHEMA_VERSION, "features": features, "label": label,
                     "missing_markers": list(self.missing_markers), "min_rows": self.min_rows,
@@ -205,16 +219,22 @@ class DataSchema:
 
     @property
     def num_encoded_features(self) -> int:
-        """Width of the model input after one-hot encoding the categorical features."""
-        return sum(f.width for f in self.features)
+        """Width of the model input: one-hot categorical features, then the indicators."""
+        return sum(f.width for f in self.features) + sum(f.indicated for f in self.features)
 
     @property
     def encoded_feature_names(self) -> tuple[str, ...]:
-        """Names of the model input columns: ``age``, ``cp=1``, ``cp=2``, ..."""
+        """Names of the model input columns: ``age``, ``cp=1``, ``cp=2``, ..., then
+        ``chol_missing`` for each numeric feature that may be imputed.
+        """
         names: list[str] = []
         for f in self.features:
             names += [f.name] if f.type == "numeric" else [f"{f.name}={c}" for c in f.categories]
-        return tuple(names)
+        return (*names, *(f"{f.name}_missing" for f in self.features if f.indicated))
+
+    def unranged_features(self) -> tuple[str, ...]:
+        """The numeric features without a declared ``range`` (shared normalisation needs one)."""
+        return tuple(f.name for f in self.features if f.type == "numeric" and f.range is None)
 
     @property
     def kind(self) -> "TaskKind":
@@ -302,7 +322,22 @@ def _feature(raw: Any, index: int, default_missing: str) -> FeatureColumn:
     if missing not in ("reject", impute):
         raise SchemaError(f"{where}: missing must be 'reject' or {impute!r} for a {kind} "
                           f"column, got {missing!r}")
-    return FeatureColumn(name=name, type=kind, missing=missing, categories=categories)
+    return FeatureColumn(name=name, type=kind, missing=missing, categories=categories,
+                         range=_range(raw, where, kind))
+
+
+def _range(raw: dict[str, Any], where: str, kind: str) -> tuple[float, float] | None:
+    """A numeric feature's public ``range`` [low, high] (None when absent)."""
+    if "range" not in raw:
+        return None
+    value = raw["range"]
+    if kind != "numeric":
+        raise SchemaError(f"{where}: range is only for type 'numeric'")
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(_is_finite_number(v) for v in value) or not value[1] > value[0]):
+        raise SchemaError(f"{where}: range must be [low, high] with finite numbers and "
+                          f"high > low, got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def _label(raw: Any) -> LabelColumn:

@@ -31,6 +31,8 @@ class TaskFacts:
         for a task split here (IID or Dirichlet) and for task csv.
     simulated : bool
         Whether ``fedcare simulate`` runs it (task csv needs each hospital's own file).
+    per_hospital_scaling : bool
+        Whether per-hospital z-scoring is a setting (features without a fixed scale).
     """
 
     name: str
@@ -38,6 +40,7 @@ class TaskFacts:
     max_hospitals: int | None
     real_hospitals: tuple[str, ...] = ()
     simulated: bool = True
+    per_hospital_scaling: bool = False
 
     @property
     def split(self) -> bool:
@@ -47,13 +50,15 @@ class TaskFacts:
 
 _FACTS = (
     TaskFacts("heart-disease", default_hospitals=4, max_hospitals=4,
-              real_hospitals=("cleveland", "hungary", "switzerland", "va")),
+              real_hospitals=("cleveland", "hungary", "switzerland", "va"),
+              per_hospital_scaling=True),
     # Split tasks: rows // 10 hospitals at most (each keeps >= 7 training and 3 test rows).
     TaskFacts("breast-cancer", default_hospitals=10, max_hospitals=56),
-    TaskFacts("diabetes", default_hospitals=4, max_hospitals=44),
+    TaskFacts("diabetes", default_hospitals=4, max_hospitals=44, per_hospital_scaling=True),
     TaskFacts("digits", default_hospitals=10, max_hospitals=179),
     TaskFacts("digits-cnn", default_hospitals=10, max_hospitals=179),  # digits, CNN model
-    TaskFacts(CSV_TASK_NAME, default_hospitals=3, max_hospitals=None, simulated=False),
+    TaskFacts(CSV_TASK_NAME, default_hospitals=3, max_hospitals=None, simulated=False,
+              per_hospital_scaling=True),
 )
 TASK_FACTS: Mapping[str, TaskFacts] = MappingProxyType({f.name: f for f in _FACTS})
 SIMULATED_TASKS: tuple[str, ...] = tuple(f.name for f in _FACTS if f.simulated)

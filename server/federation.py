@@ -34,7 +34,7 @@ from common.models import build_model
 from common.secagg.messages import MIN_PARTICIPANTS
 from common.secagg.roster import Roster, load_roster
 from common.server_optimizers import ServerOptimizer
-from common.tasks import task_for_config
+from common.tasks import scaling_digest, task_for_config
 from common.tasks.base import TaskSpec
 from common.types import NDArrays
 from common.version import fedcare_version
@@ -45,7 +45,7 @@ from common.wire.settings import RoundSettings
 from common.wire.statistics import StatisticsSpec
 from server.checkpoint import Checkpoint, load_latest_checkpoint, save_checkpoint
 from server.collusion import secure_trust, with_roster_honest
-from server.evaluation import epsilon_columns, summarize_round
+from server.evaluation import epsilon_columns, evaluates, summarize_round
 from server.identity import IdentityBook, registered_names
 from server.plain_round import run_plain_round
 from server.progress import REPORTS_KEY, RoundProgress
@@ -100,6 +100,8 @@ def round_settings(config: RunConfig, run_id: str, server_round: int) -> RoundSe
         secagg_clip_bound=config.secagg_clip_bound,
         noise_multiplier=noise.noise_multiplier,
         honest_contributors=noise.honest_contributors,
+        eval_every=config.eval_every, normalisation=config.normalisation,
+        missing_indicator=config.missing_indicator, normalisation_digest=scaling_digest(config),
     )
 
 
@@ -152,10 +154,11 @@ def update_norm_bound(config: RunConfig, num_parameters: int) -> float | None:
     return None
 
 
-def statistics_spec(task: TaskSpec) -> StatisticsSpec:
-    """The shape of the task's evaluation statistics."""
+def statistics_spec(task: TaskSpec, private: bool = False) -> StatisticsSpec:
+    """The shape of the task's evaluation statistics (``private``: a DP release's)."""
     return StatisticsSpec(kind=task.kind,
-                          columns=task.num_outputs if task.kind == "multiclass" else 1)
+                          columns=task.num_outputs if task.kind == "multiclass" else 1,
+                          private=private)
 
 
 @dataclass
@@ -174,7 +177,10 @@ class RunState:
         for name, report in reports.items():
             self.epsilon_spent[name] = {
                 "patient": report.epsilon_patient, "hospital": report.epsilon_hospital,
-                "budget_epsilon": report.budget_epsilon, "budget_delta": report.budget_delta}
+                "budget_epsilon": report.budget_epsilon, "budget_delta": report.budget_delta,
+                "test": report.epsilon_test, "test_budget_epsilon": report.test_budget_epsilon,
+                "test_budget_delta": report.test_budget_delta, "total": report.epsilon_total,
+                "parallel": float(report.parallel)}
 
 
 def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
@@ -379,8 +385,8 @@ def _run_round(run: FederationRun, state: RunState, server_round: int, timeout: 
     last = server_round == config.num_server_rounds
     # Round r's train message evaluates round r-1's model (folded; secure rounds always are).
     folded = config.fold_evaluation or config.secagg_enabled
-    settings = replace(run.settings(server_round),
-                       evaluate_received=folded and server_round > 1)
+    settings = replace(run.settings(server_round), evaluate_received=folded and server_round > 1
+                       and evaluates(config, server_round - 1))
     outcome = _attempt(run, state, channel, settings, started)
     if _too_few(outcome, config) and not config.secagg_enabled and (
             outcome.missing or outcome.failed or outcome.aborted or outcome.rejected):
@@ -396,6 +402,11 @@ def _run_round(run: FederationRun, state: RunState, server_round: int, timeout: 
     row: dict[str, Any] = {"round": server_round, "participants": outcome.participants,
                            "aborted": int(bool(outcome.aborted)),
                            **_privacy_columns(state, outcome, config.dp_mode)}
+    if not last and not evaluates(config, server_round):  # DP: not a planned evaluation
+        row["seconds"] = time.perf_counter() - started
+        run.writer.append(row)
+        run.progress.round_done(row)
+        return
     if folded and not last:
         state.pending = {**row, "started": started}  # evaluated with the next round's replies
         return
@@ -519,7 +530,7 @@ def rules_for(config: RunConfig, task: TaskSpec, run_id: str, server_round: int,
     return ReplyRules(
         run_id=run_id, server_round=server_round, dp_mode=config.dp_mode,
         noise_mode=config.dp_noise_mode, secure=config.secagg_enabled,
-        statistics=statistics_spec(task), global_weights=state.weights,
+        statistics=statistics_spec(task, config.private), global_weights=state.weights,
         norm_bound=update_norm_bound(config, sum(int(w.size) for w in state.weights)),
         max_examples=config.max_examples)
 
@@ -574,9 +585,12 @@ def _file_evaluation(outcome: RoundOutcome, state: RunState, run: FederationRun,
 
 def _finish(row: dict[str, Any], evaluation: dict[str, Any], run: FederationRun) -> None:
     """File a round's row with its evaluation (metrics.csv, TensorBoard, the terminal)."""
-    if not evaluation:
+    if not evaluation and run.config.private:  # every hospital declined (e.g. test budget)
+        logger.warning("round %s: no hospital released an evaluation", row["round"])
+    elif not evaluation:
         raise FederationError(f"round {row['round']}: no hospital returned a usable evaluation")
-    row.update(summarize_round(run.task, evaluation))
+    else:
+        row.update(summarize_round(run.task, evaluation))
     run.writer.append(row)
     run.progress.round_done(row)
 

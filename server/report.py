@@ -16,6 +16,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from common.dp.accounting import AccountantName  # noqa: E402
 from common.tasks.base import TaskSpec  # noqa: E402
+from common.wire.modes import DpMode, NoiseMode  # noqa: E402
+from common.wire.statement import statement_lines as manifest_lines  # noqa: E402
 from server.collusion import SecureTrust, statement_lines  # noqa: E402
 
 METRIC_LABELS = {"loss": "loss", "accuracy": "accuracy", "auc": "AUC", "mae": "MAE",
@@ -278,8 +280,9 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
         secure = statement_lines(trust, rounds=rounds, delta=float(str(config.get("dp_delta"))),
                                  accountant=accountant) + secure
     if mode == "none":
-        return ["## Privacy", "", "**No differential privacy**: the updates that left the "
-                "hospitals were not clipped or noised and are not private.", "", *secure]
+        return ["## Privacy", "", "**No differential privacy**: the updates and evaluation "
+                "statistics that left the hospitals were exact (not noised) and are not "
+                "private.", "", *what_leaves(config), "", *secure]
     lines = [
         "## Privacy statement", "",
         f"Unit of privacy: {unit}.", "",
@@ -293,24 +296,64 @@ def privacy_statement(config: dict[str, object], epsilon: dict[str, dict[str, fl
         "patient-level release the hospital-level epsilon is unbounded.", "",
         f"Accountant: Opacus {str(config.get('dp_accountant')).upper()}; every epsilon is "
         "Opacus's on the hospital's ledger entries (noise multiplier, sample rate, steps), "
-        "summed over every run on that hospital's data.", "",
-        "| hospital | epsilon spent | budget epsilon | delta |", "|---|---|---|---|",
-    ]
-    for name, spent in sorted(epsilon.items()):
-        used = "+inf (unbounded)" if math.isinf(spent[mode]) else f"{spent[mode]:.4f}"
-        lines.append(f"| {name} | {used} | {epsilon_text(spent['budget_epsilon'])} | "
-                     f"{spent['budget_delta']:g} |")
-    lines += [
+        "composed over every run on that hospital's data.", "",
+        "Two ledger tracks: releases of training rows (updates) and of test rows "
+        "(evaluations), each with its own budget. With the split pinned in the ledger before "
+        "its first release (a run whose split differs is declined), every patient is on one "
+        "side for the ledger's whole life and the tracks compose in parallel: a patient's "
+        "epsilon is the larger of the two; otherwise they compose sequentially. At hospital "
+        "level the unit is the whole data set and one track composes both.", "",
+        *_epsilon_table(mode, epsilon),
         "",
-        "Not covered by this guarantee: the test-set metrics each hospital reports (sums and "
-        "score histograms of its test predictions), each hospital's normalisation statistics "
-        "(they never leave it, but the model is trained on data scaled by them), how many and "
-        "which rounds a hospital took part in or declined and why (decline reasons), its "
-        "budget settings, and the epsilon spent itself (through the sample rate it depends on "
-        "the hospital's number of training rows).",
+        *what_leaves(config),
         "",
         *secure,
     ]
+    return lines
+
+
+def _epsilon_table(mode: str, epsilon: dict[str, dict[str, float]]) -> list[str]:
+    """Each hospital's epsilon and delta per ledger track, and how the tracks compose."""
+    lines = ["| hospital | training rows: epsilon spent | budget (epsilon, delta) | test rows: "
+             "epsilon spent | test budget (epsilon, delta) | a patient's epsilon |",
+             "|---|---|---|---|---|---|"]
+    for name, spent in sorted(epsilon.items()):
+        used = epsilon_text(spent[mode])
+        test = spent.get("test", 0.0)
+        if mode == "hospital":
+            patient = f"{epsilon_text(spent[mode])} (hospital level: both tracks composed)"
+        elif "total" in spent:
+            how = ("the larger track: split pinned, parallel" if spent.get("parallel")
+                   else "both tracks composed sequentially: no split pinned first")
+            patient = f"{epsilon_text(spent['total'])} ({how})"
+        else:
+            patient = "not reported"
+        lines.append(f"| {name} | {used} | {epsilon_text(spent['budget_epsilon'])}, "
+                     f"{spent['budget_delta']:g} | {epsilon_text(test)} | "
+                     f"{epsilon_text(spent.get('test_budget_epsilon', math.nan))}, "
+                     f"{spent.get('test_budget_delta', math.nan):g} | {patient} |")
+    return lines
+
+
+def what_leaves(config: dict[str, object]) -> list[str]:
+    """What leaves a hospital in this run's mode, from the reply manifest: every part is a DP
+    release on a ledger track or listed as not covered with why, then the run's own
+    exclusions (per-hospital normalisation, evaluations seen one by one).
+    """
+    mode = DpMode(str(config.get("dp_mode", "patient")))
+    noise = NoiseMode(str(config.get("dp_noise_mode", "local")))
+    secure = bool(config.get("secagg_enabled"))
+    lines = ["What leaves each hospital (from the reply manifest of this run's mode):", "",
+             *manifest_lines(mode, noise, secure)]
+    if config.get("normalisation") == "per-hospital":
+        lines.append("- not covered: each hospital's own normalisation statistics "
+                     "(normalisation 'per-hospital'): they never leave it, but every release "
+                     "is computed from rows scaled by them, so one patient's record moves "
+                     "them outside the unit of privacy")
+    if secure and mode != DpMode.NONE:
+        lines.append("- the evaluation releases are sent beside the masked update, each on its "
+                     "own (not summed under secure aggregation); each is private on its own "
+                     "(local noise), at its hospital's test-track epsilon")
     return lines
 
 
@@ -404,6 +447,33 @@ def _average_cell(final: dict[str, str], metric: str, total: int) -> str:
     return text
 
 
+def _interval(final: dict[str, str], column: str) -> str:
+    """`` (95% interval low-high)`` from metrics.csv's ``<column>_low/_high``; '' if none."""
+    low, high = _value(final, f"{column}_low"), _value(final, f"{column}_high")
+    return f" ({low:.3f}\u2013{high:.3f})" if math.isfinite(low) and math.isfinite(high) else ""
+
+
+def final_table(final: dict[str, str], task: TaskSpec, total: int) -> list[str]:
+    """The final round's pooled and client-average metrics; a DP evaluation's with their 95%
+    intervals and what they cover.
+    """
+    dp = any(math.isfinite(_value(final, f"pooled_{m}_low")) for m in task.metric_names)
+    lines = ["| metric | pooled | client avg |", "|---|---|---|"]
+    if not dp:
+        lines.append(f"| loss | {_value(final, 'pooled_loss'):.4f} | |")
+    lines += [f"| {m} | {_value(final, f'pooled_{m}'):.4f}{_interval(final, f'pooled_{m}')} | "
+              f"{_average_cell(final, m, total)}{_interval(final, f'client_avg_{m}')} |"
+              for m in task.metric_names]
+    if dp:
+        lines += ["", "Evaluated under DP: each hospital released its test rows' correct and "
+                  "incorrect counts and a 4-bin score histogram per label once, noised and "
+                  "charged on its ledger's test track; the server summed the releases (pooled) "
+                  "and averaged each hospital's own (client avg). In brackets: 95% intervals "
+                  "for the DP noise (parametric bootstrap over the known noise stddev); the "
+                  "exact metrics stay in each hospital's own metrics file beside its ledger."]
+    return lines
+
+
 def median(values: list[float]) -> float:
     """The median of the finite `values` (mean of the two middle ones for an even count);
     NaN if there is none.
@@ -448,12 +518,8 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
         "",
         "## Final round",
         "",
-        "| metric | pooled | client avg |",
-        "|---|---|---|",
-        f"| loss | {_value(final, 'pooled_loss'):.4f} | |",
+        *final_table(final, task, len(hospitals)),
     ]
-    lines += [f"| {m} | {_value(final, f'pooled_{m}'):.4f} | "
-              f"{_average_cell(final, m, len(hospitals))} |" for m in task.metric_names]
     lines += [
         "",
         "\"pooled\" is the metric on the union of all hospitals' test sets; \"client avg\" the "

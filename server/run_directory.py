@@ -148,7 +148,9 @@ def metrics_columns(metric_names: tuple[str, ...], hospitals: list[str]) -> list
     whose sum was not averaged in, the model unchanged); then per hospital
     ``test_rows_<hospital>`` (its test-set size), for classification ``majority_rate_pooled``
     and ``majority_rate_<hospital>`` (accuracy of always predicting the most frequent class),
-    and ``epsilon_<hospital>`` (what it has spent so far at the run's DP level).
+    and ``epsilon_<hospital>`` (what it has spent so far at the run's DP level); then, for
+    each metric m, the 95% interval of a DP evaluation: ``pooled_m_low, pooled_m_high,
+    client_avg_m_low, client_avg_m_high`` (empty for exact evaluations).
     """
     columns = ["round", "seconds", "participants", "pooled_loss"]
     for metric in metric_names:
@@ -158,4 +160,6 @@ def metrics_columns(metric_names: tuple[str, ...], hospitals: list[str]) -> list
     columns += [f"test_rows_{hospital}" for hospital in hospitals]
     if "accuracy" in metric_names:
         columns += ["majority_rate_pooled", *(f"majority_rate_{h}" for h in hospitals)]
-    return columns + [f"epsilon_{hospital}" for hospital in hospitals]
+    columns += [f"epsilon_{hospital}" for hospital in hospitals]
+    return columns + [f"{scope}_{metric}_{end}" for metric in metric_names
+                      for scope in ("pooled", "client_avg") for end in ("low", "high")]

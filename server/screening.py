@@ -122,6 +122,8 @@ def screen_replies(messages: Iterable[Message], rules: ReplyRules, book: Identit
                 out.statistics[name] = reply.statistics
         if isinstance(reply, EvaluateReply):
             out.statistics[name] = reply.statistics
+            if reply.privacy is not None:
+                out.privacy[name] = reply.privacy
         if isinstance(reply, DeclinedReply):
             out.declined[name] = reply.reason
             logger.warning("round %d: hospital %s declined: %s", rules.server_round, name,

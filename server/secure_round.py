@@ -93,7 +93,8 @@ def run_secure_round(channel: RoundChannel, settings: RoundSettings, weights: ND
     result): the outcome's evaluation is of round ``server_round - 1``.
     """
     server_round = settings.server_round
-    plan = _Plan(channel, replace(settings, evaluate_received=server_round > 1), weights,
+    plan = _Plan(channel, replace(settings, evaluate_received=settings.evaluate_received
+                                  and server_round > 1), weights,
                  roster, last_round)
     server, messages = _first_messages(plan, advertised)
     first, missing = channel.exchange(messages, (TrainReply, DeclinedReply))

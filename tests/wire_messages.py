@@ -27,10 +27,13 @@ def context_for(node_config, run_config=None, state=None):
                    run_config=run_config or {})
 
 
-def reply_from(msg, kind="binary", columns=1):
-    """Unpack a hospital's reply Message with the wire format (raises if malformed)."""
+def reply_from(msg, kind="binary", columns=1, private=False):
+    """Unpack a hospital's reply Message with the wire format (raises if malformed).
+
+    ``private``: its statistics are a DP evaluation release (a DP run's), not exact sums.
+    """
     assert not msg.has_error(), msg.error.reason if msg.has_error() else ""
-    return unpack_reply(msg.content, statistics=StatisticsSpec(kind, columns))
+    return unpack_reply(msg.content, statistics=StatisticsSpec(kind, columns, private))
 
 
 def with_round(settings, server_round):

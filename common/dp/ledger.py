@@ -220,7 +220,8 @@ class PrivacyLedger:
                         "administrator may remove the head file to start a new budget")
             state = advance(LedgerState(hospital, epsilon, delta, accountant, (),
                                         head_file=str(heads[0]), test_budget_epsilon=test_epsilon,
-                                        test_budget_delta=test_delta))
+                                        test_budget_delta=test_delta,
+                                        split_key=os.urandom(32).hex()))
             _write(file, state, heads)
             state = _read(file, hospital, (None, None), repair=False)
         return cls(file, state)
@@ -368,6 +369,13 @@ class PrivacyLedger:
         return self._state.test_delta
 
     @property
+    def split_key(self) -> bytes:
+        """The hospital's secret that keys the hash putting each row on a side (task csv);
+        empty for a ledger from before it (its csv split is then an unkeyed hash).
+        """
+        return bytes.fromhex(self._state.split_key) if self._state.split_key else b""
+
+    @property
     def split(self) -> SplitPin | None:
         """The pinned split (as last read), None before the first release pinned one."""
         return self._state.split
@@ -426,6 +434,17 @@ class PrivacyLedger:
         return constraints(self._reread(), event, track, exclude_run=exclude_run,
                            with_event=with_event)
 
+    def split_problem(self, digest: str) -> str:
+        """Why a release made under split ``digest`` may not be charged here ('' if it may).
+
+        Read-only: the split is pinned by the first ``charge`` that names it (or
+        ``pin_split``); another digest afterwards is refused.
+        """
+        state = self._reread()
+        if state.split is None or state.split.digest == digest:
+            return ""
+        return _split_mismatch(self._path, state.split.digest, digest)
+
     def pin_split(self, digest: str) -> None:
         """Pin the hospital's split (the digest of which rows are test rows), once.
 
@@ -450,12 +469,7 @@ class PrivacyLedger:
                 self._state = state
                 return
             if state.split is not None:
-                raise SplitMismatch(
-                    f"privacy ledger {self._path} pinned the split {state.split.digest[:16]} "
-                    f"(which rows are test rows), but this run's split is {digest[:16]}: a "
-                    "patient could be a training row in one run and a test row in another, so "
-                    "the two tracks would no longer compose in parallel. Use the split the "
-                    "ledger pinned (the same task, data file and split settings)")
+                raise SplitMismatch(_split_mismatch(self._path, state.split.digest, digest))
             heads = self._heads
             updated = advance(state, split=SplitPin(digest, parallel=not state.entries),
                               head_file=str(heads[0]))
@@ -529,7 +543,7 @@ class PrivacyLedger:
         return _rounds_left(self._reread(), event, track, limit=limit)
 
     def charge(self, run: str | int, round: int, event: GaussianRoundEvent,
-               track: LedgerTrack = LedgerTrack.TRAIN) -> bool:
+               track: LedgerTrack = LedgerTrack.TRAIN, *, split: str | None = None) -> bool:
         """Record ``event`` for (run, round, event.level, track), persisted before this returns.
 
         Idempotent: if that key is already charged with the same event, nothing changes and
@@ -542,7 +556,9 @@ class PrivacyLedger:
         entry may be on the ledger (``UNBOUNDED_REASON``); without a parallel split also both
         tracks composed within the training budget. The entry records the figures after it
         (``EntryFigures``): each track's and level's epsilon and, with the RDP accountant,
-        the releases like it left (about 1 ms; PRV would take seconds).
+        the releases like it left (about 1 ms; PRV would take seconds). ``split``: the digest
+        of the split the release was made under; the first charge that names one pins it, in
+        the same write (parallel tracks when the ledger had no entry yet).
 
         Returns
         -------
@@ -554,6 +570,8 @@ class PrivacyLedger:
         PrivacyBudgetExceededError
             If the charge would push a level past the budget, or it is a hospital-level
             charge on a ledger with patient-level entries; nothing is recorded.
+        SplitMismatch
+            If ``split`` differs from the pinned split; nothing is recorded.
         LedgerError
             If the key is already charged with a different event, or the file cannot be read
             or written (or was rolled back); nothing may be released then.
@@ -581,6 +599,11 @@ class PrivacyLedger:
                         )
                     return False
             where = f"hospital {state.hospital!r}: run {run!r} round {round} ({track} track)"
+            if split is not None and state.split is not None and state.split.digest != split:
+                raise SplitMismatch(_split_mismatch(self._path, state.split.digest, split))
+            pin = (SplitPin(split, parallel=not state.entries)
+                   if split is not None and state.split is None else state.split)
+            state = dataclasses.replace(state, split=pin)
             if event.level == "hospital" and _has_patient_entries(state):
                 raise PrivacyBudgetExceededError(f"{where}: {UNBOUNDED_REASON}")
             for constraint in constraints(state, event, track):
@@ -633,6 +656,14 @@ def _validate_accountant(accountant: object) -> None:
 def _validate_hospital(hospital: object) -> None:
     if not isinstance(hospital, str) or not hospital:
         raise ValueError(f"hospital must be a non-empty string, got {hospital!r}")
+
+
+def _split_mismatch(path: Path, pinned: str, asked: str) -> str:
+    return (f"privacy ledger {path} pinned the split {pinned[:16]} (which rows are test rows), "
+            f"but this run's split is {asked[:16]}: a patient could be a training row in one "
+            "run and a test row in another, so the two tracks would no longer compose in "
+            "parallel. Use the split the ledger pinned (the same task, data file and split "
+            "settings), or a new ledger for the new split")
 
 
 def _has_patient_entries(state: LedgerState) -> bool:

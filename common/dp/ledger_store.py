@@ -60,7 +60,7 @@ _ENTRY_KEYS = {"run", "round", "level", "noise_multiplier", "sample_rate", "step
 _HOSPITAL_ENTRY_KEYS = _ENTRY_KEYS | {"noise_mode"}
 _FIGURES_KEYS = {"delta", "epsilon", "budget_epsilon", "rounds_left"}
 _TEST_FIGURES_KEYS = {"test_delta", "test_budget_epsilon"}  # with epsilon.test
-_TRACK_TOP_KEYS = {"test_budget", "split"}  # optional: written once set
+_TRACK_TOP_KEYS = {"test_budget", "split", "split_key"}  # optional: written once set
 _LEGACY_HEAD_KEYS = {"hospital", "sequence", "head"}
 _HEAD_KEYS = _LEGACY_HEAD_KEYS | {"ledger"}
 _LOG_ANCHOR_KEY = "log"  # the disclosure log's anchor, checked by common.dp.disclosure_log
@@ -184,7 +184,8 @@ class LedgerState:
     ``head_file`` is where the ledger records its head file is kept (an absolute path; None
     in ledgers from before the record). ``test_budget_epsilon`` and ``test_budget_delta`` are
     the test track's budget (None: the training budget's, as in ledgers from before the
-    track); ``split`` the pinned split (None: not pinned yet).
+    track); ``split`` the pinned split (None: not pinned yet); ``split_key`` the hospital's
+    secret (hex) that keys the hash assigning its rows to a side (task csv), never sent.
     """
 
     hospital: str
@@ -199,6 +200,7 @@ class LedgerState:
     test_budget_epsilon: float | None = None
     test_budget_delta: float | None = None
     split: SplitPin | None = None
+    split_key: str | None = None
 
     @property
     def test_epsilon(self) -> float:
@@ -371,7 +373,17 @@ def parse_ledger(text: str) -> LedgerState:
     return LedgerState(data["hospital"], epsilon, delta, data["accountant"], entries,
                        sequence=sequence, previous=previous, head=data["checksum"],
                        head_file=head_file, test_budget_epsilon=test_epsilon,
-                       test_budget_delta=test_delta, split=_parse_split(data.get("split")))
+                       test_budget_delta=test_delta, split=_parse_split(data.get("split")),
+                       split_key=_parse_split_key(data.get("split_key")))
+
+
+def _parse_split_key(raw: object) -> str | None:
+    """The ledger's ``split_key`` (absent: None): 64 hex digits."""
+    if raw is None:
+        return None
+    if not _is_hex_digest(raw):
+        raise LedgerError("split_key must be 64 hex digits")
+    return str(raw)
 
 
 def _parse_test_budget(raw: object) -> tuple[float | None, float | None]:
@@ -428,6 +440,8 @@ def render_ledger(state: LedgerState) -> tuple[str, str]:
                                   "delta": float(state.test_delta)}
     if state.split is not None:
         payload["split"] = state.split.to_json()
+    if state.split_key is not None:
+        payload["split_key"] = state.split_key
     payload["entries"] = [entry.to_json() for entry in state.entries]
     payload["checksum"] = _checksum(payload)
     return json.dumps(payload, indent=2, allow_nan=False) + "\n", payload["checksum"]

@@ -70,19 +70,49 @@ def task_for_config(config: "RunConfig") -> TaskSpec:
     return load_schema_task(config.csv_schema_path, expected_sha256=config.csv_schema_sha256)
 
 
+def scaling_digest(config: "RunConfig") -> str:
+    """The digest of the run's shared normalisation ("" for per-hospital z-scoring).
+
+    What the server states in every round's settings; each hospital compares it with the
+    digest of its own copy of the task's (or schema's) public constants.
+    """
+    return _scaling_digest(config.task, config.normalisation.value, config.csv_schema_path,
+                           config.csv_schema_sha256)
+
+
+@cache
+def _scaling_digest(task: str, normalisation: str, schema_path: str, schema_sha256: str) -> str:
+    if normalisation != "public":
+        return ""
+    if task == CSV_TASK_NAME:
+        from common.tasks.csv_task import load_schema_task
+
+        spec = load_schema_task(schema_path, expected_sha256=schema_sha256)
+    else:
+        spec = get_task(task)
+    if spec.scaling is None:
+        raise ValueError(f"task {task!r} declares no public normalisation")
+    return spec.scaling().digest
+
+
 def load_task_hospitals(
-    task: TaskSpec, num_hospitals: int, *, seed: int, partition: str, alpha: float
+    task: TaskSpec, num_hospitals: int, *, seed: int, partition: str, alpha: float,
+    normalisation: str = "public", missing_indicator: bool = True,
 ) -> list[HospitalData]:
     """Load the task's hospitals, in order (names as in metrics.csv).
+
+    ``normalisation``: "public" (the task's shared constants, the default) or "per-hospital";
+    ``missing_indicator``: whether missing values get their indicator columns.
 
     Raises
     ------
     ValueError
         If the task cannot be split so (too many hospitals, an unknown partition, no Dirichlet
-        draw that keeps every hospital's minimum of rows), naming the task.
+        draw that keeps every hospital's minimum of rows) or normalised so, naming the task.
     """
-    return task.load(num_hospitals, seed=seed, partition=partition, alpha=alpha)
+    return task.load(num_hospitals, seed=seed, partition=partition, alpha=alpha,
+                     normalisation=normalisation, missing_indicator=missing_indicator)
 
 
 __all__ = ["CSV_TASK_NAME", "TASKS", "TASK_NAMES", "HospitalData", "TaskSpec", "built_in_tasks",
-           "get_task", "load_task_hospitals", "task_for_config"]
+           "get_task", "load_task_hospitals", "scaling_digest", "task_for_config"]

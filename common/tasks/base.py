@@ -1,8 +1,9 @@
 """The task contract: every task exposes its hospitals' data, a model builder and its metrics.
 
 A task is data + model + metric. Each hospital's data is already split into its own train and
-test parts and normalised with statistics of its own training part only, so nothing but model
-weights ever needs to be shared between hospitals.
+test parts and normalised, by default with the task's public constants
+(``common.normalisation``: the same for every hospital, no epsilon), or with statistics of its
+own training part only (the per-hospital setting).
 """
 
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from common.normalisation import PublicScaling
 
 TaskKind = Literal["binary", "multiclass", "regression"]
 Architecture = Literal["mlp", "cnn"]  # common.models builds one per name
@@ -32,6 +35,9 @@ class HospitalData:
     y_train, y_test : np.ndarray
         float32 labels, shape (rows,): 0/1 for binary, class index for multiclass, the target
         value for regression.
+    split_digest : str
+        SHA-256 (hex) of which raw rows are test rows (``common.tasks.split``); the hospital's
+        ledger pins it ("" where the loader computes none).
     """
 
     name: str
@@ -39,6 +45,7 @@ class HospitalData:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    split_digest: str = ""
 
     @property
     def num_train(self) -> int:
@@ -70,7 +77,9 @@ class TaskSpec:
     default_hospitals : int
         Hospitals used when the run does not say.
     load : Callable[..., list[HospitalData]]
-        ``load(num_hospitals, *, seed, partition, alpha)`` -> the hospitals, in order.
+        ``load(num_hospitals, *, seed, partition, alpha, normalisation, missing_indicator)``
+        -> the hospitals, in order (``normalisation``: "public" or "per-hospital";
+        ``missing_indicator``: whether missing values get their indicator columns).
     target_scale, target_offset : float
         Regression only: the model predicts ``offset + scale * h`` (a fixed Rescaling layer),
         and the training loss is the MSE divided by ``scale**2``, so gradients are O(1).
@@ -84,6 +93,12 @@ class TaskSpec:
         read as an image of ``image_shape``; ``common.models`` says which layers).
     image_shape : tuple[int, ...]
         "cnn" only: (height, width, channels), whose product is ``num_features``.
+    scaling : Callable[[], PublicScaling] | None
+        The task's public normalisation constants (``common.normalisation``), whose digest
+        every hospital checks; None for task csv (its schema declares them).
+    per_hospital_scaling : bool
+        Whether per-hospital z-scoring is available as a setting (tasks whose features have
+        no fixed scale of their own).
     """
 
     name: str
@@ -99,6 +114,8 @@ class TaskSpec:
     capacity: Callable[[], int] | None = None
     architecture: Architecture = "mlp"
     image_shape: tuple[int, ...] = ()
+    scaling: "Callable[[], PublicScaling] | None" = None
+    per_hospital_scaling: bool = False
 
     @property
     def max_hospitals(self) -> int | None:

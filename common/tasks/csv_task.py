@@ -2,23 +2,28 @@
 
 The model's shape comes from the schema alone (input width after one-hot encoding, output by
 label type, a small MLP), so the server builds it from its copy of the schema and never sees a
-data file. Each hospital checks its file against its own copy of the schema, splits it 75/25
-(seeded by the run seed; stratified by class for classification) and preprocesses it with
-statistics of its own training part only (``common.tasks.csv_preprocessing``).
+data file. Each hospital checks its file against its own copy of the schema, splits it about
+75/25 by a keyed hash of each patient's stable identifier (the schema's ``ids`` columns, else
+the row's own cells; keyed by the hospital's secret in its ledger: ``split_rows``), so a patient
+is on the same side in every run, whatever the run's seed, and the ledger can pin the split;
+then preprocesses
+it with the schema's public ranges (shared normalisation, the default) or statistics of its
+own training part only (the per-hospital setting; ``common.tasks.csv_preprocessing``).
 
 ``write_example_hospitals`` writes a schema and hospital files made of the vendored UCI Heart
 Disease rows, for tests, benchmarks and docs/tasks.md's example hospitals.
 """
 
 import hashlib
+import hmac
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from common.data_validation import (
     CsvTable,
@@ -31,11 +36,14 @@ from common.data_validation import (
     summarize,
 )
 from common.errors import DataValidationError
+from common.normalisation import PublicScaling
 from common.schema import DataSchema, format_number
 from common.tasks.base import CSV_TASK_NAME, HospitalData, TaskSpec
 from common.tasks.csv_preprocessing import CsvPreprocessing, parse_features
+from common.tasks.split import identifier_digest
 
 TEST_FRACTION = 0.25
+SPLIT_DOMAIN = b"fedcare-csv-split/1|"  # the row hash that puts a row on its side
 
 
 class DataFileRejected(DataValidationError):
@@ -56,6 +64,42 @@ def _data_stays_at_hospitals(*_: object, **__: object) -> list[HospitalData]:
     )
 
 
+def schema_scaling(schema: DataSchema) -> PublicScaling:
+    """The schema's shared normalisation over the model input columns.
+
+    Numeric features map their public ``range`` onto [0, 1]; one-hot and indicator columns
+    stay as they are.
+
+    Raises
+    ------
+    ValueError
+        If a numeric feature declares no range (naming them).
+    """
+    unranged = schema.unranged_features()
+    if unranged:
+        raise ValueError(f"the schema declares no range for the numeric features "
+                         f"{list(unranged)}: shared normalisation needs one for each (or run "
+                         "with normalisation 'per-hospital')")
+    ranges = {f.name: f.range for f in schema.features if f.range is not None}
+    pairs = [(r[0], r[1] - r[0]) if (r := ranges.get(name)) is not None else (0.0, 1.0)
+             for name in schema.encoded_feature_names]
+    return PublicScaling(schema.encoded_feature_names, tuple(c for c, _ in pairs),
+                         tuple(s for _, s in pairs), "the schema's ranges")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaScaling:
+    """``schema_scaling`` of one schema, as a value (equal for equal schemas, so TaskSpecs of
+    one schema compare and hash equal: the trainer is cached by its TaskSpec).
+    """
+
+    schema: DataSchema
+
+    def __call__(self) -> PublicScaling:
+        """The schema's shared normalisation (ValueError without every numeric range)."""
+        return schema_scaling(self.schema)
+
+
 def csv_task_spec(schema: DataSchema) -> TaskSpec:
     """Build a schema's TaskSpec: model input and output width, hidden layers, metrics."""
     return TaskSpec(
@@ -68,6 +112,8 @@ def csv_task_spec(schema: DataSchema) -> TaskSpec:
         load=_data_stays_at_hospitals,
         target_scale=schema.label.scale,
         target_offset=schema.label.offset,
+        scaling=SchemaScaling(schema),
+        per_hospital_scaling=True,
     )
 
 
@@ -104,34 +150,48 @@ class CsvHospital:
     preprocessing: CsvPreprocessing
 
 
-def split_rows(labels: np.ndarray, *, classification: bool, seed: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions of a seeded 75/25 train/test split, stratified by class when possible.
-
-    Stratification needs every class twice and room for each class on both sides; otherwise
-    the split is a plain seeded shuffle.
+def row_keys(table: CsvTable, schema: DataSchema) -> list[str]:
+    """Each data row's identity for the split: its identifier cells (the schema's ``ids``),
+    else its schema columns' cells, as written.
     """
-    positions = np.arange(len(labels))
-    stratify = labels if classification else None
-    if classification:
-        counts = np.unique(labels, return_counts=True)[1]
-        test_rows = int(np.ceil(TEST_FRACTION * len(labels)))
-        if counts.min() < 2 or test_rows < len(counts) or len(labels) - test_rows < len(counts):
-            stratify = None
-    train, test = train_test_split(positions, test_size=TEST_FRACTION, random_state=seed,
-                                   stratify=stratify)
-    return np.sort(train), np.sort(test)
+    columns = list(schema.ids) if schema.ids else list(schema.columns)
+    cells = table.frame[columns].astype(str)
+    return ["\x1f".join(row) for row in cells.itertuples(index=False, name=None)]
+
+
+def split_rows(keys: list[str], secret: bytes = b"") -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of a train/test split by a keyed hash of each row's key (about 25% test).
+
+    A row is a test row when the first 8 bytes of HMAC-SHA256(``secret``, ``SPLIT_DOMAIN`` +
+    key), as an integer, fall in the lowest ``TEST_FRACTION`` of their range: the same patient
+    is on the same side in every run, whatever the seed, and in any file that holds it; without
+    the hospital's secret nobody can tell which side an identifier is on. If that leaves no
+    test row or fewer than 3 training rows, the rows with the smallest hashes make up the 25%
+    instead.
+    """
+    hashes = np.array([int.from_bytes(hmac.new(secret, SPLIT_DOMAIN + k.encode(),
+                                               hashlib.sha256).digest()[:8], "big")
+                       for k in keys], dtype=np.float64)
+    is_test = hashes < TEST_FRACTION * 2.0**64
+    if not is_test.any() or (~is_test).sum() < 3:
+        is_test = np.zeros(len(keys), dtype=bool)
+        is_test[np.argsort(hashes, kind="stable")[:math.ceil(TEST_FRACTION * len(keys))]] = True
+    positions = np.arange(len(keys))
+    return positions[~is_test], positions[is_test]
 
 
 def load_csv_hospital(
-    data_path: str | os.PathLike[str], schema: DataSchema, *, name: str, seed: int
+    data_path: str | os.PathLike[str], schema: DataSchema, *, name: str,
+    normalisation: str = "public", missing_indicator: bool = True, split_key: bytes = b"",
 ) -> CsvHospital:
-    """Check, split and preprocess one hospital's CSV file.
+    """Check, split (keyed by ``split_key``, the hospital's secret) and preprocess its CSV file.
 
     Raises
     ------
     DataFileRejected
         If the file fails the schema check (every problem listed, with row and column).
+    PreprocessingError
+        If it cannot be normalised so (e.g. shared normalisation without the schema's ranges).
     """
     table, problems = read_table(data_path)
     if table is not None:
@@ -139,15 +199,18 @@ def load_csv_hospital(
     if problems or table is None:
         raise DataFileRejected(data_path, sort_problems(problems, schema))
     labels = encode_labels(table, schema)
-    train, test = split_rows(labels, classification=schema.kind != "regression", seed=seed)
+    keys = row_keys(table, schema)
+    train, test = split_rows(keys, split_key)
     parsed = parse_features(table.frame, schema)
-    preprocessing = CsvPreprocessing.fit(parsed.take(train), schema)
+    preprocessing = CsvPreprocessing.fit(parsed.take(train), schema, normalisation=normalisation,
+                                         missing_indicator=missing_indicator)
     data = HospitalData(
         name=name,
         x_train=preprocessing.transform(parsed.take(train)),
         y_train=labels[train],
         x_test=preprocessing.transform(parsed.take(test)),
         y_test=labels[test],
+        split_digest=identifier_digest([keys[i] for i in test], [keys[i] for i in train]),
     )
     return CsvHospital(data=data, preprocessing=preprocessing)
 
@@ -167,21 +230,24 @@ EXAMPLE_SCHEMA: dict[str, Any] = {
     "description": "UCI Heart Disease columns as FLamby keeps them (slope, ca, thal dropped); "
                    "heart_disease is 1 when the angiographic diagnosis num > 0",
     "features": [
-        {"name": "age", "type": "numeric", "description": "years"},
+        {"name": "age", "type": "numeric", "range": [20, 80], "description": "years"},
         {"name": "sex", "type": "categorical", "categories": [0, 1], "description": "1 = male"},
         {"name": "cp", "type": "categorical", "categories": [1, 2, 3, 4],
          "description": "chest pain type"},
-        {"name": "trestbps", "type": "numeric", "description": "resting blood pressure, mm Hg"},
-        {"name": "chol", "type": "numeric", "missing": "impute-mean",
-         "description": "serum cholesterol, mg/dl"},
+        {"name": "trestbps", "type": "numeric", "missing": "impute-mean", "range": [80, 200],
+         "description": "resting blood pressure, mm Hg (0 in the source: not measured)"},
+        {"name": "chol", "type": "numeric", "missing": "impute-mean", "range": [100, 600],
+         "description": "serum cholesterol, mg/dl (0 in the source: not measured)"},
         {"name": "fbs", "type": "categorical", "categories": [0, 1],
          "description": "fasting blood sugar > 120 mg/dl"},
         {"name": "restecg", "type": "categorical", "categories": [0, 1, 2],
          "description": "resting ECG result"},
-        {"name": "thalach", "type": "numeric", "description": "maximum heart rate"},
+        {"name": "thalach", "type": "numeric", "range": [60, 220],
+         "description": "maximum heart rate"},
         {"name": "exang", "type": "categorical", "categories": [0, 1],
          "description": "exercise-induced angina"},
-        {"name": "oldpeak", "type": "numeric", "description": "ST depression, mm"},
+        {"name": "oldpeak", "type": "numeric", "range": [-3, 7],
+         "description": "ST depression, mm"},
     ],
     "label": {"name": EXAMPLE_LABEL, "type": "binary", "classes": [0, 1]},
     "missing": "reject",
@@ -195,6 +261,7 @@ def write_example_hospitals(directory: str | os.PathLike[str], hospitals: int
 
     Hospital i holds the real rows of UCI hospital i % 4 (cleveland, hungary, switzerland,
     va), after FLamby's cleaning (740 rows in the four); label ``heart_disease`` = num > 0.
+    A resting blood pressure or cholesterol of 0 (not measured) is written as a missing cell.
 
     Returns
     -------
@@ -215,6 +282,9 @@ def write_example_hospitals(directory: str | os.PathLike[str], hospitals: int
         frame = load_frame(HOSPITALS[index % len(HOSPITALS)])
         frame = frame[columns].assign(**{EXAMPLE_LABEL: frame["label"]})
         path = out / f"hospital-{index}.csv"
-        frame.map(format_number).to_csv(path, index=False)
+        cells = frame.map(format_number)
+        for column in ("trestbps", "chol"):
+            cells.loc[frame[column] == 0, column] = ""
+        cells.to_csv(path, index=False)
         paths.append(path)
     return schema_path, paths

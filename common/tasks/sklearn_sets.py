@@ -1,7 +1,8 @@
 """Tasks on scikit-learn's bundled data sets (shipped with the package, nothing downloaded).
 
 Each set is split into N hospitals (IID or Dirichlet(alpha) label skew, seeded); every hospital
-holds out its own 25% test part. Diabetes z-scores with each hospital's own training
+holds out its own 25% test part. Diabetes scales with public constants (``DIABETES_REFERENCE``:
+adult clinical reference values), or, as a setting, z-scores with each hospital's own training
 statistics. Breast-cancer maps each feature's documented range (the min and max that
 scikit-learn's description of the set publishes, as a consortium would agree value ranges in
 its data schema) to [0, 1]: z-scoring each hospital on its own rows under label skew shifts
@@ -22,6 +23,7 @@ import numpy as np
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 
+from common.normalisation import PublicScaling, from_ranges
 from common.partitioning import (
     PartitionError,
     dirichlet_partition,
@@ -31,6 +33,7 @@ from common.partitioning import (
 )
 from common.preprocessing import Standardizer
 from common.tasks.base import HospitalData, TaskKind, TaskSpec
+from common.tasks.split import split_digest
 
 TEST_FRACTION = 0.25
 REGRESSION_BINS = 5  # diabetes targets are binned into quantiles for the Dirichlet split
@@ -38,6 +41,14 @@ MIN_TRAIN_ROWS = 7  # per hospital, after its own train/test split
 MIN_TEST_ROWS = 3
 MIN_ROWS_PER_HOSPITAL = min_rows_for_split(MIN_TRAIN_ROWS, MIN_TEST_ROWS, TEST_FRACTION)  # 10
 SHORT_HOSPITALS_NAMED = 5  # a refused Dirichlet split names at most this many short hospitals
+# Diabetes' public constants (center, scale), adult clinical reference values, not fitted on
+# the data: age 50 +/- 15 years; sex coded 1/2; BMI 26 +/- 4 kg/m2; mean arterial pressure
+# 95 +/- 14 mm Hg; total cholesterol 190 +/- 35, LDL 115 +/- 30, HDL 50 +/- 13 mg/dl; total/HDL
+# ratio 4 +/- 1.3; log triglycerides 4.6 +/- 0.5 (ln mg/dl); fasting glucose 90 +/- 11 mg/dl.
+DIABETES_REFERENCE = (("age", 50.0, 15.0), ("sex", 1.5, 0.5), ("bmi", 26.0, 4.0),
+                      ("bp", 95.0, 14.0), ("tc", 190.0, 35.0), ("ldl", 115.0, 30.0),
+                      ("hdl", 50.0, 13.0), ("tch", 4.0, 1.3), ("ltg", 4.6, 0.5),
+                      ("glu", 90.0, 11.0))
 
 
 @cache
@@ -105,20 +116,43 @@ def _partition(name: str, kind: TaskKind, y: np.ndarray, num_hospitals: int, *, 
         ) from None
 
 
+def diabetes_scaling() -> PublicScaling:
+    """Diabetes' public constants (``DIABETES_REFERENCE``)."""
+    return PublicScaling(tuple(n for n, _, _ in DIABETES_REFERENCE),
+                         tuple(c for _, c, _ in DIABETES_REFERENCE),
+                         tuple(s for _, _, s in DIABETES_REFERENCE),
+                         "clinical reference values (common/tasks/sklearn_sets.py)")
+
+
+def unit_scaling(columns: int, source: str) -> PublicScaling:
+    """The identity on columns already scaled by a fixed public map (their loader's)."""
+    return from_ranges(tuple(f"x{i}" for i in range(columns)), ((0.0, 1.0),) * columns, source)
+
+
 def make_loader(
     name: str, load_xy: Callable[[], tuple[np.ndarray, np.ndarray]], kind: TaskKind, *,
-    standardize: bool,
+    scaling: Callable[[], PublicScaling] | None = None,
 ) -> Callable[..., list[HospitalData]]:
-    """Return ``load(num_hospitals, *, seed, partition, alpha)`` for one bundled data set.
+    """Return ``load(num_hospitals, *, seed, partition, alpha, normalisation)`` for one set.
 
-    The loader raises ValueError, naming the task, when `num_hospitals` is above the task's
-    capacity, the partition is unknown, or no Dirichlet draw keeps every hospital's minimum
-    (naming the short hospitals).
+    ``scaling``: the public constants applied to ``load_xy``'s rows (None: they come scaled by
+    a fixed public map already). ``normalisation`` "per-hospital" z-scores each hospital with
+    its own training statistics instead (only where ``scaling`` is given). The loader raises
+    ValueError, naming the task, when `num_hospitals` is above the task's capacity, the
+    partition is unknown, or no Dirichlet draw keeps every hospital's minimum (naming the
+    short hospitals).
     """
 
     def load(
-        num_hospitals: int, *, seed: int = 0, partition: str = "iid", alpha: float = 0.5
+        num_hospitals: int, *, seed: int = 0, partition: str = "iid", alpha: float = 0.5,
+        normalisation: str = "public", **_: object,
     ) -> list[HospitalData]:
+        if normalisation not in ("public", "per-hospital") or (
+                normalisation == "per-hospital" and scaling is None):
+            raise ValueError(f"task {name!r}: normalisation must be 'public'"
+                             + (" or 'per-hospital'" if scaling is not None else
+                                " (its features have a fixed public scale)")
+                             + f", got {normalisation!r}")
         x, y = load_xy()
         parts = _partition(name, kind, y, num_hospitals, seed=seed, partition=partition,
                            alpha=alpha)
@@ -127,9 +161,12 @@ def make_loader(
             x_train, x_test, y_train, y_test = train_test_split(
                 x[rows], y[rows], test_size=TEST_FRACTION, random_state=seed + index
             )
-            if standardize:
+            digest = split_digest(x_train, y_train, x_test, y_test)
+            if normalisation == "per-hospital":
                 standardizer = Standardizer.fit(x_train)
                 x_train, x_test = standardizer.transform(x_train), standardizer.transform(x_test)
+            elif scaling is not None:
+                x_train, x_test = scaling().transform(x_train), scaling().transform(x_test)
             hospitals.append(
                 HospitalData(
                     name=f"hospital-{index}",
@@ -137,6 +174,7 @@ def make_loader(
                     y_train=y_train,
                     x_test=np.asarray(x_test, dtype=np.float32),
                     y_test=y_test,
+                    split_digest=digest,
                 )
             )
         return hospitals
@@ -147,24 +185,27 @@ def make_loader(
 BREAST_CANCER = TaskSpec(
     name="breast-cancer", kind="binary", num_features=30, num_outputs=1, hidden_units=(16,),
     default_hospitals=10, capacity=partial(split_capacity, _breast_cancer),
-    load=make_loader("breast-cancer", _breast_cancer, "binary", standardize=False),
+    load=make_loader("breast-cancer", _breast_cancer, "binary"),
+    scaling=partial(unit_scaling, 30, "the set's published feature ranges"),
 )
 DIABETES = TaskSpec(
     name="diabetes", kind="regression", num_features=10, num_outputs=1, hidden_units=(32,),
     default_hospitals=4, capacity=partial(split_capacity, _diabetes),
-    load=make_loader("diabetes", _diabetes, "regression", standardize=True),
-    target_scale=80.0, target_offset=150.0,
+    load=make_loader("diabetes", _diabetes, "regression", scaling=diabetes_scaling),
+    target_scale=80.0, target_offset=150.0, scaling=diabetes_scaling, per_hospital_scaling=True,
 )
 DIGITS = TaskSpec(
     name="digits", kind="multiclass", num_features=64, num_outputs=10, hidden_units=(64, 64),
     default_hospitals=10, capacity=partial(split_capacity, _digits),
-    load=make_loader("digits", _digits, "multiclass", standardize=False),
+    load=make_loader("digits", _digits, "multiclass"),
+    scaling=partial(unit_scaling, 64, "the fixed pixel scale 0..16"),
 )
 # The same records and hospitals as digits (same split under the same seed), each row read as
 # its 8x8 image by a small CNN (common.models) instead of the MLP.
 DIGITS_CNN = TaskSpec(
     name="digits-cnn", kind="multiclass", num_features=64, num_outputs=10, hidden_units=(),
     default_hospitals=10, capacity=partial(split_capacity, _digits),
-    load=make_loader("digits-cnn", _digits, "multiclass", standardize=False),
+    load=make_loader("digits-cnn", _digits, "multiclass"),
     architecture="cnn", image_shape=(8, 8, 1),
+    scaling=partial(unit_scaling, 64, "the fixed pixel scale 0..16"),
 )

@@ -20,6 +20,7 @@ from common.identity_proof import PROOF_BYTES
 from common.wire.fields import (
     MAX_TEXT,
     WireFormatError,
+    read_bool,
     read_enum,
     read_float,
     read_int,
@@ -137,13 +138,8 @@ def pack_reply(reply: Reply) -> RecordDict:
     if isinstance(reply, DeclinedReply):
         header["reason"] = reply.reason[:MAX_TEXT]
     content[REPLY] = ConfigRecord(header)
-    if isinstance(reply, TrainReply | DeclinedReply) and reply.privacy is not None:
-        p = reply.privacy
-        content[PRIVACY] = ConfigRecord({
-            "epsilon-patient": write_float(p.epsilon_patient),
-            "epsilon-hospital": write_float(p.epsilon_hospital),
-            "budget-epsilon": write_float(p.budget_epsilon),
-            "budget-delta": float(p.budget_delta)})
+    if isinstance(reply, TrainReply | DeclinedReply | EvaluateReply) and reply.privacy is not None:
+        content[PRIVACY] = _pack_privacy(reply.privacy)
     if isinstance(reply, TrainReply):
         if reply.update is not None:
             content[ARRAYS] = ArrayRecord(reply.update)
@@ -188,7 +184,7 @@ def unpack_reply(content: RecordDict, *, statistics: StatisticsSpec) -> Reply:
                                              maximum=MAX_ROUNDS))
     records = {ReplyKind.TRAIN: {REPLY, ARRAYS, PRIVACY, METRICS, STATISTICS, SECAGG},
                ReplyKind.DECLINED: {REPLY, PRIVACY, STATISTICS},
-               ReplyKind.EVALUATE: {REPLY, STATISTICS},
+               ReplyKind.EVALUATE: {REPLY, STATISTICS, PRIVACY},
                ReplyKind.SECAGG: {REPLY, SECAGG, SECAGG_NEXT}}[kind]
     _only(content, records, "reply")
     stats = (validate_statistics(unpack_statistics(content, statistics), statistics)
@@ -196,7 +192,8 @@ def unpack_reply(content: RecordDict, *, statistics: StatisticsSpec) -> Reply:
     if kind == ReplyKind.EVALUATE:
         if stats is None:
             raise WireFormatError(STATISTICS, "missing")
-        return EvaluateReply(hospital, answers, stats)
+        return EvaluateReply(hospital, answers, stats,
+                             _privacy(content) if PRIVACY in content else None)
     if kind == ReplyKind.SECAGG:
         payload = _payload(content, SECAGG)
         if payload is None:
@@ -359,12 +356,40 @@ def _identity_proof(header: Mapping[str, object]) -> bytes | None:
     return proof
 
 
+_PRIVACY_KEYS = {"epsilon-patient", "epsilon-hospital", "budget-epsilon", "budget-delta",
+                 "epsilon-test", "test-budget-epsilon", "test-budget-delta", "epsilon-total",
+                 "parallel"}
+
+
+def _pack_privacy(p: PrivacyReport) -> ConfigRecord:
+    return ConfigRecord({
+        "epsilon-patient": write_float(p.epsilon_patient),
+        "epsilon-hospital": write_float(p.epsilon_hospital),
+        "budget-epsilon": write_float(p.budget_epsilon),
+        "budget-delta": float(p.budget_delta),
+        "epsilon-test": write_float(p.epsilon_test),
+        "test-budget-epsilon": write_float(p.test_budget_epsilon),
+        "test-budget-delta": float(p.test_budget_delta),
+        "epsilon-total": write_float(p.epsilon_total),
+        "parallel": bool(p.parallel)})
+
+
 def _privacy(content: RecordDict) -> PrivacyReport:
     raw = _config(content, PRIVACY)
-    _only(raw, {"epsilon-patient", "epsilon-hospital", "budget-epsilon", "budget-delta"}, PRIVACY)
+    _only(raw, _PRIVACY_KEYS, PRIVACY)
+
+    def epsilon(key: str) -> float:
+        return read_float(raw, key, minimum=0, allow_unbounded=True)
+
     return PrivacyReport(
-        epsilon_patient=read_float(raw, "epsilon-patient", minimum=0, allow_unbounded=True),
-        epsilon_hospital=read_float(raw, "epsilon-hospital", minimum=0, allow_unbounded=True),
+        epsilon_patient=epsilon("epsilon-patient"),
+        epsilon_hospital=epsilon("epsilon-hospital"),
         budget_epsilon=read_float(raw, "budget-epsilon", minimum=0, strict_minimum=True,
                                   allow_unbounded=True),
-        budget_delta=read_float(raw, "budget-delta", minimum=0, maximum=1))
+        budget_delta=read_float(raw, "budget-delta", minimum=0, maximum=1),
+        epsilon_test=epsilon("epsilon-test"),
+        test_budget_epsilon=read_float(raw, "test-budget-epsilon", minimum=0,
+                                       strict_minimum=True, allow_unbounded=True),
+        test_budget_delta=read_float(raw, "test-budget-delta", minimum=0, maximum=1),
+        epsilon_total=epsilon("epsilon-total"),
+        parallel=read_bool(raw, "parallel"))

@@ -8,16 +8,19 @@ leave a hospital; ``check_manifest`` enforces it where a reply is built and wher
 
 Decisions for the borderline parts (the report's privacy statement lists the uncovered ones):
 - ``update``: the clipped (DP: noised) update, in the clear only outside secure aggregation.
-- ``privacy``: epsilon spent per level and the hospital's own budget. Not covered: the epsilon
-  depends on the hospital's row count through the sample rate q = batch / rows.
+- ``privacy``: epsilon spent per level and track and the hospital's own budgets. Not covered:
+  the epsilon depends on the hospital's row count through the sample rate q = batch / rows.
 - ``num_examples``, ``train_loss``, ``encoding_clipped``: raw data-dependent numbers, only in
   runs without DP (hospital level never sends a training loss; patient level computes none).
-- ``statistics``: test-set evaluation sums. Not covered by DP (test rows are not trained on).
+- ``statistics``: the evaluation of a model on the test rows. Under DP a Gaussian release
+  (noised counts and a 4-bin score histogram per label, charged on the ledger's test track);
+  without DP exact sums.
 - ``secagg``: a protocol stage's payload (keys, encrypted shares, the masked input).
 - decline reasons: text; not covered (they tell that a hospital declined and why, e.g. budget).
 - the noise level is never sent: the server derives every bound from the run's settings.
 """
 
+import math
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
@@ -63,12 +66,23 @@ class RoundRef:
 
 @dataclass(frozen=True, slots=True)
 class PrivacyReport:
-    """Epsilon spent so far per level (+inf: unbounded) and the hospital's budget."""
+    """Epsilon spent so far per level and track (+inf: unbounded) and the hospital's budgets.
+
+    ``epsilon_patient`` is the training track's, ``epsilon_test`` the test track's (patient
+    level), ``epsilon_hospital`` composes both; ``epsilon_total`` is a patient's epsilon over
+    both tracks: the larger of the two when ``parallel`` (split pinned before any release),
+    else their sequential composition. Every figure is Opacus on the hospital's ledger.
+    """
 
     epsilon_patient: float
     epsilon_hospital: float
     budget_epsilon: float
     budget_delta: float
+    epsilon_test: float = 0.0
+    test_budget_epsilon: float = math.inf
+    test_budget_delta: float = 0.0
+    epsilon_total: float = 0.0
+    parallel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +113,14 @@ class DeclinedReply:
 
 @dataclass(frozen=True, slots=True)
 class EvaluateReply:
-    """A hospital's evaluation statistics of the weights it received."""
+    """A hospital's evaluation of the weights it received (under DP: the release and what its
+    ledger stands at after charging it).
+    """
 
     hospital: HospitalIdentity
     answers: RoundRef
     statistics: dict[str, np.ndarray]
+    privacy: PrivacyReport | None = None
 
 
 @dataclass(frozen=True, slots=True)

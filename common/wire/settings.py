@@ -17,7 +17,7 @@ from common.wire.fields import (
     read_int,
     read_text,
 )
-from common.wire.modes import DpMode, NoiseMode, Partition, Weighting
+from common.wire.modes import DpMode, NoiseMode, Normalisation, Partition, Weighting
 
 RUN_ID_PATTERN = r"[0-9A-Za-z_-]{1,64}"
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -67,6 +67,12 @@ class RoundSettings:
     noise_multiplier: float = 0.0  # distributed noise: the run's z (0 otherwise)
     honest_contributors: int = 0  # distributed noise: h, the divisor's count (0 otherwise)
     evaluate_received: bool = False  # also evaluate the weights this message carries
+    eval_every: int = 0  # the run's evaluated models: every k-th round's and the last (0: last)
+    normalisation: Normalisation = Normalisation.PUBLIC
+    missing_indicator: bool = True
+    # SHA-256 (hex) of the shared normalisation's public constants ("" for per-hospital); each
+    # hospital computes its own from its copy of the task or schema and declines another.
+    normalisation_digest: str = ""
 
 
 FIELD_KEYS: dict[str, str] = {f.name: f.name.replace("_", "-") for f in fields(RoundSettings)}
@@ -128,6 +134,11 @@ def settings_from_fields(raw: Mapping[str, object]) -> RoundSettings:
         honest_contributors=read_int(raw, k["honest_contributors"], minimum=0,
                                      maximum=MAX_HOSPITALS),
         evaluate_received=read_bool(raw, k["evaluate_received"]),
+        eval_every=read_int(raw, k["eval_every"], minimum=0, maximum=MAX_ROUNDS),
+        normalisation=read_enum(raw, k["normalisation"], Normalisation),
+        missing_indicator=read_bool(raw, k["missing_indicator"]),
+        normalisation_digest=read_text(raw, k["normalisation_digest"],
+                                       pattern="[0-9a-f]{64}", allow_empty=True),
     )
     if settings.server_round > settings.planned_rounds:
         raise WireFormatError(k["server_round"], f"{settings.server_round} is beyond the "

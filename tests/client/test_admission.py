@@ -11,7 +11,7 @@ from common.config import RunConfig
 from common.models import build_model
 from common.schema import DataSchema
 from common.tasks import task_for_config
-from common.tasks.csv_task import EXAMPLE_SCHEMA, write_example_hospitals
+from common.tasks.csv_task import EXAMPLE_SCHEMA, csv_task_spec, write_example_hospitals
 from common.version import fedcare_version
 from common.wire.records import pack_request
 from common.wire.replies import DeclinedReply, TrainReply
@@ -30,6 +30,9 @@ def _settings(task="csv", version=None, hospitals=2):
 
     config = RunConfig.from_run_config({"hospitals": hospitals, "dp.mode": "none"})
     settings = round_settings(config, "run-1", 1)
+    if task == "csv":  # the example schema's shared normalisation, as the server states it
+        digest = csv_task_spec(DataSchema.from_dict(EXAMPLE_SCHEMA)).scaling().digest
+        settings = replace(settings, normalisation_digest=digest)
     return replace(settings, task=task,
                    fedcare_version=fedcare_version() if version is None else version)
 
@@ -52,7 +55,7 @@ def test_hospital_with_matching_schema_and_good_data_is_admitted(example):
     # Assert
     assert isinstance(admission, Admitted)
     assert (admission.index, admission.name, admission.data.name) == (1, "hospital-1", "st-anne")
-    assert admission.task.num_features == 18 and admission.data.num_train == 195
+    assert admission.task.num_features == 20 and admission.data.num_train == 199
     assert len(admission.data_sha256) == 64
     assert admission.csv is not None and admission.node.hospital_name == "st-anne"
 

@@ -70,7 +70,7 @@ def trained(example):
     directory, schema_path, data = example
     schema = DataSchema.load(schema_path)
     preprocessing = directory / "hospital-0.preprocessing.json"
-    load_csv_hospital(data, schema, name="hospital-0", seed=0).preprocessing.save(preprocessing)
+    load_csv_hospital(data, schema, name="hospital-0").preprocessing.save(preprocessing)
     model = build_model(csv_task_spec(schema), seed=1)
     model_path = directory / "model.keras"
     model.save(model_path)

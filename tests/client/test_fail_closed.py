@@ -222,7 +222,7 @@ def test_every_reply_matches_the_manifest_of_its_mode(tmp_path, mode, secure):
 
 
 @pytest.mark.parametrize(("weights", "problem"), [
-    ([WEIGHTS[0][:5], WEIGHTS[1]], "array 0 has shape (5, 1), expected (13, 1)"),
+    ([WEIGHTS[0][:5], WEIGHTS[1]], "array 0 has shape (5, 1), expected (15, 1)"),
     ([WEIGHTS[0], np.full_like(WEIGHTS[1], np.nan)], "array 1 has non-finite values"),
     ([WEIGHTS[0], np.full_like(WEIGHTS[1], np.inf)], "array 1 has non-finite values"),
     ([WEIGHTS[0].astype(np.float64), WEIGHTS[1]], "array 0 has dtype float64, expected float32"),

@@ -62,7 +62,10 @@ def test_reported_epsilon_equals_opacus_on_ledger_and_stays_in_budget(tmp_path, 
     assert all(not r.declined and r.update is not None for r in results)
     reported = getattr(results[-1], f"epsilon_{mode}")
     assert reported == pytest.approx(_opacus_epsilon(privacy.ledger_path, mode), rel=1e-9)
-    assert 0.9 < reported <= 1.0  # calibrated to spend (almost all of) the budget in 3 rounds
+    # Calibrated to spend (almost all of) the budget in 3 rounds; at hospital level the run's
+    # final evaluation is one more release at the same z on the same track, kept in reserve.
+    spent_by_rounds = 0.9 if mode == "patient" else 0.75
+    assert spent_by_rounds < reported <= 1.0
     assert results[0].epsilon_patient < results[1].epsilon_patient or mode == "hospital"
 
 

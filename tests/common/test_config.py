@@ -88,8 +88,10 @@ def test_task_facts_equal_the_loaded_tasks():
     assert tuple(TASK_FACTS) == TASK_NAMES and tuple(TASKS) == SIMULATED_TASKS
     for name, task in TASKS.items():
         facts = TASK_FACTS[name]
-        assert (facts.default_hospitals, facts.max_hospitals, facts.real_hospitals) == (
-            task.default_hospitals, task.max_hospitals, task.fixed_hospital_names)
+        assert (facts.default_hospitals, facts.max_hospitals, facts.real_hospitals,
+                facts.per_hospital_scaling) == (
+            task.default_hospitals, task.max_hospitals, task.fixed_hospital_names,
+            task.per_hospital_scaling)
         assert (name in SPLIT_TASKS) == (not task.fixed_hospital_names)
     assert not TASK_FACTS[CSV_TASK_NAME].simulated
 

@@ -20,9 +20,12 @@ def test_example_schema_loads_with_encoded_width_and_kind(tmp_path):
     # Act
     schema = DataSchema.load(path)
 
-    # Assert: 5 numeric + one-hot sex 2, cp 4, fbs 2, restecg 3, exang 2 = 18 inputs
-    assert schema.num_encoded_features == 18
+    # Assert: 5 numeric + one-hot sex 2, cp 4, fbs 2, restecg 3, exang 2 = 18 inputs, then
+    # the missing-value indicators of the two numeric columns that may be imputed
+    assert schema.num_encoded_features == 20
     assert schema.encoded_feature_names[:4] == ("age", "sex=0", "sex=1", "cp=1")
+    assert schema.encoded_feature_names[-2:] == ("trestbps_missing", "chol_missing")
+    assert {f.name: f.range for f in schema.features}["age"] == (20.0, 80.0)
     assert schema.kind == "binary" and schema.num_outputs == 1
     assert schema.columns[-1] == "heart_disease"
     assert {f.name: f.missing for f in schema.features}["chol"] == "impute-mean"
@@ -139,3 +142,18 @@ def test_load_names_the_file_and_the_json_error(tmp_path):
 def test_load_of_a_missing_file_names_it(tmp_path):
     with pytest.raises(SchemaError, match=r"nope\.json: cannot read it"):
         DataSchema.load(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("value", [[5, 5], [1], "1-2", [0, float("inf")]])
+def test_a_range_must_be_low_then_high(value):
+    raw = copy.deepcopy(EXAMPLE_SCHEMA)
+    raw["features"][0]["range"] = value
+    with pytest.raises(SchemaError, match="range must be"):
+        DataSchema.from_dict(raw)
+
+
+def test_a_categorical_column_has_no_range():
+    raw = copy.deepcopy(EXAMPLE_SCHEMA)
+    raw["features"][1]["range"] = [0, 1]
+    with pytest.raises(SchemaError, match="range is only for type 'numeric'"):
+        DataSchema.from_dict(raw)

@@ -124,8 +124,9 @@ def test_a_resumed_log_starts_over_with_the_checkpoints_rows(tmp_path):
 def test_the_driver_writes_one_step_per_round_also_across_a_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDCARE_HOME", str(tmp_path / "home"))  # never the user's ~/.fedcare
     nodes = {100 + i: {"partition-id": i, "num-partitions": 4} for i in range(4)}
+    # Every round's model evaluated under DP (eval-every 1): a release a round, no loss.
     config = RunConfig.from_run_config({"dp.mode": "patient", "local-steps": 2,
-                                        "num-server-rounds": 4})
+                                        "num-server-rounds": 4, "eval-every": 1})
     app = build_client_app(SimulatedHospitalPrivacy(config, tmp_path / "ledgers"))
     with pytest.raises(KeyboardInterrupt):
         run_federation(CrashingGrid(app, nodes, config.to_run_config(), crash_round=3),
@@ -133,7 +134,8 @@ def test_the_driver_writes_one_step_per_round_also_across_a_resume(tmp_path, mon
     # Killed in round 3: round 1 complete, round 2 filed without its (deferred) evaluation.
     events = _events(tmp_path / TENSORBOARD_DIR)
     assert events["round/participants"] == [(1, 4.0), (2, 4.0)]
-    assert [step for step, _ in events["loss/pooled"]] == [1]
+    assert [step for step, _ in events["accuracy/pooled"]] == [1]
+    assert "loss/pooled" not in events  # a DP evaluation releases no loss sum
 
     resumed = RunConfig.from_run_config({**config.to_run_config(), "resume": True})
     run_federation(InProcessGrid(app, nodes, resumed.to_run_config()), resumed, tmp_path)
@@ -141,7 +143,7 @@ def test_the_driver_writes_one_step_per_round_also_across_a_resume(tmp_path, mon
     rows = _csv_rows(tmp_path)
     assert [r["round"] for r in rows] == ["1", "2", "3", "4"]
     assert events == _expected(rows, scalar_tags(METRICS, HOSPITALS))
-    for tag in ("loss/pooled", "accuracy/client_avg", "auc/pooled", "accuracy/va",
+    for tag in ("accuracy/pooled", "accuracy/client_avg", "auc/pooled", "accuracy/va",
                 "epsilon/cleveland", "round/participants"):
         assert [step for step, _ in events[tag]] == [1, 2, 3, 4], tag
     # Patient-level DP: each hospital's epsilon grows round by round.

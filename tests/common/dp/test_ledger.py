@@ -42,7 +42,7 @@ def test_ledger_file_has_the_documented_format(ledger_path):
     # Assert
     data = json.loads(ledger_path.read_text())
     assert list(data) == ["hospital", "budget", "accountant", "sequence", "previous",
-                          "head_file", "test_budget", "entries", "checksum"]
+                          "head_file", "test_budget", "split_key", "entries", "checksum"]
     assert data["hospital"] == "cleveland"
     assert data["budget"] == {"epsilon": 50.0, "delta": 1e-5}
     assert data["accountant"] == "rdp"
