@@ -23,6 +23,7 @@ from client.privacy import HospitalPrivacy
 from client.release_store import SHAPING_FIELDS, ReleaseKey, release_key
 from client.training import get_trainer
 from common.config import RunConfig
+from common.dp.disclosure_log import ANCHOR_KEY as DISCLOSURE_ANCHOR_KEY
 from common.dp.ledger import PrivacyLedger
 from common.models import build_model
 from common.secagg.protocol import Key, Stage
@@ -98,9 +99,18 @@ class Hospital:
                 Key.SETTINGS_DIGEST: signed_settings(settings, D).digest()}
 
     def disk(self):
-        """Everything on the hospital's disk the round may change: ledger, head, releases."""
-        files = [self.ledger, self.head, *sorted(self.ledger.parent.rglob("*.npz"))]
-        return {str(f): f.read_bytes() for f in files}
+        """Everything on the hospital's disk a release may change: ledger, head, releases.
+
+        The head's disclosure-log anchor is left out: every request, a decline too, is
+        recorded in the disclosure log (``common.dp.disclosure_log``), whose chain head the
+        head file carries under ``"log"``; a decline changes only that record.
+        """
+        files = [self.ledger, *sorted(self.ledger.parent.rglob("*.npz"))]
+        state = {str(f): f.read_bytes() for f in files}
+        head = json.loads(self.head.read_text())
+        head.pop(DISCLOSURE_ANCHOR_KEY, None)
+        state[str(self.head)] = json.dumps(head, sort_keys=True).encode()
+        return state
 
     def entries(self):
         return PrivacyLedger.read(self.ledger, head_path=self.head).entries
