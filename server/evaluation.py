@@ -14,6 +14,7 @@ import numpy as np
 from common.config import RunConfig, evaluated_rounds
 from common.dp.evaluation_release import (
     ReleaseLayout,
+    bounded,
     metric_interval,
     release_layout,
     release_metrics,
@@ -132,7 +133,7 @@ def client_average_interval(layout: ReleaseLayout, releases: dict[str, Statistic
     if finite.size < draws // 2:
         return float("nan"), float("nan")
     low, high = np.percentile(finite - point, [2.5, 97.5])
-    return float(point - high), float(point - low)
+    return bounded(metric, point - high, point - low)
 
 
 def epsilon_columns(epsilon_spent: Mapping[str, Mapping[str, float]], level: str

@@ -192,8 +192,9 @@ def metric_interval(layout: ReleaseLayout, release: Release, *, stddev: float, m
 
     Parametric bootstrap over the noise: ``draws`` times, N(0, stddev^2) is added to every
     cell again and the metric recomputed; the 2.5th and 97.5th percentiles of the differences
-    are turned around the released value (the basic bootstrap). It covers the DP noise (the
-    exact metric of these test rows is the estimand), not the sampling of the test rows.
+    are turned around the released value (the basic bootstrap), cut to the metric's range. It
+    covers the DP noise (the exact metric of these test rows is the estimand), not the
+    sampling of the test rows.
     """
     point = release_metrics(layout, release)[metric]
     if not math.isfinite(point):
@@ -208,4 +209,11 @@ def metric_interval(layout: ReleaseLayout, release: Release, *, stddev: float, m
     if finite.size < draws // 2:
         return float("nan"), float("nan")
     low, high = np.percentile(finite - point, [2.5, 97.5])
-    return float(point - high), float(point - low)
+    return bounded(metric, point - high, point - low)
+
+
+def bounded(metric: str, low: float, high: float) -> tuple[float, float]:
+    """An interval cut to the metric's range (accuracy and AUC lie in [0, 1])."""
+    if metric in ("accuracy", "auc"):
+        return float(min(max(low, 0.0), 1.0)), float(min(max(high, 0.0), 1.0))
+    return float(low), float(high)

@@ -61,8 +61,12 @@ def history(entries: Iterable[LedgerEntry], level: str, track: LedgerTrack | Non
 
 
 def parallel(state: LedgerState) -> bool:
-    """Whether the tracks compose in parallel: a split pinned before any release."""
-    return state.split is not None and state.split.parallel
+    """Whether the tracks compose in parallel: a split pinned before any release (or no
+    release yet: the first charge pins its split, in parallel).
+    """
+    if state.split is None:
+        return not state.entries
+    return state.split.parallel
 
 
 def constraints(state: LedgerState, event: GaussianRoundEvent, track: LedgerTrack, *,

@@ -27,13 +27,15 @@ class PartStatement:
     """One reply part: what it is, and under DP whether it is a DP release or why not.
 
     ``track`` is the ledger track a DP release is charged on (None: not a DP release);
-    ``why`` says why a part that is not a release is not covered.
+    ``why`` says why a part that is not a release is not covered; ``short`` is the words the
+    docs' lead paragraphs use for it (a test holds them to these).
     """
 
     part: str
     what: str
     track: LedgerTrack | None = None
     why: str = ""
+    short: str = ""
 
 
 # Header fields every reply carries (``common.wire.records.pack_reply``'s reply record).
@@ -41,36 +43,42 @@ HEADER = ("hospital", "answers", "reason")
 _PARTS = {
     "update": PartStatement(
         "update", "the training update (clipped; noised by the hospital; masked under secure "
-        "aggregation)", LedgerTrack.TRAIN),
+        "aggregation)", LedgerTrack.TRAIN, short="training updates"),
     "secagg": PartStatement(
         "secagg", "secure aggregation's payloads: signed keys, encrypted shares and the masked "
-        "update (the update's release, masked)", LedgerTrack.TRAIN),
+        "update (the update's release, masked)", LedgerTrack.TRAIN,
+        short="training updates"),
     "statistics": PartStatement(
         "statistics", "the evaluation of a model on the hospital's test rows: correct and "
         "incorrect counts and a 4-bin score histogram per label, noised, with the noise's "
-        "stddev", LedgerTrack.TEST),
+        "stddev", LedgerTrack.TEST, short="evaluation"),
     "privacy": PartStatement(
         "privacy", "the epsilon spent per level and the hospital's budget", None,
         "through the sample rate q = batch / rows the epsilon spent depends on the hospital's "
-        "number of training rows; the budget is the hospital's setting"),
+        "number of training rows; the budget is the hospital's setting",
+        short="epsilon spent"),
     "num_examples": PartStatement("num_examples", "the number of training rows", None,
-                                  "sent only without DP"),
-    "train_loss": PartStatement("train_loss", "the training loss", None, "sent only without DP"),
+                                  "sent only without DP", short="example count"),
+    "train_loss": PartStatement("train_loss", "the training loss", None, "sent only without DP",
+                                short="training loss"),
     "encoding_clipped": PartStatement(
         "encoding_clipped", "how many coordinates secure aggregation's encoding cut", None,
-        "sent only without DP"),
+        "sent only without DP", short="encoding cuts"),
     "hospital": PartStatement(
         "hospital", "which hospital replied (its name and index, signed)", None,
-        "participation: the server learns who took part in each round and who did not"),
+        "participation: the server learns who took part in each round and who did not",
+        short="participation"),
     "answers": PartStatement(
         "answers", "which run and round the reply answers", None,
-        "timing: the server learns when each hospital replied"),
+        "timing: the server learns when each hospital replied", short="timing"),
     "reason": PartStatement(
         "reason", "a decline's reason (e.g. a spent budget, a refused setting)", None,
-        "decline reasons tell the server why a hospital did not take part"),
+        "decline reasons tell the server why a hospital did not take part",
+        short="decline reasons"),
     "secagg_next": PartStatement(
         "secagg_next", "the next round's signed public keys (secure aggregation)", None,
-        "protocol keys: no data, but they show the hospital will take part next round"),
+        "protocol keys: no data, but they show the hospital will take part next round",
+        short="next round's keys"),
 }
 
 

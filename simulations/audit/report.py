@@ -177,6 +177,7 @@ def _explanation(result: AuditResult) -> list[str]:
     return [
         "## What this audit shows",
         "",
+        f"- **Releases covered**: {AUDITED_RELEASES}",
         "- **Lower bound** (Steinke, Nasr, Jagielski, NeurIPS 2023, one run): each canary was "
         "included with probability 1/2; an attacker guessed \"in\" for the highest scores and "
         "\"out\" for the lowest. The number of right guesses proves, at the stated confidence, "
@@ -213,6 +214,13 @@ def _explanation(result: AuditResult) -> list[str]:
         "- It audits the simulated code path (fedcare's own client and server code in one "
         "process), not a deployment's configuration or transport.",
     ]
+
+
+AUDITED_RELEASES = (
+    "the training track: the training updates the server sees each round and the final model "
+    "built from them. Not audited: the evaluation releases (the test track; accounted and "
+    "charged like the updates, see docs/privacy.md) and anything the hospitals release outside "
+    "these runs.")
 
 
 def write_audit(result: AuditResult, out_dir: Path) -> tuple[Path, Path]:

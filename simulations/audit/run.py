@@ -93,9 +93,12 @@ def node_configs(hospitals: int) -> dict[int, dict[str, Any]]:
     return {100 + i: {"partition-id": i, "num-partitions": hospitals} for i in range(hospitals)}
 
 
-def statistics_spec(task: TaskSpec) -> StatisticsSpec:
-    """How the task's evaluation statistics travel (to read the hospitals' replies)."""
-    return StatisticsSpec(task.kind, task.num_outputs if task.kind == "multiclass" else 1)
+def statistics_spec(task: TaskSpec, private: bool = False) -> StatisticsSpec:
+    """How the task's evaluation statistics travel (to read the hospitals' replies; a DP run's
+    are releases).
+    """
+    return StatisticsSpec(task.kind, task.num_outputs if task.kind == "multiclass" else 1,
+                          private)
 
 
 class AuditGrid(InProcessGrid):
@@ -106,7 +109,7 @@ class AuditGrid(InProcessGrid):
         super().__init__(client_app, node_configs(config.hospitals), config.to_run_config())
         self.watched = watched
         self.on_round = tuple(on_round)
-        self.spec = statistics_spec(get_task(config.task))
+        self.spec = statistics_spec(get_task(config.task), config.private)
         self.weights: dict[int, NDArrays] = {}
         self.updates: dict[int, NDArrays | None] = {}
         self.last_privacy: tuple[float, float] = (0.0, 0.0)

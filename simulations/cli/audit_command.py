@@ -134,6 +134,9 @@ def audit(
                   f"{config.dp_mode}, epsilon {config.dp_epsilon:g}, {canaries} canaries, "
                   f"{plan.federations} federations of {config.num_server_rounds} rounds "
                   f"-> {out_dir}")
+    from simulations.audit.report import AUDITED_RELEASES
+
+    console.print(f"covers {AUDITED_RELEASES}", highlight=False)
     previous = stop_on_signals(out_dir)
     try:
         result = run_audit(plan, out_dir, say=console.print)

@@ -159,6 +159,14 @@ RUN_OPTIONS: dict[str, RunOption] = {
                                     "updates.", SECAGG, flag="--secure-aggregation"),
     "secagg_threshold": RunOption("secagg.threshold", "Shares needed to unmask (0: smallest "
                                   "majority).", SECAGG),
+    "eval_every": _privacy("eval-every", "DP runs: also evaluate every k-th round's model "
+                           "(each one more release on the test track; 0: the final model "
+                           "only). Its cost is printed before the run starts."),
+    "normalisation": RunOption("normalisation", "public: the task's shared constants (no "
+                               "epsilon); per-hospital: each hospital's own z-scores (not "
+                               "covered by the privacy guarantee).", TASK),
+    "missing_indicator": RunOption("missing-indicator", "Missing values get an indicator "
+                                   "column (off: the data's magic value, e.g. chol 0).", TASK),
     "min_hospitals": RunOption("min-hospitals", "Stop when fewer hospitals can take part.",
                                RELIABILITY),
     "round_timeout": RunOption("round-timeout", "Seconds a round waits for hospitals before "

@@ -70,6 +70,10 @@ def simulate(ctx: typer.Context, resume: ResumeOption = None, out: OutOption = N
 
     console.print(f"fedcare: {config.hospitals} hospitals, {config.num_server_rounds} rounds of "
                   f"{config.task}, dp {config.dp_mode} -> {run_dir}")
+    from server.privacy_cost import privacy_cost_lines
+
+    for line in privacy_cost_lines(config):  # every option that spends epsilon, before the run
+        console.print(line, highlight=False)
     run(config, run_dir)
     console.print(f"[green]done[/]: {run_dir}/report.md")
 

@@ -211,3 +211,23 @@ def test_admitted_csv_hospital_trains_and_keeps_its_preprocessing_by_its_ledger(
     saved = json.loads((tmp_path / "ledgers" / "h1.preprocessing.json").read_text())
     assert saved["schema_sha256"] == example[1] and saved["seed"] == 0
     assert set(saved["numeric"]) == {"age", "trestbps", "chol", "thalach", "oldpeak"}
+
+
+def test_a_server_stating_other_normalisation_statistics_is_refused():
+    settings = replace(_settings(task="heart-disease", hospitals=4),
+                       normalisation_digest="ab" * 32)
+    admission = admit(settings=settings, node_config={"partition-id": 0, "num-partitions": 4},
+                      run_config={})
+    assert isinstance(admission, Refused)
+    assert "states shared normalisation statistics with digest abababababababab" in (
+        admission.reason)
+
+
+def test_per_hospital_normalisation_only_where_the_task_has_it():
+    from common.wire.modes import Normalisation
+
+    base = _settings(task="breast-cancer", hospitals=4)
+    asked = replace(base, normalisation=Normalisation.PER_HOSPITAL, normalisation_digest="")
+    admission = admit(settings=asked, node_config={"partition-id": 0, "num-partitions": 4},
+                      run_config={})
+    assert isinstance(admission, Refused) and "fixed public scale" in admission.reason
