@@ -2,6 +2,7 @@
 without importing the SuperNode, and the app loaded from the FAB rather than fedcare's install.
 """
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -111,3 +112,61 @@ def test_the_console_script_is_declared():
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["fedcare-clientapp"] == "client.clientapp_process:main"
+
+
+def _tiny_app(directory: Path, body: str) -> bytes:
+    """A real app bundle (Flower's own builder) of a one-module app whose module holds `body`."""
+    from flwr.cli.build import build_fab_from_disk
+
+    (directory / "client").mkdir(parents=True, exist_ok=True)
+    (directory / "client" / "__init__.py").write_text("")
+    (directory / "client" / "entry.py").write_text(body)
+    (directory / "pyproject.toml").write_text(textwrap.dedent("""
+        [project]
+        name = "tiny"
+        version = "1.0.0"
+        [tool.flwr.app]
+        publisher = "tests"
+        [tool.flwr.app.components]
+        serverapp = "client.entry:app"
+        clientapp = "client.entry:app"
+        [tool.flwr.app.config]
+    """))
+    return build_fab_from_disk(directory)
+
+
+def test_an_installed_bundle_is_not_extracted_again(tmp_path, monkeypatch):
+    from flwr.cli.install import install_from_fab
+
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+    calls = []
+
+    def flowers(*args):
+        calls.append(args[0])
+        return install_from_fab(*args)
+
+    install = clientapp_process.install_once(flowers)
+    first, other = _tiny_app(tmp_path / "a", "app = 1\n"), _tiny_app(tmp_path / "b", "app = 2\n")
+    path = install(first, None, True)
+    assert (path / "client" / "entry.py").read_text() == "app = 1\n"
+    assert install(first, None, True) == path and len(calls) == 1  # same bytes: not again
+    other_path = install(other, None, True)
+    assert other_path != path and len(calls) == 2  # other bytes: Flower's install
+    shutil.rmtree(path)
+    assert install(first, None, True) == path and len(calls) == 3  # removed: installed again
+    assert (path / "client" / "entry.py").read_text() == "app = 1\n"
+    assert install(first, tmp_path / "elsewhere", True).parent == tmp_path / "elsewhere" / "apps"
+    assert len(calls) == 4  # an install directory of its own: always Flower's call
+
+
+def test_run_gives_flowers_runtime_the_install_once_wrapper(monkeypatch):
+    import flwr.supernode.runtime.run_clientapp as runtime
+
+    monkeypatch.setattr(runtime, "install_from_fab", runtime.install_from_fab)  # restored after
+    monkeypatch.setattr(runtime, "run_clientapp", lambda **kwargs: None)
+    monkeypatch.setattr(clientapp_process, "forget_own_package", lambda: None)
+    clientapp_process.run(["--token", "t", "--insecure"])
+    wrapped = runtime.install_from_fab
+    assert wrapped.__qualname__ == "install_once.<locals>.install_from_fab"
+    clientapp_process.use_install_once(runtime)
+    assert runtime.install_from_fab is wrapped  # not wrapped twice
