@@ -20,6 +20,7 @@ runtime (``client.fork_launcher``: standard library only, milliseconds); if the 
 absent or refuses, it says so on stderr and runs the ClientApp itself, as above.
 """
 
+import contextlib
 import importlib
 import os
 import sys
@@ -113,10 +114,11 @@ def install_once(install: Callable[..., Any]) -> Callable[..., Any]:
         if installed is not None and installed.is_dir():
             return installed
         installed = Path(install(fab_file, install_dir, skip_prompt))
-        record.parent.mkdir(parents=True, exist_ok=True)
-        pending = record.with_name(f"{record.name}.{os.getpid()}")
-        pending.write_text(str(installed), encoding="utf-8")
-        pending.replace(record)  # atomic: a concurrent reader sees all of it or nothing
+        with contextlib.suppress(OSError):  # only a shortcut: without it Flower's call runs
+            record.parent.mkdir(parents=True, exist_ok=True)
+            pending = record.with_name(f"{record.name}.{os.getpid()}")
+            pending.write_text(str(installed), encoding="utf-8")
+            pending.replace(record)  # atomic: a concurrent reader sees all of it or nothing
         return installed
 
     return install_from_fab
