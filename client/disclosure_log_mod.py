@@ -252,8 +252,11 @@ def hospital_name(msg: Message, context: Context, reply: Message | None) -> str:
     return node_identity(dict(context.node_config)).name
 
 
-def budget_fields(view: LedgerView, last: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A budget record if the ledger's budget is new to the log or differs from the last one."""
+def budget_fields(view: LedgerView, last: dict[str, Any] | None,
+                  cause: str) -> dict[str, Any] | None:
+    """A budget record if the ledger's budget is new to the log or differs from the last one
+    (a lowering with its ``cause``, ``lowering_cause``).
+    """
     if view.ledger is None:
         return None
     budget = budget_of(view.ledger)
@@ -267,9 +270,25 @@ def budget_fields(view: LedgerView, last: dict[str, Any] | None) -> dict[str, An
                       ("epsilon", "delta", "test_epsilon", "test_delta"))
         fields.update(event="budget-lowered" if lowered else "budget-changed",
                       previous_budget=previous,
-                      cause="the hospital's node config (budget-epsilon, budget-delta)"
-                      if lowered else "unknown: a budget is never raised by fedcare")
+                      cause=cause if lowered else "unknown: fedcare never raises a budget")
     return fields
+
+
+def lowering_cause(privacy: HospitalPrivacy, node_config: dict[str, Any]) -> str:
+    """Which settings a lowered budget came from: the ClientApp opens the ledger with the
+    hospital's privacy settings, which may only lower it.
+    """
+    applied = f"epsilon {privacy.budget_epsilon:g}, delta {privacy.budget_delta:g}"
+    if not privacy.ledger_configured:
+        return f"the simulation's settings for its hospitals ({applied})"
+    keys = ("budget-epsilon", "budget-delta")
+    given = [f"{key}={node_config[key]}" for key in keys if key in node_config]
+    unset = [key for key in keys if key not in node_config]
+    parts = [f"the node config's {', '.join(given)}"] if given else []
+    if unset:
+        parts.append(f"fedcare's built-in default where the node config sets no "
+                     f"{' or '.join(unset)}")
+    return f"{'; '.join(parts)} ({applied})"
 
 
 def log_directory_ready(view: LedgerView, privacy: HospitalPrivacy, name: str) -> bool:
@@ -312,7 +331,7 @@ def record_request(privacy_for: PrivacyProvider, msg: Message, context: Context,
         return
     last = last_record(log_path(view.path))
     seen = None if last is None else (last.get("ledger") or {}).get("entries")
-    budget = budget_fields(view, last)
+    budget = budget_fields(view, last, lowering_cause(privacy, dict(context.node_config)))
     if budget is not None:
         append_anchored(view.path, view.heads(), budget)
     fields = request_fields(msg, context, reply, view, seen if isinstance(seen, int) else None)

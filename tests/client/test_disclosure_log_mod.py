@@ -62,7 +62,8 @@ def test_budget_init_is_the_logs_first_record_anchored_in_the_head(home):
 
 
 def test_an_answered_request_records_what_left_and_its_epsilon(home, weights):
-    reply = reply_from(_ask(weights, {**NODE, "budget-epsilon": 3.0}))
+    message = _ask(weights, {**NODE, "budget-epsilon": 3.0})
+    reply = reply_from(message)
     assert isinstance(reply, TrainReply)
 
     record = _records(home)[-1]
@@ -74,10 +75,12 @@ def test_an_answered_request_records_what_left_and_its_epsilon(home, weights):
                                 "server_node_id": 1}
     assert len(record["code_sha256"]) == 64
     sent = {r["name"]: r for r in record["sent"]["records"]}
-    assert set(sent) == {"arrays", "privacy", "reply"}
+    assert set(sent) == set(message.content) == {"arrays", "privacy", "reply"}
     assert [f["shape"] for f in sent["arrays"]["fields"]] == [list(w.shape) for w in reply.update]
-    assert {f["name"] for f in sent["privacy"]["fields"]} == {
-        "epsilon-patient", "epsilon-hospital", "budget-epsilon", "budget-delta"}
+    for name in ("privacy", "reply"):  # every field that left, by name (values: never)
+        assert [f["name"] for f in sent[name]["fields"]] == list(message.content[name])
+    assert {"epsilon-patient", "budget-epsilon"} <= {f["name"] for f in sent["privacy"]["fields"]}
+    assert record["sent"]["bytes"] == sum(f["bytes"] for r in sent.values() for f in r["fields"])
     ledger = PrivacyLedger.read(home / "ledgers" / "va.json")
     [release] = record["releases"]
     assert release["charged"] == "this request"
@@ -109,7 +112,19 @@ def test_lowering_the_budget_in_the_node_config_is_a_record_not_a_rewrite(home, 
                       ("request", None)]
     lowered = _records(home)[2]
     assert lowered["previous_budget"]["epsilon"] == 3.0
-    assert "node config" in lowered["cause"]
+    assert lowered["cause"] == ("the node config's budget-epsilon=2.0; fedcare's built-in "
+                                "default where the node config sets no budget-delta "
+                                "(epsilon 2, delta 1e-05)")
+
+
+def test_a_node_config_silent_on_the_budget_lowers_it_to_the_default_and_says_so(home, weights):
+    _ask(weights, NODE)  # no budget-epsilon: fedcare's strict default, epsilon 1
+
+    lowered = _records(home)[1]
+
+    assert (lowered["event"], lowered["budget"]["epsilon"]) == ("budget-lowered", 1.0)
+    assert lowered["cause"] == ("fedcare's built-in default where the node config sets no "
+                                "budget-epsilon or budget-delta (epsilon 1, delta 1e-05)")
 
 
 def test_a_resent_release_is_marked_charged_earlier(home, weights):
