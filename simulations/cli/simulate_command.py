@@ -12,6 +12,7 @@ from common.console import error_console as console
 from common.console import fail
 from common.task_catalog import SIMULATED_TASKS
 from simulations.cli.run_options import (
+    FEDERATION,
     OUTPUT,
     RELIABILITY,
     RUN_OPTIONS,
@@ -30,6 +31,7 @@ from simulations.cli.run_settings import (
     set_verbose,
     warn_delta_vs_rows,
 )
+from simulations.engine.in_process_engine import IN_PROCESS_MAX_HOSPITALS, Engine
 
 # Every run-config option, the task's limited to what a simulation runs.
 SIMULATE_OPTIONS = {**RUN_OPTIONS, "task": reworded(
@@ -43,19 +45,25 @@ OutOption = Annotated[Path | None, typer.Option(
     help="Run directory (default runs/<UTC time>-<task>).", rich_help_panel=OUTPUT)]
 ForceOption = Annotated[bool, typer.Option(help="Write into a non-empty --out.",
                                            rich_help_panel=OUTPUT)]
+EngineOption = Annotated[Engine, typer.Option(
+    help=f"Where the hospitals run: in this process (no Ray start-up; auto: up to "
+         f"{IN_PROCESS_MAX_HOSPITALS} hospitals) or on Flower's Ray simulation engine (auto: "
+         f"more). The same apps and messages either way.", rich_help_panel=FEDERATION)]
 
 
 @with_run_options(SIMULATE_OPTIONS)
 def simulate(ctx: typer.Context, resume: ResumeOption = None, out: OutOption = None,
              force: ForceOption = False, verbose: VerboseOption = False,
-             config_file: ConfigOption = None, **run_options: object) -> None:
+             config_file: ConfigOption = None, engine: EngineOption = Engine.AUTO,
+             **run_options: object) -> None:
     """Simulate a federation of hospitals on this machine and write a run directory."""
     set_verbose(verbose)
     sources = gather_sources(ctx, SIMULATE_OPTIONS, config_file=config_file,
                              refused=SIMULATE_REFUSED_KEYS, flags={"out-dir": "--out"})
     if resume is not None:
         return resume_run(resume, {k: v for k, v in sources.values.items() if k != "out-dir"},
-                          other_flags=out is not None or force, name=sources.where)
+                          other_flags=out is not None or force, name=sources.where,
+                          engine=engine)
     if out is not None:
         sources.add_flag("out-dir", str(out))
     config = resolve_config(sources)
@@ -74,7 +82,7 @@ def simulate(ctx: typer.Context, resume: ResumeOption = None, out: OutOption = N
 
     for line in privacy_cost_lines(config):  # every option that spends epsilon, before the run
         console.print(line, highlight=False)
-    run(config, run_dir)
+    run(config, run_dir, engine=engine)
     console.print(f"[green]done[/]: {run_dir}/report.md")
 
 
@@ -95,7 +103,7 @@ def _run_directory(out: Path | None, config: RunConfig, sources: SettingSources,
 
 
 def resume_run(run_dir: Path, given: dict[str, object], *, other_flags: bool,
-               name: Callable[[str], str] = str) -> None:
+               name: Callable[[str], str] = str, engine: Engine = Engine.AUTO) -> None:
     """Continue the run in `run_dir` from its last intact checkpoint, with its own settings
     (a given setting that differs is named by `name`: the flag typed, or the file and key).
     """
@@ -116,7 +124,7 @@ def resume_run(run_dir: Path, given: dict[str, object], *, other_flags: bool,
 
     console.print(f"fedcare: resuming {run_dir} after round {plan.completed_rounds} of "
                   f"{plan.config.num_server_rounds}")
-    run(plan.config, run_dir)
+    run(plan.config, run_dir, engine=engine)
     console.print(f"[green]done[/]: {run_dir}/report.md")
 
 

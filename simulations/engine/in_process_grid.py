@@ -22,22 +22,28 @@ TaskIdentity.node_id = SERVER_NODE
 TaskIdentity.task_id = 1
 
 
-def node_context(node_config: dict[str, Any], run_config: dict[str, Any]) -> Context:
+def node_context(node_config: dict[str, Any], run_config: dict[str, Any], *,
+                 node_id: int = 7, run_id: int = 1) -> Context:
     """A hospital's Flower Context, kept for the whole run (as a SuperNode keeps it)."""
-    return Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(),
+    return Context(run_id=run_id, node_id=node_id, node_config=node_config, state=RecordDict(),
                    run_config=run_config)
 
 
 class InProcessGrid:
-    """Deliver messages to `client_app` with one persistent Context per node id."""
+    """Deliver messages to `client_app` with one persistent Context per node id.
+
+    Every message sent is kept in ``sent`` (for tests) unless `keep_sent` is false.
+    """
 
     def __init__(self, client_app: Any, node_configs: dict[int, dict[str, Any]],
-                 run_config: dict[str, Any], names: dict[int, str] | None = None) -> None:
+                 run_config: dict[str, Any], names: dict[int, str] | None = None, *,
+                 keep_sent: bool = True, run_id: int = 1) -> None:
         self.client_app = client_app
-        self.contexts = {node: node_context(config, run_config)
+        self.contexts = {node: node_context(config, run_config, node_id=node, run_id=run_id)
                          for node, config in node_configs.items()}
         self.names = names or {}
         self.sent: list[Message] = []
+        self.keep_sent = keep_sent
         self._ids = itertools.count(1)
 
     def get_node_ids(self) -> list[int]:
@@ -55,13 +61,18 @@ class InProcessGrid:
         replies = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"
-            self.sent.append(message)
-            context = self.contexts[message.metadata.dst_node_id]
-            try:
-                reply = self.client_app(message=message, context=context)
-            except Exception as error:  # as Flower's engines: an error reply, the round goes on
-                reply = Message(Error(code=1, reason=f"{type(error).__name__}: {error}"),
-                                reply_to=message)
+            if self.keep_sent:
+                self.sent.append(message)
+            reply = self.deliver(message, self.contexts[message.metadata.dst_node_id])
             if reply is not None:
                 replies.append(reply)
         return replies
+
+    def deliver(self, message: Message, context: Context) -> Message | None:
+        """`message`'s reply from the node's ClientApp (an error reply if a handler raises)."""
+        try:
+            reply: Message | None = self.client_app(message=message, context=context)
+        except Exception as error:  # as Flower's engines: an error reply, the round goes on
+            reply = Message(Error(code=1, reason=f"{type(error).__name__}: {error}"),
+                            reply_to=message)
+        return reply

@@ -1,11 +1,14 @@
-"""Run a federation of simulated hospitals in this process (Flower's simulation engine, Ray).
+"""Run a federation of simulated hospitals from this process: in it, or on Flower's Ray engine.
 
-``run_simulation`` is Flower's in-process entry point: the ServerApp runs in a thread of this
-process and the ClientApps in Ray actors that are this process's children, so the run owns its
-whole process tree, needs no ~/.flwr state and installs nothing at run time (``flwr run``
-instead starts a detached SuperLink that outlives the command and keeps state in ~/.flwr).
-Flower marks it deprecated in favour of ``flwr run``; it is the one path that meets those
-requirements, and the flwr version is pinned to 1.42.x so it cannot vanish underneath us.
+Up to ``IN_PROCESS_MAX_HOSPITALS`` hospitals run in this process by default (no Ray start-up:
+``simulations.engine.in_process_engine``, the same apps and Messages, the same model).
+Larger federations, or ``engine=Engine.RAY``, run on Ray: ``run_simulation`` is Flower's
+in-process entry point: the ServerApp runs in a thread of this process and the ClientApps in
+Ray actors that are this process's children, so the run owns its whole process tree, needs
+no ~/.flwr state and installs nothing at run time (``flwr run`` instead starts a detached
+SuperLink that outlives the command and keeps state in ~/.flwr). Flower marks it deprecated
+in favour of ``flwr run``; it is the one path that meets those requirements, and the flwr
+version is pinned to 1.42.x so it cannot vanish underneath us.
 """
 
 import hashlib
@@ -21,10 +24,12 @@ from common.config import RunConfig
 from common.quiet import quiet_third_party, verbose_requested
 from common.secagg.roster import MIN_HOSPITALS
 from common.tasks import HospitalData
+from simulations.engine.in_process_engine import Engine, choose_engine, run_in_process
 from simulations.engine.process_tree import become_subreaper, exit_on_signals, stop_descendants
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
 
 # No telemetry or usage reports from machines without internet; no runtime installs.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -119,7 +124,7 @@ def with_ephemeral_roster(config: RunConfig, run_dir: Path) -> RunConfig:
 
 
 def simulate(config: RunConfig, run_dir: Path, *,
-             client_app: "ClientApp | None" = None) -> None:
+             client_app: "ClientApp | None" = None, engine: Engine = Engine.AUTO) -> None:
     """Run `config` as a simulation, writing the run directory `run_dir`.
 
     Parameters
@@ -127,14 +132,15 @@ def simulate(config: RunConfig, run_dir: Path, *,
     client_app : flwr.clientapp.ClientApp, optional
         The hospitals' app; fedcare's ClientApp unless a benchmark swaps in another (ship it
         as a ``simulations.engine.app_recipe.RecipeClientApp``: Ray pickles it with every message).
+    engine : Engine
+        Ray's simulation engine, this process (``simulations.engine.in_process_engine``), or
+        by federation size (AUTO: in this process up to ``IN_PROCESS_MAX_HOSPITALS``).
 
     Raises
     ------
     server.strategy.FederationError
         When the federation cannot complete (the reason is in the message).
     """
-    from flwr.simulation import run_simulation
-
     from client.app import build_client_app
     from server.app import build_server_app
     from simulations.engine.app_recipe import RecipeClientApp
@@ -148,14 +154,22 @@ def simulate(config: RunConfig, run_dir: Path, *,
             "stopping the simulation. The last completed round's checkpoint is kept: resume "
             f"with\n  fedcare simulate --resume {run_dir}")):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                run_simulation(
-                    server_app=build_server_app(config, run_dir),
-                    client_app=client_app or RecipeClientApp(
-                        build_client_app, SimulatedHospitalPrivacy(config, run_dir / "ledgers")),
-                    num_supernodes=config.hospitals,
-                    backend_config=backend_config(),
-                )
+            server_app = build_server_app(config, run_dir)
+            app = client_app or RecipeClientApp(
+                build_client_app, SimulatedHospitalPrivacy(config, run_dir / "ledgers"))
+            if choose_engine(engine, config.hospitals) is Engine.IN_PROCESS:
+                run_in_process(server_app, app, hospitals=config.hospitals)
+            else:
+                _run_on_ray(server_app, app, config.hospitals)
         finally:
             stop_descendants()
+
+
+def _run_on_ray(server_app: "ServerApp", client_app: "ClientApp", hospitals: int) -> None:
+    """Run the apps on Flower's simulation engine (Ray), one simulated node per hospital."""
+    from flwr.simulation import run_simulation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        run_simulation(server_app=server_app, client_app=client_app,
+                       num_supernodes=hospitals, backend_config=backend_config())

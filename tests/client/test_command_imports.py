@@ -18,6 +18,7 @@ from client.roster_cli import create_signing_key, make_roster, write_roster
 from common.dp.events import GaussianRoundEvent
 from common.dp.ledger import PrivacyLedger
 from common.tasks.csv_task import write_example_hospitals
+from common.wire.modes import AccountantName
 from server.certificates import create_consortium
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,10 @@ def inputs(tmp_path_factory):
                                   head_path=directory / "heads" / "va.head")
     for server_round in (1, 2, 3):
         opened.charge("run", server_round, GaussianRoundEvent(1.5, 0.06, 17, "patient"))
+    prv = PrivacyLedger.create(directory / "ledgers" / "hungary.json", hospital="hungary",
+                               budget_epsilon=8.0, budget_delta=1e-5, accountant=AccountantName.PRV,
+                               head_path=directory / "heads" / "hungary.head")
+    prv.charge("run", 1, GaussianRoundEvent(1.5, 0.06, 17, "patient"))
     schema, data = write_example_hospitals(directory / "data", 1)
     keys = [create_signing_key(directory / "keys" / f"{name}.key") for name in "abc"]
     roster = directory / "roster.json"
@@ -52,8 +57,9 @@ def inputs(tmp_path_factory):
                                                                               strict=True)],
                              colluding=0, min_threshold=2, honest=None), roster)
     certificate = create_consortium(directory / "certs", ["127.0.0.1"]).server_crt
-    return {"ledger": ledger, "schema": schema, "data": data[0], "roster": roster,
-            "certificate": certificate, "new_ledger": directory / "new" / "cleveland.json",
+    return {"ledger": ledger, "prv_ledger": prv.path, "schema": schema, "data": data[0],
+            "roster": roster, "certificate": certificate,
+            "new_ledger": directory / "new" / "cleveland.json",
             "home": directory / "fedcare-home", "page": directory / "report.html"}
 
 
@@ -86,7 +92,8 @@ def test_hospital_command_imports_no_heavy_framework(inputs, command):
 
 
 def test_budget_recompute_loads_opacus_the_probe_sees_it(inputs):
-    result = run_command("budget", inputs["ledger"], "--recompute", home=inputs["home"])
+    # PRV: Opacus's accountant class, with torch (RDP runs Opacus's analysis file without it).
+    result = run_command("budget", inputs["prv_ledger"], "--recompute", home=inputs["home"])
 
     assert result["code"] == 0
     assert "opacus" in result["heavy"] and "torch" in result["heavy"]

@@ -1,4 +1,6 @@
-"""End to end: `fedcare simulate` writes a complete run directory, reproducibly, and cleans up."""
+"""End to end: `fedcare simulate` writes a complete run directory, reproducibly on either engine,
+and cleans up.
+"""
 
 import csv
 import json
@@ -27,13 +29,17 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def _opacus_epsilon(ledger_path: Path) -> float:
-    """Patient-level epsilon of a ledger, from Opacus's RDPAccountant stepped entry by entry."""
+    """Patient-level epsilon of a ledger's training track, from Opacus's RDPAccountant stepped
+    entry by entry (the test track's evaluation releases compose in parallel with it).
+    """
     from opacus.accountants import RDPAccountant
 
     data = json.loads(ledger_path.read_text())
     accountant = RDPAccountant()
     for entry in data["entries"]:
         assert entry["level"] == "patient"
+        if entry.get("track", "training") != "training":
+            continue
         for _ in range(entry["steps"]):
             accountant.step(noise_multiplier=entry["noise_multiplier"],
                             sample_rate=entry["sample_rate"])
@@ -51,11 +57,15 @@ def _plain_keras_weights(model_path: Path, out: Path) -> list:
         return [arrays[key] for key in sorted(arrays.files, key=lambda k: int(k.split("_")[1]))]
 
 
-def test_simulate_two_rounds_reproducible_and_leaves_no_process(fedcare_cli, tmp_path):
+def test_simulate_two_rounds_reproducible_on_either_engine_and_leaves_no_process(
+        fedcare_cli, tmp_path):
+    # The same seed on Ray's engine and (the default for 4 hospitals) in this process: the
+    # docs promise bit-identical models (docs/simulation.md#reproducibility).
     runs = []
-    for name in ("a", "b"):
+    for name, engine in (("a", "ray"), ("b", "auto")):
         out = tmp_path / name
-        proc, marker = fedcare_cli("simulate", "--rounds", "2", "--seed", "3", "--out", str(out))
+        proc, marker = fedcare_cli("simulate", "--rounds", "2", "--seed", "3", "--out", str(out),
+                                   "--eval-every", "1", "--engine", engine)
         assert proc.returncode == 0, proc.stderr[-3000:]
         # Nothing the command started may outlive it.
         assert wait_until_gone(marker, seconds=1.0) == []
@@ -64,7 +74,11 @@ def test_simulate_two_rounds_reproducible_and_leaves_no_process(fedcare_cli, tmp
     for out in runs:
         rows = _rows(out)
         assert [r["round"] for r in rows] == ["1", "2"]
-        assert float(rows[1]["pooled_loss"]) < float(rows[0]["pooled_loss"])
+        # Under DP each round's evaluation is a noised release (--eval-every 1): the pooled loss
+        # is not released, the metrics are estimates (that a run learns: test_in_process_engine).
+        for row in rows:
+            assert all(0.0 <= float(row[k]) <= 1.0 for k in ("client_avg_accuracy",
+                                                             "client_avg_auc"))
         assert list(rows[0])[:4] == ["round", "seconds", "participants", "pooled_loss"]
         columns = {"client_avg_accuracy", "client_avg_auc", "cleveland_accuracy", "va_auc"}
         assert columns <= set(rows[0])

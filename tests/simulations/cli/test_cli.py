@@ -58,10 +58,32 @@ def test_verbose_sets_fedcare_verbose_before_the_run(monkeypatch, tmp_path):
     monkeypatch.delenv("FEDCARE_VERBOSE", raising=False)
     seen = []
     fake = types.ModuleType("simulations.engine.simulate")
-    fake.simulate = lambda config, run_dir: seen.append(os.environ.get("FEDCARE_VERBOSE"))
+    fake.simulate = lambda config, run_dir, **_: seen.append(os.environ.get("FEDCARE_VERBOSE"))
     monkeypatch.setitem(sys.modules, "simulations.engine.simulate", fake)
     quiet = runner.invoke(app, ["simulate", "--rounds", "1", "--out", str(tmp_path / "a")])
     loud = runner.invoke(app, ["simulate", "--rounds", "1", "--out", str(tmp_path / "b"),
                                "--verbose"])
     assert quiet.exit_code == loud.exit_code == 0
     assert seen == [None, "1"]
+
+
+def test_engine_option_reaches_the_run_and_refuses_unknown_engines(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from simulations.engine.in_process_engine import Engine
+
+    monkeypatch.setenv("FEDCARE_HOME", str(tmp_path / "home"))
+    engines = []
+    fake = types.ModuleType("simulations.engine.simulate")
+    fake.simulate = lambda config, run_dir, *, engine: engines.append(engine)
+    monkeypatch.setitem(sys.modules, "simulations.engine.simulate", fake)
+
+    default = runner.invoke(app, ["simulate", "--rounds", "1", "--out", str(tmp_path / "a")])
+    ray = runner.invoke(app, ["simulate", "--rounds", "1", "--out", str(tmp_path / "b"),
+                              "--engine", "ray"])
+    unknown = runner.invoke(app, ["simulate", "--out", str(tmp_path / "c"), "--engine", "spark"])
+
+    assert default.exit_code == ray.exit_code == 0
+    assert engines == [Engine.AUTO, Engine.RAY]
+    assert unknown.exit_code == 2 and "spark" in unknown.output and "in-process" in unknown.output

@@ -28,7 +28,7 @@ def captured_run(monkeypatch, tmp_path):
     monkeypatch.setenv("FEDCARE_HOME", str(tmp_path / "home"))
     runs = []
     fake = types.ModuleType("simulations.engine.simulate")
-    fake.simulate = lambda config, run_dir: runs.append((config, run_dir))
+    fake.simulate = lambda config, run_dir, **_: runs.append((config, run_dir))
     monkeypatch.setitem(sys.modules, "simulations.engine.simulate", fake)
     return runs
 
