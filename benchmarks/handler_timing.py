@@ -48,11 +48,11 @@ def timed_client_app(timing_dir: Path, privacy_for: Callable) -> ClientApp:
     return build_client_app(privacy_for, mods=[timing_mod(timing_dir)])
 
 
-def timed_null_app(timing_dir: Path) -> ClientApp:
+def timed_null_app(timing_dir: Path, key_dir: Path | None = None) -> ClientApp:
     """The null ClientApp, its handlers timed under `timing_dir` (a recipe)."""
     from benchmarks.null_client import build_null_app
 
-    return build_null_app([timing_mod(timing_dir)])
+    return build_null_app([timing_mod(timing_dir)], key_dir)
 
 
 def _round(msg: Message) -> int:

@@ -19,16 +19,19 @@ small functions, ``read_request`` and ``build_reply``; the hospitals' own reply 
 (``client.replies``) import TensorFlow, so they are not used here.
 """
 
+import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from client.identity_proof import identity_proof_mod, remember_signing_key
 from common.wire.modes import DpMode
-from common.wire.records import pack_reply, unpack_request
+from common.wire.records import pack_reply, reply_claim, unpack_request
 from common.wire.replies import (
     EvaluateReply,
     HospitalIdentity,
@@ -139,12 +142,33 @@ def evaluate(msg: Message, context: Context) -> Message:
     return build_reply(msg, settings, name=name, index=index, statistics=_statistics(facts))
 
 
-def build_null_app(mods: list[object] | tuple[object, ...] = ()) -> ClientApp:
-    """The null ClientApp, with Flower `mods` around its handlers (e.g. a benchmark's timer)."""
-    null_app = ClientApp(mods=list(mods))  # type: ignore[arg-type]
+def build_null_app(mods: list[object] | tuple[object, ...] = (),
+                   key_dir: Path | None = None) -> ClientApp:
+    """The null ClientApp, with Flower `mods` around its handlers (e.g. a benchmark's timer).
+
+    `key_dir`: the run's ephemeral roster directory (``fedcare simulate`` makes one for 3+
+    hospitals, ``simulations.engine.ephemeral_roster.roster_dir``); each reply then carries the
+    identity proof a simulated hospital gives (``client.identity_proof``), which the server needs
+    to bind a node to its hospital. Without it, replies are unproved (runs of fewer than 3).
+    """
+    proof: list[object] = []
+    if key_dir is not None:
+        proof = [identity_proof_mod, functools.partial(_remember_key, key_dir)]
+    null_app = ClientApp(mods=[*mods, *proof])  # type: ignore[list-item]
     null_app.train()(train)
     null_app.evaluate()(evaluate)
     return null_app
+
+
+def _remember_key(key_dir: Path, msg: Message, context: Context,
+                  call_next: Callable[[Message, Context], Message]) -> Message:
+    """Remember the replying hospital's key, so the identity-proof mod around it signs."""
+    reply = call_next(msg, context)
+    claim = None if reply.has_error() else reply_claim(reply.content)
+    if claim is not None:
+        name = claim[0].name
+        remember_signing_key(context, name, key_dir / f"{name}.key")
+    return reply
 
 
 app = build_null_app()

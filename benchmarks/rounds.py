@@ -78,13 +78,14 @@ def measure(config: RunConfig, client: str) -> Measured:
         timed_null_app,
     )
     from simulations.engine.app_recipe import RecipeClientApp
+    from simulations.engine.ephemeral_roster import roster_dir
     from simulations.engine.simulate import SimulatedHospitalPrivacy
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, timing = Path(tmp) / "run", Path(tmp) / "timing"
         run_dir.mkdir()
         if client == "null":
-            app = RecipeClientApp(timed_null_app, timing)
+            app = RecipeClientApp(timed_null_app, timing, roster_dir(run_dir))
         else:
             app = RecipeClientApp(timed_client_app, timing,
                                   SimulatedHospitalPrivacy(config, run_dir / "ledgers"))

@@ -121,6 +121,17 @@ class SizeResult:
     peak_pss: int
 
 
+def _with_keys(client_app: object | None, run_dir: Path) -> object | None:
+    """The null client signs with the run's ephemeral roster keys (its replies need proofs)."""
+    if client_app == "null":
+        from benchmarks.null_client import build_null_app
+        from simulations.engine.app_recipe import RecipeClientApp
+        from simulations.engine.ephemeral_roster import roster_dir
+
+        return RecipeClientApp(build_null_app, (), roster_dir(run_dir))
+    return client_app
+
+
 def measure(config: RunConfig, client_app: object | None = None) -> SizeResult:
     """Run one simulation of `config` (fedcare's ClientApp unless `client_app`); measure it."""
     from simulations.engine.simulate import simulate
@@ -128,7 +139,7 @@ def measure(config: RunConfig, client_app: object | None = None) -> SizeResult:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         with RunWatcher(run_dir / "metrics.csv") as watcher:
-            simulate(config, run_dir, client_app=client_app)
+            simulate(config, run_dir, client_app=_with_keys(client_app, run_dir))
         with open(run_dir / "metrics.csv", newline="") as handle:
             seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
     startup = watcher.first_row_seconds
@@ -199,10 +210,7 @@ def main() -> None:
         parser.error(str(error))  # exits, naming the setting (e.g. too many hospitals)
     client_app = None
     if args.client == "null":
-        from benchmarks.null_client import build_null_app
-        from simulations.engine.app_recipe import RecipeClientApp
-
-        client_app = RecipeClientApp(build_null_app)
+        client_app = "null"  # built per run by _with_keys, with that run's roster keys
     results = []
     for config in configs:
         results.append(measure(config, client_app))

@@ -75,11 +75,15 @@ def test_null_model_stays_the_initial_model_under_patient_dp(tmp_path):
     script = textwrap.dedent(f"""
         from pathlib import Path
         from common.config import RunConfig
-        from benchmarks.null_client import app
+        from benchmarks.null_client import build_null_app
+        from simulations.engine.app_recipe import RecipeClientApp
+        from simulations.engine.ephemeral_roster import roster_dir
         from simulations.engine.simulate import simulate
         config = RunConfig.from_run_config({{"task": "heart-disease", "num-server-rounds": 4,
                                             "dp.mode": "patient"}})
-        simulate(config, Path({str(tmp_path)!r}), client_app=app)
+        run_dir = Path({str(tmp_path)!r})
+        app = RecipeClientApp(build_null_app, (), roster_dir(run_dir))
+        simulate(config, run_dir, client_app=app)
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=600)
     import keras
