@@ -22,6 +22,7 @@ import argparse
 import csv
 import itertools
 import json
+import math
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -171,10 +172,10 @@ def _print_final(indicator: bool, rows: list[tuple[int, dict[str, float], dict[s
     print(f"\nmissing-value indicator {'on' if indicator else 'off'}")
     for seed, exact, reported, spent in rows:
         cells = "  ".join(f"{k} {exact[k]:.3f}/{reported[k]:.3f} "
-                          f"[{reported[k + '_low']:.3f}, {reported[k + '_high']:.3f}]"
-                          for k in keys)
-        print(f"seed {seed}: exact/reported {cells}  test-track epsilon max "
-              f"{max(spent):.4f}")
+                          f"[{reported.get(k + '_low', math.nan):.3f}, "
+                          f"{reported.get(k + '_high', math.nan):.3f}]" for k in keys)
+        most = f"{max(spent):.4f}" if spent else "n/a (no DP)"
+        print(f"seed {seed}: exact/reported {cells}  test-track epsilon max {most}")
     for k in keys:
         values = [exact[k] for _, exact, _, _ in rows]
         gaps = [abs(exact[k] - reported[k]) for _, exact, reported, _ in rows]

@@ -244,18 +244,25 @@ def test_the_spread_the_report_quotes_is_the_readmes():
 
 def test_expected_spread_quotes_the_readme_table_for_the_default_settings():
     mean, sd = README_SPREAD[("heart-disease", "patient", 1.0)]
-    final = {"client_avg_accuracy": f"{mean - 2 * sd:.4f}"}
+    final = {"client_avg_accuracy": f"{mean - 2 * sd:.4f}", "client_avg_accuracy_low": "0.7",
+             "client_avg_accuracy_high": "0.9"}
     text = " ".join(expected_spread({**CONFIG, **DEFAULTS}, final, DEFAULTS))
     assert "README" in text and f"{mean:.3f} \u00b1 {sd:.3f}" in text
-    assert "-2.0 standard deviations" in text
-    none = " ".join(expected_spread({**CONFIG, **DEFAULTS, "dp_mode": "none"}, final, DEFAULTS))
-    assert "0.728 \u00b1 0.012" in none
+    # Under DP the report's figure is the DP evaluation: said so, with its interval.
+    assert "That figure is exact" in text and "(0.700\u20130.900) reported" in text
+    none_mean, none_sd = README_SPREAD[("heart-disease", "none", None)]
+    none_final = {"client_avg_accuracy": f"{none_mean - 2 * none_sd:.4f}"}
+    none = " ".join(expected_spread({**CONFIG, **DEFAULTS, "dp_mode": "none"}, none_final,
+                                    DEFAULTS))
+    assert f"{none_mean:.3f} \u00b1 {none_sd:.3f}" in none
+    assert "-2.0 standard deviations" in none
 
 
 def test_expected_spread_says_when_the_table_does_not_apply():
     short = {**CONFIG, **DEFAULTS, "num_server_rounds": 2}
     text = " ".join(expected_spread(short, {"client_avg_accuracy": "0.45"}, DEFAULTS))
-    assert "0.727" in text and "num_server_rounds=2" in text and "does not apply" in text
+    mean = README_SPREAD[("heart-disease", "patient", 1.0)][0]
+    assert f"{mean:.3f}" in text and "num_server_rounds=2" in text and "does not apply" in text
     assert expected_spread({**CONFIG, "task": "digits"}, {}, DEFAULTS) == []
     assert expected_spread({**CONFIG, "dp_epsilon": 3.0}, {}, DEFAULTS) == []
 
