@@ -60,5 +60,9 @@ app.add_typer(certs_app, name="certs")
 
 
 def main() -> None:
-    """Entry point of the ``fedcare`` console script."""
-    app()
+    """Entry point of the ``fedcare`` console script (ends without Python's teardown when
+    nothing is left running: ``simulations.cli.prompt_exit``).
+    """
+    from simulations.cli.prompt_exit import run_then_exit
+
+    run_then_exit(app)

@@ -39,8 +39,19 @@ class Engine(StrEnum):
     IN_PROCESS = "in-process"
 
 
-def choose_engine(engine: Engine, hospitals: int) -> Engine:
-    """The engine a run of `hospitals` uses: `engine`, or for AUTO by federation size."""
+def choose_engine(engine: Engine | str, hospitals: int) -> Engine:
+    """The engine a run of `hospitals` uses: `engine`, or for AUTO by federation size.
+
+    Raises
+    ------
+    ValueError
+        If `engine` names no engine (the message lists them).
+    """
+    try:
+        engine = Engine(engine)
+    except ValueError:
+        raise ValueError(f"engine must be one of {', '.join(e.value for e in Engine)}, got "
+                         f"{engine!r}") from None
     if engine is not Engine.AUTO:
         return engine
     return Engine.IN_PROCESS if hospitals <= IN_PROCESS_MAX_HOSPITALS else Engine.RAY

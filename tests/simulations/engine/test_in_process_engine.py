@@ -35,6 +35,12 @@ from simulations.engine.simulate import simulate
 def test_auto_runs_small_federations_in_process_and_an_asked_engine_is_kept(
         asked, hospitals, runs_on):
     assert choose_engine(asked, hospitals) is runs_on
+    assert choose_engine(asked.value, hospitals) is runs_on  # as a benchmark passes it
+
+
+def test_an_unknown_engine_is_refused_naming_the_engines():
+    with pytest.raises(ValueError, match="must be one of auto, ray, in-process, got 'spark'"):
+        choose_engine("spark", 4)
 
 
 def test_hospitals_and_server_share_no_object_and_nodes_are_partitions():
