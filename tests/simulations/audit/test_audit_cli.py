@@ -36,7 +36,7 @@ def fedcare_home(tmp_path, monkeypatch):
     (["--rounds", "0"], "--rounds (num-server-rounds)"),
     (["--task", "breast-cancer", "--hospitals", "1000"], "breast-cancer"),
     (["--task", "heart-disease", "--canary-kind", "axis", "--canaries", "20"],
-     "--canaries must be <= 13 with --canary-kind axis"),
+     "--canaries must be <= 15 with --canary-kind axis"),
 ], ids=["regression-task", "no-dp", "distributed", "canaries", "confidence", "shadows",
         "canary-kind", "epsilon", "rounds", "too-many-hospitals", "axis-canaries"])
 def test_audit_rejects_bad_settings_with_the_flag_named(args, message, tmp_path):
