@@ -1,7 +1,8 @@
 """deploy-local's per-message path: a ClientApp fork server per hospital, fedcare's SuperNode.
 
 Each hospital gets a ``fedcare-clientapp-server`` (``client.fork_server``) beside its worker:
-``hospitals/<name>/clientapp.sock`` and ``clientapp.authkey`` (0600), log
+``hospitals/<name>/fork.sock`` and ``fork.authkey`` (0600; names no longer than the worker's,
+so a path the worker's socket fits in fits this one too), log
 ``logs/<name>-clientapp-server.log``. Its SuperNode's environment names them
 (``FEDCARE_CLIENTAPP_SERVER``, ``FEDCARE_CLIENTAPP_SERVER_KEY``), so the ``flwr-clientapp``
 its SuperExec starts per message (``<out>/bin/flwr-clientapp``, fedcare's lean entry) has the
@@ -28,7 +29,7 @@ class ForkServerError(RuntimeError):
 
 def fork_server_files(hospital_dir: Path) -> tuple[Path, Path]:
     """A hospital's fork server: (Unix socket, key file) in its directory."""
-    return hospital_dir / "clientapp.sock", hospital_dir / "clientapp.authkey"
+    return hospital_dir / "fork.sock", hospital_dir / "fork.authkey"
 
 
 def fork_server_argv(bin_dir: Path, socket_path: Path, key_file: Path) -> list[str]:

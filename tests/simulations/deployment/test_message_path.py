@@ -63,3 +63,11 @@ def test_without_the_lean_clientapp_no_fork_server_starts(tmp_path):
     deployment = LocalDeployment(settings, DeployLayout(tmp_path / "o"), lambda line: None)
     assert deployment.start_fork_servers(["cleveland"]) == {}
     assert deployment.processes.started == []
+
+
+def test_the_fork_server_socket_fits_wherever_the_workers_does(tmp_path):
+    layout = DeployLayout(tmp_path / "out")
+    for name in ("cleveland", "hospital-0", "switzerland"):
+        fork_socket, _ = fork_server_files(layout.hospital_dir(name))
+        worker_socket, _ = layout.worker_files(name)
+        assert len(str(fork_socket)) <= len(str(worker_socket))
