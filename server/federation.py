@@ -411,7 +411,7 @@ def _run_round(run: FederationRun, state: RunState, server_round: int, timeout: 
         state.pending = {**row, "started": started}  # evaluated with the next round's replies
         return
     # Unfolded, or the last round (no next message to carry it): an evaluate exchange now.
-    evaluation = _evaluate_now(channel, settings, state.weights)
+    evaluation = _evaluate_now(channel, settings, state.weights, state)
     row["seconds"] = time.perf_counter() - started
     _finish(row, evaluation, run)
 
@@ -549,7 +549,8 @@ def _close_pending(run: FederationRun, state: RunState, *,
     if evaluate_round is not None:
         try:
             channel = run.channel(evaluate_round, state, run.config.round_timeout)
-            evaluation = _evaluate_now(channel, run.settings(evaluate_round), state.weights)
+            evaluation = _evaluate_now(channel, run.settings(evaluate_round), state.weights,
+                                       state)
         except FederationError as error:
             logger.warning("round %s's model could not be evaluated: %s", pending["round"], error)
     if evaluation:
@@ -559,15 +560,17 @@ def _close_pending(run: FederationRun, state: RunState, *,
 
 
 def _evaluate_now(channel: RoundChannel, settings: RoundSettings,
-                  weights: NDArrays) -> dict[str, Any]:
+                  weights: NDArrays, state: RunState | None = None) -> dict[str, Any]:
     """Evaluate `weights` (the current global model) in an exchange of its own; statistics by
-    hospital.
+    hospital (and, with `state`, each hospital's privacy report after its release kept).
     """
     strategy = channel.strategy
     messages = strategy.messages(pack_request(replace(settings, evaluate_received=False),
                                               weights),
                                  strategy.select_nodes(channel.grid), MessageType.EVALUATE)
     screened, _ = channel.exchange(messages, (EvaluateReply, DeclinedReply))
+    if state is not None:
+        state.keep_privacy(screened.privacy)
     return screened.statistics
 
 

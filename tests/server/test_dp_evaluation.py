@@ -15,6 +15,7 @@ from common.dp.ledger import PrivacyLedger
 from common.wire.modes import LedgerTrack, PrivacyLevel
 from server.federation import run_federation
 from server.privacy_cost import evaluation_noise_multiplier, privacy_cost_lines
+from server.report import epsilon_text
 from simulations.engine.in_process_grid import InProcessGrid
 from simulations.engine.simulate import SimulatedHospitalPrivacy
 
@@ -62,6 +63,11 @@ def test_by_default_only_the_final_model_is_evaluated_once_within_the_test_budge
     report = (tmp_path / "report.md").read_text()
     assert "Evaluated under DP" in report and "test rows: epsilon spent" in report
     assert "a Gaussian DP release charged on the hospital's ledger, test track" in report
+    for name in _test_entries(tmp_path):  # the statement shows each test track's epsilon
+        spent = PrivacyLedger.read(tmp_path / "ledgers" / f"{name}.json").epsilon_spent(
+            PrivacyLevel.PATIENT, LedgerTrack.TEST)
+        (row,) = [line for line in report.splitlines() if line.startswith(f"| {name} |")]
+        assert row.split(" | ")[3] == epsilon_text(spent)
 
 
 def test_eval_every_evaluates_more_models_each_costing_its_share(tmp_path):
