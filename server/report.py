@@ -385,7 +385,8 @@ README_SPREAD = {
 }
 # Under DP the report shows the DP evaluation: its mean absolute difference from the exact
 # figure over the same seeds (python -m simulations.studies.shared_normalisation final).
-README_REPORTED_GAP = {("heart-disease", "patient", 1.0): 0.046}
+README_REPORTED_GAP: dict[tuple[str, str, float | None], float] = {
+    ("heart-disease", "patient", 1.0): 0.046}
 # Settings that shape the result; a run that differs from the defaults in any of these is not
 # what the README's table measured.
 SPREAD_SETTINGS = ("num_server_rounds", "hospitals", "partition", "local_epochs", "batch_size",
