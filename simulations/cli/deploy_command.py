@@ -109,6 +109,8 @@ def deploy_local(
     if noise_mode == NoiseMode.DISTRIBUTED and not (dp == DpMode.HOSPITAL and secure_aggregation):
         _refuse("--noise-mode distributed needs --dp hospital and --secure-aggregation (only "
                 "the secure sum carries the whole noise)")
+    _print_cost({"task": task, "hospitals": hospitals, "num-server-rounds": rounds,
+                 "dp.mode": dp.value, "dp.epsilon": epsilon, "dp.delta": delta})
     deploy_with_progress(DeploySettings(
         hospitals=hospitals, task=task, rounds=rounds, out=out, app_dir=app_dir, certs=certs,
         data=data, insecure=insecure, seed=seed, dp_mode=dp.value, budget_epsilon=epsilon,
@@ -116,6 +118,21 @@ def deploy_local(
         secure_aggregation=secure_aggregation, force=force,
         extra_run_config=({"dp.noise-mode": noise_mode.value}
                           if noise_mode != NoiseMode.LOCAL else {})))
+
+
+def _print_cost(run_config: dict[str, object]) -> None:
+    """Print what each option spends, before anything starts (task csv: the schema's task is
+    built by the server, so its evaluation's noise is printed in the server's log).
+    """
+    from common.config import RunConfig
+    from server.privacy_cost import privacy_cost_lines
+
+    try:
+        lines = privacy_cost_lines(RunConfig.from_run_config(run_config))
+    except ValueError:
+        lines = ["privacy cost: printed by the server when the run starts (its log)"]
+    for line in lines:
+        console.print(line, highlight=False)
 
 
 def _refuse(message: str) -> NoReturn:
