@@ -80,6 +80,15 @@ def test_deploy_local_csv_three_hospitals_tls_and_authentication(fedcare_cli, tm
         node_log = (out / "logs" / f"hospital-{index}.log").read_text()
         assert "Receiving: train message" in node_log
         assert "Start `flwr-clientapp` process" not in node_log
+        # ... handed to the hospital's fork server: each message a child process of its own,
+        # on fedcare-supernode's short idle poll.
+        server_log = (out / "logs" / f"hospital-{index}-clientapp-server.log").read_text()
+        forked = [line.split("ClientApp process ")[1].split()[0]
+                  for line in server_log.splitlines() if line.endswith(" forked")]
+        assert len(forked) == node_log.count("Receiving: ") > 0, server_log
+        assert len(set(forked)) == len(forked)
+        assert "running the ClientApp in this process instead" not in node_log
+        assert "fedcare-supernode: flower-supernode with a 0.25 s idle poll" in node_log
     admin = tomllib.loads((out / "flower-home" / "config.toml").read_text())
     assert admin["superlink"]["fedcare"]["root-certificates"] == str(out / "certs" / "ca.crt")
 
