@@ -1,7 +1,7 @@
 """Centralised baselines, as FLamby reports them: pooled training and local-only training.
 
-"pooled" trains one model on the union of all hospitals' training sets (each z-scored with its
-own hospital's statistics, as the federated clients see them); "local-<hospital>" trains on one
+"pooled" trains one model on the union of all hospitals' training sets (each normalised as the
+federated clients see them: the run's normalisation setting); "local-<hospital>" trains on one
 hospital only. Every model is evaluated on every hospital's test set: ``client_avg_*`` is the
 unweighted mean over hospitals, ``pooled_*`` the metric on the union of the test sets.
 
@@ -66,7 +66,9 @@ def run_baselines(config: RunConfig, *, seeds: list[int],
     """
     task = get_task(config.task)
     hospitals = load_task_hospitals(task, config.hospitals, seed=config.seed,
-                                    partition=config.partition, alpha=config.dirichlet_alpha)
+                                    partition=config.partition, alpha=config.dirichlet_alpha,
+                                    normalisation=config.normalisation.value,
+                                    missing_indicator=config.missing_indicator)
     epochs = config.num_server_rounds * config.local_epochs
     training_sets = {"pooled": hospitals} | {f"local-{h.name}": [h] for h in hospitals}
     rows: list[dict[str, object]] = []
