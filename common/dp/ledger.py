@@ -94,7 +94,7 @@ class PrivacyLedger:
         {"hospital": NAME, "budget": {"epsilon": E, "delta": D}, "accountant": "rdp",
          "sequence": N, "previous": HEX, "head_file": "/ABSOLUTE/PATH.head",
          "test_budget": {"epsilon": ET, "delta": DT},
-         "split": {"digest": HEX, "parallel": true},
+         "split": {"digest": HEX, "parallel": true}, "split_key": HEX,
          "entries": [{"run": RUN, "round": R, "level": "patient", "noise_multiplier": Z,
                       "sample_rate": Q, "steps": S,
                       "after": {"delta": D, "epsilon": {"patient": EP, "hospital": null,
@@ -106,7 +106,8 @@ class PrivacyLedger:
          "checksum": HEX}
 
     ``test_budget`` is the test track's budget (absent in older ledgers: the training
-    budget's), ``split`` the pinned split (absent until the first release pins it), an
+    budget's), ``split`` the pinned split (absent until the first release pins it),
+    ``split_key`` the secret keying task csv's split (made with the ledger; never sent), an
     entry's ``track`` "test" for a release of test rows (absent: training rows).
     ``sequence`` counts the writes and ``previous`` is the checksum of the state this one
     replaced, so the checksum (the *head*) commits to the whole history of writes. Files from
