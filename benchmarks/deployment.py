@@ -5,7 +5,8 @@ each hospital's worker, folded rounds, fedcare's lean ``flwr-clientapp`` first o
 one invocation, the same run in each configuration:
 
 - ``before``: no fork server, Flower's SuperNode: each message's ``flwr-clientapp`` is a fresh
-  Python that imports Flower's ClientApp runtime, and a SuperNode sleeps 3 s when idle;
+  Python that imports Flower's ClientApp runtime (the lean entry, which already skips
+  re-extracting an installed bundle: ``install_once``), and a SuperNode sleeps 3 s when idle;
 - ``fork``: each hospital's ClientApp fork server (``client.fork_server``) forks the per-message
   process from a preloaded runtime; Flower's SuperNode unchanged;
 - ``after``: the fork server and ``fedcare-supernode`` (``client.short_poll_supernode``: the
