@@ -46,8 +46,9 @@ def test_deploy_local_csv_three_hospitals_tls_and_authentication(fedcare_cli, tm
         rows = list(csv.DictReader(handle))
     assert [row["round"] for row in rows] == [str(r) for r in range(1, ROUNDS + 1)]
     assert all(row["participants"] == str(HOSPITALS) for row in rows)
-    losses = [float(row["pooled_loss"]) for row in rows]
-    assert losses[1] < losses[0], f"the global model's loss did not go down: {losses}"
+    # Under DP only the final model is evaluated, as one DP release per hospital (no loss sum
+    # leaves): the last row carries the released pooled accuracy, a noisy estimate.
+    assert rows[-1]["pooled_accuracy"] not in ("", "nan"), f"no DP evaluation: {rows[-1]}"
     assert (out / "run" / "model.keras").is_file()
     # The server learnt each node's hospital from its registered SuperNode name (Flower's
     # NodeInfo.name through the Runtime API), not from what the replies claimed.
