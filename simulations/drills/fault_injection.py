@@ -29,6 +29,7 @@ from common.wire.records import ARRAYS, METRICS, REPLY, STATISTICS, pack_reply, 
 from common.wire.replies import DeclinedReply, HospitalIdentity, RoundRef
 
 FAULTS = ("raise", "hang", "exit", "scale", "decline", "malformed")
+PROCESS_FAULTS = ("hang", "exit")  # faults of the hospital's process: run on Ray's engine
 logger = logging.getLogger(__name__)
 
 
@@ -189,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     from common.config import RunConfig
     from server.run_directory import prepare_run_dir
     from simulations.engine.app_recipe import RecipeClientApp
-    from simulations.engine.simulate import SimulatedHospitalPrivacy, simulate
+    from simulations.engine.in_process_engine import Engine
+    from simulations.engine.simulate import (
+        SimulatedHospitalPrivacy,
+        simulate,
+        with_ephemeral_roster,
+    )
     from simulations.studies.privacy_sweep import parse_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -204,9 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     fault = Fault(args.fault, args.hospital, tuple(args.rounds), args.seconds, args.factor)
     config = RunConfig.from_run_config({**parse_overrides(args.set), "out-dir": str(args.out)})
     run_dir = prepare_run_dir(args.out, task=config.task, force=False)
+    # As simulate() does for its own app: the hospitals prove who they are with roster keys.
+    config = with_ephemeral_roster(config, run_dir)
     app = RecipeClientApp(faulty_client_app, SimulatedHospitalPrivacy(config, run_dir / "ledgers"),
                           fault)
-    simulate(config, run_dir, client_app=app)
+    # A hospital that hangs or exits needs a process of its own (Ray's engine cuts it off at the
+    # deadline, or loses the worker); the other faults run wherever simulate() runs them.
+    engine = Engine.RAY if fault.kind in PROCESS_FAULTS else Engine.AUTO
+    simulate(config, run_dir, client_app=app, engine=engine)
     print((run_dir / "metrics.csv").read_text().splitlines()[-1])
     return 0
 
