@@ -53,7 +53,13 @@ from common.dp.ledger import LedgerEntry, PrivacyLedger
 from common.errors import LedgerError
 from common.secagg.messages import Key
 from common.tasks import HospitalData
-from common.wire.records import REPLY, SECAGG, node_identity, reply_claim, request_ref
+from common.wire.records import (
+    node_identity,
+    reply_claim,
+    reply_outcome,
+    request_ref,
+    secagg_stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -208,10 +214,7 @@ def _outcome(reply: Message) -> tuple[str, str | None]:
     """("answered" | "declined" | "error", the reason of a decline or an error reply)."""
     if reply.has_error():
         return "error", reply.error.reason
-    header = reply.content.get(REPLY, None)
-    if isinstance(header, ConfigRecord) and header.get("kind") == "declined":
-        return "declined", str(header.get("reason", ""))
-    return "answered", None
+    return reply_outcome(reply.content)
 
 
 def request_fields(msg: Message, context: Context, reply: Message,
@@ -220,9 +223,7 @@ def request_fields(msg: Message, context: Context, reply: Message,
     outcome, reason = _outcome(reply)
     claim = None if reply.has_error() else reply_claim(reply.content)
     ref = claim[1] if claim is not None else request_ref(msg.content)
-    stage = None
-    if SECAGG in msg.content and isinstance(msg.content[SECAGG], ConfigRecord):
-        stage = msg.content[SECAGG].get(Key.STAGE)
+    stage = secagg_stage(msg.content, str(Key.STAGE))
     fields: dict[str, Any] = {
         "event": "request", "outcome": outcome, "kind": msg.metadata.message_type,
         "hospital": hospital_name(msg, context, reply),

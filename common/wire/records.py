@@ -393,3 +393,20 @@ def _privacy(content: RecordDict) -> PrivacyReport:
         test_budget_delta=read_float(raw, "test-budget-delta", minimum=0, maximum=1),
         epsilon_total=epsilon("epsilon-total"),
         parallel=read_bool(raw, "parallel"))
+
+
+def reply_outcome(content: RecordDict) -> tuple[str, str | None]:
+    """("declined", its reason) for a decline's reply header, else ("answered", None)."""
+    header = content.get(REPLY, None)
+    if isinstance(header, ConfigRecord) and header.get("kind") == "declined":
+        return "declined", str(header.get("reason", ""))
+    return "answered", None
+
+
+def secagg_stage(content: RecordDict, stage_key: str) -> str | None:
+    """The secure-aggregation stage a request names under `stage_key`, or None."""
+    record = content.get(SECAGG, None)
+    if isinstance(record, ConfigRecord):
+        stage = record.get(stage_key)
+        return None if stage is None else str(stage)
+    return None
