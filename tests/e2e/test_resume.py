@@ -83,7 +83,10 @@ def test_killed_and_resumed_run_equals_uninterrupted(fedcare_cli, tmp_path):
     for expected, got in zip(model_weights(whole), model_weights(resumed), strict=True):
         np.testing.assert_array_equal(got, expected)
     assert _ledgers(resumed) == _ledgers(whole)
-    assert all(len(entries) == 5 for entries in _ledgers(resumed).values())
+    # Five training releases, and the final model's evaluation on the test track (one release).
+    assert all(len(entries) == 6 for entries in _ledgers(resumed).values())
+    assert all(sum(e.get("track") == "test" for e in json.loads(path.read_text())["entries"]) == 1
+               for path in (resumed / "ledgers").glob("*.json"))
     assert len(json.loads((resumed / "config.json").read_text())["resumed"]) == 1
 
     again, _ = fedcare_cli("simulate", "--resume", str(resumed))
