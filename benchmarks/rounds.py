@@ -79,11 +79,13 @@ def measure(config: RunConfig, client: str) -> Measured:
     )
     from simulations.engine.app_recipe import RecipeClientApp
     from simulations.engine.ephemeral_roster import roster_dir
-    from simulations.engine.simulate import SimulatedHospitalPrivacy
+    from simulations.engine.in_process_engine import Engine
+    from simulations.engine.simulate import SimulatedHospitalPrivacy, with_ephemeral_roster
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, timing = Path(tmp) / "run", Path(tmp) / "timing"
         run_dir.mkdir()
+        config = with_ephemeral_roster(config, run_dir)  # the hospitals sign with its keys
         if client == "null":
             app = RecipeClientApp(timed_null_app, timing, roster_dir(run_dir))
         else:
@@ -91,7 +93,8 @@ def measure(config: RunConfig, client: str) -> Measured:
                                   SimulatedHospitalPrivacy(config, run_dir / "ledgers"))
         began = time.time()
         with first_round_start() as round_one:
-            simulate(config, run_dir, client_app=app)
+            # Flower's engine: its start-up and its 0.1 s tick are what this measures.
+            simulate(config, run_dir, client_app=app, engine=Engine.RAY)
         seconds = _round_seconds(run_dir)
         handlers = handler_seconds(timing)
         first = start_up(timing, began, round_one[0])

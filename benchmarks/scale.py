@@ -134,12 +134,15 @@ def _with_keys(client_app: object | None, run_dir: Path) -> object | None:
 
 def measure(config: RunConfig, client_app: object | None = None) -> SizeResult:
     """Run one simulation of `config` (fedcare's ClientApp unless `client_app`); measure it."""
+    from simulations.engine.in_process_engine import Engine
     from simulations.engine.simulate import simulate
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         with RunWatcher(run_dir / "metrics.csv") as watcher:
-            simulate(config, run_dir, client_app=_with_keys(client_app, run_dir))
+            # Flower's engine at every size (10 hospitals would run in this process by default).
+            simulate(config, run_dir, client_app=_with_keys(client_app, run_dir),
+                     engine=Engine.RAY)
         with open(run_dir / "metrics.csv", newline="") as handle:
             seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
     startup = watcher.first_row_seconds
