@@ -26,6 +26,7 @@ from client.privacy import HospitalPrivacy
 from client.training import LocalTrainer, get_trainer
 from common.config import RunConfig
 from common.tasks import HospitalData, TaskSpec, get_task
+from common.tasks.split import split_digest
 from common.types import NDArrays
 from common.wire.records import unpack_reply, unpack_request
 from common.wire.replies import DeclinedReply, TrainReply
@@ -258,11 +259,7 @@ class CanaryHospitals:
         self.epsilon_hospital = 0.0
         self.ledger_dir = run_dir / "canary-ledgers"
         base = config.hospitals
-        self._hospitals = [
-            HospitalData(name=f"canary-{i}", x_train=np.zeros((1, 1), np.float32),
-                         y_train=np.zeros(1, np.float32), x_test=np.zeros((1, 1), np.float32),
-                         y_test=np.zeros(1, np.float32))
-            for i in range(len(directions))]
+        self._hospitals = [canary_hospital_data(f"canary-{i}") for i in range(len(directions))]
         self._index = [base + i for i in range(len(directions))]
         self._privacy = [
             HospitalPrivacy(mode=config.dp_mode.value, budget_epsilon=config.dp_epsilon,
@@ -289,6 +286,21 @@ class CanaryHospitals:
             released[i] = np.concatenate([u.ravel() for u in result.update])
             self.epsilon_hospital = max(self.epsilon_hospital, result.epsilon_hospital)
         self.scores += release_scores([released], self.directions)
+
+
+def canary_hospital_data(name: str) -> HospitalData:
+    """A canary hospital's data: one zero training row and one test row, and their split digest.
+
+    The rows are never trained on (``CraftedTrainer`` moves the weights) nor evaluated (canary
+    hospitals answer training rounds only). The split digest is what every real hospital's
+    loader states (``common.tasks.split``): a hospital's first charge pins it in its ledger,
+    and one without it declines, so a canary without it would release nothing and the audit
+    would see no release to score.
+    """
+    x_train, x_test = np.zeros((1, 1), np.float32), np.ones((1, 1), np.float32)
+    y_train, y_test = np.zeros(1, np.float32), np.zeros(1, np.float32)
+    return HospitalData(name=name, x_train=x_train, y_train=y_train, x_test=x_test,
+                        y_test=y_test, split_digest=split_digest(x_train, y_train, x_test, y_test))
 
 
 def with_rows(data: HospitalData, x: np.ndarray, y: np.ndarray) -> HospitalData:

@@ -148,9 +148,6 @@ def test_missing_noise_in_dp_sgd_is_caught_and_the_correct_build_is_not_flagged(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known regression: the audit's canary hospitals carry no split digest, so the DP "
-    "evaluation declines them and this broken build is no longer caught"))
 def test_missing_noise_at_hospital_level_is_caught_by_the_canary_hospitals(tmp_path,
                                                                           monkeypatch):
     # Arrange: canary hospitals run fedcare's own hospital-level round; the broken build's
