@@ -277,19 +277,17 @@ def budget_fields(view: LedgerView, last: dict[str, Any] | None,
 
 def lowering_cause(privacy: HospitalPrivacy, node_config: dict[str, Any]) -> str:
     """Which settings a lowered budget came from: the ClientApp opens the ledger with the
-    hospital's privacy settings, which may only lower it.
+    budget the hospital stated, which may only lower it (a key the node config does not set
+    keeps the ledger's own: ``HospitalPrivacy.ledger_limits``).
     """
     applied = f"epsilon {privacy.budget_epsilon:g}, delta {privacy.budget_delta:g}"
     if not privacy.ledger_configured:
         return f"the simulation's settings for its hospitals ({applied})"
     keys = ("budget-epsilon", "budget-delta")
     given = [f"{key}={node_config[key]}" for key in keys if key in node_config]
-    unset = [key for key in keys if key not in node_config]
-    parts = [f"the node config's {', '.join(given)}"] if given else []
-    if unset:
-        parts.append(f"fedcare's built-in default where the node config sets no "
-                     f"{' or '.join(unset)}")
-    return f"{'; '.join(parts)} ({applied})"
+    if not given:
+        return "not this node config (it sets no budget-epsilon or budget-delta)"
+    return f"the node config's {', '.join(given)}"
 
 
 def log_directory_ready(view: LedgerView, privacy: HospitalPrivacy, name: str) -> bool:

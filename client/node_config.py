@@ -27,8 +27,9 @@ ledger-head-path  path to a file           the ledger's hash-chain head, apart f
                                            ``$FEDCARE_HOME/heads/<name>.head``. Deleting or
                                            restoring the ledger alone is then refused
 budget-epsilon    number > 0               lowers its ledger's epsilon (a simulated node's
-                                           ledger made on first use starts with it; default 1)
-budget-delta      number in (0, 1)         likewise its delta (default 1e-5)
+                                           ledger made on first use starts with it, else 1);
+                                           not set: the ledger keeps its own
+budget-delta      number in (0, 1)         likewise its delta (else 1e-5)
 dp-mode           patient, hospital, none  the DP level it applies; it declines runs asking
                                            another (default ``patient``)
 accountant        rdp, prv                 its ledger's Opacus accountant (default ``rdp``)

@@ -55,6 +55,10 @@ class HospitalPrivacy:
     budget_epsilon, budget_delta : float
         The hospital's total budget, across every run on its data: a new ledger's budget; an
         existing ledger keeps its own, which these may only lower.
+    budget_stated : tuple[bool, bool]
+        Whether the hospital stated (epsilon, delta) itself. An existing ledger is opened with
+        the stated ones only: a node config silent on ``budget-epsilon`` keeps the ledger's
+        epsilon (made by ``fedcare budget init``), never lowers it to the built-in default.
     accountant : {"rdp", "prv"}
         Opacus accountant for its ledger.
     ledger_path : Path
@@ -83,11 +87,23 @@ class HospitalPrivacy:
     roster_path: Path | None = None
     roster_sha256: str | None = None
     signing_key_path: Path | None = None
+    budget_stated: tuple[bool, bool] = (True, True)
 
     # colluding: c, the most colluding hospitals this hospital assumes (node config
     # ``colluding-hospitals``; the roster's c counts too); distributed noise needs h <= t - c.
     # roster_path, roster_sha256, signing_key_path: secure aggregation's pinned consortium
     # roster and this hospital's signing key (``client.secure_aggregation`` loads them).
+
+    @property
+    def ledger_limits(self) -> tuple[float | None, float | None]:
+        """The (epsilon, delta) an existing ledger is opened with: None keeps the ledger's own.
+
+        Only a budget the hospital stated may lower its ledger's (a lowering is recorded in its
+        disclosure log).
+        """
+        stated_epsilon, stated_delta = self.budget_stated
+        return (self.budget_epsilon if stated_epsilon else None,
+                self.budget_delta if stated_delta else None)
 
     @property
     def trusted_peers(self) -> bool:
@@ -337,6 +353,7 @@ def privacy_from_node_config(node_config: dict[str, Any], hospital: str) -> Hosp
         roster_path=node.roster_path,
         roster_sha256=node.roster_sha256,
         signing_key_path=node.signing_key_path,
+        budget_stated=(node.budget_epsilon is not None, node.budget_delta is not None),
     )
 
 
@@ -373,9 +390,10 @@ def open_ledger(privacy: HospitalPrivacy, hospital: str) -> tuple["PrivacyLedger
             if not path.exists():  # refused for a reason other than a concurrent creation
                 raise
     fallback = default_head_path(hospital) if privacy.ledger_configured else None
+    epsilon, delta = privacy.ledger_limits
     try:
-        return PrivacyLedger.open(path, hospital=hospital, budget_epsilon=privacy.budget_epsilon,
-                                  budget_delta=privacy.budget_delta,
+        return PrivacyLedger.open(path, hospital=hospital, budget_epsilon=epsilon,
+                                  budget_delta=delta,
                                   accountant=privacy.accountant, head_path=privacy.head_path,
                                   default_head_path=fallback), ""
     except LedgerError as error:

@@ -112,19 +112,21 @@ def test_lowering_the_budget_in_the_node_config_is_a_record_not_a_rewrite(home, 
                       ("request", None)]
     lowered = _records(home)[2]
     assert lowered["previous_budget"]["epsilon"] == 3.0
-    assert lowered["cause"] == ("the node config's budget-epsilon=2.0; fedcare's built-in "
-                                "default where the node config sets no budget-delta "
-                                "(epsilon 2, delta 1e-05)")
+    assert lowered["cause"] == "the node config's budget-epsilon=2.0"
+    assert lowered["budget"]["delta"] == lowered["previous_budget"]["delta"]  # delta not set
 
 
-def test_a_node_config_silent_on_the_budget_lowers_it_to_the_default_and_says_so(home, weights):
-    _ask(weights, NODE)  # no budget-epsilon: fedcare's strict default, epsilon 1
+def test_a_node_config_silent_on_the_budget_keeps_the_ledgers_budget(home, weights):
+    # The ledger was made with epsilon 3 (`fedcare budget init`); the node config sets no
+    # budget-epsilon or budget-delta: fedcare's default (epsilon 1) must not lower it.
+    reply = reply_from(_ask(weights, NODE))
+    second = reply_from(_ask(weights, NODE, server_round=2))
 
-    lowered = _records(home)[1]
-
-    assert (lowered["event"], lowered["budget"]["epsilon"]) == ("budget-lowered", 1.0)
-    assert lowered["cause"] == ("fedcare's built-in default where the node config sets no "
-                                "budget-epsilon or budget-delta (epsilon 1, delta 1e-05)")
+    ledger = PrivacyLedger.read(home / "ledgers" / "va.json")
+    assert (ledger.budget_epsilon, ledger.budget_delta) == (3.0, 1e-5)
+    assert [r["event"] for r in _records(home)] == ["budget-init", "request", "request"]
+    assert isinstance(reply, TrainReply) and isinstance(second, TrainReply)
+    assert reply.privacy.budget_epsilon == second.privacy.budget_epsilon == 3.0
 
 
 def test_a_resent_release_is_marked_charged_earlier(home, weights):
