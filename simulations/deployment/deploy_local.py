@@ -65,6 +65,9 @@ FLOWER_ENVIRONMENT = {
     "CUDA_VISIBLE_DEVICES": "",
 }
 SUPERLINK_READY_SECONDS = 60.0
+# A hospital worker, fork server or SuperNode that exits is started again (a hospital's own
+# supervisor would do it: docs/hospital-it.md); the SuperLink is the run, and is not.
+NOT_RESTARTED = frozenset({"superlink"})
 WORKERS_READY_SECONDS = 180.0  # each worker imports TensorFlow once (seconds of CPU each)
 NODES_ONLINE_SECONDS = 120.0
 STATUS_POLL_SECONDS = 10.0  # each `flwr ls` is a Python start-up: poll it sparingly
@@ -108,6 +111,7 @@ class DeploySettings:
     idle_poll_seconds: float | None = 0.25  # fedcare-supernode's idle poll; None: Flower's 3 s
     extra_run_config: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # a used --out: keep its certificates, keys and ledgers; new run dir
+    restarts_per_minute: int = 3  # per hospital process that exits; 0: an exit ends the run
 
     @property
     def uses_secure_aggregation(self) -> bool:
@@ -688,6 +692,29 @@ def interruptible() -> AbstractContextManager[None]:
     return raising_on_signals(DeploymentInterrupted)
 
 
+@dataclass(slots=True)
+class RestartLimiter:
+    """Restarts per process name within the last 60 s (monotonic seconds), and in all."""
+
+    per_minute: int
+    times: dict[str, list[float]] = field(default_factory=dict)
+    total: int = 0
+
+    def allow(self, name: str, now: float) -> bool:
+        """Whether `name` may be restarted at `now`; if so, count the restart."""
+        recent = [t for t in self.times.get(name, []) if now - t < 60.0]
+        if len(recent) >= self.per_minute:
+            self.times[name] = recent
+            return False
+        self.times[name] = [*recent, now]
+        self.total += 1
+        return True
+
+    def recent(self, name: str) -> int:
+        """Restarts of `name` counted within its last minute."""
+        return len(self.times.get(name, []))
+
+
 class LocalDeployment:
     """The running parties of one deploy-local, and the ``flwr`` calls the admin makes."""
 
@@ -702,6 +729,7 @@ class LocalDeployment:
         env = {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(layout.flower_home),
                "PATH": os.pathsep.join(path)}
         self.processes = ProcessSet(env=env, log_dir=layout.logs)
+        self.restarts = RestartLimiter(settings.restarts_per_minute)
 
     def flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT_SECONDS) -> dict[str, Any]:
         """Run ``flwr ARGS --format json`` as the admin; return its JSON, raise if it failed."""
@@ -716,10 +744,27 @@ class LocalDeployment:
         return payload
 
     def check_alive(self) -> None:
-        """Raise if a SuperLink, SuperNode or hospital worker exited (naming it and its log)."""
+        """Restart a hospital worker, fork server or SuperNode that exited, logged; raise if the
+        SuperLink exited or a process exited more often than its cap (naming it and its log).
+
+        The cap is ``settings.restarts_per_minute`` restarts per process in any 60 s (0: none).
+        Meanwhile the run goes on: the server leaves that hospital out of the rounds it misses.
+        """
         for process in self.processes.exited():
-            raise DeploymentError(f"{process.name} exited with status {process.popen.returncode}; "
-                                  f"last lines of {process.log_path}:\n{tail(process.log_path)}")
+            status = process.popen.returncode
+            if process.name in NOT_RESTARTED or not self.restarts.allow(process.name,
+                                                                        time.monotonic()):
+                cap = ("" if process.name in NOT_RESTARTED else
+                       f" (restarted {self.settings.restarts_per_minute} times within a minute "
+                       "already: the cap)")
+                raise DeploymentError(f"{process.name} exited with status {status}{cap}; last "
+                                      f"lines of {process.log_path}:\n{tail(process.log_path)}")
+            restarted = self.processes.restart(process)
+            message = (f"{process.name} exited with status {status}; restarted it (pid "
+                       f"{restarted.popen.pid}; {self.restarts.recent(process.name)} of at most "
+                       f"{self.settings.restarts_per_minute} restarts a minute)")
+            logger.warning(message)
+            self.report(message)
 
     def start_superlink(self, credentials: Credentials) -> str:
         """Start the SuperLink; return its address once it accepts connections."""
@@ -878,10 +923,13 @@ class LocalDeployment:
         raise DeploymentError(f"only {online} of {expected} SuperNodes came online within "
                               f"{NODES_ONLINE_SECONDS:.0f} s; see the logs in {self.layout.logs}")
 
-    def submit(self, app: Path) -> str:
-        """Submit the app directory `app` with the run config; return the run id."""
+    def submit(self, app: Path, run_config: Path | None = None) -> str:
+        """Submit the app directory `app` with the run config (or `run_config`, a file of the
+        same form); return Flower's run id.
+        """
+        config = run_config if run_config is not None else self.layout.run_config
         payload = self.flwr("run", str(app.resolve()), CONNECTION,
-                            "--run-config", str(self.layout.run_config.resolve()))
+                            "--run-config", str(config.resolve()))
         return str(payload["run-id"])
 
     def follow(self, run_id: str, on_round: Callable[[list[dict[str, str]]], None]) -> str:
@@ -949,10 +997,17 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+Follower = Callable[["LocalDeployment", Path, str], str]
+
+
 def deploy_local(settings: DeploySettings, *, report: Callable[[str], None] = logger.info,
-                 on_round: Callable[[list[dict[str, str]]], None] = lambda rows: None
-                 ) -> RunOutcome:
+                 on_round: Callable[[list[dict[str, str]]], None] = lambda rows: None,
+                 follower: Follower | None = None) -> RunOutcome:
     """Run the whole local deployment (see the module docstring); stop every process after.
+
+    `follower(deployment, app, run_id)`, if given, follows the submitted run instead of
+    ``LocalDeployment.follow`` and returns its final status (a soak's chaos loop, which may
+    submit the run again with resume=true).
 
     Raises
     ------
@@ -1015,7 +1070,8 @@ def deploy_local(settings: DeploySettings, *, report: Callable[[str], None] = lo
                 deployment.wait_for_nodes(settings.hospitals)
             run_id = deployment.submit(app)
             report(f"submitted run {run_id}; the run directory is {layout.run_dir}")
-            status = deployment.follow(run_id, on_round)
+            status = (follower(deployment, app, run_id) if follower is not None
+                      else deployment.follow(run_id, on_round))
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
             survivors = deployment.processes.stop()

@@ -44,6 +44,9 @@ class StartedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str] = field(default_factory=list)  # how it was started, to start it again
+    cwd: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,10 +70,28 @@ class ProcessSet:
             popen = subprocess.Popen(  # noqa: S603 - argv is built by fedcare, no shell
                 argv, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
-        process = StartedProcess(name=name, popen=popen, log_path=log_path)
+        process = StartedProcess(name=name, popen=popen, log_path=log_path, argv=list(argv),
+                                 cwd=cwd, extra_env=dict(extra_env or {}))
         self.started.append(process)
         logger.info("started %s (pid %d), log %s", name, popen.pid, log_path)
         return process
+
+    def restart(self, process: StartedProcess) -> StartedProcess:
+        """Start an exited `process` again, as it was started (its log is appended to).
+
+        The exited one is reaped and replaced in ``started`` by the new one.
+
+        Raises
+        ------
+        ValueError
+            If `process` is still running or was not started by this set.
+        """
+        if process.popen.poll() is None or process not in self.started or process.cwd is None:
+            raise ValueError(f"{process.name} (pid {process.popen.pid}) is not an exited "
+                             "process of this set")
+        self.started.remove(process)
+        return self.start(process.name, process.argv, cwd=process.cwd,
+                          extra_env=process.extra_env)
 
     def exited(self) -> list[StartedProcess]:
         """The started processes that have already exited."""
