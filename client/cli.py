@@ -332,6 +332,11 @@ def predict(
         help="The consortium's schema, checked against the one the hospital trained with.")] = None,
     out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
         "predictions.csv"),
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Also write, beside each prediction, the features that pushed it up "
+        "or down with their attributions against the public baseline (at the hospital; "
+        "nothing is sent). --data heart-disease:cleveland explains a built-in hospital's "
+        "test rows.")] = False,
 ) -> None:
     """Predict for new patients with this hospital's own preprocessing (task csv).
 
@@ -345,10 +350,22 @@ def predict(
     from common.quiet import quiet_third_party
 
     quiet_third_party()  # before Keras imports TensorFlow (FEDCARE_VERBOSE=1 keeps its lines)
+    from client.explanation_source import builtin_source
     from common.data_validation import summarize
     from common.schema import DataSchema, SchemaError
     from common.tasks.csv_preprocessing import CsvPreprocessing, PreprocessingError
 
+    if (source := builtin_source(data)) is not None:  # e.g. heart-disease:cleveland
+        from client.explanation_output import predict_builtin
+
+        try:
+            frame = predict_builtin(model, source, explain=explain)
+        except ValueError as error:
+            _fail(str(error))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out, index=False)
+        typer.echo(f"{out}: predictions for {len(frame)} patients")
+        return
     if preprocessing is None:
         _fail("predict needs --preprocessing: the hospital's own preprocessing statistics of "
               "task csv, written next to its ledger when it trained (ledger hospital-0.json: "
@@ -389,6 +406,13 @@ def predict(
               "was it trained under this schema?")
     outputs = network.predict(patients.x, verbose=0)
     frame = prediction_frame(outputs, patients, fitted.schema)
+    if explain:
+        from client.explanation_output import view_for_csv, with_explanation
+
+        try:
+            frame = with_explanation(frame, network, patients.x, view_for_csv(fitted))
+        except ValueError as error:
+            _fail(f"--explain: {error}")
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     typer.echo(f"{out}: predictions for {len(frame)} patients")
