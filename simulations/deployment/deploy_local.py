@@ -44,7 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from common.signals import raising_on_signals
-from simulations.deployment.flower_processes import MARKER_VARIABLE, ProcessSet
+from simulations.deployment.flower_processes import (
+    MARKER_VARIABLE,
+    ProcessSet,
+    StartedProcess,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,10 @@ SUPERLINK_READY_SECONDS = 60.0
 # A hospital worker, fork server or SuperNode that exits is started again (a hospital's own
 # supervisor would do it: docs/hospital-it.md); the SuperLink is the run, and is not.
 NOT_RESTARTED = frozenset({"superlink"})
+# Flower 1.42's SuperLink counts a SuperNode online for 2 heartbeats of 30 s after the last one
+# (HEARTBEAT_PATIENCE x HEARTBEAT_DEFAULT_INTERVAL) and refuses to activate its key again
+# until then: a SuperNode restarted sooner exits (code 305).
+SUPERNODE_RESTART_DELAY_SECONDS = 65.0
 WORKERS_READY_SECONDS = 180.0  # each worker imports TensorFlow once (seconds of CPU each)
 NODES_ONLINE_SECONDS = 120.0
 STATUS_POLL_SECONDS = 10.0  # each `flwr ls` is a Python start-up: poll it sparingly
@@ -730,6 +738,8 @@ class LocalDeployment:
                "PATH": os.pathsep.join(path)}
         self.processes = ProcessSet(env=env, log_dir=layout.logs)
         self.restarts = RestartLimiter(settings.restarts_per_minute)
+        self.restart_due: dict[str, float] = {}  # exited process name -> when to restart it
+        self.supernodes: set[str] = set()  # names of the SuperNode processes
 
     def flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT_SECONDS) -> dict[str, Any]:
         """Run ``flwr ARGS --format json`` as the admin; return its JSON, raise if it failed."""
@@ -748,23 +758,47 @@ class LocalDeployment:
         SuperLink exited or a process exited more often than its cap (naming it and its log).
 
         The cap is ``settings.restarts_per_minute`` restarts per process in any 60 s (0: none).
-        Meanwhile the run goes on: the server leaves that hospital out of the rounds it misses.
+        A SuperNode is restarted ``SUPERNODE_RESTART_DELAY_SECONDS`` after its exit: until then
+        the SuperLink still counts it online and refuses its key. Meanwhile the run goes on:
+        the server leaves that hospital out of the rounds it misses.
         """
+        now = time.monotonic()
         for process in self.processes.exited():
-            status = process.popen.returncode
-            if process.name in NOT_RESTARTED or not self.restarts.allow(process.name,
-                                                                        time.monotonic()):
-                cap = ("" if process.name in NOT_RESTARTED else
-                       f" (restarted {self.settings.restarts_per_minute} times within a minute "
-                       "already: the cap)")
-                raise DeploymentError(f"{process.name} exited with status {status}{cap}; last "
-                                      f"lines of {process.log_path}:\n{tail(process.log_path)}")
-            restarted = self.processes.restart(process)
-            message = (f"{process.name} exited with status {status}; restarted it (pid "
-                       f"{restarted.popen.pid}; {self.restarts.recent(process.name)} of at most "
-                       f"{self.settings.restarts_per_minute} restarts a minute)")
-            logger.warning(message)
-            self.report(message)
+            if process.name in NOT_RESTARTED:
+                raise DeploymentError(f"{process.name} exited with status "
+                                      f"{process.popen.returncode}; last lines of "
+                                      f"{process.log_path}:\n{tail(process.log_path)}")
+            if process.name not in self.restart_due:
+                delay = SUPERNODE_RESTART_DELAY_SECONDS if process.name in self.supernodes else 0.0
+                self.restart_due[process.name] = now + delay
+                if delay:
+                    self.report(f"{process.name} exited with status {process.popen.returncode}; "
+                                f"restarting it in {delay:.0f} s (the SuperLink counts it "
+                                "online until its heartbeats lapse)")
+            if now >= self.restart_due[process.name]:
+                del self.restart_due[process.name]
+                self.restart(process, now)
+
+    def restart(self, process: StartedProcess, now: float) -> None:
+        """Start the exited `process` again within the cap (logged), else raise naming it.
+
+        Raises
+        ------
+        DeploymentError
+            If `process` was restarted ``settings.restarts_per_minute`` times in the last 60 s.
+        """
+        status = process.popen.returncode
+        if not self.restarts.allow(process.name, now):
+            raise DeploymentError(
+                f"{process.name} exited with status {status} (restarted "
+                f"{self.settings.restarts_per_minute} times within a minute already: the cap); "
+                f"last lines of {process.log_path}:\n{tail(process.log_path)}")
+        restarted = self.processes.restart(process)
+        message = (f"{process.name} exited with status {status}; restarted it (pid "
+                   f"{restarted.popen.pid}; {self.restarts.recent(process.name)} of at most "
+                   f"{self.settings.restarts_per_minute} restarts a minute)")
+        logger.warning(message)
+        self.report(message)
 
     def start_superlink(self, credentials: Credentials) -> str:
         """Start the SuperLink; return its address once it accepts connections."""
@@ -908,6 +942,7 @@ class LocalDeployment:
             env = {"FLWR_HOME": str(home), **(fork_server_env(*forks[name]) if name in forks
                                               else {})}
             self.processes.start(name, [*entry, *argv[1:]], cwd=home, extra_env=env)
+            self.supernodes.add(name)
 
     def wait_for_nodes(self, expected: int) -> None:
         """Wait until `expected` SuperNodes are online (authenticated deployments list them)."""
