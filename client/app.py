@@ -26,6 +26,7 @@ from client.admission import Admitted, Refused, admit  # noqa: E402 - after quie
 from client.app_pinning import verify_app_mod  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.disclosure_log_mod import disclosure_log_mod  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.evaluation_round import EvaluationRequest, EvaluationResult, evaluate_model  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from client.explanation_round import ExplanationRequest, explain_model  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.identity_proof import identity_proof_mod, remember_signing_key  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.local_round import RoundResult, train_round  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from client.privacy import HospitalPrivacy, ledger_report, privacy_from_node_config  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
@@ -38,9 +39,10 @@ from common.secagg.update_vector import rounding_bound  # noqa: E402 - after qui
 from common.tasks import HospitalData, TaskSpec  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.tasks.csv_preprocessing import preprocessing_path  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.weights import arrays_problem  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.wire.actions import EXPLAIN  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.wire.fields import WireFormatError  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.wire.records import Request, node_identity, pack_reply, request_ref, unpack_request  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
-from common.wire.replies import DeclinedReply, HospitalIdentity, Reply, RoundRef  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
+from common.wire.replies import DeclinedReply, ExplainReply, HospitalIdentity, Reply, RoundRef  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 from common.wire.settings import RoundSettings  # noqa: E402 - after quiet_third_party(), which runs before TensorFlow loads
 
 logger = logging.getLogger(__name__)
@@ -237,6 +239,33 @@ class HospitalHandlers:
                                               privacy=report))
         return _reply(msg, evaluate_reply(settings, identity, result.statistics, report))
 
+    def explain(self, msg: Message, context: Context) -> Message:
+        """The consortium explanation of the final weights on the training rows: its DP
+        release (``client.explanation_round``) or a decline naming why.
+        """
+        unpacked = _unpack(msg, context)
+        if isinstance(unpacked, Message):
+            return unpacked
+        settings, identity, admitted = unpacked.settings, unpacked.identity, unpacked.admitted
+        if unpacked.request.weights is None:
+            return _reply(msg, declined_reply(settings, identity,
+                                              "arrays: an explain message needs the weights"))
+        privacy = self.privacy_for(context, admitted.data)
+        request = ExplanationRequest(settings, unpacked.request.weights, admitted.task,
+                                     admitted.data, admitted.index, privacy)
+        try:
+            result = explain_model(request)
+        except LedgerError as error:
+            result = None
+            reason = f"its privacy ledger is unusable: {error}"
+        report = ledger_report(privacy, admitted.name)
+        if result is None or result.vector is None:
+            reason = reason if result is None else result.declined
+            return _reply(msg, declined_reply(settings, identity, reason, privacy=report))
+        return _reply(msg, ExplainReply(identity, RoundRef(settings.run_id,
+                                                           settings.server_round),
+                                        result.vector, report))
+
     def _evaluation(self, unpacked: Unpacked, context: Context, evaluated_round: int, *,
                     release: bool = True) -> EvaluationResult:
         """Evaluate the weights received (round `evaluated_round`'s model) on the test rows:
@@ -322,6 +351,7 @@ def build_client_app(privacy_for: PrivacyProvider = privacy_from_context,
     client_app.train()(handlers.train)
     register_secagg_actions(client_app, handlers.secagg_advertise)
     client_app.evaluate()(handlers.evaluate)
+    client_app.query(EXPLAIN)(handlers.explain)
     return client_app
 
 

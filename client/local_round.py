@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from client.explanation_round import planned_explanation
 from client.privacy import (
     HospitalPrivacy,
     distributed_round_event,
@@ -255,6 +256,8 @@ def _plan(request: RoundSettings, *, privacy: HospitalPrivacy, hospital: Hospita
     levels = ((PrivacyLevel.PATIENT,) if level == PrivacyLevel.PATIENT
               else (PrivacyLevel.HOSPITAL, PrivacyLevel.PATIENT))
     priors = [ledger.history(at, exclude_run=request.run_id) for at in levels]
+    if level == PrivacyLevel.PATIENT:  # the run's explanation, after training, fits with it
+        priors = [[*prior, *planned_explanation(request, ledger)] for prior in priors]
     try:
         if request.noise_mode == NoiseMode.DISTRIBUTED:
             event = distributed_round_event(request, privacy, priors, ledger.budget_epsilon,

@@ -113,6 +113,13 @@ class RunConfig:
     secagg_roster_sha256: str = _key("secagg.roster-sha256", "")
     csv_schema_path: str = _key("csv.schema-path", "")
     csv_schema_sha256: str = _key("csv.schema-sha256", "")
+    # The consortium explanation, under patient-level DP: once after training, each hospital
+    # releases its clipped sum of absolute attributions (each row's L2 norm cut to
+    # explain.bound, in logits), charged on its training track; explain.share of each
+    # hospital's budget epsilon prices it, and training is calibrated around it.
+    explain_enabled: bool = _key("explain.enabled", True)
+    explain_bound: float = _key("explain.bound", 1.0)
+    explain_share: float = _key("explain.share", 0.25)
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> "RunConfig":
@@ -166,6 +173,8 @@ class RunConfig:
              "must be >= 0 (0: the threshold)"),
             (self.secagg_threshold >= 0, "secagg.threshold",
              "must be >= 0 (0: the smallest majority)"),
+            (self.explain_bound > 0, "explain.bound", "must be > 0"),
+            (0 < self.explain_share < 1, "explain.share", "must be in (0, 1)"),
             (0 <= self.eval_every <= self.num_server_rounds, "eval-every",
              f"must be between 0 (only the final model) and num-server-rounds="
              f"{self.num_server_rounds}"),

@@ -46,6 +46,7 @@ from common.wire.statistics import StatisticsSpec
 from server.checkpoint import Checkpoint, load_latest_checkpoint, save_checkpoint
 from server.collusion import secure_trust, with_roster_honest
 from server.evaluation import epsilon_columns, evaluates, summarize_round
+from server.explanation import explanation_settings, feature_names_of, run_explanation
 from server.identity import IdentityBook, registered_names
 from server.plain_round import run_plain_round
 from server.progress import REPORTS_KEY, RoundProgress
@@ -102,6 +103,8 @@ def round_settings(config: RunConfig, run_id: str, server_round: int) -> RoundSe
         honest_contributors=noise.honest_contributors,
         eval_every=config.eval_every, normalisation=config.normalisation,
         missing_indicator=config.missing_indicator, normalisation_digest=scaling_digest(config),
+        explain_share=explanation_settings(config)[0],
+        explain_bound=explanation_settings(config)[1],
     )
 
 
@@ -207,6 +210,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     try:
         with run.progress:
             stop_reason = _run_rounds(run, state, first_round)
+        if not stop_reason:  # the consortium explanation: once, of the final model
+            _explain(run, state)
     except BaseException as error:  # noqa: B036 - outputs are written, then it propagates
         stop_reason = f"the run failed: {error}" if str(error) else f"the run failed: {error!r}"
         _close_pending(run, state, evaluate_round=None)  # no more exchanges: row as it is
@@ -346,6 +351,19 @@ def _run_rounds(run: FederationRun, state: RunState, first_round: int) -> str:
                    {k: v for k, v in state.pending.items() if k != "started"}},
         ))
     return ""
+
+
+def _explain(run: FederationRun, state: RunState) -> None:
+    """Ask the hospitals for the consortium explanation (``server.explanation``); a failure
+    is logged, never the run's end.
+    """
+    last = run.config.num_server_rounds
+    try:
+        run_explanation(run.channel(last, state, run.config.round_timeout), run.settings(last),
+                        state.weights, run.task, run.config, run.run_dir,
+                        feature_names_of(run.task))
+    except (FederationError, OSError, ValueError) as error:
+        logger.warning("the consortium explanation failed: %s", error)
 
 
 def _save_outputs(run: FederationRun, state: RunState, model: "keras.Model",

@@ -56,6 +56,9 @@ def privacy_cost_lines(config: RunConfig) -> list[str]:
                     + ("" if config.eval_every == 0 else
                        f" (eval-every {config.eval_every}: {evaluations} evaluations share "
                        "the budget one would have; each is noisier)"))
+    from server.explanation import explanation_cost_line
+
+    lines.insert(2, explanation_cost_line(config))
     return lines
 
 

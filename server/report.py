@@ -564,5 +564,8 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
         save_figure(epsilon_figure(rows, hospitals, config, epsilon, title),
                     run_dir / "epsilon_vs_round.png")
         lines += ["![epsilon vs round](epsilon_vs_round.png)", ""]
+    from server.report_explanation import explanation_section
+
+    lines += explanation_section(run_dir)
     (run_dir / "report.md").write_text("\n".join(lines))
     return run_dir / "report.md"

@@ -10,3 +10,6 @@ SECAGG_MASK = "secagg_mask"
 SECAGG_CHECK = "secagg_check"
 SECAGG_UNMASK = "secagg_unmask"
 SECAGG_ACTIONS = (SECAGG_ADVERTISE, SECAGG_SHARE, SECAGG_MASK, SECAGG_CHECK, SECAGG_UNMASK)
+# The consortium explanation, once after training (``common.explain.consortium``): a query
+# message ``query.explain`` with the final weights; the reply is a DP release or a decline.
+EXPLAIN = "explain"

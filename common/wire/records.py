@@ -30,6 +30,7 @@ from common.wire.fields import (
 from common.wire.replies import (
     DeclinedReply,
     EvaluateReply,
+    ExplainReply,
     HospitalIdentity,
     NDArrays,
     PrivacyReport,
@@ -53,6 +54,8 @@ from common.wire.statistics import StatisticsSpec, validate_statistics
 
 ARRAYS, CONFIG, SECAGG, SECAGG_NEXT = "arrays", "config", "secagg", "secagg-next"
 REPLY, PRIVACY, METRICS, STATISTICS = "reply", "privacy", "metrics", "statistics"
+EXPLANATION = "explanation"  # an ExplainReply's release: one float64 vector "attributions"
+MAX_EXPLANATION_CELLS = 100_001  # features + 1; far above any task's width
 IDENTITY_PROOF = "identity-proof"  # optional, in the reply header (common.identity_proof)
 MAX_EXAMPLES_ON_WIRE = 10**12  # a type bound only; the run's max-examples is the real one
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
@@ -138,8 +141,11 @@ def pack_reply(reply: Reply) -> RecordDict:
     if isinstance(reply, DeclinedReply):
         header["reason"] = reply.reason[:MAX_TEXT]
     content[REPLY] = ConfigRecord(header)
-    if isinstance(reply, TrainReply | DeclinedReply | EvaluateReply) and reply.privacy is not None:
+    if not isinstance(reply, SecAggStageReply) and reply.privacy is not None:
         content[PRIVACY] = _pack_privacy(reply.privacy)
+    if isinstance(reply, ExplainReply):
+        content[EXPLANATION] = ArrayRecord(
+            {"attributions": Array(np.asarray(reply.attributions, dtype=np.float64))})
     if isinstance(reply, TrainReply):
         if reply.update is not None:
             content[ARRAYS] = ArrayRecord(reply.update)
@@ -152,7 +158,7 @@ def pack_reply(reply: Reply) -> RecordDict:
             metrics["encoding-clipped"] = int(reply.encoding_clipped)
         if metrics:
             content[METRICS] = MetricRecord(metrics)
-    statistics = None if isinstance(reply, SecAggStageReply) else reply.statistics
+    statistics = None if isinstance(reply, SecAggStageReply | ExplainReply) else reply.statistics
     if statistics is not None:
         content[STATISTICS] = pack_statistics(statistics)
     if isinstance(reply, TrainReply | SecAggStageReply) and reply.secagg is not None:
@@ -185,8 +191,12 @@ def unpack_reply(content: RecordDict, *, statistics: StatisticsSpec) -> Reply:
     records = {ReplyKind.TRAIN: {REPLY, ARRAYS, PRIVACY, METRICS, STATISTICS, SECAGG},
                ReplyKind.DECLINED: {REPLY, PRIVACY, STATISTICS},
                ReplyKind.EVALUATE: {REPLY, STATISTICS, PRIVACY},
-               ReplyKind.SECAGG: {REPLY, SECAGG, SECAGG_NEXT}}[kind]
+               ReplyKind.SECAGG: {REPLY, SECAGG, SECAGG_NEXT},
+               ReplyKind.EXPLAIN: {REPLY, EXPLANATION, PRIVACY}}[kind]
     _only(content, records, "reply")
+    if kind == ReplyKind.EXPLAIN:
+        return ExplainReply(hospital, answers, _explanation(content),
+                            _privacy(content) if PRIVACY in content else None)
     stats = (validate_statistics(unpack_statistics(content, statistics), statistics)
              if STATISTICS in content else None)
     if kind == ReplyKind.EVALUATE:
@@ -285,7 +295,26 @@ def unpack_statistics(content: RecordDict, spec: StatisticsSpec) -> dict[str, np
     return out
 
 
+def _explanation(content: RecordDict) -> np.ndarray:
+    """The explanation release: one finite float vector of 2 to MAX_EXPLANATION_CELLS cells."""
+    arrays = _array_dict(content, EXPLANATION)
+    if set(arrays) != {"attributions"}:
+        raise WireFormatError(EXPLANATION, f"must hold one vector 'attributions', got "
+                              f"{sorted(arrays)}")
+    vector = arrays["attributions"]
+    if (vector.dtype not in _FLOAT_DTYPES or vector.ndim != 1
+            or not 2 <= vector.size <= MAX_EXPLANATION_CELLS):
+        raise WireFormatError(f"{EXPLANATION}.attributions", f"must be a float vector of 2 to "
+                              f"{MAX_EXPLANATION_CELLS} cells, got {vector.dtype} "
+                              f"{vector.shape}")
+    if not np.isfinite(vector).all():
+        raise WireFormatError(f"{EXPLANATION}.attributions", "holds a non-finite value")
+    return np.asarray(vector, dtype=np.float64)
+
+
 def _kind(reply: Reply) -> ReplyKind:
+    if isinstance(reply, ExplainReply):
+        return ReplyKind.EXPLAIN
     if isinstance(reply, TrainReply):
         return ReplyKind.TRAIN
     if isinstance(reply, DeclinedReply):

@@ -39,6 +39,7 @@ class ReplyKind(StrEnum):
     DECLINED = "declined"
     EVALUATE = "evaluate"
     SECAGG = "secagg"
+    EXPLAIN = "explain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,18 +134,32 @@ class SecAggStageReply:
     secagg_next: SecAggPayload | None = None
 
 
-Reply = TrainReply | DeclinedReply | EvaluateReply | SecAggStageReply
+@dataclass(frozen=True, slots=True)
+class ExplainReply:
+    """A hospital's consortium-explanation release (``common.explain.consortium``): the noisy
+    sum of its rows' clipped absolute attributions and the weighted noisy count, d + 1 cells,
+    and what its ledger stands at after charging it (training track, patient level).
+    """
+
+    hospital: HospitalIdentity
+    answers: RoundRef
+    attributions: np.ndarray
+    privacy: PrivacyReport | None = None
+
+
+Reply = TrainReply | DeclinedReply | EvaluateReply | SecAggStageReply | ExplainReply
 
 # The optional parts of a train reply each mode allows: (dp mode, noise mode, secure) -> parts.
 _ALWAYS = frozenset({"statistics"})
 _PLAIN_PRIVATE = _ALWAYS | {"update", "privacy"}
 _SECURE_PRIVATE = _ALWAYS | {"secagg", "privacy"}
+_EXPLAIN = frozenset({"attributions"})  # patient level: the explanation's own reply (once)
 MANIFEST: dict[tuple[DpMode, NoiseMode, bool], frozenset[str]] = {
     (DpMode.NONE, NoiseMode.LOCAL, False): _ALWAYS | {"update", "num_examples", "train_loss"},
     (DpMode.NONE, NoiseMode.LOCAL, True): _ALWAYS | {"secagg", "num_examples", "train_loss",
                                                       "encoding_clipped"},
-    (DpMode.PATIENT, NoiseMode.LOCAL, False): _PLAIN_PRIVATE,
-    (DpMode.PATIENT, NoiseMode.LOCAL, True): _SECURE_PRIVATE,
+    (DpMode.PATIENT, NoiseMode.LOCAL, False): _PLAIN_PRIVATE | _EXPLAIN,
+    (DpMode.PATIENT, NoiseMode.LOCAL, True): _SECURE_PRIVATE | _EXPLAIN,
     (DpMode.HOSPITAL, NoiseMode.LOCAL, False): _PLAIN_PRIVATE,
     (DpMode.HOSPITAL, NoiseMode.LOCAL, True): _SECURE_PRIVATE,
     (DpMode.HOSPITAL, NoiseMode.DISTRIBUTED, True): _SECURE_PRIVATE,

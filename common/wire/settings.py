@@ -73,6 +73,10 @@ class RoundSettings:
     # SHA-256 (hex) of the shared normalisation's public constants ("" for per-hospital); each
     # hospital computes its own from its copy of the task or schema and declines another.
     normalisation_digest: str = ""
+    # The consortium explanation (``common.explain.consortium``): its share of each hospital's
+    # budget epsilon and the L2 bound B of each row's absolute attributions (0: none planned).
+    explain_share: float = 0.0
+    explain_bound: float = 0.0
 
 
 FIELD_KEYS: dict[str, str] = {f.name: f.name.replace("_", "-") for f in fields(RoundSettings)}
@@ -139,6 +143,8 @@ def settings_from_fields(raw: Mapping[str, object]) -> RoundSettings:
         missing_indicator=read_bool(raw, k["missing_indicator"]),
         normalisation_digest=read_text(raw, k["normalisation_digest"],
                                        pattern="[0-9a-f]{64}", allow_empty=True),
+        explain_share=read_float(raw, k["explain_share"], minimum=0, maximum=0.99),
+        explain_bound=read_float(raw, k["explain_bound"], minimum=0, maximum=MAX_NORM),
     )
     if settings.server_round > settings.planned_rounds:
         raise WireFormatError(k["server_round"], f"{settings.server_round} is beyond the "

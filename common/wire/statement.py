@@ -16,6 +16,7 @@ from common.wire.replies import (
     MANIFEST,
     DeclinedReply,
     EvaluateReply,
+    ExplainReply,
     SecAggStageReply,
     TrainReply,
     allowed_parts,
@@ -52,6 +53,11 @@ _PARTS = {
         "statistics", "the evaluation of a model on the hospital's test rows: correct and "
         "incorrect counts and a 4-bin score histogram per label, noised, with the noise's "
         "stddev", LedgerTrack.TEST, short="evaluation"),
+    "attributions": PartStatement(
+        "attributions", "the consortium explanation, once after training: the sum of the "
+        "training rows' absolute attributions under the final model (each row's vector "
+        "clipped to L2 bound B) and the row count, noised", LedgerTrack.TRAIN,
+        short="consortium explanation"),
     "privacy": PartStatement(
         "privacy", "the epsilon spent per level and the hospital's budget", None,
         "through the sample rate q = batch / rows the epsilon spent depends on the hospital's "
@@ -89,8 +95,8 @@ def part_statement(part: str) -> PartStatement:
 
 def undeclared_fields() -> list[str]:
     """Fields of the reply types that no statement declares (empty when all are)."""
-    names = {f.name for kind in (TrainReply, DeclinedReply, EvaluateReply, SecAggStageReply)
-             for f in fields(kind)}
+    names = {f.name for kind in (TrainReply, DeclinedReply, EvaluateReply, SecAggStageReply,
+                                 ExplainReply) for f in fields(kind)}
     return sorted(names - set(_PARTS))
 
 

@@ -45,7 +45,9 @@ def test_each_mode_splits_every_part_into_releases_and_exclusions(mode):
     if dp_mode == DpMode.NONE:
         assert releases == set()
     else:
-        assert releases == {"secagg" if secure else "update", "statistics"}
+        # Patient level also releases the consortium explanation (training track).
+        explanation = {"attributions"} if dp_mode == DpMode.PATIENT else set()
+        assert releases == {"secagg" if secure else "update", "statistics"} | explanation
         assert all(p.why and p.track is None for p in not_covered(*mode))
         assert {"hospital", "answers", "reason", "privacy"} <= excluded
 
