@@ -9,6 +9,7 @@ the optimizer's slots and runs the compiled epoch (about 4 ms for 200 rows here,
 import logging
 import math
 import sys
+import threading
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -30,6 +31,9 @@ class LocalTrainer:
 
     def __init__(self, task: TaskSpec) -> None:
         self.task = task
+        # One fit at a time: the trainer is shared by every hospital of a process, and an
+        # in-process hospital left out at its deadline may still be training on its thread.
+        self._fitting = threading.Lock()
         self.model = build_model(task, seed=0)  # weights are always overwritten by set_weights
         self.optimizer = keras.optimizers.SGD(learning_rate=0.1)
         self.optimizer.build(self.model.trainable_variables)
@@ -115,18 +119,20 @@ class LocalTrainer:
         at each pass over the rows). Returns the local weights and the mean batch loss of the
         last pass.
         """
-        self._start(weights, learning_rate)
-        x_t, y_t, batch = tf.constant(x), tf.constant(y), tf.constant(batch_size, tf.int32)
-        if steps > 0:
-            passes = math.ceil(steps * batch_size / len(y))
-            order = np.concatenate([rng.permutation(len(y)) for _ in range(passes)])
-            orders = [order[: steps * batch_size]]
-        else:
-            orders = [rng.permutation(len(y)) for _ in range(epochs)]
-        loss = 0.0
-        for order in orders:
-            loss = float(self._train_epoch(x_t, y_t, tf.constant(order.astype(np.int32)), batch))
-        return self.get_weights(), loss
+        with self._fitting:
+            self._start(weights, learning_rate)
+            x_t, y_t, batch = tf.constant(x), tf.constant(y), tf.constant(batch_size, tf.int32)
+            if steps > 0:
+                passes = math.ceil(steps * batch_size / len(y))
+                order = np.concatenate([rng.permutation(len(y)) for _ in range(passes)])
+                orders = [order[: steps * batch_size]]
+            else:
+                orders = [rng.permutation(len(y)) for _ in range(epochs)]
+            loss = 0.0
+            for order in orders:
+                loss = float(self._train_epoch(x_t, y_t, tf.constant(order.astype(np.int32)),
+                                               batch))
+            return self.get_weights(), loss
 
     @cached_property
     def dp_sgd(self) -> DpSgdTrainer:
@@ -155,10 +161,12 @@ class LocalTrainer:
 
         Returns the local weights and the patient-level accounting event of what was applied.
         """
-        self._start(weights, learning_rate)
-        self.dp_sgd.set_privacy(l2_norm_clip=clipping_norm, noise_multiplier=noise_multiplier)
-        event = self.dp_sgd.train(x, y, batch_size=batch_size, rng=rng, steps=steps)
-        return self.get_weights(), event
+        with self._fitting:
+            self._start(weights, learning_rate)
+            self.dp_sgd.set_privacy(l2_norm_clip=clipping_norm,
+                                    noise_multiplier=noise_multiplier)
+            event = self.dp_sgd.train(x, y, batch_size=batch_size, rng=rng, steps=steps)
+            return self.get_weights(), event
 
     def predict(self, weights: NDArrays, x: np.ndarray) -> np.ndarray:
         """Return the model's outputs for `x` under `weights` (model order); the model's own

@@ -11,11 +11,12 @@ as it crosses into and out of a Ray actor, so the server and the hospitals share
 
 What it leaves out is Ray: its start (3-10 s), one worker process per CPU, and each worker's
 imports of TensorFlow, torch and Flower (5-10 s each, in parallel on a loaded machine). The
-hospitals' handlers run one after the other on this process's threads; with a handler's work
-in milliseconds, a round of ten hospitals is faster here than on the engine's 0.1 s tick
-(``python -m benchmarks.first_result`` measures both). Unlike Ray's engine, a handler that
-never returns is not cut off by ``round-timeout`` (it runs in this thread); Ctrl-C still ends
-the run at once.
+hospitals' handlers run one after the other, each on its node's own thread; with a handler's
+work in milliseconds, a round of ten hospitals is faster here than on the engine's 0.1 s tick
+(``python -m benchmarks.first_result`` measures both). Each reply is waited for at most
+``round-timeout`` seconds from the moment its hospital is handed the message: a slow or
+hanging hospital is left out at its own deadline and never spends the others' (the grid's
+module docstring). Ctrl-C still ends the run at once; the hospitals' threads are daemons.
 """
 
 import pickle
@@ -98,5 +99,9 @@ def run_in_process(server_app: "ServerApp", client_app: "ClientApp", *, hospital
              for i, node in enumerate(_node_ids(hospitals))}
     grid = CopyingGrid(client_app, nodes, run_config={}, keep_sent=False, run_id=run_id)
     # The driver takes any grid with Flower's get_nodes / send_and_receive (server.exchange).
-    server_app(cast("Grid", grid), Context(run_id=run_id, node_id=SERVER_NODE, node_config={},
-                                           state=RecordDict(), run_config={}))
+    try:
+        server_app(cast("Grid", grid), Context(run_id=run_id, node_id=SERVER_NODE,
+                                               node_config={}, state=RecordDict(),
+                                               run_config={}))
+    finally:
+        grid.close()

@@ -6,15 +6,33 @@ node contexts persist across rounds (secure aggregation keeps state there), and 
 raises comes back as an error reply, as in Flower's engines. Tests use it, and so does
 ``fedcare audit``, whose several federations (the DP run, its control, shadow runs) would each
 pay Ray's start-up (15-25 s here) on the simulation engine.
+
+Deadlines: each node's handler runs on that node's own thread (its messages one after
+another, in order, so its Context is never shared), and ``send_and_receive(timeout=T)`` waits
+at most T seconds for each reply, from the moment that node's handler is handed the message. A
+handler still running at its deadline is left out of the exchange (logged, counted in
+``late``) and goes on in its thread; that node's next message waits behind it and counts
+against its own deadline. So a slow or hanging hospital costs the others nothing but its own T:
+every other hospital still gets its full T. The nodes are handed their messages one at a time,
+in order, as before, so a run without late handlers computes exactly what it did.
 """
 
 import itertools
-from collections.abc import Iterable
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+
+logger = logging.getLogger(__name__)
 
 SERVER_NODE = 0
 TaskIdentity.run_id = 1  # Flower 1.42 takes a new message's run and node ids from here
@@ -29,10 +47,45 @@ def node_context(node_config: dict[str, Any], run_config: dict[str, Any], *,
                    run_config=run_config)
 
 
+class NodeThread:
+    """One node's handler thread (a daemon): the calls handed to it run one after another."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
+            queue.SimpleQueue())
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], Any]) -> "Future[Any]":
+        """Queue `call`; its future holds its result (or what it raised)."""
+        future: Future[Any] = Future()
+        self._calls.put((call, future))
+        return future
+
+    def close(self) -> None:
+        """Let the thread end once the calls queued before this have run."""
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+                    future.set_exception(error)
+
+
+def _close_all(threads: dict[int, NodeThread]) -> None:
+    for thread in threads.values():
+        thread.close()
+
+
 class InProcessGrid:
     """Deliver messages to `client_app` with one persistent Context per node id.
 
-    Every message sent is kept in ``sent`` (for tests) unless `keep_sent` is false.
+    Every message sent is kept in ``sent`` (for tests) unless `keep_sent` is false; a reply
+    that missed its deadline is counted per node id in ``late``.
     """
 
     def __init__(self, client_app: Any, node_configs: dict[int, dict[str, Any]],
@@ -44,7 +97,19 @@ class InProcessGrid:
         self.names = names or {}
         self.sent: list[Message] = []
         self.keep_sent = keep_sent
+        self.late: dict[int, int] = {}
         self._ids = itertools.count(1)
+        self._threads: dict[int, NodeThread] = {}
+        self._finalizer = weakref.finalize(self, _close_all, self._threads)
+
+    def close(self) -> None:
+        """End the nodes' threads (each after the calls already handed to it)."""
+        self._finalizer()
+
+    def _thread_of(self, node: int) -> NodeThread:
+        if node not in self._threads:
+            self._threads[node] = NodeThread(f"hospital-node-{node}")
+        return self._threads[node]
 
     def get_node_ids(self) -> list[int]:
         """The simulated hospitals' node ids."""
@@ -57,13 +122,28 @@ class InProcessGrid:
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> list[Message]:
-        """Deliver each message to its node's ClientApp in turn; return the replies."""
+        """Deliver each message to its node's ClientApp in turn; return the replies.
+
+        Each reply is waited for at most `timeout` seconds (None: no limit) from the moment
+        its node's thread is handed the message; a later one is left out (see the module
+        docstring). What a handler raises that is not an ``Exception`` (e.g. ``SystemExit``)
+        is raised here.
+        """
         replies = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"
             if self.keep_sent:
                 self.sent.append(message)
-            reply = self.deliver(message, self.contexts[message.metadata.dst_node_id])
+            node = message.metadata.dst_node_id
+            context = self.contexts[node]
+            future = self._thread_of(node).submit(partial(self.deliver, message, context))
+            try:
+                reply = future.result(timeout=timeout)
+            except FutureTimeout:
+                self.late[node] = self.late.get(node, 0) + 1
+                logger.warning("node %d (%s) did not answer within %.1f s: left out of this "
+                               "exchange", node, self.names.get(node, "hospital"), timeout)
+                continue
             if reply is not None:
                 replies.append(reply)
         return replies
