@@ -147,29 +147,31 @@ def simulate(config: RunConfig, run_dir: Path, *,
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     config = with_ephemeral_roster(config, run_dir)
-    become_subreaper()
     # Ctrl-C or SIGTERM abandons the current round; the last checkpoint (written atomically
     # after each round) stays resumable.
     with exit_on_signals(lambda: (
             "stopping the simulation. The last completed round's checkpoint is kept: resume "
             f"with\n  fedcare simulate --resume {run_dir}")):
-        try:
-            server_app = build_server_app(config, run_dir)
-            app = client_app or RecipeClientApp(
-                build_client_app, SimulatedHospitalPrivacy(config, run_dir / "ledgers"))
-            if choose_engine(engine, config.hospitals) is Engine.IN_PROCESS:
-                run_in_process(server_app, app, hospitals=config.hospitals)
-            else:
-                _run_on_ray(server_app, app, config.hospitals)
-        finally:
-            stop_descendants()
+        server_app = build_server_app(config, run_dir)
+        app = client_app or RecipeClientApp(
+            build_client_app, SimulatedHospitalPrivacy(config, run_dir / "ledgers"))
+        if choose_engine(engine, config.hospitals) is Engine.IN_PROCESS:
+            run_in_process(server_app, app, hospitals=config.hospitals)  # starts no process
+        else:
+            _run_on_ray(server_app, app, config.hospitals)
 
 
 def _run_on_ray(server_app: "ServerApp", client_app: "ClientApp", hospitals: int) -> None:
-    """Run the apps on Flower's simulation engine (Ray), one simulated node per hospital."""
+    """Run the apps on Flower's simulation engine (Ray), one simulated node per hospital;
+    every process the run started is stopped before it returns.
+    """
     from flwr.simulation import run_simulation
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(server_app=server_app, client_app=client_app,
-                       num_supernodes=hospitals, backend_config=backend_config())
+    become_subreaper()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            run_simulation(server_app=server_app, client_app=client_app,
+                           num_supernodes=hospitals, backend_config=backend_config())
+    finally:
+        stop_descendants()

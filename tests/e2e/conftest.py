@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from processes import kill_marked  # noqa: E402
+from processes import REFERENCE_RUN, kill_marked  # noqa: E402
 
 FEDCARE = Path(sys.executable).with_name("fedcare")
 
@@ -32,3 +32,21 @@ def fedcare_cli():
     yield run
     for marker in markers:
         kill_marked(marker)
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """One uninterrupted ``fedcare simulate`` (REFERENCE_RUN, the default engine) whose run
+    directory several end-to-end tests compare against; every process it started is killed.
+    """
+    out = tmp_path_factory.mktemp("reference") / "whole"
+    marker = uuid.uuid4().hex
+    try:
+        done = subprocess.run([str(FEDCARE), *REFERENCE_RUN, "--out", str(out)],
+                              env={**os.environ, "FEDCARE_TEST_MARKER": marker},
+                              capture_output=True, text=True, timeout=900)
+    finally:
+        kill_marked(marker)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+

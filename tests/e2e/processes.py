@@ -9,6 +9,10 @@ import time
 from pathlib import Path
 
 MARKER = "FEDCARE_TEST_MARKER"
+# The run the simulation tests share (conftest's ``reference_run``): a resumed run
+# (test_interrupt, test_resume) must end with its model and ledgers, and so must the same seed
+# on Ray's engine (test_simulate).
+REFERENCE_RUN = ("simulate", "--rounds", "4", "--seed", "3", "--local-steps", "2")
 
 
 def _state(pid: int) -> str:

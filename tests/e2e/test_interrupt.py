@@ -14,21 +14,24 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from processes import MARKER, kill_marked, model_weights, wait_until_gone  # noqa: E402
+from processes import (  # noqa: E402
+    MARKER,
+    REFERENCE_RUN,
+    kill_marked,
+    model_weights,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.slow
 
 FEDCARE = Path(sys.executable).with_name("fedcare")
-RUN = ("simulate", "--rounds", "4", "--seed", "3", "--local-steps", "2")
 
 
-def test_sigint_stops_within_seconds_and_the_run_resumes_to_the_same_model(tmp_path):
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    done = subprocess.run([str(FEDCARE), *RUN, "--out", str(whole)], capture_output=True,
-                          text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_sigint_stops_within_seconds_and_the_run_resumes_to_the_same_model(tmp_path,
+                                                                           reference_run):
+    whole, stopped = reference_run, tmp_path / "stopped"
     marker = uuid.uuid4().hex
-    proc = subprocess.Popen([str(FEDCARE), *RUN, "--out", str(stopped)],
+    proc = subprocess.Popen([str(FEDCARE), *REFERENCE_RUN, "--out", str(stopped)],
                             env={**os.environ, MARKER: marker}, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

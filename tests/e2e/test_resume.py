@@ -17,12 +17,18 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from processes import MARKER, kill_marked, model_weights, wait_until_gone  # noqa: E402
+from processes import (  # noqa: E402
+    MARKER,
+    REFERENCE_RUN,
+    kill_marked,
+    model_weights,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.slow
 
 FEDCARE = Path(sys.executable).with_name("fedcare")
-RUN = ("simulate", "--rounds", "5", "--seed", "1", "--local-steps", "3")
+RUN, ROUNDS = REFERENCE_RUN, 4  # the shared reference run's settings: 4 rounds
 
 
 def _ledgers(run_dir: Path) -> dict[str, list[tuple]]:
@@ -63,28 +69,26 @@ def _kill_after_checkpoint(out: Path, round_number: int) -> None:
         kill_marked(marker)
 
 
-def test_killed_and_resumed_run_equals_uninterrupted(fedcare_cli, tmp_path):
-    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    proc, _ = fedcare_cli(*RUN, "--out", str(whole))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_killed_and_resumed_run_equals_uninterrupted(fedcare_cli, tmp_path, reference_run):
+    whole, resumed = reference_run, tmp_path / "resumed"
 
     _kill_after_checkpoint(resumed, round_number=2)
     assert not (resumed / "model.keras").exists()
 
     conflict, _ = fedcare_cli("simulate", "--resume", str(resumed), "--rounds", "7")
-    assert conflict.returncode == 2 and "--rounds 7 (the run has 5)" in _text(conflict)
+    assert conflict.returncode == 2 and f"--rounds 7 (the run has {ROUNDS})" in _text(conflict)
 
     proc, marker = fedcare_cli("simulate", "--resume", str(resumed))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming" in _text(proc)
     assert wait_until_gone(marker, seconds=1.0) == []
 
-    assert _rounds(resumed) == ["1", "2", "3", "4", "5"]
+    assert _rounds(resumed) == [str(r) for r in range(1, ROUNDS + 1)]
     for expected, got in zip(model_weights(whole), model_weights(resumed), strict=True):
         np.testing.assert_array_equal(got, expected)
     assert _ledgers(resumed) == _ledgers(whole)
-    # Five training releases, and the final model's evaluation on the test track (one release).
-    assert all(len(entries) == 6 for entries in _ledgers(resumed).values())
+    # A training release a round, and the final model's evaluation on the test track (one).
+    assert all(len(entries) == ROUNDS + 1 for entries in _ledgers(resumed).values())
     assert all(sum(e.get("track") == "test" for e in json.loads(path.read_text())["entries"]) == 1
                for path in (resumed / "ledgers").glob("*.json"))
     assert len(json.loads((resumed / "config.json").read_text())["resumed"]) == 1
