@@ -322,8 +322,12 @@ def validate_data(
 
 @hospital_app.command()
 def predict(
-    model: Annotated[Path, typer.Option(help="The federation's model.keras.")],
     data: Annotated[Path, typer.Option(help="CSV of new patients (label column optional).")],
+    model: Annotated[str, typer.Option(
+        help="global: the federation's final model this hospital received "
+             "(<ledger stem>.global.keras beside --preprocessing); personal: this hospital's "
+             "own personal model, never sent (<ledger stem>.personal.keras); or the path of a "
+             "model.keras.")] = "global",
     preprocessing: Annotated[Path | None, typer.Option(
         help="This hospital's preprocessing statistics, written next to its ledger when it "
              "trained: the ledger's name with .preprocessing.json for .json (ledger "
@@ -358,8 +362,11 @@ def predict(
     if (source := builtin_source(data)) is not None:  # e.g. heart-disease:cleveland
         from client.explanation_output import predict_builtin
 
+        if model in MODEL_CHOICES:
+            _fail(f"--data {data} is a built-in hospital: give --model PATH (a run's "
+                  "model.keras, or a simulated hospital's ledgers/<name>.personal.keras)")
         try:
-            frame = predict_builtin(model, source, explain=explain)
+            frame = predict_builtin(Path(model), source, explain=explain)
         except ValueError as error:
             _fail(str(error))
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -393,6 +400,7 @@ def predict(
             typer.echo(str(problem))
         typer.echo(f"{data}: {summarize(problems)}", err=True)
         raise typer.Exit(code=1)
+    model = str(_model_file(model, preprocessing))
     import keras
 
     try:
@@ -416,6 +424,29 @@ def predict(
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     typer.echo(f"{out}: predictions for {len(frame)} patients")
+
+
+MODEL_CHOICES = ("global", "personal")
+
+
+def _model_file(model: str, preprocessing: Path) -> Path:
+    """The model file `predict --model` names: global or personal (beside the hospital's
+    preprocessing file, i.e. its ledger), else a path; exits 2 naming the file if absent.
+    """
+    if model not in MODEL_CHOICES:
+        path = Path(model)
+        if not path.is_file():
+            _fail(f"--model {model}: no such model file (or give global or personal)")
+        return path
+    stem = preprocessing.name.removesuffix(".preprocessing.json")
+    path = preprocessing.with_name(f"{stem}.{model}.keras")
+    if not path.is_file():
+        _fail(f"--model {model}: {path} does not exist. The hospital writes it beside its "
+              "ledger when a run's final global model arrives"
+              + (" (the personal model: fine-tuned on its own training rows, never sent; "
+                 "deleting it loses nothing, the next run's final model trains it again)"
+                 if model == "personal" else "") + "; or give --model PATH to a model.keras")
+    return path
 
 
 def hospital_worker(

@@ -115,6 +115,27 @@ def record_exact_metrics(request: EvaluationRequest, outputs: np.ndarray) -> Non
         logger.warning("could not record the exact metrics in %s: %s", path, error)
 
 
+def personalise(request: EvaluationRequest) -> None:
+    """Train the personal and local-only models on the final model and write the hospital's
+    report beside the ledger (``client.hospital_report``); nothing of it is returned or sent.
+
+    A failure is logged, never a reason to decline the evaluation.
+    """
+    from client.hospital_report import FinalModel, personalise_and_report
+    from client.personalisation import TrainingPlan
+
+    settings = request.settings
+    plan = TrainingPlan(learning_rate=settings.learning_rate, batch_size=settings.batch_size,
+                        seed=settings.seed * 1009 + request.hospital_index)
+    final = FinalModel(settings.run_id, request.evaluated_round, list(request.weights))
+    try:
+        personalise_and_report(request.trainer, request.hospital, final, plan,
+                               request.privacy.ledger_path)
+    except Exception:  # noqa: BLE001 - the hospital's own extra: never the reply's failure
+        logger.warning("could not train the personal model or write the hospital's report",
+                       exc_info=True)
+
+
 def evaluate_model(request: EvaluationRequest, *, release: bool = True) -> EvaluationResult:
     """Evaluate ``request.weights`` on the test rows: record it at home; release it if asked.
 
@@ -132,6 +153,8 @@ def evaluate_model(request: EvaluationRequest, *, release: bool = True) -> Evalu
     outputs = request.trainer.predict(request.weights, request.hospital.x_test)
     if request.evaluated_round >= 1:
         record_exact_metrics(request, outputs)
+    if request.evaluated_round == request.settings.planned_rounds >= 1:
+        personalise(request)  # the final model: the personal model and the hospital's report
     if not release:
         return EvaluationResult(None)
     settings, privacy = request.settings, request.privacy
