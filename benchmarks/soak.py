@@ -99,8 +99,11 @@ class Chaos:
         return None
 
     def kill_one(self, deployment: LocalDeployment, done: int) -> str | None:
-        """SIGKILL one random party (by the pid this deployment started); return its kind."""
-        kind = self.rng.choice(KINDS)
+        """SIGKILL one random party (by the pid this deployment started); return its kind.
+
+        The first kill is a SuperNode's (its restart waits longest: a fault there shows early).
+        """
+        kind = self.rng.choice(KINDS) if self.kills else "supernode"
         if kind == "server":
             server = self.server_process()
             if server is None:
