@@ -122,11 +122,11 @@ def personalise(request: EvaluationRequest) -> None:
     A failure is logged, never a reason to decline the evaluation.
     """
     from client.hospital_report import FinalModel, personalise_and_report
-    from client.personalisation import TrainingPlan
+    from client.personalisation import hospital_plan
 
     settings = request.settings
-    plan = TrainingPlan(learning_rate=settings.learning_rate, batch_size=settings.batch_size,
-                        seed=settings.seed * 1009 + request.hospital_index)
+    plan = hospital_plan(learning_rate=settings.learning_rate, batch_size=settings.batch_size,
+                         run_seed=settings.seed, hospital_index=request.hospital_index)
     final = FinalModel(settings.run_id, request.evaluated_round, list(request.weights))
     try:
         personalise_and_report(request.trainer, request.hospital, final, plan,

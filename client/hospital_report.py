@@ -157,13 +157,13 @@ def personalise_and_report(trainer: LocalTrainer, data: HospitalData, final: Fin
     save_model(trainer, personal.weights, personal_model_path(ledger_path))
     write_personal_info(ledger_path, {
         "utc": time.time(), "run": final.run_id, "round": final.server_round,
-        "global_sha256": digest, "epochs": personal.epochs,
+        "global_sha256": digest, "choice": personal.choice, "epochs": personal.epochs,
         "local_only_epochs": local.epochs, "learning_rate": plan.learning_rate,
         "batch_size": plan.batch_size, "seed": plan.seed, "dp": False,
         "validation_loss": [round(v, 6) for v in personal.validation_loss]})
     write_report(rows, ledger_path, kind=trainer.task.kind)
-    logger.info("%s: personal model (%d fine-tuning epochs) and report written in %.2f s",
-                data.name, personal.epochs, time.monotonic() - started)
+    logger.info("%s: personal model (%s) and report written in %.2f s", data.name,
+                personal.choice, time.monotonic() - started)
     return rows
 
 
