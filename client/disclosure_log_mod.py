@@ -53,6 +53,7 @@ from common.dp.ledger import LedgerEntry, PrivacyLedger
 from common.errors import LedgerError
 from common.secagg.messages import Key
 from common.tasks import HospitalData
+from common.wire.actions import ledger_round_of
 from common.wire.records import (
     node_identity,
     reply_claim,
@@ -238,7 +239,8 @@ def request_fields(msg: Message, context: Context, reply: Message,
     if reason is not None:
         fields["reason"] = reason
     if view.ledger is not None:
-        found, unlogged = releases(view.ledger, ref.run_id, ref.server_round, logged)
+        charged_round = ledger_round_of(msg.metadata.message_type, ref.server_round)
+        found, unlogged = releases(view.ledger, ref.run_id, charged_round, logged)
         fields["releases"] = found
         if unlogged:
             fields["unlogged_charges"] = unlogged

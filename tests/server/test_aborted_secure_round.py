@@ -181,5 +181,8 @@ def test_the_charges_for_an_aborted_round_stand(tmp_path):
     run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
     for ledger in sorted((run_dir / "ledgers").glob("*.json")):
         entries = json.loads(ledger.read_text())["entries"]
+        # Updates: not the evaluations (test track) nor the consortium explanation (training
+        # track, charged under round 4, the one after the last).
         assert sorted(e["round"] for e in entries if e["run"] == run_id
-                      and "track" not in e) == [1, 2, 3], ledger  # updates (not evaluations)
+                      and "track" not in e and e["round"] <= 3) == [1, 2, 3], ledger
+        assert [e["noise_multiplier"] > 0 for e in entries if e["round"] == 4] == [True]
