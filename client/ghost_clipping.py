@@ -41,6 +41,17 @@ per-record layers such as Reshape, Flatten or pooling may sit between them):
    per-record gradients were materialised), and sum_i c_i 1^T G_i for the bias; nothing is
    propagated through the activations a second time.
 
+4. Compilation: a plan whose weighted layers cost >= ``COMPILE_MIN_MACS`` (10^5) multiply-adds
+   per record (sum of T d p; Opacus's MNIST CNN 4.2e5, the digits CNN 2.4e4) runs the three
+   steps above XLA-compiled (``jit_compile``) in fixed chunks of ``CHUNK_ROWS`` records, the
+   last padded with absent records (weight 0), so one program serves every Poisson batch size.
+   There max-pooling is a maximum of strided slices (the same values; the gradient to the
+   first maximum of each window, as TensorFlow's MaxPool gradient) and patches are strided
+   slices, both fused by XLA; TensorFlow's own CPU MaxPool gradient and XLA's lowering of
+   ``extract_patches`` (a convolution) are each slower than the whole rest of the step.
+   Smaller plans run uncompiled: XLA's compilation (2-3 CPU s once) and per-call cost would
+   outweigh the saving.
+
 Squared norms are sums of float32 products; a Gram product that rounds below zero is taken
 as zero. Models this does not cover (other weighted layers, shared layers, LoRA, grouped or
 channels-first convolutions, Dropout, activations other than Keras's own) get no plan, and
@@ -55,10 +66,13 @@ from typing import Any, Literal
 import keras
 import tensorflow as tf
 
-__all__ = ["GhostPlan", "WeightedLayer", "ghost_clipped_sum", "ghost_plan",
-           "per_record_activation"]
+__all__ = ["GhostPlan", "WeightedLayer", "compiled_clipped_sum", "ghost_clipped_sum",
+           "ghost_plan", "per_record_activation"]
 
 NormRule = Literal["gram", "per_example"]
+CHUNK_ROWS = 32  # rows per XLA call of ``compiled_clipped_sum``
+COMPILE_MIN_MACS = 100_000  # per-record forward multiply-adds from which a plan is XLA-compiled
+_MAX_SLICED_TAPS = 16  # kernel taps up to which patches are strided slices without XLA
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 # Keras's element-wise (or last-axis) activations: none looks at another record. A callable
@@ -101,10 +115,15 @@ class WeightedLayer:
 
 @dataclass(frozen=True, slots=True)
 class GhostPlan:
-    """The model's layers in order: weightless ones as they are, weighted ones as plans."""
+    """The model's layers in order: weightless ones as they are, weighted ones as plans.
+
+    ``compiled``: the clipped sum runs XLA-compiled in fixed-size chunks
+    (``compiled_clipped_sum``), max-pooling and patches as strided slices.
+    """
 
     steps: tuple[Any, ...]
     num_variables: int
+    compiled: bool = False
 
     @property
     def weighted(self) -> list[WeightedLayer]:
@@ -125,14 +144,17 @@ def choose_rule(positions: int, depth: int, width: int) -> NormRule:
     return "per_example"
 
 
-def ghost_plan(model: keras.Model, variables: list[Any], *,
-               rule: NormRule | None = None) -> GhostPlan | None:
+def ghost_plan(model: keras.Model, variables: list[Any], *, rule: NormRule | None = None,
+               compiled: bool | None = None) -> GhostPlan | None:
     """Return the plan for a ``keras.Sequential`` this module covers, else None.
 
     Covered: plain Dense layers and Conv2D layers (channels_last, groups 1, no LoRA or
     quantisation), each used once, with per-record weightless layers between them, whose
     kernels and biases are exactly ``variables``. ``rule`` forces one norm rule for every
     layer with T > 1 (tests); by default each gets the faster one (``choose_rule``).
+    ``compiled`` forces XLA on or off; by default it is on when the weighted layers' forward
+    pass costs >= ``COMPILE_MIN_MACS`` multiply-adds per record (``sum T d p``): below that,
+    XLA's one-off compilation (2-3 CPU s) and per-call cost outweigh what it saves.
     """
     if not isinstance(model, keras.Sequential):
         return None
@@ -159,7 +181,10 @@ def ghost_plan(model: keras.Model, variables: list[Any], *,
         shape = tuple(layer.compute_output_shape(shape))
     if not seen or len(seen) != len(variables):
         return None
-    return GhostPlan(tuple(steps), len(variables))
+    if compiled is None:
+        weighted = [step for step in steps if isinstance(step, WeightedLayer)]
+        compiled = sum(s.positions * s.depth * s.width for s in weighted) >= COMPILE_MIN_MACS
+    return GhostPlan(tuple(steps), len(variables), compiled)
 
 
 def _weighted(layer: Any, index: dict[int, int], shape: tuple[Any, ...],
@@ -188,15 +213,17 @@ def _weighted(layer: Any, index: dict[int, int], shape: tuple[Any, ...],
     return WeightedLayer(layer, kernel, bias, sizes, depth, width, chosen)
 
 
-def ghost_clipped_sum(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any,
-                      clip: Any) -> tuple[list[Any], Any]:
+def ghost_clipped_sum(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any, clip: Any,
+                      present: Any = None) -> tuple[list[Any], Any]:
     """Return (clipped sums, norms) for records ``x`` (rows, ...) and labels ``y`` (rows,).
 
     ``sums[j]`` has the shape of variable j and is sum_i min(1, clip / n_i) g_ij; ``norms``
-    (rows,) holds n_i = ||g_i|| over all variables. For use inside a ``tf.function``.
+    (rows,) holds n_i = ||g_i|| over all variables. ``present`` (rows,), 1.0 or 0.0, drops the
+    rows marked 0 (padding): their loss is multiplied by 0, so their gradient, norm and share
+    of the sums are 0. For use inside a ``tf.function``.
     """
     rows = tf.shape(x)[0]
-    patches, grads = _first_pass(plan, loss_fn, x, y, rows)
+    patches, grads = _first_pass(plan, loss_fn, x, y, rows, present)
     squared = tf.zeros([rows], tf.float32)
     layers = []
     for step, a, g in zip(plan.weighted, patches, grads, strict=True):
@@ -220,8 +247,8 @@ def ghost_clipped_sum(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any,
     return sums, norms
 
 
-def _first_pass(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any,
-                rows: Any) -> tuple[list[Any], list[Any]]:
+def _first_pass(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any, rows: Any,
+                present: Any) -> tuple[list[Any], list[Any]]:
     """Forward once; each weighted layer's unfolded input (rows, T, d) and dL_i/dz_i."""
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         a = x
@@ -229,7 +256,7 @@ def _first_pass(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any,
         pre_activations: list[Any] = []
         for step in plan.steps:
             if not isinstance(step, WeightedLayer):
-                a = step(a)
+                a = _max_pool(step, a) if plan.compiled and _sliced_pool(step, a) else step(a)
                 continue
             layer = step.layer
             if type(layer) is not keras.layers.Conv2D:
@@ -239,7 +266,7 @@ def _first_pass(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any,
                 inputs.append(a)
                 z = layer.convolution_op(a, layer.kernel)
             else:  # the records' patches: no gradient flows into them
-                inputs.append(_unfold(step, a, rows))
+                inputs.append(_unfold(plan, step, a, rows))
                 kernel = tf.reshape(layer.kernel, [step.depth, step.width])
                 z = tf.reshape(tf.matmul(tf.reshape(inputs[-1], [-1, step.depth]), kernel),
                                [rows, *step.spatial, step.width])
@@ -248,23 +275,32 @@ def _first_pass(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any,
             tape.watch(z)
             pre_activations.append(z)
             a = layer.activation(z)
-        total = tf.reduce_sum(loss_fn(y, a))
+        losses = loss_fn(y, a)
+        total = tf.reduce_sum(losses if present is None else losses * present)
     grads = tape.gradient(total, pre_activations)
     first_conv = type(plan.weighted[0].layer) is keras.layers.Conv2D
-    patches = [a if index == 0 and first_conv else _unfold(step, a, rows)
+    patches = [a if index == 0 and first_conv else _unfold(plan, step, a, rows)
                for index, (step, a) in enumerate(zip(plan.weighted, inputs, strict=True))]
     return patches, grads
 
 
-def _unfold(step: WeightedLayer, a: Any, rows: Any) -> Any:
-    """The layer's input as (rows, T, d): conv patches in the kernel's (kh, kw, c_in) order."""
+def _unfold(plan: GhostPlan, step: WeightedLayer, a: Any, rows: Any) -> Any:
+    """The layer's input as (rows, T, d): conv patches in the kernel's (kh, kw, c_in) order.
+
+    "valid" patches are strided slices (``_sliced_patches``) in a compiled plan or for at
+    most ``_MAX_SLICED_TAPS`` taps, else ``tf.image.extract_patches``.
+    """
     layer = step.layer
     if type(layer) is keras.layers.Conv2D:
         kh, kw = layer.kernel_size
         sh, sw = layer.strides
         dh, dw = layer.dilation_rate
-        a = tf.image.extract_patches(a, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1],
-                                     rates=[1, dh, dw, 1], padding=layer.padding.upper())
+        sliced = plan.compiled or kh * kw <= _MAX_SLICED_TAPS
+        if sliced and layer.padding == "valid" and None not in a.shape[1:3]:
+            a = _sliced_patches(a, (kh, kw), (sh, sw), (dh, dw), step.spatial)
+        else:
+            a = tf.image.extract_patches(a, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1],
+                                         rates=[1, dh, dw, 1], padding=layer.padding.upper())
     return tf.reshape(a, [rows, step.positions, step.depth])
 
 
@@ -287,3 +323,95 @@ def _squared_norms(step: WeightedLayer, patches: Any, outputs: Any) -> tuple[Any
     if step.bias is not None:
         squared += tf.reduce_sum(tf.square(tf.reduce_sum(outputs, axis=1)), axis=1)
     return squared, per_example
+
+
+def _sliced_pool(step: Any, a: Any) -> bool:
+    """Whether ``step`` is a "valid", channels_last MaxPooling2D of at most 16 taps on a
+    rank-4 input of static height and width (``_max_pool`` computes it).
+    """
+    return (type(step) is keras.layers.MaxPooling2D and step.padding == "valid"
+            and step.data_format == "channels_last" and a.shape.rank == 4
+            and a.shape[1] is not None and a.shape[2] is not None
+            and math.prod(step.pool_size) <= _MAX_SLICED_TAPS)
+
+
+def _max_pool(layer: Any, a: Any) -> Any:
+    """``layer(a)`` for a MaxPooling2D ``_sliced_pool`` accepts, as a maximum of strided slices.
+
+    The values are the layer's exactly (a maximum is exact). The gradient goes, in each window,
+    to the first maximal tap in row-major order (``tf.maximum`` gives a tie to its first
+    argument), as TensorFlow's MaxPool gradient does; under XLA it is a few fused selects
+    instead of a select-and-scatter, several times faster on CPU.
+    """
+    (ph, pw), (sh, sw) = layer.pool_size, layer.strides
+    height, width = (int(a.shape[1]) - ph) // sh + 1, (int(a.shape[2]) - pw) // sw + 1
+    out = None
+    for i in range(ph):
+        for j in range(pw):
+            tap = a[:, i : i + sh * (height - 1) + 1 : sh, j : j + sw * (width - 1) + 1 : sw, :]
+            out = tap if out is None else tf.maximum(out, tap)
+    return out
+
+
+def compiled_clipped_sum(plan: GhostPlan, loss_fn: LossFn, *, chunk: int = CHUNK_ROWS,
+                         jit: bool = True) -> Callable[[Any, Any, Any], Any]:
+    """Return ``f(x, y, clip) -> (sums, norms)`` as ``ghost_clipped_sum``, XLA-compiled once.
+
+    The batch is cut into chunks of ``chunk`` rows, the last padded with zero records marked
+    absent (``present`` 0: no loss, no gradient, no share of the sums); each chunk runs one
+    ``jit_compile`` function of fixed shape, so a Poisson batch of any size reuses one XLA
+    program per feature shape (no recompilation), and the chunks' sums are added. Records
+    never mix, so the result is ``ghost_clipped_sum`` on the whole batch up to float32
+    summation order. For use inside a ``tf.function``.
+    """
+    compiled = tf.function(
+        lambda x, y, present, clip: ghost_clipped_sum(plan, loss_fn, x, y, clip, present),
+        jit_compile=jit, autograph=False)
+    shapes = _variable_shapes(plan)
+
+    def run(x: Any, y: Any, clip: Any) -> tuple[list[Any], Any]:
+        rows = tf.shape(x)[0]
+        chunks = (rows + chunk - 1) // chunk
+        pad = chunks * chunk - rows
+        features = list(x.shape[1:])
+        xs = tf.reshape(tf.pad(x, [[0, pad]] + [[0, 0]] * len(features)),
+                        [chunks, chunk, *features])
+        ys = tf.reshape(tf.pad(y, [[0, pad]]), [chunks, chunk])
+        present = tf.reshape(tf.pad(tf.ones([rows], tf.float32), [[0, pad]]), [chunks, chunk])
+
+        def body(k: Any, norms: Any, *sums: Any) -> tuple[Any, ...]:
+            part, part_norms = compiled(xs[k], ys[k], present[k], clip)
+            return (k + 1, norms.write(k, part_norms),
+                    *(total + add for total, add in zip(sums, part, strict=True)))
+
+        start = (tf.constant(0), tf.TensorArray(tf.float32, size=chunks, element_shape=[chunk]),
+                 *(tf.zeros(shape) for shape in shapes))
+        _, norms, *sums = tf.while_loop(lambda k, *_: k < chunks, body, start,
+                                        parallel_iterations=1)
+        return list(sums), tf.reshape(norms.stack(), [-1])[:rows]
+
+    return run
+
+
+def _variable_shapes(plan: GhostPlan) -> list[list[int]]:
+    """Each variable's shape, in the variables' order."""
+    shapes: list[list[int]] = [[] for _ in range(plan.num_variables)]
+    for step in plan.weighted:
+        shapes[step.kernel] = [int(n) for n in step.layer.kernel.shape]
+        if step.bias is not None:
+            shapes[step.bias] = [int(n) for n in step.layer.bias.shape]
+    return shapes
+
+
+def _sliced_patches(a: Any, kernel: tuple[int, int], strides: tuple[int, int],
+                    dilation: tuple[int, int], spatial: tuple[int, ...]) -> Any:
+    """"valid" patches of ``a`` (rows, h, w, c) as (rows, h', w', kh*kw*c), in
+    ``tf.image.extract_patches``'s (kh, kw, c) order: one strided slice per kernel tap,
+    concatenated (under XLA a fused copy; XLA lowers extract_patches to a convolution).
+    """
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilation
+    height, width = spatial
+    taps = [a[:, i * dh : i * dh + sh * (height - 1) + 1 : sh,
+              j * dw : j * dw + sw * (width - 1) + 1 : sw, :]
+            for i in range(kh) for j in range(kw)]
+    return tf.concat(taps, axis=-1)

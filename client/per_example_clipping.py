@@ -19,7 +19,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from client.ghost_clipping import GhostPlan, ghost_clipped_sum, per_record_activation
+from client.ghost_clipping import (
+    GhostPlan,
+    compiled_clipped_sum,
+    ghost_clipped_sum,
+    per_record_activation,
+)
 
 __all__ = [
     "DenseLink",
@@ -135,6 +140,8 @@ def make_clipped_sum(
     """
     if isinstance(path, GhostPlan):
         plan = path
+        if plan.compiled:
+            return compiled_clipped_sum(plan, loss_fn)
         return lambda x, y, clip: ghost_clipped_sum(plan, loss_fn, x, y, clip)
     if path is not None:
         chain = path

@@ -14,7 +14,12 @@ import tensorflow as tf
 from scipy import stats
 
 from client.dp_sgd import DpSgdTrainer
-from client.ghost_clipping import choose_rule, ghost_clipped_sum, ghost_plan
+from client.ghost_clipping import (
+    choose_rule,
+    compiled_clipped_sum,
+    ghost_clipped_sum,
+    ghost_plan,
+)
 from client.per_example_clipping import per_example_loss_fn
 from client.training import get_trainer
 from common.models import build_model
@@ -43,6 +48,12 @@ def _conv_variants() -> dict[str, keras.Sequential]:
         "dense-on-image-rows": keras.Sequential([
             *image, L.Conv2D(3, 3, activation="relu"), L.Dense(4, activation="relu"),
             L.Flatten(), L.Dense(10, activation="softmax")]),
+        # Opacus's MNIST CNN's layer kinds, scaled to 8x8: strided convs, overlapping pools
+        "mnist-like": keras.Sequential([
+            *image, L.ZeroPadding2D(2), L.Conv2D(4, 4, strides=2, activation="relu"),
+            L.MaxPooling2D(2, 1), L.Conv2D(6, 2, strides=1, activation="relu"),
+            L.MaxPooling2D(2, 1), L.Flatten(), L.Dense(8, activation="relu"),
+            L.Dense(10, activation="softmax")]),
     }
 
 
@@ -110,6 +121,95 @@ def test_conv_norms_and_clipped_sum_equal_explicit_per_example_gradients(name, r
     for j, summed in enumerate(total):
         want = sum(f * record[j] for f, record in zip(factors, grads, strict=True))
         np.testing.assert_allclose(summed.numpy(), want, rtol=1e-5, atol=1e-6 * clip)
+
+
+COMPILED = ["digits-cnn", "same-stride2-pool", "mnist-like"]
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_chunks_equal_explicit_per_example_gradients(name):
+    # Arrange: 19 records in chunks of 8 (the last padded with 5 absent rows), XLA-compiled
+    model = _scaled(MODELS[name](), seed=3)
+    x, y = _data(rows=19, seed=8)
+    grads = _per_example_gradients(model, x, y)
+    norms = _norms(grads)
+    clip = float(np.median(norms))
+    factors = np.minimum(1.0, clip / norms)
+    plan = ghost_plan(model, list(model.trainable_variables), compiled=True)
+    assert plan is not None and plan.compiled
+    run = tf.function(compiled_clipped_sum(plan, per_example_loss_fn(LOSS), chunk=8),
+                      autograph=False)
+
+    # Act
+    total, measured = run(tf.constant(x), tf.constant(y), tf.constant(clip))
+    empty, no_norms = run(tf.zeros((0, 64)), tf.zeros(0), tf.constant(clip))
+
+    # Assert
+    assert 0 < np.sum(factors < 1) < len(factors)
+    np.testing.assert_allclose(measured.numpy(), norms, rtol=1e-5)
+    for j, summed in enumerate(total):
+        want = sum(f * record[j] for f, record in zip(factors, grads, strict=True))
+        np.testing.assert_allclose(summed.numpy(), want, rtol=1e-5, atol=1e-6 * clip)
+    assert no_norms.shape == (0,) and all(not np.any(t.numpy()) for t in empty)
+
+
+def test_compiled_clipped_per_example_gradients_have_norm_at_most_c():
+    # Arrange: the MNIST-like CNN through the trainer, compiled, clip below every norm
+    model = _scaled(MODELS["mnist-like"](), seed=5)
+    x, y = _data(rows=6, seed=2)
+    clip = 0.25 * float(np.min(_norms(_per_example_gradients(model, x, y))))
+    trainer = _trainer(model, clip=clip)
+    trainer._clipped_sum = compiled_clipped_sum(  # as "auto" picks for a model >= 10^5 MACs
+        ghost_plan(model, list(model.trainable_variables), compiled=True),
+        per_example_loss_fn(LOSS), chunk=4)
+
+    # Act: a batch of one record is that record's clipped gradient
+    clipped = [trainer.clipped_gradient_sum(x[i : i + 1], y[i : i + 1]) for i in range(len(x))]
+
+    # Assert
+    for record in clipped:
+        norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in record))
+        assert clip * (1 - 1e-5) <= norm <= clip * (1 + 1e-6)
+
+
+def test_sliced_max_pool_equals_keras_max_pool_and_its_gradient_with_ties():
+    # Arrange: small integers, so windows hold tied maxima; 2x2 pools with strides 1 and 2
+    from client.ghost_clipping import _max_pool
+
+    a = tf.constant(np.random.default_rng(4).integers(0, 3, (3, 7, 7, 2)).astype(np.float32))
+    weights = tf.constant(np.random.default_rng(5).normal(size=(3, 6, 6, 2)), tf.float32)
+    for layer in (L.MaxPooling2D(2, 1), L.MaxPooling2D(2, 2), L.MaxPooling2D((3, 2), (2, 1))):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(a)
+            want, got = layer(a), _max_pool(layer, a)
+            want_loss = tf.reduce_sum(want * weights[:, : want.shape[1], : want.shape[2]])
+            got_loss = tf.reduce_sum(got * weights[:, : got.shape[1], : got.shape[2]])
+
+        # Act
+        want_grad, got_grad = tape.gradient(want_loss, a), tape.gradient(got_loss, a)
+
+        # Assert: the same values, and each window's gradient on one of its maxima
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+        np.testing.assert_allclose(got_grad.numpy(), want_grad.numpy(), rtol=1e-6)
+
+
+def test_plans_of_large_models_are_compiled_and_small_ones_not():
+    # Arrange: 28x28 CNN of Opacus's MNIST example (~4.2e5 multiply-adds a record)
+    mnist = keras.Sequential([
+        keras.Input((784,)), L.Reshape((28, 28, 1)), L.ZeroPadding2D(3),
+        L.Conv2D(16, 8, strides=2, activation="relu"), L.MaxPooling2D(2, 1),
+        L.Conv2D(32, 4, strides=2, activation="relu"), L.MaxPooling2D(2, 1), L.Flatten(),
+        L.Dense(32, activation="relu"), L.Dense(10, activation="softmax")])
+
+    # Act
+    digits = _digits_cnn()
+    large = ghost_plan(mnist, list(mnist.trainable_variables))
+    small = ghost_plan(digits, list(digits.trainable_variables))
+
+    # Assert: and the per-layer rules the docstring states
+    assert large is not None and large.compiled
+    assert [s.rule for s in large.weighted] == ["per_example", "per_example", "gram", "gram"]
+    assert small is not None and not small.compiled
 
 
 @pytest.mark.parametrize("name", list(MODELS))
