@@ -11,6 +11,10 @@ the hospital's node config file), named in the node config as ``worker-socket``,
 per-message ClientApp process only relays. Every party has a private Flower home under OUT
 (nothing in ``~/.flwr`` is read or written) and nothing is installed at run time. Every process it
 started is stopped at the end, on error and on Ctrl-C (``simulations.deployment.flower_processes``).
+A hospital worker, fork server or SuperNode that exits is started again, logged, at most
+``DeploySettings.restarts_per_minute`` times a minute each (a SuperNode after
+``SUPERNODE_RESTART_DELAY_SECONDS``); meanwhile the run goes on without that hospital. The
+SuperLink's exit ends the deployment.
 
 Layout of OUT: ``bundle/`` (the app bundle, .fab) and ``app/`` (its unpacked copy, which is
 what the run submits and what the hospitals' ``app-sha256`` pins), ``certs/`` (unless
