@@ -174,6 +174,8 @@ class RunState:
     pending: dict[str, Any] | None = None  # a row waiting for its evaluation (secure rounds)
     advertised: AdvertisedKeys | None = None
     short_rounds: int = 0  # secure rounds in a row aborted for too few contributors
+    declined_rounds: dict[str, int] = field(default_factory=dict)  # rounds each declined
+    rounds_filed: int = 0  # rounds that ran to an outcome (declines counted against them)
 
     def keep_privacy(self, reports: dict[str, PrivacyReport]) -> None:
         """Keep each hospital's latest privacy report (for the columns and the report)."""
@@ -319,6 +321,8 @@ def _resume(run: FederationRun, state: RunState, resumed: Checkpoint | None) -> 
     state.epsilon_spent = resumed.extra.get("epsilon_spent", {})
     state.aborted_rounds = resumed.extra.get("aborted_rounds", [])
     state.pending = resumed.extra.get("pending")
+    state.declined_rounds = dict(resumed.extra.get("declined_rounds", {}))
+    state.rounds_filed = int(resumed.extra.get("rounds_filed", 0))
     logger.warning("resuming run %s after round %d of %d", run.run_id, resumed.round,
                    run.config.num_server_rounds)
     return resumed.round + 1
@@ -346,6 +350,8 @@ def _run_rounds(run: FederationRun, state: RunState, first_round: int) -> str:
             metrics_rows=run.writer.rows,
             extra={"epsilon_spent": state.epsilon_spent,
                    "aborted_rounds": state.aborted_rounds,
+                   "declined_rounds": state.declined_rounds,
+                   "rounds_filed": state.rounds_filed,
                    # A resumed run cannot time the deferred round: its seconds stay empty.
                    "pending": None if state.pending is None else
                    {k: v for k, v in state.pending.items() if k != "started"}},
@@ -376,6 +382,9 @@ def _save_outputs(run: FederationRun, state: RunState, model: "keras.Model",
     write_report(run.run_dir, task=run.task, hospitals=run.hospitals, config=config.as_dict(),
                  epsilon=state.epsilon_spent, stop_reason=stop_reason,
                  aborted_rounds=state.aborted_rounds,
+                 declined_every_round=sorted(
+                     name for name, count in state.declined_rounds.items()
+                     if state.rounds_filed and count >= state.rounds_filed),
                  trust=secure_trust(config, run.roster,
                                     float(distributed_noise(config).noise_multiplier)))
 
@@ -413,6 +422,9 @@ def _run_round(run: FederationRun, state: RunState, server_round: int, timeout: 
                        config.min_hospitals, outcome.shortfall())
         outcome = _attempt(run, state, channel, settings, started)
     outcome = _settled(outcome, config, state)
+    state.rounds_filed += 1
+    for name in outcome.declined:
+        state.declined_rounds[name] = state.declined_rounds.get(name, 0) + 1
     if outcome.weights is not None:  # else an aborted secure round: the model stays
         state.weights = outcome.weights
     if outcome.aborted:

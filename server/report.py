@@ -494,13 +494,57 @@ def median(values: list[float]) -> float:
     return float(np.median(finite)) if finite else float("nan")
 
 
+LOWER_IS_BETTER = frozenset({"loss", "mae"})
+
+
+def headline_lines(final: dict[str, str], task: TaskSpec, hospitals: list[str],
+                   config: dict[str, object], declined_every_round: list[str]) -> list[str]:
+    """The report's first lines: what may leave, and only that.
+
+    The client average and the pooled figure of each metric (under DP: the released
+    estimates with their 95% intervals), the worst hospital by its own released figure (a
+    per-hospital DP release in the clear path; not available under secure aggregation, where
+    the server sees sums only), and the hospitals that declined every round.
+    """
+    dp = str(config.get("dp_mode", "none")) != "none"
+    kind = "DP estimate" if dp else "exact, as the hospitals sent them (no DP)"
+    lines = [f"**Headline** ({kind}; client average = unweighted mean over hospitals):", ""]
+    for metric in task.metric_names:
+        label = _label(metric)
+        cell = (f"- {label}: client average {_value(final, f'client_avg_{metric}'):.3f}"
+                f"{_interval(final, f'client_avg_{metric}')}, pooled "
+                f"{_value(final, f'pooled_{metric}'):.3f}{_interval(final, f'pooled_{metric}')}")
+        lines.append(cell + "; " + _worst_hospital(final, metric, hospitals, config) + ".")
+    declined = ", ".join(declined_every_round) if declined_every_round else "none"
+    lines += [f"- Declined every round: {declined}.", ""]
+    return lines
+
+
+def _worst_hospital(final: dict[str, str], metric: str, hospitals: list[str],
+                    config: dict[str, object]) -> str:
+    """``worst hospital NAME (value)`` from each hospital's released figure, or why not."""
+    if config.get("secagg_enabled"):
+        return ("worst hospital: not available (secure aggregation: the server sees only the "
+                "sum of the hospitals' releases)")
+    values = {h: _value(final, f"{h}_{metric}") for h in hospitals}
+    finite = {h: v for h, v in values.items() if math.isfinite(v)}
+    if not finite:
+        return "worst hospital: not available (no hospital released this metric)"
+    pick = max if metric in LOWER_IS_BETTER else min
+    name = pick(finite, key=lambda h: finite[h])
+    own = " (its own DP release, noise included)" if config.get("dp_mode") != "none" else ""
+    return f"worst hospital {name} {finite[name]:.3f}{own}"
+
+
 def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config: dict[str, object],
                  epsilon: dict[str, dict[str, float]] | None = None, stop_reason: str = "",
                  aborted_rounds: list[str] | None = None,
-                 trust: SecureTrust | None = None) -> Path:
+                 trust: SecureTrust | None = None,
+                 declined_every_round: list[str] | None = None) -> Path:
     """Write report.md and its plots from the run directory's metrics.csv; return its path.
 
-    ``trust``: a secure run's t, c, h and distributed z, for the privacy statement.
+    ``trust``: a secure run's t, c, h and distributed z, for the privacy statement;
+    ``declined_every_round``: the hospitals that declined every round the run filed.
     """
     rows = _read_rows(run_dir / "metrics.csv")
     lines = [f"# fedcare run: {task.name}", ""]
@@ -516,6 +560,7 @@ def write_report(run_dir: Path, *, task: TaskSpec, hospitals: list[str], config:
         return run_dir / "report.md"
     title = plot_title(task, config, epsilon)
     final = rows[-1]
+    lines += headline_lines(final, task, hospitals, config, declined_every_round or [])
     save_figure(metrics_vs_round_figure(rows, task, hospitals, title),
                 run_dir / "metrics_vs_round.png")
     save_figure(hospital_bars_figure(final, task, hospitals, title),

@@ -83,7 +83,20 @@ def simulate(ctx: typer.Context, resume: ResumeOption = None, out: OutOption = N
     for line in privacy_cost_lines(config):  # every option that spends epsilon, before the run
         console.print(line, highlight=False)
     run(config, run_dir, engine=engine)
+    _hospitals_exact(run_dir)
     console.print(f"[green]done[/]: {run_dir}/report.md")
+
+
+def _hospitals_exact(run_dir: Path) -> None:
+    """Gather the simulated hospitals' own reports into the run directory.
+
+    Exact and simulation-only (``simulations.engine.hospitals_exact``).
+    """
+    from simulations.engine.hospitals_exact import write_hospitals_exact
+
+    written = write_hospitals_exact(run_dir)
+    if written is not None:
+        console.print(f"each hospital's exact figures (simulation only): {written}")
 
 
 def _run_directory(out: Path | None, config: RunConfig, sources: SettingSources, *,
@@ -125,6 +138,7 @@ def resume_run(run_dir: Path, given: dict[str, object], *, other_flags: bool,
     console.print(f"fedcare: resuming {run_dir} after round {plan.completed_rounds} of "
                   f"{plan.config.num_server_rounds}")
     run(plan.config, run_dir, engine=engine)
+    _hospitals_exact(run_dir)
     console.print(f"[green]done[/]: {run_dir}/report.md")
 
 
