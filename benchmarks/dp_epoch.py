@@ -15,8 +15,10 @@ Workloads (records, model, expected batch):
 
 Paths, each on its own copy of the model with the same initial weights: ``plain`` (fedcare's
 compiled non-private epoch), ``fedcare-vmap`` (DP-SGD through ``tf.vectorized_map``: the
-generic path, before the per-layer norms), ``fedcare`` (DP-SGD, method "auto": the Dense
-shortcut for the MLPs, ``client.ghost_clipping`` for the CNNs), ``opacus-hooks`` and
+generic path, before the per-layer norms), ``fedcare-nojit`` (method "auto" with the
+per-layer norms never XLA-compiled: for the 28x28 CNN the path before compilation; the same
+as ``fedcare`` elsewhere), ``fedcare`` (DP-SGD, method "auto": the Dense shortcut for the
+MLPs, ``client.ghost_clipping`` for the CNNs, compiled for the 28x28 one), ``opacus-hooks`` and
 ``opacus-ghost`` (Opacus ``PrivacyEngine.make_private`` with that ``grad_sample_mode``, SGD,
 mean loss reduction, on torch copies of the Keras model whose outputs are checked equal). DP
 paths use z = 1, C = 1 and draw each epoch's Poisson masks (q = batch / rows, ceil(rows /
@@ -53,7 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only, as fedcare's commands run
 
 TARGETS = {"logistic": 0.5, "digits-mlp": 0.5, "digits-cnn": 0.6, "mnist-cnn": 0.6}
-DP_PATHS = ("fedcare-vmap", "fedcare", "opacus-hooks", "opacus-ghost")
+DP_PATHS = ("fedcare-vmap", "fedcare-nojit", "fedcare", "opacus-hooks", "opacus-ghost")
 
 
 @dataclass(frozen=True)
@@ -151,14 +153,16 @@ def fedcare_paths(work: Workload, weights: list[Any], seed: int) -> dict[str, Ca
     plain_rng = np.random.default_rng(seed)
     paths: dict[str, Callable[[], Any]] = {
         "plain": lambda: plain(work.x, work.y, batch_size=work.batch_size, rng=plain_rng)}
-    for label, method in (("fedcare-vmap", "vectorized_map"), ("fedcare", "auto")):
+    for label, method, jit in (("fedcare-vmap", "vectorized_map", None),
+                               ("fedcare-nojit", "auto", False), ("fedcare", "auto", None)):
         trainer = DpSgdTrainer(model(), loss=work.loss,  # type: ignore[arg-type]
                                optimizer=keras.optimizers.SGD(0.05), l2_norm_clip=1.0,
-                               noise_multiplier=1.0, method=method)  # type: ignore[arg-type]
+                               noise_multiplier=1.0, method=method,  # type: ignore[arg-type]
+                               jit_compile=jit)
         rng = np.random.default_rng(seed)
         paths[label] = (lambda t=trainer, r=rng:
                         t.train(work.x, work.y, batch_size=work.batch_size, rng=r))
-        if method == "auto":
+        if label == "fedcare":
             print(f"  fedcare's path on {work.name}: {trainer.method}")
     return paths
 
@@ -257,7 +261,7 @@ def summary(results: dict[str, dict[str, float]], threads: int) -> None:
     print(f"\nfedcare's DP epoch against Opacus's faster mode, {threads} thread(s) each; "
           f"load average {load()}")
     print(f"  {'workload':<11} {'fedcare s':>10} {'hooks s':>9} {'ghost s':>9} {'ratio':>6} "
-          f"{'target':>7}  {'verdict':<8} {'before':>6} {'x plain':>8}")
+          f"{'target':>7}  {'verdict':<8} {'vmap':>6} {'no XLA':>6} {'x plain':>8}")
     for name, medians in results.items():
         faster = min(medians["opacus-hooks"], medians["opacus-ghost"])
         ratio = medians["fedcare"] / faster
@@ -265,9 +269,11 @@ def summary(results: dict[str, dict[str, float]], threads: int) -> None:
         print(f"  {name:<11} {medians['fedcare']:>10.4f} {medians['opacus-hooks']:>9.4f} "
               f"{medians['opacus-ghost']:>9.4f} {ratio:>6.2f} {TARGETS[name]:>7.2f}  "
               f"{verdict:<8} {medians['fedcare-vmap'] / faster:>6.2f} "
+              f"{medians['fedcare-nojit'] / faster:>6.2f} "
               f"{medians['fedcare'] / medians['plain']:>8.2f}")
-    print("  ratio: fedcare / the faster Opacus mode; before: fedcare's vectorized_map path / "
-          "the same; x plain: fedcare's DP epoch / its plain epoch (DESIGN.md: <= 3 on digits)")
+    print("  ratio: fedcare / the faster Opacus mode; vmap, no XLA: fedcare's vectorized_map "
+          "path, its per-layer norms uncompiled / the same; x plain: fedcare's DP epoch / "
+          "its plain epoch (DESIGN.md: <= 3 on digits)")
 
 
 def main() -> None:

@@ -62,6 +62,9 @@ class DpSgdTrainer:
         ``keras.Sequential`` of plain Dense layers, else the per-layer norms of
         ``client.ghost_clipping`` when its Dense/Conv2D layers are covered, else
         ``tf.vectorized_map``.
+    jit_compile : bool, optional
+        For the per-layer norms only: run them XLA-compiled (True) or not (False); by default
+        as ``client.ghost_clipping.ghost_plan`` decides from the model's cost per record.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class DpSgdTrainer:
         l2_norm_clip: float,
         noise_multiplier: float,
         method: Method = "auto",
+        jit_compile: bool | None = None,
     ) -> None:
         if not is_finite_number(l2_norm_clip) or not l2_norm_clip > 0:
             raise ValueError(f"l2_norm_clip must be > 0 and finite, got {l2_norm_clip!r}")
@@ -86,7 +90,7 @@ class DpSgdTrainer:
         if not self._variables:
             raise ValueError("model must be built and have trainable variables")
         self._clip, self._z = float(l2_norm_clip), float(noise_multiplier)
-        self._method, path = _clipping_path(model, self._variables, method)
+        self._method, path = _clipping_path(model, self._variables, method, jit_compile)
         self._clipped_sum = make_clipped_sum(model, self._loss_fn, self._variables, path)
         if not optimizer.built:
             optimizer.build(self._variables)
@@ -281,8 +285,8 @@ class DpSgdTrainer:
         }
 
 
-def _clipping_path(model: keras.Model, variables: list[Any],
-                   method: Method) -> tuple[str, list[DenseLink] | GhostPlan | None]:
+def _clipping_path(model: keras.Model, variables: list[Any], method: Method,
+                   jit_compile: bool | None) -> tuple[str, list[DenseLink] | GhostPlan | None]:
     """The path ``method`` names (or "auto" picks) and what it needs; ValueError if unusable."""
     if method == "vectorized_map":
         return "vectorized_map", None
@@ -291,7 +295,7 @@ def _clipping_path(model: keras.Model, variables: list[Any],
         return "dense_norms", chain
     if method == "dense_norms":
         raise ValueError("method 'dense_norms' needs a keras.Sequential of Dense layers only")
-    plan = ghost_plan(model, variables)
+    plan = ghost_plan(model, variables, compiled=jit_compile)
     if plan is not None:
         return "ghost_norms", plan
     if method == "ghost_norms":

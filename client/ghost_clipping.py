@@ -70,7 +70,7 @@ __all__ = ["GhostPlan", "WeightedLayer", "compiled_clipped_sum", "ghost_clipped_
            "ghost_plan", "per_record_activation"]
 
 NormRule = Literal["gram", "per_example"]
-CHUNK_ROWS = 32  # rows per XLA call of ``compiled_clipped_sum``
+CHUNK_ROWS = 16  # rows per XLA call of ``compiled_clipped_sum``
 COMPILE_MIN_MACS = 100_000  # per-record forward multiply-adds from which a plan is XLA-compiled
 _MAX_SLICED_TAPS = 16  # kernel taps up to which patches are strided slices without XLA
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
