@@ -15,7 +15,11 @@ import typer.core
 from rich.console import Console
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
     from common.dp.ledger import PrivacyLedger
+    from common.tasks.csv_preprocessing import CsvPreprocessing
 
 hospital_app = typer.Typer(add_completion=False)
 console = Console()
@@ -320,6 +324,12 @@ def validate_data(
                f"(schema sha256 {loaded.sha256})")
 
 
+EXPLAIN_HELP = ("Also write, beside each prediction, the features that pushed it up or down "
+                "with their attributions against the public baseline (at the hospital; "
+                "nothing is sent). --data heart-disease:cleveland explains a built-in "
+                "hospital's test rows.")
+
+
 @hospital_app.command()
 def predict(
     data: Annotated[Path, typer.Option(help="CSV of new patients (label column optional).")],
@@ -336,11 +346,7 @@ def predict(
         help="The consortium's schema, checked against the one the hospital trained with.")] = None,
     out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")] = Path(
         "predictions.csv"),
-    explain: Annotated[bool, typer.Option(
-        "--explain", help="Also write, beside each prediction, the features that pushed it up "
-        "or down with their attributions against the public baseline (at the hospital; "
-        "nothing is sent). --data heart-disease:cleveland explains a built-in hospital's "
-        "test rows.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help=EXPLAIN_HELP)] = False,
 ) -> None:
     """Predict for new patients with this hospital's own preprocessing (task csv).
 
@@ -354,24 +360,11 @@ def predict(
     from common.quiet import quiet_third_party
 
     quiet_third_party()  # before Keras imports TensorFlow (FEDCARE_VERBOSE=1 keeps its lines)
-    from client.explanation_source import builtin_source
     from common.data_validation import summarize
     from common.schema import DataSchema, SchemaError
     from common.tasks.csv_preprocessing import CsvPreprocessing, PreprocessingError
 
-    if (source := builtin_source(data)) is not None:  # e.g. heart-disease:cleveland
-        from client.explanation_output import predict_builtin
-
-        if model in MODEL_CHOICES:
-            _fail(f"--data {data} is a built-in hospital: give --model PATH (a run's "
-                  "model.keras, or a simulated hospital's ledgers/<name>.personal.keras)")
-        try:
-            frame = predict_builtin(Path(model), source, explain=explain)
-        except ValueError as error:
-            _fail(str(error))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(out, index=False)
-        typer.echo(f"{out}: predictions for {len(frame)} patients")
+    if _predict_builtin(data, model, out, explain=explain):  # e.g. heart-disease:cleveland
         return
     if preprocessing is None:
         _fail("predict needs --preprocessing: the hospital's own preprocessing statistics of "
@@ -415,15 +408,47 @@ def predict(
     outputs = network.predict(patients.x, verbose=0)
     frame = prediction_frame(outputs, patients, fitted.schema)
     if explain:
-        from client.explanation_output import view_for_csv, with_explanation
+        frame = _explained(frame, network, patients.x, fitted)
+    _write_predictions(frame, out)
 
-        try:
-            frame = with_explanation(frame, network, patients.x, view_for_csv(fitted))
-        except ValueError as error:
-            _fail(f"--explain: {error}")
+
+def _write_predictions(frame: "pd.DataFrame", out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     typer.echo(f"{out}: predictions for {len(frame)} patients")
+
+
+def _explained(frame: "pd.DataFrame", network: object, x: "np.ndarray",
+               fitted: "CsvPreprocessing") -> "pd.DataFrame":
+    """The predictions with each patient's attributions appended (``--explain``)."""
+    from client.explanation_output import view_for_csv, with_explanation
+
+    try:
+        return with_explanation(frame, network, x, view_for_csv(fitted))
+    except ValueError as error:
+        _fail(f"--explain: {error}")
+
+
+def _predict_builtin(data: Path, model: str, out: Path, *, explain: bool) -> bool:
+    """``fedcare predict --data <task>:<hospital>``: a built-in hospital's test rows (False
+    when --data names no built-in hospital).
+    """
+    from client.explanation_output import predict_builtin
+    from client.explanation_source import builtin_source
+
+    source = builtin_source(data)
+    if source is None:
+        return False
+
+    if model in MODEL_CHOICES:
+        _fail(f"--data {data} is a built-in hospital: give --model PATH (a run's "
+              "model.keras, or a simulated hospital's ledgers/<name>.personal.keras)")
+    try:
+        frame = predict_builtin(Path(model), source, explain=explain)
+    except ValueError as error:
+        _fail(str(error))
+    _write_predictions(frame, out)
+    return True
 
 
 MODEL_CHOICES = ("global", "personal")
