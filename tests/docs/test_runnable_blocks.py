@@ -2,10 +2,13 @@
 
 A fenced block whose info string is ``bash runnable`` (or ``bash runnable slow`` for one that
 trains or starts Flower) in README.md or any docs/**/*.md is extracted and run with bash in a
-fresh temporary directory: ``set -euo pipefail``, the venv's bin first on PATH, FEDCARE_HOME and
-FLWR_HOME inside the temporary directory. Each block runs in its own process group (its own
-session) and carries a marker in its environment; whatever it leaves running, or runs past the
-timeout, is killed by group and by marker. Slow blocks carry pytest's ``slow`` mark.
+fresh temporary directory. Blocks of one page that name the same shell (``bash runnable
+shell=NAME``; a walk-through whose steps build on each other) run as one script, in order, in
+one directory, as typed into one terminal; the first block's line names them. Either way:
+``set -euo pipefail``, the venv's bin first on PATH, FEDCARE_HOME and FLWR_HOME inside the
+temporary directory. Each block runs in its own process group (its own session) and carries a
+marker in its environment; whatever it leaves running, or runs past the timeout, is killed by
+group and by marker. Slow blocks carry pytest's ``slow`` mark.
 """
 
 import contextlib
@@ -42,7 +45,8 @@ class Block:
     @property
     def name(self) -> str:
         """``docs/tasks.md:42``: how a failure names the block."""
-        return f"{self.path.relative_to(ROOT)}:{self.line}"
+        path = self.path.relative_to(ROOT) if self.path.is_relative_to(ROOT) else self.path
+        return f"{path}:{self.line}"
 
 
 def doc_files() -> list[Path]:
@@ -72,13 +76,35 @@ def fenced_blocks(path: Path) -> list[tuple[int, list[str], str]]:
     return blocks
 
 
-def runnable_blocks() -> list[Block]:
-    """The blocks marked ``runnable`` in every doc file, in file order."""
-    found = []
-    for path in doc_files():
+SHELL_WORD = "shell="
+
+
+def runnable_blocks(paths: list[Path] | None = None) -> list[Block]:
+    """The blocks marked ``runnable`` in `paths` (default: every doc file), in file order.
+
+    The blocks of one page naming one ``shell=NAME`` become one Block at the first one's line,
+    slow if any of them is; each part announces its own line on stderr as it starts.
+    """
+    found: list[Block] = []
+    shells: dict[tuple[Path, str], int] = {}
+    for path in doc_files() if paths is None else paths:
         for line, words, body in fenced_blocks(path):
-            if "runnable" in words[1:]:
-                found.append(Block(path, line, slow="slow" in words[1:], script=body))
+            if "runnable" not in words[1:]:
+                continue
+            block = Block(path, line, slow="slow" in words[1:], script=body)
+            shell = next((w[len(SHELL_WORD):] for w in words[1:] if w.startswith(SHELL_WORD)),
+                         None)
+            if shell is None:
+                found.append(block)
+                continue
+            part = f"echo '>>> {block.name}' >&2\n{body}"
+            if (path, shell) not in shells:
+                shells[(path, shell)] = len(found)
+                found.append(Block(path, line, block.slow, part))
+                continue
+            first = found[shells[(path, shell)]]
+            found[shells[(path, shell)]] = Block(path, first.line, first.slow or block.slow,
+                                                 first.script + part)
     return found
 
 
@@ -175,6 +201,9 @@ def test_the_docs_have_quick_and_slow_runnable_blocks() -> None:
             assert marks <= {"runnable", "slow"}, f"{path.relative_to(ROOT)}:{line}: {words}"
             assert "slow" not in marks or "runnable" in marks, (
                 f"{path.relative_to(ROOT)}:{line}: 'slow' without 'runnable'")
+            assert "runnable" in marks or not any(
+                w.startswith(SHELL_WORD) for w in words[1:]), (
+                f"{path.relative_to(ROOT)}:{line}: 'shell=' without 'runnable'")
 
 
 def test_fenced_blocks_reads_info_strings_and_bodies(tmp_path: Path) -> None:
@@ -186,6 +215,23 @@ def test_fenced_blocks_reads_info_strings_and_bodies(tmp_path: Path) -> None:
         (2, ["bash", "runnable"]), (6, ["text"]), (9, ["bash", "runnable", "slow"])]
     assert blocks[0][2] == "echo one\n"
     assert blocks[2][2] == "```\ninside\n```\n"
+
+
+def test_blocks_naming_one_shell_run_as_one_script_in_order(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```bash runnable shell=walk\nstep=one\nmkdir sub && cd sub\n```\n\n"
+                    "```bash runnable\necho alone\n```\n\n"
+                    "```bash runnable slow shell=walk\necho \"$step\" > seen\n```\n"
+                    "```bash runnable shell=other\necho other\n```\n")
+    walk, alone, other = runnable_blocks([page])
+    assert [(b.line, b.slow) for b in (walk, alone, other)] == [(1, True), (6, False), (13, False)]
+    work = tmp_path / "work"
+    work.mkdir()
+    status, output, _ = run_block(walk, work)
+    # One shell: the second part runs where the first left it, with its variable.
+    assert status == 0, output
+    assert (work / "sub" / "seen").read_text() == "one\n"
+    assert output.splitlines() == [f">>> {page}:1", f">>> {page}:10"]
 
 
 def _alive(pid: int) -> bool:
