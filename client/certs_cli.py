@@ -26,5 +26,6 @@ def certs_hospital(
         fail(str(error))
     console.print(f"[green]created[/] {files.key} (stays here, 0600; pass it to "
                   "flower-supernode --auth-supernode-private-key)")
-    console.print(f"send {files.pub} to the consortium admin, who registers it with "
-                  f"`flwr supernode register {files.pub.name} <superlink>`")
+    console.print(f"send {files.pub} to the consortium admin, who registers it under the "
+                  f"name the run gives this hospital (task csv: hospital-<partition-id>): "
+                  f"`flwr supernode register {files.pub.name} --name {name}`")

@@ -19,6 +19,7 @@ change for this entry point to go: make the two intervals settings of ``flower-s
 import argparse
 import inspect
 import re
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -103,9 +104,50 @@ def split_arguments(argv: Sequence[str]) -> tuple[float, list[str]]:
     return known.idle_poll_seconds, rest
 
 
+RUNTIME_API_DEFAULT = ("127.0.0.1", 9094)  # flower-supernode's --host, --port defaults
+
+
+def runtime_api_address(rest: Sequence[str]) -> tuple[str, int | None]:
+    """The (host, port) flower-supernode's Runtime API will listen on, from its arguments.
+
+    The port is None when ``--port`` is not an integer (flower-supernode then says why).
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--host", default=RUNTIME_API_DEFAULT[0])
+    parser.add_argument("--port", default=str(RUNTIME_API_DEFAULT[1]))
+    known, _ = parser.parse_known_args(list(rest))
+    try:
+        return known.host, int(known.port)
+    except ValueError:
+        return known.host, None
+
+
+def port_problem(host: str, port: int | None) -> str | None:
+    """Why this SuperNode's Runtime API cannot listen on `host`:`port` (None if it can).
+
+    The check binds and releases the port, before Flower would fail on it with a traceback;
+    a port taken between the two still fails in Flower.
+    """
+    if port is None:
+        return None
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return (f"fedcare-supernode: port {port} on {host}, where this SuperNode's Runtime "
+                    f"API listens for its ClientApp processes (--port, default "
+                    f"{RUNTIME_API_DEFAULT[1]}), is not free ({error.strerror}); another "
+                    f"SuperNode on this machine may hold it: give each SuperNode its own --port "
+                    f"(e.g. {port + 1})")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``fedcare-supernode [--idle-poll-seconds S] FLOWER-SUPERNODE-ARGS``."""
     idle_seconds, rest = split_arguments(sys.argv[1:] if argv is None else argv)
+    if "-h" not in rest and "--help" not in rest and (
+            problem := port_problem(*runtime_api_address(rest))):
+        sys.exit(problem)
     import flwr
 
     module = supernode_module()

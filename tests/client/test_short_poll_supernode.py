@@ -1,6 +1,7 @@
 """fedcare-supernode: Flower 1.42's SuperNode with its idle poll shortened, and nothing else."""
 
 import inspect
+import socket
 import time
 
 import flwr
@@ -13,6 +14,7 @@ from client.short_poll_supernode import (
     PollClock,
     patch_problems,
     patch_supernode,
+    runtime_api_address,
     split_arguments,
     supernode_module,
 )
@@ -86,7 +88,28 @@ def test_main_refuses_to_start_on_another_flwr(monkeypatch):
     monkeypatch.setitem(module.__dict__, "time", module.time)
     monkeypatch.setattr(flwr, "__version__", "1.43.0")
     with pytest.raises(SystemExit) as stopped:
-        short_poll_supernode.main(["--insecure"])
+        short_poll_supernode.main(["--insecure", "--port", "0"])  # any free port
     assert "installed flwr is 1.43.0" in str(stopped.value.code)
     assert "Start Flower's own flower-supernode instead" in str(stopped.value.code)
     assert module.time is time  # nothing patched
+
+
+def test_the_runtime_api_address_is_flowers_default_or_the_given_one():
+    assert runtime_api_address(["--insecure"]) == ("127.0.0.1", 9094)
+    assert runtime_api_address(["--port", "9095", "--host", "0.0.0.0"]) == ("0.0.0.0", 9095)
+    assert runtime_api_address(["--port", "x"]) == ("127.0.0.1", None)
+
+
+def test_a_second_supernode_on_a_taken_port_is_refused_naming_the_port(monkeypatch):
+    module = supernode_module()
+    monkeypatch.setitem(module.__dict__, "time", module.time)
+    with socket.socket() as first:  # the first SuperNode's Runtime API
+        first.bind(("127.0.0.1", 0))
+        first.listen()
+        port = first.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            short_poll_supernode.main(["--insecure", "--port", str(port)])
+    message = str(stopped.value.code)
+    assert message.startswith(f"fedcare-supernode: port {port} on 127.0.0.1")
+    assert "give each SuperNode its own --port" in message
+    assert module.time is time  # refused before anything of Flower's was patched or started
