@@ -307,10 +307,15 @@ def weights_digest(weights: NDArrays) -> str:
 
 
 def save_model(trainer: LocalTrainer, weights: NDArrays, path: Path) -> None:
-    """Write `weights` as a Keras model file atomically (a temporary .keras renamed over)."""
-    trainer.set_weights(weights)
+    """Write `weights` as a Keras model file atomically (a temporary .keras renamed over).
+
+    A model of its own, not the trainer's: the trainer is shared by every hospital of the
+    process, and another hospital may load its weights at any moment.
+    """
+    model = build_model(trainer.task, seed=0)
+    model.set_weights(weights)
     tmp = path.with_name(f".{path.stem}.tmp.keras")
-    trainer.model.save(tmp)
+    model.save(tmp)
     os.replace(tmp, path)
 
 
