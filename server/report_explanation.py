@@ -65,8 +65,8 @@ def explanation_section(run_dir: Path) -> list[str]:
              "ledger, every hospital stays within its budget.", ""]
     spent = document.get("epsilon_after", {})
     if spent:
-        lines += ["| hospital | training-track epsilon after the explanation |", "|---|---|"]
-        lines += [f"| {name} | {value:.3f} |" if math.isfinite(value) else f"| {name} | +inf |"
+        lines += [f"- {name}: training-track epsilon {value:.3f} after the explanation"
+                  if math.isfinite(value) else f"- {name}: training-track epsilon +inf"
                   for name, value in sorted(spent.items())]
         lines.append("")
     for name, reason in sorted(document.get("declined", {}).items()):

@@ -89,7 +89,7 @@ def test_every_hospitals_ledger_has_its_entry_and_opacus_reproduces_the_printed_
     assert "## Consortium explanation (DP)" in report and "What it does not cover" in report
     assert (run_dir / "explanation.png").is_file()
     for name, spent in document["epsilon_after"].items():
-        assert f"| {name} | {spent:.3f} |" in report
+        assert f"- {name}: training-track epsilon {spent:.3f} after the explanation" in report
     low, high = np.array(document["low"]), np.array(document["high"])
     assert (low < np.array(document["importance"])).all() and (low < high).all()
 

@@ -78,11 +78,14 @@ def test_hospitals_and_server_share_no_object_and_nodes_are_partitions():
     assert len({node for node, _, _ in seen}) == 3 and all(run == {} for _, _, run in seen)
 
 
-def _opacus_patient_epsilon(ledger: dict) -> float:
-    """The training track's patient-level epsilon, Opacus's accountant stepped entry by entry."""
+def _opacus_patient_epsilon(ledger: dict, last_round: int | None = None) -> float:
+    """The training track's patient-level epsilon, Opacus's accountant stepped entry by entry
+    (only rounds up to `last_round`, if given).
+    """
     accountant = RDPAccountant()
     for entry in ledger["entries"]:
-        if entry.get("track", "training") == "training":
+        if entry.get("track", "training") == "training" and (
+                last_round is None or entry["round"] <= last_round):
             for _ in range(entry["steps"]):
                 accountant.step(noise_multiplier=entry["noise_multiplier"],
                                 sample_rate=entry["sample_rate"])
@@ -116,13 +119,20 @@ def test_in_process_run_proves_every_identity_with_the_roster_key(default_run):
 def test_in_process_run_epsilons_equal_opacus_on_the_ledgers(default_run):
     run_dir, rows, _ = default_run
 
-    spent = {path.stem: _opacus_patient_epsilon(json.loads(path.read_text()))
-             for path in sorted((run_dir / "ledgers").glob("*.json"))}
+    # metrics.csv's row is written before the consortium explanation (charged under round 2,
+    # the one after the last), whose epsilon explanation.json states.
+    ledgers = {path.stem: json.loads(path.read_text())
+               for path in sorted((run_dir / "ledgers").glob("*.json"))}
+    spent = {name: _opacus_patient_epsilon(ledger, last_round=1)
+             for name, ledger in ledgers.items()}
+    after = json.loads((run_dir / "explanation.json").read_text())["epsilon_after"]
 
     assert sorted(spent) == ["cleveland", "hungary", "switzerland", "va"]
     assert all(0 < epsilon <= 1.0 for epsilon in spent.values())
     for name, epsilon in spent.items():
         assert float(rows[0][f"epsilon_{name}"]) == pytest.approx(epsilon, rel=1e-5)
+        total = _opacus_patient_epsilon(ledgers[name])
+        assert epsilon < total <= 1.0 and after[name] == pytest.approx(total, rel=1e-6)
 
 
 def test_in_process_run_starts_no_process_and_writes_the_run_directory(default_run):
