@@ -209,8 +209,9 @@ def report_markdown(rows: list[dict[str, object]], *, kind: str, plot_name: str)
                  for m in names]
         lines.append(f"| {model} | " + " | ".join(_cell(g) for g in gains) + " |")
     lines += ["", f"![what this hospital got]({plot_name})", "",
-              "global: the federation's final model; personal: it fine-tuned here on this "
-              "hospital's training rows (epochs chosen on a validation split of them); "
+              "global: the federation's final model; personal: it with this hospital's own "
+              "intercept, fitted here on its training rows where a validation split of them "
+              "favoured it (how: `<ledger stem>.personal.jsonl`); "
               "local_only: trained on this hospital's rows alone; majority: always the "
               "training rows' most frequent class (the chance line).", "",
               "The personal and local-only models are trained without differential privacy: "
@@ -241,7 +242,9 @@ def plot_report(rows: list[dict[str, object]], path: Path, *, kind: str) -> None
                   label="chance (majority class)" if position == 0 else "_nolegend_")
     ax.set_xticks(np.arange(len(names)), list(names))
     ax.set_title(f"{rows[0]['hospital']}: {rows[0]['test_rows']} test rows")
-    ax.legend(fontsize="small", loc="lower right")
+    if kind != "regression":
+        ax.set_ylim(0, 1.2)  # room for the legend above the bars
+    ax.legend(fontsize="small", loc="upper center", ncol=4)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
