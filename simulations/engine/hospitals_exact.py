@@ -58,8 +58,8 @@ def section_lines(rows: list[dict[str, str]]) -> list[str]:
              "in deployment they stay at each hospital (its `<ledger>.report.md`), none of "
              "them is differentially private, and the personal and local-only models are "
              "trained without DP. global: the federation's final model; personal: it with "
-             "the hospital's own intercept, fine-tuned on its training rows where its "
-             "validation split favoured it; local_only: its rows alone; majority: always its "
+             "the hospital's own intercept, fitted on its training rows where a validation "
+             "split of them favoured it; local_only: its rows alone; majority: always its "
              "training rows' most frequent class. Also in " + f"`{TABLE}`.", "",
              "| hospital | n test | model | " + " | ".join(metrics) + " |",
              "|---" * (len(metrics) + 3) + "|"]
