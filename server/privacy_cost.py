@@ -48,8 +48,9 @@ def privacy_cost_lines(config: RunConfig) -> list[str]:
              "default, a deployed hospital's own)" if config.dp_mode == DpMode.PATIENT else
              "the hospital-level track, with the updates (the whole data set is the unit)")
     lines.insert(0, f"privacy cost, training: each hospital's updates, {config.dp_mode.value} "
-                    f"level, within budget epsilon {config.dp_epsilon:g} at delta "
-                    f"{config.dp_delta:g} on its training track")
+                    f"level, on its training track within its own budget (the simulated "
+                    f"hospitals': epsilon {config.dp_epsilon:g} at delta {config.dp_delta:g}; "
+                    "a deployed hospital's: its ledger's, which it enforces itself)")
     lines.insert(1, f"privacy cost, evaluation: {evaluations} release(s) per hospital "
                     f"({which}), charged on {track}; each at noise multiplier {z:.3g}, noise "
                     f"stddev {stddev:.3g} {unit} per cell"
