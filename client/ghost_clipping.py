@@ -60,7 +60,7 @@ the caller falls back to ``tf.vectorized_map``, which runs the model on each rec
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import keras
@@ -106,6 +106,7 @@ class WeightedLayer:
     depth: int
     width: int
     rule: NormRule
+    order: tuple[int, ...] | None = None
 
     @property
     def positions(self) -> int:
@@ -184,6 +185,9 @@ def ghost_plan(model: keras.Model, variables: list[Any], *, rule: NormRule | Non
     if compiled is None:
         weighted = [step for step in steps if isinstance(step, WeightedLayer)]
         compiled = sum(s.positions * s.depth * s.width for s in weighted) >= COMPILE_MIN_MACS
+    if compiled:
+        steps = [replace(step, order=_blocked_order(step)) if isinstance(step, WeightedLayer)
+                 else step for step in steps]
     return GhostPlan(tuple(steps), len(variables), compiled)
 
 
@@ -241,6 +245,8 @@ def ghost_clipped_sum(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any, clip: An
                                tf.reshape(weighted, [-1, step.width]), transpose_a=True)
         else:  # sum_i c_i (G_i^T A_i), transposed
             kernel = tf.transpose(tf.tensordot(factor, per_example, axes=1))
+        if step.order is not None:  # rows back from the blocked patches' order
+            kernel = tf.gather(kernel, _inverse(step.order))
         sums[step.kernel] = tf.reshape(kernel, list(step.layer.kernel.shape))
         if step.bias is not None:
             sums[step.bias] = tf.reduce_sum(weighted, axis=[0, 1])
@@ -268,6 +274,8 @@ def _first_pass(plan: GhostPlan, loss_fn: LossFn, x: Any, y: Any, rows: Any,
             else:  # the records' patches: no gradient flows into them
                 inputs.append(_unfold(plan, step, a, rows))
                 kernel = tf.reshape(layer.kernel, [step.depth, step.width])
+                if step.order is not None:
+                    kernel = tf.gather(kernel, step.order)
                 z = tf.reshape(tf.matmul(tf.reshape(inputs[-1], [-1, step.depth]), kernel),
                                [rows, *step.spatial, step.width])
             if layer.bias is not None:
@@ -297,7 +305,8 @@ def _unfold(plan: GhostPlan, step: WeightedLayer, a: Any, rows: Any) -> Any:
         dh, dw = layer.dilation_rate
         sliced = plan.compiled or kh * kw <= _MAX_SLICED_TAPS
         if sliced and layer.padding == "valid" and None not in a.shape[1:3]:
-            a = _sliced_patches(a, (kh, kw), (sh, sw), (dh, dw), step.spatial)
+            a = (_sliced_patches(a, (kh, kw), (sh, sw), (dh, dw), step.spatial)
+                 if step.order is None else _blocked_patches(a, (kh, kw), sh, step.spatial))
         else:
             a = tf.image.extract_patches(a, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1],
                                          rates=[1, dh, dw, 1], padding=layer.padding.upper())
@@ -415,3 +424,41 @@ def _sliced_patches(a: Any, kernel: tuple[int, int], strides: tuple[int, int],
               j * dw : j * dw + sw * (width - 1) + 1 : sw, :]
             for i in range(kh) for j in range(kw)]
     return tf.concat(taps, axis=-1)
+
+
+def _blocked_order(step: WeightedLayer) -> tuple[int, ...] | None:
+    """For a "valid" Conv2D of stride s > 1 (the same both ways, no dilation) whose kernel
+    sides are multiples of s: the kernel rows, (kh, kw, c_in) flattened, in the order of
+    ``_blocked_patches``'s features; else None.
+    """
+    layer = step.layer
+    if type(layer) is not keras.layers.Conv2D or layer.padding != "valid":
+        return None
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+    if sh != sw or sh == 1 or kh % sh or kw % sh or tuple(layer.dilation_rate) != (1, 1):
+        return None
+    s, channels = sh, int(layer.kernel.shape[2])
+    return tuple(((bi * s + di) * kw + bj * s + dj) * channels + c
+                 for bi in range(kh // s) for bj in range(kw // s)
+                 for di in range(s) for dj in range(s) for c in range(channels))
+
+
+def _blocked_patches(a: Any, kernel: tuple[int, int], stride: int,
+                     spatial: tuple[int, ...]) -> Any:
+    """"valid" stride-s patches as ``tf.nn.space_to_depth`` by s, then (kh/s) x (kw/s)
+    stride-1 slices: features in ``_blocked_order``, few wide slices instead of kh*kw narrow
+    ones (under XLA about half the time of ``_sliced_patches`` for an 8x8 kernel on 1 channel).
+    """
+    (kh, kw), (height, width) = kernel, spatial
+    cropped = a[:, : stride * (height - 1) + kh, : stride * (width - 1) + kw, :]
+    blocks = tf.nn.space_to_depth(cropped, stride)
+    return tf.concat([blocks[:, i : i + height, j : j + width, :]
+                      for i in range(kh // stride) for j in range(kw // stride)], axis=-1)
+
+
+def _inverse(order: tuple[int, ...]) -> list[int]:
+    """The permutation undoing ``order``: ``x[order][_inverse(order)] == x``."""
+    inverse = [0] * len(order)
+    for position, row in enumerate(order):
+        inverse[row] = position
+    return inverse

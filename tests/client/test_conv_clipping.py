@@ -51,7 +51,7 @@ def _conv_variants() -> dict[str, keras.Sequential]:
         # Opacus's MNIST CNN's layer kinds, scaled to 8x8: strided convs, overlapping pools
         "mnist-like": keras.Sequential([
             *image, L.ZeroPadding2D(2), L.Conv2D(4, 4, strides=2, activation="relu"),
-            L.MaxPooling2D(2, 1), L.Conv2D(6, 2, strides=1, activation="relu"),
+            L.MaxPooling2D(2, 1), L.Conv2D(6, 2, strides=2, activation="relu"),
             L.MaxPooling2D(2, 1), L.Flatten(), L.Dense(8, activation="relu"),
             L.Dense(10, activation="softmax")]),
     }
@@ -137,6 +137,8 @@ def test_compiled_chunks_equal_explicit_per_example_gradients(name):
     factors = np.minimum(1.0, clip / norms)
     plan = ghost_plan(model, list(model.trainable_variables), compiled=True)
     assert plan is not None and plan.compiled
+    if name == "mnist-like":  # both stride-2 convolutions take space-to-depth patches
+        assert [s.order is not None for s in plan.weighted] == [True, True, False, False]
     run = tf.function(compiled_clipped_sum(plan, per_example_loss_fn(LOSS), chunk=8),
                       autograph=False)
 
