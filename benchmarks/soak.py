@@ -208,7 +208,7 @@ def ledger_figures(out: Path, names: list[str], rows: list[dict[str, str]]
     per_hospital: dict[str, dict[str, Any]] = {}
     for name, ledger in ledgers.items():
         keys = Counter((e["run"], e["round"], e.get("track", "training"))
-                       for e in ledger["entries"])
+                       for e in ledger["entries"] + ledger.get("test_entries", []))
         doubled += sum(count - 1 for count in keys.values() if count > 1)
         charged[name] = {e["round"] for e in ledger["entries"]
                          if e.get("track", "training") == "training"}

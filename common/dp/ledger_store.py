@@ -9,7 +9,10 @@ an older copy restored in place. Each entry also records what the ledger stood a
 reading the figures needs no accountant. Two tracks (``LedgerTrack``): releases of training
 rows and of test rows, each with its own budget (``test_budget``; absent: the training
 budget), and the pinned split (``split``: the digest of which rows are test rows) that lets
-them compose in parallel (``common.dp.ledger_tracks``). Sensitivity assumptions live in the
+them compose in parallel (``common.dp.ledger_tracks``). The file keeps the training track's
+entries in ``entries`` and the test track's in ``test_entries``, each with ``at``, its place in
+the order of charges, so a reader of ``entries`` alone (the run-directory contract's checker)
+composes the training track against the training budget. Sensitivity assumptions live in the
 stored events. The adversary (the server) never reads this file; the checksum guards against
 corruption and hand edits, not a hospital's own administrator. Unit of privacy: the level
 stored with each entry.
@@ -60,7 +63,7 @@ _ENTRY_KEYS = {"run", "round", "level", "noise_multiplier", "sample_rate", "step
 _HOSPITAL_ENTRY_KEYS = _ENTRY_KEYS | {"noise_mode"}
 _FIGURES_KEYS = {"delta", "epsilon", "budget_epsilon", "rounds_left"}
 _TEST_FIGURES_KEYS = {"test_delta", "test_budget_epsilon"}  # with epsilon.test
-_TRACK_TOP_KEYS = {"test_budget", "split", "split_key"}  # optional: written once set
+_TRACK_TOP_KEYS = {"test_budget", "split", "split_key", "test_entries"}  # written once set
 _LEGACY_HEAD_KEYS = {"hospital", "sequence", "head"}
 _HEAD_KEYS = _LEGACY_HEAD_KEYS | {"ledger"}
 _LOG_ANCHOR_KEY = "log"  # the disclosure log's anchor, checked by common.dp.disclosure_log
@@ -242,21 +245,49 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"non-finite number {name}")
 
 
-def _parse_entry(index: int, raw: object) -> LedgerEntry:
+def _parse_entries(data: dict[str, Any]) -> tuple[LedgerEntry, ...]:
+    """Every entry in the order charged: ``entries`` with ``test_entries`` put back at their ``at``.
+
+    A test entry in ``entries`` (stored so by this week's first two-track ledgers) is read as it
+    stands, in its place.
+    """
+    entries = [_parse_entry(i, raw) for i, raw in enumerate(data["entries"])]
+    tests = data.get("test_entries", [])
+    if not isinstance(tests, list):
+        raise LedgerError("test_entries must be a list")
+    places: list[int] = []
+    total = len(entries) + len(tests)
+    for index, raw in enumerate(tests):
+        where = f"test_entries[{index}]"
+        at = raw.get("at") if isinstance(raw, dict) else None
+        if (isinstance(at, bool) or not isinstance(at, int)
+                or not (places[-1] if places else -1) < at < total):
+            raise LedgerError(f"{where}.at must be an integer, increasing, below the number of "
+                              f"entries of both lists ({total}), got {at!r}")
+        if raw.get("track") != LedgerTrack.TEST:
+            raise LedgerError(f'{where}.track must be "test", got {raw.get("track")!r}')
+        entry = _parse_entry(index, {k: v for k, v in raw.items() if k != "at"}, where)
+        places.append(at)
+        entries.insert(at, entry)
+    return tuple(entries)
+
+
+def _parse_entry(index: int, raw: object, where: str = "") -> LedgerEntry:
+    where = where or f"entries[{index}]"
     if not isinstance(raw, dict) or set(raw) - {"after", "track"} not in (
             _ENTRY_KEYS, _HOSPITAL_ENTRY_KEYS):
-        raise LedgerError(f"entries[{index}] must be an object with keys {sorted(_ENTRY_KEYS)} "
+        raise LedgerError(f"{where} must be an object with keys {sorted(_ENTRY_KEYS)} "
                           '(and "noise_mode" at hospital level, "after" and "track" '
                           "optionally)")
     if raw.get("track", LedgerTrack.TEST) != LedgerTrack.TEST:
-        raise LedgerError(f"entries[{index}].track must be \"test\" when present (training "
+        raise LedgerError(f"{where}.track must be \"test\" when present (training "
                           f"entries carry none), got {raw['track']!r}")
     if "noise_mode" in raw and raw["level"] != "hospital":
-        raise LedgerError(f"entries[{index}]: noise_mode is for hospital-level entries only")
+        raise LedgerError(f"{where}: noise_mode is for hospital-level entries only")
     if not isinstance(raw["run"], str) or not raw["run"]:
-        raise LedgerError(f"entries[{index}].run must be a non-empty string, got {raw['run']!r}")
+        raise LedgerError(f"{where}.run must be a non-empty string, got {raw['run']!r}")
     if isinstance(raw["round"], bool) or not isinstance(raw["round"], int) or raw["round"] < 0:
-        raise LedgerError(f"entries[{index}].round must be an integer >= 0, got {raw['round']!r}")
+        raise LedgerError(f"{where}.round must be an integer >= 0, got {raw['round']!r}")
     try:
         event = GaussianRoundEvent(
             noise_multiplier=raw["noise_multiplier"],
@@ -266,8 +297,8 @@ def _parse_entry(index: int, raw: object) -> LedgerEntry:
             noise_mode=raw.get("noise_mode"),  # absent in old ledgers: "local"
         )
     except ValueError as error:
-        raise LedgerError(f"entries[{index}]: {error}") from error
-    after = _parse_figures(f"entries[{index}].after", raw["after"]) if "after" in raw else None
+        raise LedgerError(f"{where}: {error}") from error
+    after = _parse_figures(f"{where}.after", raw["after"]) if "after" in raw else None
     track = LedgerTrack.TEST if "track" in raw else LedgerTrack.TRAIN
     return LedgerEntry(run=raw["run"], round=raw["round"], event=event, after=after,
                        track=track)
@@ -365,7 +396,7 @@ def parse_ledger(text: str) -> LedgerState:
     if "head_file" in data and (not isinstance(head_file, str)
                                 or not os.path.isabs(head_file)):
         raise LedgerError(f"head_file must be an absolute path, got {head_file!r}")
-    entries = tuple(_parse_entry(i, raw) for i, raw in enumerate(data["entries"]))
+    entries = _parse_entries(data)
     keys = [entry.key for entry in entries]
     if len(set(keys)) != len(keys):
         raise LedgerError("the same (run, round, level, track) is charged twice")
@@ -442,7 +473,12 @@ def render_ledger(state: LedgerState) -> tuple[str, str]:
         payload["split"] = state.split.to_json()
     if state.split_key is not None:
         payload["split_key"] = state.split_key
-    payload["entries"] = [entry.to_json() for entry in state.entries]
+    payload["entries"] = [entry.to_json() for entry in state.entries
+                          if entry.track == LedgerTrack.TRAIN]
+    tests = [{**entry.to_json(), "at": at} for at, entry in enumerate(state.entries)
+             if entry.track != LedgerTrack.TRAIN]
+    if tests:
+        payload["test_entries"] = tests
     payload["checksum"] = _checksum(payload)
     return json.dumps(payload, indent=2, allow_nan=False) + "\n", payload["checksum"]
 

@@ -7,6 +7,7 @@ from opacus.accountants import RDPAccountant
 
 from common.dp.events import GaussianRoundEvent
 from common.dp.ledger import PrivacyLedger, SplitMismatch
+from common.dp.ledger_store import parse_ledger
 from common.errors import PrivacyBudgetExceededError
 from common.wire.modes import LedgerTrack, PrivacyLevel
 
@@ -132,3 +133,65 @@ def test_a_ledger_from_before_the_tracks_reads_with_the_training_budget(tmp_path
     assert "track" not in data["entries"][0]  # training entries are stored as before
     state = PrivacyLedger.read(ledger.path)
     assert state.entries[0].track == LedgerTrack.TRAIN and state.split is None
+
+
+def _charge_both_tracks(tmp_path):
+    ledger = _ledger(tmp_path, epsilon=50.0)
+    ledger.pin_split(SPLIT)
+    for round_, track in ((1, LedgerTrack.TRAIN), (1, LedgerTrack.TEST), (2, LedgerTrack.TRAIN),
+                          (3, LedgerTrack.TRAIN), (3, LedgerTrack.TEST)):
+        ledger.charge("run", round_, TRAIN if track == LedgerTrack.TRAIN else EVALUATION, track)
+    return ledger
+
+
+def test_the_file_keeps_training_entries_apart_so_entries_alone_are_the_training_track(tmp_path):
+    ledger = _charge_both_tracks(tmp_path)
+    in_memory = [entry.key for entry in ledger.entries]
+    data = json.loads(ledger.path.read_text())
+    assert [(e["round"], "track" in e) for e in data["entries"]] == [(1, False), (2, False),
+                                                                      (3, False)]
+    assert [(e["round"], e["at"], e["track"]) for e in data["test_entries"]] == [
+        (1, 1, "test"), (3, 4, "test")]
+    # A reader of "entries" alone (the run-directory contract) composes the training track.
+    training = [(e["noise_multiplier"], e["sample_rate"], e["steps"]) for e in data["entries"]]
+    assert ledger.recorded_figures.patient == pytest.approx(_opacus(training, 1e-5), rel=1e-9)
+    # Read back, the entries are in the order they were charged.
+    assert [entry.key for entry in PrivacyLedger.read(ledger.path).entries] == in_memory
+
+
+def _rewrite(path, change):
+    """Edit the file and give it a matching checksum (as its owner could; the head is not)."""
+    from common.dp.ledger_store import _checksum
+
+    data = json.loads(path.read_text())
+    change(data)
+    data.pop("checksum")
+    data["checksum"] = _checksum(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_ledger_with_test_entries_among_entries_still_reads_in_order(tmp_path):
+    ledger = _charge_both_tracks(tmp_path)
+    in_memory = [entry.key for entry in ledger.entries]
+
+    def merge(data):
+        for test in data.pop("test_entries"):
+            data["entries"].insert(test.pop("at"), test)
+
+    _rewrite(ledger.path, merge)
+    assert [entry.key for entry in parse_ledger(ledger.path.read_text()).entries] == in_memory
+
+
+@pytest.mark.parametrize("at", [[4, 1], [1, 5], [1, "4"], [1, True]])
+def test_a_test_entry_out_of_its_place_is_refused_naming_it(tmp_path, at):
+    from common.errors import LedgerError
+
+    ledger = _charge_both_tracks(tmp_path)
+
+    def move(data):
+        for test, place in zip(data["test_entries"], at, strict=True):
+            test["at"] = place
+
+    _rewrite(ledger.path, move)
+    with pytest.raises(LedgerError, match=r"test_entries\[\d\]\.at must be"):
+        parse_ledger(ledger.path.read_text())
