@@ -212,8 +212,6 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     try:
         with run.progress:
             stop_reason = _run_rounds(run, state, first_round)
-        if not stop_reason:  # the consortium explanation: once, of the final model
-            _explain(run, state)
     except BaseException as error:  # noqa: B036 - outputs are written, then it propagates
         stop_reason = f"the run failed: {error}" if str(error) else f"the run failed: {error!r}"
         _close_pending(run, state, evaluate_round=None)  # no more exchanges: row as it is
@@ -323,6 +321,7 @@ def _resume(run: FederationRun, state: RunState, resumed: Checkpoint | None) -> 
     state.pending = resumed.extra.get("pending")
     state.declined_rounds = dict(resumed.extra.get("declined_rounds", {}))
     state.rounds_filed = int(resumed.extra.get("rounds_filed", 0))
+    state.short_rounds = int(resumed.extra.get("short_rounds", 0))
     logger.warning("resuming run %s after round %d of %d", run.run_id, resumed.round,
                    run.config.num_server_rounds)
     return resumed.round + 1
@@ -347,16 +346,22 @@ def _run_rounds(run: FederationRun, state: RunState, first_round: int) -> str:
         save_checkpoint(run.run_dir / CHECKPOINT_DIR, Checkpoint(
             round=server_round, run_id=run.run_id, run_config=config.to_run_config(),
             weights=state.weights, optimizer_state=run.strategy.optimizer.state,
-            metrics_rows=run.writer.rows,
-            extra={"epsilon_spent": state.epsilon_spent,
-                   "aborted_rounds": state.aborted_rounds,
-                   "declined_rounds": state.declined_rounds,
-                   "rounds_filed": state.rounds_filed,
-                   # A resumed run cannot time the deferred round: its seconds stay empty.
-                   "pending": None if state.pending is None else
-                   {k: v for k, v in state.pending.items() if k != "started"}},
-        ))
+            metrics_rows=run.writer.rows, extra=checkpoint_extra(state)))
     return ""
+
+
+def checkpoint_extra(state: RunState) -> dict[str, Any]:
+    """The run state a checkpoint keeps beside the weights (``_resume`` restores it)."""
+    return {"epsilon_spent": state.epsilon_spent,
+            "aborted_rounds": state.aborted_rounds,
+            "declined_rounds": state.declined_rounds,
+            "rounds_filed": state.rounds_filed,
+            # A resumed server must not give a second try to a secure round short of
+            # contributors right after one that already had it.
+            "short_rounds": state.short_rounds,
+            # A resumed run cannot time the deferred round: its seconds stay empty.
+            "pending": None if state.pending is None else
+            {k: v for k, v in state.pending.items() if k != "started"}}
 
 
 def _explain(run: FederationRun, state: RunState) -> None:
@@ -367,7 +372,7 @@ def _explain(run: FederationRun, state: RunState) -> None:
     try:
         run_explanation(run.channel(last, state, run.config.round_timeout), run.settings(last),
                         state.weights, run.task, run.config, run.run_dir,
-                        feature_names_of(run.task))
+                        feature_names_of(run.task), state.keep_privacy)
     except (FederationError, OSError, ValueError) as error:
         logger.warning("the consortium explanation failed: %s", error)
 
@@ -442,6 +447,9 @@ def _run_round(run: FederationRun, state: RunState, server_round: int, timeout: 
         return
     # Unfolded, or the last round (no next message to carry it): an evaluate exchange now.
     evaluation = _evaluate_now(channel, settings, state.weights, state)
+    if last:  # the consortium explanation, once, of the final model; its charge in the row
+        _explain(run, state)
+        row.update(_privacy_columns(state, outcome, config.dp_mode))
     row["seconds"] = time.perf_counter() - started
     _finish(row, evaluation, run)
 
