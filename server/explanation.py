@@ -13,7 +13,8 @@ no release to make), and at hospital level it is not offered (see the hospitals'
 """
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from common.types import NDArrays
 from common.wire.actions import EXPLAIN
 from common.wire.modes import DpMode
 from common.wire.records import pack_request
-from common.wire.replies import DeclinedReply, ExplainReply
+from common.wire.replies import DeclinedReply, ExplainReply, PrivacyReport
 from common.wire.settings import RoundSettings
 from server.round_channel import RoundChannel
 from server.run_directory import write_json_atomic
@@ -91,6 +92,7 @@ class ExplanationOutcome:
     declined: dict[str, str]
     rejected: dict[str, str]
     epsilon: dict[str, float]  # each releasing hospital's training-track epsilon after it
+    privacy: dict[str, PrivacyReport] = field(default_factory=dict)  # each reply's report
 
 
 def ask_hospitals(channel: RoundChannel, settings: RoundSettings, weights: NDArrays,
@@ -121,7 +123,8 @@ def ask_hospitals(channel: RoundChannel, settings: RoundSettings, weights: NDArr
                                          z * sensitivity(config.explain_bound))
         if reply.privacy is not None:
             epsilon[name] = reply.privacy.epsilon_patient
-    return ExplanationOutcome(releases, dict(screened.declined), rejected, epsilon)
+    return ExplanationOutcome(releases, dict(screened.declined), rejected, epsilon,
+                              dict(screened.privacy))
 
 
 def explanation_document(outcome: ExplanationOutcome, feature_names: tuple[str, ...],
@@ -145,11 +148,19 @@ def explanation_document(outcome: ExplanationOutcome, feature_names: tuple[str, 
 
 def run_explanation(channel: RoundChannel, settings: RoundSettings, weights: NDArrays,
                     task: TaskSpec, config: RunConfig, run_dir: Path,
-                    feature_names: tuple[str, ...]) -> dict[str, Any] | None:
-    """Ask, combine and write ``explanation.json``; None when the run plans no explanation."""
+                    feature_names: tuple[str, ...],
+                    keep_privacy: Callable[[dict[str, PrivacyReport]], None] | None = None,
+                    ) -> dict[str, Any] | None:
+    """Ask, combine and write ``explanation.json``; None when the run plans no explanation.
+
+    ``keep_privacy`` receives each replying hospital's privacy report (its ledger after the
+    release), so the round's epsilon columns include the explanation's charge.
+    """
     if not explanation_planned(config):
         return None
     outcome = ask_hospitals(channel, settings, weights, task, config)
+    if keep_privacy is not None:
+        keep_privacy(outcome.privacy)
     document = explanation_document(outcome, feature_names, config)
     write_json_atomic(run_dir / EXPLANATION_FILE, document)
     if not outcome.releases:

@@ -23,6 +23,7 @@ from common.wire.records import unpack_reply
 from common.wire.replies import (
     DeclinedReply,
     EvaluateReply,
+    ExplainReply,
     ManifestViolation,
     PrivacyReport,
     Reply,
@@ -124,6 +125,8 @@ def screen_replies(messages: Iterable[Message], rules: ReplyRules, book: Identit
             out.statistics[name] = reply.statistics
             if reply.privacy is not None:
                 out.privacy[name] = reply.privacy
+        if isinstance(reply, ExplainReply) and reply.privacy is not None:
+            out.privacy[name] = reply.privacy  # the ledger after the explanation's charge
         if isinstance(reply, DeclinedReply):
             out.declined[name] = reply.reason
             logger.warning("round %d: hospital %s declined: %s", rules.server_round, name,
