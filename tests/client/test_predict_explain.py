@@ -8,6 +8,7 @@ values are shown in original units.
 
 import json
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,6 +35,7 @@ def _attributions(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fit(model, x, y, epochs=8):
+    keras.utils.set_random_seed(0)  # fit shuffles: seeded (op determinism may be on)
     model.compile(optimizer="adam", loss="binary_crossentropy")
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
 
