@@ -47,8 +47,10 @@ per-record layers such as Reshape, Flatten or pooling may sit between them):
    last padded with absent records (weight 0), so one program serves every Poisson batch size.
    There max-pooling is a maximum of strided slices (the same values; the gradient to the
    first maximum of each window, as TensorFlow's MaxPool gradient) and patches are strided
-   slices, both fused by XLA; TensorFlow's own CPU MaxPool gradient and XLA's lowering of
-   ``extract_patches`` (a convolution) are each slower than the whole rest of the step.
+   slices (for a stride-s convolution whose kernel sides are multiples of s, space-to-depth
+   blocks, the kernel's rows permuted to their order), all fused by XLA; TensorFlow's own
+   CPU MaxPool gradient and XLA's lowering of ``extract_patches`` (a convolution) are each
+   slower than the whole rest of the step.
    Smaller plans run uncompiled: XLA's compilation (2-3 CPU s once) and per-call cost would
    outweigh the saving.
 

@@ -160,18 +160,18 @@ def test_compiled_clipped_per_example_gradients_have_norm_at_most_c():
     model = _scaled(MODELS["mnist-like"](), seed=5)
     x, y = _data(rows=6, seed=2)
     clip = 0.25 * float(np.min(_norms(_per_example_gradients(model, x, y))))
-    trainer = _trainer(model, clip=clip)
-    trainer._clipped_sum = compiled_clipped_sum(  # as "auto" picks for a model >= 10^5 MACs
-        ghost_plan(model, list(model.trainable_variables), compiled=True),
-        per_example_loss_fn(LOSS), chunk=4)
+    trainer = DpSgdTrainer(model, loss=LOSS, optimizer=keras.optimizers.SGD(0.1),
+                           l2_norm_clip=clip, noise_multiplier=0.0, jit_compile=True)
 
-    # Act: a batch of one record is that record's clipped gradient
+    # Act: a batch of one record is that record's clipped gradient (15 padded rows beside it)
     clipped = [trainer.clipped_gradient_sum(x[i : i + 1], y[i : i + 1]) for i in range(len(x))]
 
-    # Assert
+    # Assert: and one trace for every batch size
     for record in clipped:
         norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in record))
         assert clip * (1 - 1e-5) <= norm <= clip * (1 + 1e-6)
+    trainer.clipped_gradient_sum(x, y)
+    assert trainer.trace_count == 1
 
 
 def test_sliced_max_pool_equals_keras_max_pool_and_its_gradient_with_ties():
