@@ -77,6 +77,8 @@ CHECKPOINT_DIR = "checkpoint"
 # much on top of round-timeout.
 STARTUP_ALLOWANCE_SECONDS = 300.0
 PULL_INTERVAL_SECONDS = 0.01
+# Why a resumed secure run files the round its checkpoint was followed by as aborted.
+INTERRUPTED = "interrupted by the server's restart: a secure round is never re-run"
 
 
 class FederationStopped(FederationError):
@@ -176,6 +178,7 @@ class RunState:
     short_rounds: int = 0  # secure rounds in a row aborted for too few contributors
     declined_rounds: dict[str, int] = field(default_factory=dict)  # rounds each declined
     rounds_filed: int = 0  # rounds that ran to an outcome (declines counted against them)
+    interrupted: int | None = None  # a resumed secure run's round filed aborted, unasked
 
     def keep_privacy(self, reports: dict[str, PrivacyReport]) -> None:
         """Keep each hospital's latest privacy report (for the columns and the report)."""
@@ -194,7 +197,10 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
 
     With ``config.resume`` it continues from the last intact checkpoint in ``run_dir``: same
     run id (so hospitals' ledgers key the repeated round the same way), weights, optimizer
-    state and metrics rows. Returns the final global weights.
+    state and metrics rows. A plain round after the checkpoint is re-run (hospitals resend
+    their saved releases); under secure aggregation it is filed as aborted (``INTERRUPTED``:
+    its hospitals may have released into its sum, which is never re-run), the model unchanged,
+    and the run goes on with the next round number. Returns the final global weights.
 
     Raises
     ------
@@ -208,6 +214,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path) -> NDArrays:
     model = build_model(run.task, seed=run.config.seed)
     state = RunState(weights=[w.copy() for w in model.get_weights()])
     first_round = _resume(run, state, resumed)
+    if resumed is not None and run.config.secagg_enabled:
+        state.interrupted = first_round  # a finished run's: past the last, none runs
     stop_reason = ""
     try:
         with run.progress:
@@ -332,9 +340,11 @@ def _run_rounds(run: FederationRun, state: RunState, first_round: int) -> str:
     ('' when it ran them all).
     """
     config = run.config
+    # The first rounds that exchange messages wait for the hospitals' apps to start.
+    starting = first_round + (1 if state.interrupted == first_round else 0)
     for server_round in range(first_round, config.num_server_rounds + 1):
         timeout = config.round_timeout + (
-            STARTUP_ALLOWANCE_SECONDS if server_round == first_round else 0.0)
+            STARTUP_ALLOWANCE_SECONDS if server_round <= starting else 0.0)
         run.book.registered = registered_names(run.grid.get_nodes())
         try:
             _run_round(run, state, server_round, timeout)
@@ -408,7 +418,8 @@ def _run_round(run: FederationRun, state: RunState, server_round: int, timeout: 
     a plain round is tried once more (hospitals that already replied resend the same update;
     their ledgers are not charged twice), then the run stops with the reasons. A secure round
     without a usable sum is filed as aborted, the model unchanged, and the run goes on
-    (``_secure_round_moves_on`` says when it stops instead).
+    (``_secure_round_moves_on`` says when it stops instead); so is the one a resumed server
+    found interrupted (``_interrupted``), without asking anyone.
     """
     started = time.perf_counter()
     logger.debug("round %d: started", server_round)  # benchmarks.rounds times start-up by it
@@ -419,15 +430,11 @@ def _run_round(run: FederationRun, state: RunState, server_round: int, timeout: 
     folded = config.fold_evaluation or config.secagg_enabled
     settings = replace(run.settings(server_round), evaluate_received=folded and server_round > 1
                        and evaluates(config, server_round - 1))
-    outcome = _attempt(run, state, channel, settings, started)
-    if _too_few(outcome, config) and not config.secagg_enabled and (
-            outcome.missing or outcome.failed or outcome.aborted or outcome.rejected):
-        logger.warning("round %d: %d usable update(s), fewer than the minimum of %d (%s); "
-                       "trying the round once more", server_round, outcome.participants,
-                       config.min_hospitals, outcome.shortfall())
-        outcome = _attempt(run, state, channel, settings, started)
-    outcome = _settled(outcome, config, state)
-    state.rounds_filed += 1
+    if server_round == state.interrupted:
+        outcome = _interrupted(run, state, server_round)
+    else:
+        outcome = _settled(_attempted(run, state, channel, settings, started), config, state)
+        state.rounds_filed += 1
     for name in outcome.declined:
         state.declined_rounds[name] = state.declined_rounds.get(name, 0) + 1
     if outcome.weights is not None:  # else an aborted secure round: the model stays
@@ -452,6 +459,37 @@ def _run_round(run: FederationRun, state: RunState, server_round: int, timeout: 
         row.update(_privacy_columns(state, outcome, config.dp_mode))
     row["seconds"] = time.perf_counter() - started
     _finish(row, evaluation, run)
+
+
+def _attempted(run: FederationRun, state: RunState, channel: RoundChannel,
+               settings: RoundSettings, started: float) -> RoundOutcome:
+    """Run the round: once, or a plain round a second time when too few hospitals took part
+    for a transient reason (hospitals that already replied resend the same update).
+    """
+    config = run.config
+    outcome = _attempt(run, state, channel, settings, started)
+    if _too_few(outcome, config) and not config.secagg_enabled and (
+            outcome.missing or outcome.failed or outcome.aborted or outcome.rejected):
+        logger.warning("round %d: %d usable update(s), fewer than the minimum of %d (%s); "
+                       "trying the round once more", settings.server_round, outcome.participants,
+                       config.min_hospitals, outcome.shortfall())
+        outcome = _attempt(run, state, channel, settings, started)
+    return outcome
+
+
+def _interrupted(run: FederationRun, state: RunState, server_round: int) -> RoundOutcome:
+    """The outcome of the secure round a resumed server found after its checkpoint: aborted,
+    asked of nobody (``INTERRUPTED``); nobody is blamed and the hospitals' charges stand.
+
+    The row still waiting for its folded evaluation (round r-1's, which this round's message
+    carried to the server that died) is evaluated now in an exchange of its own under this
+    round's number, or filed without its evaluation if that fails.
+    """
+    logger.warning("round %d: %s (filed as aborted, the model unchanged)", server_round,
+                   INTERRUPTED)
+    _close_pending(run, state, evaluate_round=server_round)
+    return RoundOutcome(server_round=server_round, weights=None, participants=0,
+                        aborted=INTERRUPTED)
 
 
 def _attempt(run: FederationRun, state: RunState, channel: RoundChannel,
