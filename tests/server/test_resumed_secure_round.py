@@ -130,3 +130,25 @@ def test_no_round_is_charged_twice_and_each_epsilon_is_opacus_on_its_ledger(secu
     assert float(rows[-1]["epsilon_hospital_max"]) == pytest.approx(
         max(float(rows[-1][f"epsilon_{name}"]) for name in
             ("cleveland", "hungary", "switzerland", "va")), rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def last_round(tmp_path_factory):
+    config = RunConfig.from_run_config({"dp.mode": "none", "secagg.enabled": True,
+                                        "local-steps": 2, "num-server-rounds": 3, "seed": 3})
+    return _killed_and_resumed(tmp_path_factory.mktemp("resumed-last"), config, crash_round=3)
+
+
+def test_an_interrupted_last_round_ends_the_run_aborted_with_every_row_evaluated(last_round):
+    run_dir, _, grid, _, rows, final = last_round
+
+    assert [(r["round"], r["participants"], r["aborted"]) for r in rows] == [
+        ("1", "4", "0"), ("2", "4", "0"), ("3", "0", "1")]
+    # Round 2's row, whose folded evaluation went to the server that died, is evaluated by
+    # the resumed one; round 3 changed nothing, so its final evaluation is of the same model.
+    assert all(r["pooled_loss"] for r in rows)
+    assert rows[2]["pooled_loss"] == rows[1]["pooled_loss"]
+    for before, after in zip(_sent_model(grid, 3), final, strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert f"- round 3: {INTERRUPTED}" in (run_dir / "report.md").read_text()
+    assert (run_dir / "model.keras").is_file()
