@@ -88,9 +88,9 @@ def test_killed_and_resumed_run_equals_uninterrupted(fedcare_cli, tmp_path, refe
     for expected, got in zip(model_weights(whole), model_weights(resumed), strict=True):
         np.testing.assert_array_equal(got, expected)
     assert _ledgers(resumed) == _ledgers(whole)
-    # The training track ("entries"): a release a round and the consortium explanation after
-    # the last; the test track: the final model's evaluation (one).
-    assert all(len(entries) == ROUNDS + 1 for entries in _ledgers(resumed).values())
+    # A training release a round, the consortium explanation after the last (training track)
+    # and the final model's evaluation on the test track (one).
+    assert all(len(entries) == ROUNDS + 2 for entries in _ledgers(resumed).values())
     assert all(len(json.loads(path.read_text())["test_entries"]) == 1
                for path in (resumed / "ledgers").glob("*.json"))
     assert len(json.loads((resumed / "config.json").read_text())["resumed"]) == 1
