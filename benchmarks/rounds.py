@@ -69,8 +69,10 @@ def first_round_start() -> Iterator[list[float]]:
         raise RuntimeError("the driver never logged 'round 1: started'")
 
 
-def measure(config: RunConfig, client: str) -> Measured:
-    """Run one simulation with the `client` ("keras" or "null") and time it."""
+def measure(config: RunConfig, client: str, engine: str = "ray") -> Measured:
+    """Run one simulation with the `client` ("keras" or "null") on `engine` ("ray", Flower's
+    simulation engine, or "in-process", the default for <= 10 hospitals) and time it.
+    """
     from benchmarks.handler_timing import (
         handler_seconds,
         start_up,
@@ -93,8 +95,8 @@ def measure(config: RunConfig, client: str) -> Measured:
                                   SimulatedHospitalPrivacy(config, run_dir / "ledgers"))
         began = time.time()
         with first_round_start() as round_one:
-            # Flower's engine: its start-up and its 0.1 s tick are what this measures.
-            simulate(config, run_dir, client_app=app, engine=Engine.RAY)
+            # Flower's engine: its start-up and its 0.1 s tick are what the Ray rows measure.
+            simulate(config, run_dir, client_app=app, engine=Engine(engine))
         seconds = _round_seconds(run_dir)
         handlers = handler_seconds(timing)
         first = start_up(timing, began, round_one[0])
@@ -127,6 +129,7 @@ def main() -> None:
     rows = [("null", "folded", measure(config, "null")),
             ("keras", "folded", measure(config, "keras")),
             ("keras", "unfolded", measure(unfolded, "keras"))]
+    in_process = measure(config, "keras", "in-process")
     print(f"{args.task}, {args.hospitals} hospitals, {args.rounds} rounds, dp {config.dp_mode}")
     print(f"{'client':<8}{'rounds':<10}{'start-up s':>11}{'steady s':>10}"
           f"{'handlers sum s':>16}{'handler max s':>15}{'exchanges':>11}")
@@ -145,6 +148,9 @@ def main() -> None:
     null, folded, plain = (m for _, _, m in rows)
     print(f"steady folded/unfolded: {folded.steady / plain.steady:.2f} (target <= 0.6)")
     print(f"steady keras/null (folded): {folded.steady / null.steady:.2f}")
+    print(f"in this process (the default engine for <= 10 hospitals), keras folded: start-up "
+          f"{in_process.start:.2f} s, steady {in_process.steady:.3f} s "
+          f"({in_process.steady / folded.steady:.2f}x Ray's steady round)")
 
 
 if __name__ == "__main__":
