@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from client import fork_protocol
 from client.fork_protocol import (
     MAGIC,
     MAX_FRAME,
@@ -18,6 +19,7 @@ from client.fork_protocol import (
     ensure_key,
     launcher_handshake,
     parse_request,
+    proof,
     read_key,
     receive_frame,
     receive_stdio,
@@ -95,6 +97,16 @@ def test_handshake_refuses_a_wrong_key_on_both_sides():
     assert isinstance(server_error, KeyRefused)
     assert isinstance(launcher_error, KeyRefused)
     assert "refused the key" in str(launcher_error) and "wrong key" in str(launcher_error)
+
+
+def test_a_servers_proof_that_begins_with_a_brace_is_still_a_proof(monkeypatch):
+    # The server's proof is 32 HMAC bytes: one in 256 begins with "{", the first byte of a
+    # refusal frame. Fix the launcher's nonce and pick a key whose proof begins with it.
+    nonce = b"\x01" * 32
+    monkeypatch.setattr(fork_protocol.os, "urandom", lambda size: b"\x01" * size)
+    key = next(candidate for candidate in (i.to_bytes(32, "big") for i in range(1, 10_000))
+               if proof(candidate, b"server", nonce).startswith(b"{"))
+    assert _handshake(key, key) == (None, None)
 
 
 def test_launcher_refuses_a_server_that_does_not_prove_the_key():
