@@ -253,9 +253,9 @@ def _deployment(out: Path):
     return LocalDeployment(settings, layout, reports.append), layout, reports
 
 
-def test_deploy_local_waits_for_a_ping_not_the_socket_file(tmp_path, monkeypatch):
+def test_deploy_local_waits_for_a_ping_not_the_socket_file(short_tmp_path, monkeypatch):
     # Arrange: hospital-0's worker at the layout's paths, listening 1 s after its file exists
-    deployment, layout, reports = _deployment(tmp_path / "out")
+    deployment, layout, reports = _deployment(short_tmp_path / "out")
     socket_path, key_file = layout.worker_files("hospital-0")
     socket_path.parent.mkdir(parents=True)
     bound = threading.Event()
@@ -279,11 +279,11 @@ def test_deploy_local_waits_for_a_ping_not_the_socket_file(tmp_path, monkeypatch
     assert not thread.is_alive()
 
 
-def test_deploy_local_names_the_socket_and_log_of_a_worker_that_never_listens(tmp_path,
-                                                                              monkeypatch):
+def test_deploy_local_names_the_socket_and_log_of_a_worker_that_never_listens(
+        short_tmp_path, monkeypatch):
     import simulations.deployment.deploy_local as deploy_local
 
-    deployment, layout, _ = _deployment(tmp_path / "out")
+    deployment, layout, _ = _deployment(short_tmp_path / "out")
     socket_path, key_file = layout.worker_files("hospital-0")
     socket_path.parent.mkdir(parents=True)
     ensure_authkey(key_file)

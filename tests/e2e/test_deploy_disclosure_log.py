@@ -66,8 +66,8 @@ def _check_logs(out: Path, run_ids: list[str]) -> dict[str, list[dict]]:
 
 
 def test_a_deployed_run_and_a_forced_second_one_are_in_every_hospitals_log(fedcare_cli,
-                                                                           tmp_path):
-    out = tmp_path / "d"  # short: a Unix socket's path is at most 107 bytes
+                                                                           short_tmp_path):
+    out = short_tmp_path / "d"
     first = _deploy(fedcare_cli, out)
     before = _check_logs(out, [first])
 

@@ -32,8 +32,9 @@ HOSPITALS = 3
 ROUNDS = 2
 
 
-def test_deploy_local_csv_three_hospitals_tls_and_authentication(fedcare_cli, tmp_path):
-    out = tmp_path / "deployment"
+def test_deploy_local_csv_three_hospitals_tls_and_authentication(fedcare_cli,
+                                                                short_tmp_path):
+    out = short_tmp_path / "deployment"
     # DP stays on (patient level); a larger budget keeps 2 rounds' noise from masking progress.
     proc, marker = fedcare_cli(
         "deploy-local", "--hospitals", str(HOSPITALS), "--task", "csv", "--rounds", str(ROUNDS),
@@ -94,12 +95,12 @@ def test_deploy_local_csv_three_hospitals_tls_and_authentication(fedcare_cli, tm
     assert admin["superlink"]["fedcare"]["root-certificates"] == str(out / "certs" / "ca.crt")
 
 
-def test_deploy_local_interrupted_stops_every_process(tmp_path):
+def test_deploy_local_interrupted_stops_every_process(short_tmp_path):
     marker = uuid.uuid4().hex
     env = {**os.environ, MARKER: marker}
     proc = subprocess.Popen(
         [str(FEDCARE), "deploy-local", "--hospitals", "2", "--rounds", "1",
-         "--out", str(tmp_path / "deployment"), "--timeout", "300"],
+         "--out", str(short_tmp_path / "deployment"), "--timeout", "300"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []
     try:

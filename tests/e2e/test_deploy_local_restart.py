@@ -62,8 +62,8 @@ def _listening_times(log: Path) -> list[float]:
     return times
 
 
-def test_a_killed_hospital_worker_is_restarted_and_the_run_finishes(tmp_path):
-    out = tmp_path / "deployment"
+def test_a_killed_hospital_worker_is_restarted_and_the_run_finishes(short_tmp_path):
+    out = short_tmp_path / "deployment"
     marker = uuid.uuid4().hex
     proc = subprocess.Popen(
         [str(FEDCARE), "deploy-local", "--hospitals", str(HOSPITALS), "--rounds", str(ROUNDS),
