@@ -27,3 +27,28 @@ def short_tmp_path() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# Test files that share a session-scoped fixture: under pytest-xdist each worker process has
+# its own session, so they go to one worker and the fixture runs once.
+SHARED_WORKER = {
+    "tests/e2e/test_simulate.py": "reference_run",
+    "tests/e2e/test_interrupt.py": "reference_run",
+    "tests/e2e/test_resume.py": "reference_run",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under ``--dist loadfile``: one unit of work per file, or per group in SHARED_WORKER."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path: str = super()._split_scope(nodeid)
+            return SHARED_WORKER.get(path, path)
+
+    return SharedFixtureScheduling(config, log)
+
