@@ -51,4 +51,3 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             return SHARED_WORKER.get(path, path)
 
     return SharedFixtureScheduling(config, log)
-

@@ -38,6 +38,8 @@ def fedcare_cli():
 def reference_run(tmp_path_factory):
     """One uninterrupted ``fedcare simulate`` (REFERENCE_RUN, the default engine) whose run
     directory several end-to-end tests compare against; every process it started is killed.
+    A file that uses it is listed in tests/conftest.py's SHARED_WORKER, so that under
+    pytest-xdist it runs on the same worker as the others and this runs once.
     """
     out = tmp_path_factory.mktemp("reference") / "whole"
     marker = uuid.uuid4().hex
