@@ -136,17 +136,39 @@ def make_clipped_sum(
     ``norms`` has shape (rows,) and holds n_i = ||g_i||, the unclipped per-example norms over
     all variables together. ``path``: a Dense chain (``dense_chain``) takes the Dense
     shortcut, a ``GhostPlan`` (``client.ghost_clipping.ghost_plan``) the per-layer norms,
-    None ``tf.vectorized_map``. An empty batch gives zero sums.
+    None ``tf.vectorized_map``. An empty batch gives zero sums and no norms, without running
+    the model (a Poisson batch may be empty; on zero rows ``tf.vectorized_map`` of a
+    convolution fails to stack, and TensorFlow's oneDNN kernels mis-shape a convolution's
+    gradient, as seen on AMD EPYC CPUs).
     """
+    if isinstance(path, GhostPlan) and path.compiled:
+        return compiled_clipped_sum(path, loss_fn)  # fixed-size chunks: never zero rows
+    shapes = [list(v.shape) for v in variables]
+    return _zeros_when_empty(_clipped_sum_of_rows(model, loss_fn, variables, path), shapes)
+
+
+def _clipped_sum_of_rows(model: keras.Model, loss_fn: LossFn, variables: list[Any],
+                         path: list[DenseLink] | GhostPlan | None) -> ClippedSum:
+    """``make_clipped_sum``'s function for batches of at least one row."""
     if isinstance(path, GhostPlan):
         plan = path
-        if plan.compiled:
-            return compiled_clipped_sum(plan, loss_fn)
         return lambda x, y, clip: ghost_clipped_sum(plan, loss_fn, x, y, clip)
     if path is not None:
         chain = path
         return lambda x, y, clip: _dense_clipped_sum(chain, loss_fn, len(variables), x, y, clip)
     return lambda x, y, clip: _vectorized_clipped_sum(model, loss_fn, variables, x, y, clip)
+
+
+def _zeros_when_empty(clipped_sum: ClippedSum, shapes: list[list[int]]) -> ClippedSum:
+    """``clipped_sum`` for a batch of >= 1 rows; zero sums and no norms for an empty one."""
+    def guarded(x: Any, y: Any, clip: Any) -> tuple[list[Any], Any]:
+        def nothing() -> tuple[list[Any], Any]:
+            return [tf.zeros(shape, x.dtype) for shape in shapes], tf.zeros([0], x.dtype)
+
+        result = tf.cond(tf.shape(x)[0] > 0, lambda: clipped_sum(x, y, clip), nothing)
+        return list(result[0]), result[1]
+
+    return guarded
 
 
 def _dense_clipped_sum(chain: list[DenseLink], loss_fn: LossFn, num_variables: int, x: Any,
