@@ -33,11 +33,13 @@ csv ``data/`` (example hospitals, unless ``--data``).
 import csv
 import json
 import logging
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -83,6 +85,7 @@ SUPERNODE_RESTART_DELAY_SECONDS = 65.0
 WORKERS_READY_SECONDS = 180.0  # each worker imports TensorFlow once (seconds of CPU each)
 NODES_ONLINE_SECONDS = 120.0
 STATUS_POLL_SECONDS = 10.0  # each `flwr ls` is a Python start-up: poll it sparingly
+FINISHING_POLL_SECONDS = 1.0  # ... but often once the ServerApp wrote report.md, its last file
 FLWR_CLI_TIMEOUT_SECONDS = 120.0
 
 
@@ -974,24 +977,28 @@ class LocalDeployment:
     def follow(self, run_id: str, on_round: Callable[[list[dict[str, str]]], None]) -> str:
         """Wait (bounded) until the run finishes; return its final status.
 
-        `on_round` gets the metrics.csv rows whenever a round was added.
+        `on_round` gets the metrics.csv rows whenever a round was added. Flower's status is
+        asked every STATUS_POLL_SECONDS, and every FINISHING_POLL_SECONDS once the run
+        directory holds report.md (the ServerApp's last file: the run is ending).
         """
         deadline = time.monotonic() + self.settings.timeout_seconds
-        next_status, seen, status, details = 0.0, 0, "", ""
+        last_status, seen, status, details = -math.inf, 0, "", ""
         while time.monotonic() < deadline:
             self.check_alive()
             rows = completed_rounds(self.layout.run_dir)
             if len(rows) > seen:
                 seen = len(rows)
                 on_round(rows)
-            if time.monotonic() >= next_status:
+            ending = (self.layout.run_dir / "report.md").is_file()
+            interval = FINISHING_POLL_SECONDS if ending else STATUS_POLL_SECONDS
+            if time.monotonic() >= last_status + interval:
+                last_status = time.monotonic()
                 status, details = run_status(self.flwr("ls", CONNECTION, "--run-id", run_id),
                                              run_id)
                 if status.startswith("finished"):
                     on_round(completed_rounds(self.layout.run_dir))
                     break
-                next_status = time.monotonic() + STATUS_POLL_SECONDS
-            time.sleep(1.0)
+            time.sleep(1.0 if not ending else 0.25)
         else:
             raise DeploymentError(
                 f"run {run_id} did not finish within {self.settings.timeout_seconds:.0f} s "
@@ -1008,16 +1015,22 @@ def snapshot_app(app_dir: Path, layout: DeployLayout, env: dict[str, str]) -> Pa
 
     The run submits OUT/app, so the code the hospitals pin (its digest) is exactly the code
     they receive, even if the checkout changes meanwhile; OUT/bundle keeps the .fab file.
+    ``flwr build`` reads a copy of the files it would take (``stage_app_sources``: it would
+    otherwise read every file of a .venv inside the app directory first).
 
     Raises
     ------
     DeploymentError
         If ``flwr build`` fails (with its output).
     """
+    from simulations.deployment.app_sources import stage_app_sources
+
     layout.bundle.mkdir(parents=True, exist_ok=True)
-    built = subprocess.run([str(Path(sys.executable).parent / "flwr"), "build", "--app",
-                            str(app_dir.resolve())], cwd=layout.bundle, env=env,
-                           capture_output=True, text=True, timeout=FLWR_CLI_TIMEOUT_SECONDS)
+    with tempfile.TemporaryDirectory(prefix="fedcare-app-") as scratch:
+        stage = stage_app_sources(app_dir.resolve(), Path(scratch) / app_dir.resolve().name)
+        built = subprocess.run([str(Path(sys.executable).parent / "flwr"), "build", "--app",
+                                str(stage)], cwd=layout.bundle, env=env, capture_output=True,
+                               text=True, timeout=FLWR_CLI_TIMEOUT_SECONDS)
     bundles = sorted(layout.bundle.glob("*.fab"))
     if built.returncode != 0 or len(bundles) != 1:
         raise DeploymentError(f"`flwr build --app {app_dir}` failed:\n{built.stdout}{built.stderr}")
