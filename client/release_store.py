@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -253,12 +254,18 @@ class ReleaseStore:
         buffer = io.BytesIO()
         np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
         path = self._path(key.run_id, key.server_round, key.level)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        # A temp file of its own (two writers never share one), renamed over the release.
+        descriptor, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.",
+                                           suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(buffer.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self._prune(keep=path)
 
     def load(self, run_id: str, server_round: int, level: str) -> SavedRelease | None:

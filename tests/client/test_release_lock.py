@@ -77,6 +77,7 @@ def test_without_the_lock_two_threads_release_two_different_updates(ledger_path)
     # The control: the race the lock closes (both draw noise, one charge).
     first, second = _threads(ledger_path, use_lock=False)
 
+    assert first is not None and second is not None  # both answered (neither thread failed)
     assert first != second
     assert len(PrivacyLedger.open(ledger_path, hospital="va").entries) == 1
 
