@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import special
 
 from client.training import LocalTrainer
 from common.models import build_model
@@ -190,7 +191,7 @@ def fit_intercept(trainer: LocalTrainer, weights: NDArrays, x: np.ndarray, y: np
         p = np.clip(out[:, 0], _EPS, 1 - _EPS)
         z, b = np.log(p / (1 - p)), 0.0
         for _ in range(50):
-            q = 1 / (1 + np.exp(-(z + b)))
+            q = special.expit(z + b)  # 1 / (1 + exp(-(z + b))), without overflow
             b -= (np.sum(q - y) + l2 * b) / (np.sum(q * (1 - q)) + l2)
         shift = np.array([b])
     elif task.kind == "multiclass":
