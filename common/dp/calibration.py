@@ -16,6 +16,7 @@ from common.dp.accounting import (
     HistoryItem,
     calibrate_noise_multiplier,
     epsilon_from_history,
+    within_budget,
 )
 from common.dp.events import LEVELS
 from common.errors import PrivacyBudgetExceededError
@@ -63,22 +64,22 @@ def calibrate_to_remaining_budget(
             )
         return z
 
-    def epsilon_at(z: float) -> float:
-        return epsilon_from_history([*prior_history, (z, sample_rate, steps)], delta=delta,
-                                    accountant=accountant)
+    def fits(z: float) -> bool:  # Opacus's answer; fast curves decide the clear cases
+        return within_budget([*prior_history, (z, sample_rate, steps)],
+                             budget_epsilon=budget_epsilon, delta=delta, accountant=accountant)
 
     spent = epsilon_from_history(list(prior_history), delta=delta, accountant=accountant)
-    if spent >= budget_epsilon or epsilon_at(MAX_NOISE_MULTIPLIER) > budget_epsilon:
+    if spent >= budget_epsilon or not fits(MAX_NOISE_MULTIPLIER):
         raise PrivacyBudgetExceededError(
             f"epsilon {spent:.4g} already spent of a budget of {budget_epsilon:.4g}: no noise "
             f"multiplier up to {MAX_NOISE_MULTIPLIER:g} leaves room for another run"
         )
     low, high = 0.0, 1.0
-    while epsilon_at(high) > budget_epsilon:
+    while not fits(high):
         low, high = high, high * 2
     while high - low > 1e-3 * high:
         middle = (low + high) / 2
-        low, high = (low, middle) if epsilon_at(middle) <= budget_epsilon else (middle, high)
+        low, high = (low, middle) if fits(middle) else (middle, high)
     return high
 
 

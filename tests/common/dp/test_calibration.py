@@ -3,7 +3,8 @@
 import pytest
 from opacus.accountants import RDPAccountant
 
-from common.dp.calibration import calibrate_for_ledger
+from common.dp.accounting import within_budget
+from common.dp.calibration import calibrate_for_ledger, calibrate_to_remaining_budget
 from common.dp.events import GaussianRoundEvent
 from common.dp.ledger import PrivacyLedger
 from common.errors import PrivacyBudgetExceededError
@@ -54,3 +55,58 @@ def test_own_run_is_excluded_so_z_stays_fixed_within_a_run(ledger):
                                  exclude_run="run")
 
     assert again == first and _rdp([(first, 1.0, 5)]) <= 4.0
+
+
+# Histories a hospital's calibration meets (Opacus's epsilon 0.24-1.1 at delta 1e-5): an
+# explanation release (q = 1), earlier runs at either level; budgets from tight to loose.
+PRIORS = [
+    [(15.0, 1.0, 1)],
+    [(15.0, 1.0, 1), (3.0, 0.05, 100)],
+    [(8.0, 1.0, 2), (3.0, 0.1, 30)],
+    [(6.0, 1.0, 1), (15.0, 1.0, 1)],
+]
+
+
+def _opacus_calibration(prior, *, budget, delta, sample_rate, steps):
+    """calibrate_to_remaining_budget's search with every epsilon from Opacus's accountant."""
+    def fits(z):
+        accountant = RDPAccountant()
+        accountant.history = [*prior, (z, sample_rate, steps)]
+        return accountant.get_epsilon(delta) <= budget
+
+    low, high = 0.0, 1.0
+    while not fits(high):
+        low, high = high, high * 2
+    while high - low > 1e-3 * high:
+        middle = (low + high) / 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+@pytest.mark.parametrize(("budget", "sample_rate", "steps"),
+                         [(1.5, 0.1, 40), (3.0, 0.02, 1000), (8.0, 0.5, 6)])
+def test_calibration_around_a_history_gives_opacus_z(prior, budget, sample_rate, steps):
+    # Act
+    z = calibrate_to_remaining_budget(prior, budget_epsilon=budget, delta=1e-5,
+                                      sample_rate=sample_rate, steps=steps)
+
+    # Assert: the very z of the search done with Opacus's epsilon throughout
+    assert z == _opacus_calibration(prior, budget=budget, delta=1e-5, sample_rate=sample_rate,
+                                    steps=steps)
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_within_budget_is_opacus_at_the_boundary(prior):
+    # Arrange: budgets at Opacus's epsilon of the history and a hair either side
+    history = [*prior, (1.3, 0.1, 50)]
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    exact = accountant.get_epsilon(1e-5)
+
+    # Act / Assert
+    assert within_budget(history, budget_epsilon=exact, delta=1e-5)
+    assert within_budget(history, budget_epsilon=exact * (1 + 1e-12), delta=1e-5)
+    assert not within_budget(history, budget_epsilon=exact * (1 - 1e-12), delta=1e-5)
+    assert within_budget(history, budget_epsilon=exact * 1.5, delta=1e-5)
+    assert not within_budget(history, budget_epsilon=exact / 1.5, delta=1e-5)
