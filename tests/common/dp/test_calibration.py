@@ -11,10 +11,9 @@ from common.errors import PrivacyBudgetExceededError
 
 
 def _rdp(history, delta=1e-5):
+    """Opacus's RDPAccountant epsilon of (z, q, steps) entries (its history's own form)."""
     accountant = RDPAccountant()
-    for z, q, steps in history:
-        for _ in range(steps):
-            accountant.step(noise_multiplier=z, sample_rate=q)
+    accountant.history = list(history)
     return accountant.get_epsilon(delta)
 
 
@@ -67,42 +66,26 @@ PRIORS = [
 ]
 
 
-def _opacus_calibration(prior, *, budget, delta, sample_rate, steps):
-    """calibrate_to_remaining_budget's search with every epsilon from Opacus's accountant."""
-    def fits(z):
-        accountant = RDPAccountant()
-        accountant.history = [*prior, (z, sample_rate, steps)]
-        return accountant.get_epsilon(delta) <= budget
-
-    low, high = 0.0, 1.0
-    while not fits(high):
-        low, high = high, high * 2
-    while high - low > 1e-3 * high:
-        middle = (low + high) / 2
-        low, high = (low, middle) if fits(middle) else (middle, high)
-    return high
-
-
 @pytest.mark.parametrize("prior", PRIORS)
 @pytest.mark.parametrize(("budget", "sample_rate", "steps"),
                          [(1.5, 0.1, 40), (3.0, 0.02, 1000), (8.0, 0.5, 6)])
-def test_calibration_around_a_history_gives_opacus_z(prior, budget, sample_rate, steps):
+def test_calibration_around_a_history_is_the_least_z_opacus_allows(prior, budget, sample_rate,
+                                                                     steps):
     # Act
     z = calibrate_to_remaining_budget(prior, budget_epsilon=budget, delta=1e-5,
                                       sample_rate=sample_rate, steps=steps)
 
-    # Assert: the very z of the search done with Opacus's epsilon throughout
-    assert z == _opacus_calibration(prior, budget=budget, delta=1e-5, sample_rate=sample_rate,
-                                    steps=steps)
+    # Assert: by Opacus's accountant the run fits at z, and not at 0.1% less noise (the
+    # search's precision)
+    assert _rdp([*prior, (z, sample_rate, steps)]) <= budget
+    assert _rdp([*prior, (z * (1 - 1e-3), sample_rate, steps)]) > budget
 
 
 @pytest.mark.parametrize("prior", PRIORS)
 def test_within_budget_is_opacus_at_the_boundary(prior):
     # Arrange: budgets at Opacus's epsilon of the history and a hair either side
     history = [*prior, (1.3, 0.1, 50)]
-    accountant = RDPAccountant()
-    accountant.history = list(history)
-    exact = accountant.get_epsilon(1e-5)
+    exact = _rdp(history)
 
     # Act / Assert
     assert within_budget(history, budget_epsilon=exact, delta=1e-5)
